@@ -1,0 +1,13 @@
+"""infarctwatch edge runtime.
+
+Watches an incoming folder for DWI images, runs the model bundle with OpenVINO and writes one JSON
+report per scan. Also home to what the trainer shares with it: image decoding, preprocessing and the
+model bundle format. Never imports TensorFlow.
+
+Research use only, not for diagnostic use.
+"""
+
+DISCLAIMER = (
+    "Research use only. Not for diagnostic use. infarctwatch is not a medical device and its "
+    "output must not be used for clinical decisions."
+)

@@ -1,0 +1,224 @@
+"""Read the bytes of one scan file into a 2-D float32 grey image.
+
+Shared by the daemon (serving) and the trainer (reading datasets), so both see the same pixels.
+
+Formats:
+
+* raster: PNG, JPEG, BMP, TIFF in 8- or 16-bit grey, RGB(A) or palette. Colour is reduced to grey
+  with ITU-R 601 luma (coloured annotation text in screenshots ends up grey). A multi-page TIFF is
+  read from its first page.
+* DICOM (detected by the ``DICM`` magic, or a ``.dcm`` name): the modality LUT (rescale slope and
+  intercept) is applied and MONOCHROME1 is inverted so that bright always means high signal.
+  A multi-frame object is one scan: its **middle frame** is classified, and the report says which.
+
+Every way a file can be bad maps to a `daemon.errors.ScanError` subclass with a stable code.
+The pixel count is checked from the header before any pixel is decoded (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from daemon.errors import (
+    BadDimensionsError,
+    DicomInvalidError,
+    DicomNoPixelDataError,
+    DicomUnsupportedTransferSyntaxError,
+    EmptyFileError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedImageError,
+)
+
+RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_MAX_ASPECT = 8.0
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds that keep one hostile file from exhausting the device."""
+
+    max_pixels: int = 40_000_000
+    """Largest pixel count (all frames) decoded; a 512x512 DWI slice has 262,144."""
+    min_side: int = 16
+    max_aspect: float = _MAX_ASPECT
+
+
+@dataclass(frozen=True)
+class DicomInfo:
+    """Non-identifying DICOM attributes carried into the report."""
+
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    modality: str | None
+    diffusion_b_value: float | None
+    frames: int
+    frame_used: int
+    photometric: str
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded scan: a 2-D float32 grey image plus what the report needs to say about it."""
+
+    pixels: npt.NDArray[np.float32]
+    format: str
+    width: int
+    height: int
+    bits: int
+    dicom: DicomInfo | None = None
+
+
+def looks_like_dicom(data: bytes, name: str = "") -> bool:
+    """True for a DICOM Part 10 file (``DICM`` at offset 128) or a file named ``*.dcm``."""
+    return data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+
+
+def decode(data: bytes, name: str = "", limits: DecodeLimits | None = None) -> DecodedImage:
+    """Decode a scan file's bytes. ``name`` is only a hint (``.dcm`` without a preamble).
+
+    Raises:
+        ScanError: a subclass naming exactly what is wrong with the file.
+    """
+    limits = limits or DecodeLimits()
+    if not data:
+        raise EmptyFileError("the file is empty (0 bytes)")
+    if looks_like_dicom(data, name):
+        return _decode_dicom(data, limits)
+    return _decode_raster(data, limits)
+
+
+def _check_dimensions(width: int, height: int, frames: int, limits: DecodeLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise BadDimensionsError(f"image declares {width}x{height} pixels")
+    if width * height * frames > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"image declares {width}x{height} pixels x {frames} frame(s), more than the limit of "
+            f"{limits.max_pixels:,} (limits.max_pixels)"
+        )
+    if min(width, height) < limits.min_side:
+        raise BadDimensionsError(
+            f"image is {width}x{height} pixels; at least {limits.min_side} per side are needed"
+        )
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise BadDimensionsError(
+            f"image is {width}x{height} pixels, an aspect ratio above {limits.max_aspect:g}"
+        )
+
+
+def _to_grey(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    if array.ndim == 2:
+        return array.astype(np.float32, copy=False)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return np.asarray(array[:, :, :3].astype(np.float32) @ _LUMA, dtype=np.float32)
+    if array.ndim == 3 and array.shape[2] in (1, 2):
+        return array[:, :, 0].astype(np.float32)
+    raise UnsupportedImageError(f"pixel array of shape {array.shape} is not a grey or RGB image")
+
+
+def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise NotAnImageError("not a PNG, JPEG, BMP, TIFF or DICOM file") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise NotAnImageError(f"unreadable image header: {exc}") from exc
+    with image:
+        fmt = RASTER_FORMATS.get(image.format or "")
+        if fmt is None:
+            raise UnsupportedImageError(
+                f"{image.format} images are not supported (use PNG, JPEG, BMP, TIFF or DICOM)"
+            )
+        width, height = image.size
+        _check_dimensions(width, height, 1, limits)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise TruncatedImageError(f"pixel data is truncated or corrupt: {exc}") from exc
+        mode = image.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            array: npt.NDArray[Any] = np.array(image)
+            bits = 16 if mode.startswith("I;16") else 32
+        elif mode in ("L", "RGB"):
+            array = np.array(image)
+            bits = 8
+        else:
+            array = np.array(image.convert("RGB" if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr",
+                                                               "LAB", "HSV") else "L"))
+            bits = 8
+    return DecodedImage(_to_grey(array), fmt, width, height, bits)
+
+
+def _uid(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    return str(value) if value else None
+
+
+def _b_value(ds: Any) -> float | None:
+    value = ds.get("DiffusionBValue")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    # pydicom is imported here so that raster-only callers do not pay for it.
+    import pydicom  # noqa: PLC0415
+    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+    from pydicom.pixels import apply_modality_lut, pixel_array  # noqa: PLC0415
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2")
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as exc:
+        raise DicomInvalidError(f"not a readable DICOM file: {exc}") from exc
+    if not has_pixels:
+        sop = str(ds.get("SOPClassUID", "unknown"))
+        raise DicomNoPixelDataError(f"DICOM object carries no pixel data (SOP class {sop})")
+    _check_dimensions(cols, rows, frames, limits)
+    frame_used = frames // 2
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        array = pixel_array(ds, index=frame_used) if frames > 1 else ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        name = getattr(syntax, "name", str(syntax))
+        raise DicomUnsupportedTransferSyntaxError(
+            f"cannot decode pixel data with transfer syntax {name}: {exc}"
+        ) from exc
+    except (ValueError, EOFError, OSError, AttributeError, TypeError, KeyError) as exc:
+        raise TruncatedImageError(f"DICOM pixel data is truncated or corrupt: {exc}") from exc
+    grey = _to_grey(np.asarray(array))
+    if photometric.startswith("MONOCHROME"):
+        grey = np.asarray(apply_modality_lut(grey, ds), dtype=np.float32)
+        if photometric == "MONOCHROME1":
+            grey = np.float32(grey.max() + grey.min()) - grey
+    info = DicomInfo(
+        study_instance_uid=_uid(ds, "StudyInstanceUID"),
+        series_instance_uid=_uid(ds, "SeriesInstanceUID"),
+        sop_instance_uid=_uid(ds, "SOPInstanceUID"),
+        modality=str(ds.get("Modality")) if ds.get("Modality") else None,
+        diffusion_b_value=_b_value(ds),
+        frames=frames,
+        frame_used=frame_used,
+        photometric=photometric,
+    )
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    return DecodedImage(np.ascontiguousarray(grey), "dicom", cols, rows, bits, info)

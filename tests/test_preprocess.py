@@ -1,0 +1,90 @@
+"""The shared preprocessing: brain crop, resize, normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daemon.errors import BadDimensionsError, BlankImageError
+from daemon.preprocess import PreprocessSpec, brain_box, preprocess
+
+
+def _phantom(size: int = 512, text: bool = True) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    image = np.zeros((size, size), np.float32)
+    image[((yy - 0.5 * size) / (0.35 * size)) ** 2 + ((xx - 0.48 * size) / (0.3 * size)) ** 2 < 1] = 100
+    rng = np.random.default_rng(0)
+    image += rng.random((size, size), dtype=np.float32) * 5
+    if text:
+        image[10:22, 10:150] = 255  # a burned-in annotation line in the top-left corner
+        image[size - 20 : size - 10, size - 120 : size - 10] = 255
+    return image
+
+
+class TestBrainBox:
+    def test_box_surrounds_the_brain_and_ignores_corner_text(self) -> None:
+        """Annotation text in the corners is not part of the box; the whole brain is."""
+        top, left, bottom, right = brain_box(_phantom(), PreprocessSpec())
+        assert 60 <= top <= 85 and 430 <= bottom <= 460
+        assert 70 <= left <= 100 and 390 <= right <= 420
+
+    def test_box_of_a_featureless_noise_image_is_the_whole_image(self) -> None:
+        """With nothing surviving the opening, the whole image is used."""
+        rng = np.random.default_rng(1)
+        image = (rng.random((64, 64)) > 0.97).astype(np.float32)
+        assert brain_box(image, PreprocessSpec()) == (0, 0, 64, 64)
+
+
+class TestPreprocess:
+    def test_output_shape_dtype_and_range(self) -> None:
+        """The tensor is (128, 128, 3) float32 in [0, 1] with identical channels."""
+        out = preprocess(_phantom(), PreprocessSpec())
+        assert out.shape == (128, 128, 3)
+        assert out.dtype == np.float32
+        assert 0.0 <= out.min() and out.max() <= 1.0
+        assert np.array_equal(out[:, :, 0], out[:, :, 2])
+
+    def test_result_does_not_depend_on_bit_depth_or_scale(self) -> None:
+        """An 8-bit and a 16-bit rendering of the same slice give the same tensor."""
+        base = _phantom(text=False)
+        eight = np.round(base / base.max() * 255).astype(np.uint8)
+        sixteen = eight.astype(np.uint16) * 257
+        a = preprocess(eight, PreprocessSpec())
+        b = preprocess(sixteen, PreprocessSpec())
+        assert np.abs(a - b).max() < 1e-4
+
+    def test_text_does_not_change_the_tensor_much(self) -> None:
+        """Burned-in corner text is cropped away: the tensor matches the clean image's."""
+        a = preprocess(_phantom(text=True), PreprocessSpec())
+        b = preprocess(_phantom(text=False), PreprocessSpec())
+        assert np.abs(a - b).mean() < 0.01
+
+    def test_left_right_order_is_kept(self) -> None:
+        """A bright spot on the image's left stays on the tensor's left (laterality is the label)."""
+        image = _phantom(text=False)
+        image[220:280, 110:170] = 400  # 1.4% of the pixels: above the 99.5th percentile
+        out = preprocess(image, PreprocessSpec())[:, :, 0]
+        assert out[:, :64].max() == pytest.approx(1.0)
+        assert out[:, 64:].max() < 0.7
+
+    def test_blank_image_is_rejected(self) -> None:
+        """A constant image has nothing to classify."""
+        with pytest.raises(BlankImageError):
+            preprocess(np.full((64, 64), 7, np.uint8), PreprocessSpec())
+
+    def test_tiny_or_3d_input_is_rejected(self) -> None:
+        """Too small, or not 2-D: a clear dimension error."""
+        with pytest.raises(BadDimensionsError):
+            preprocess(np.ones((8, 8)), PreprocessSpec())
+        with pytest.raises(BadDimensionsError):
+            preprocess(np.ones((32, 32, 3)), PreprocessSpec())
+
+
+def test_spec_round_trips_and_rejects_unknown_keys() -> None:
+    """preprocess.json round-trips; an unknown key or version is refused."""
+    spec = PreprocessSpec(input_size=96)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown"):
+        PreprocessSpec.from_dict({"input_size": 128, "colour": "red"})
+    with pytest.raises(ValueError, match="version"):
+        PreprocessSpec.from_dict({"version": 99})
