@@ -246,3 +246,14 @@ def write_manifest(
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     (Path(root) / MANIFEST).write_text(text, encoding="utf-8")
     return manifest
+
+
+def resolve_model_path(path: Path) -> Path:
+    """A models folder managed by ``deploy`` (``current`` -> ``versions/<v>``) or a bundle folder.
+
+    Returns the bundle folder that ``path`` designates right now.
+    """
+    current = Path(path) / "current"
+    if current.exists():
+        return current.resolve()
+    return Path(path)
