@@ -141,17 +141,35 @@ def verify(path: Path) -> dict[str, Any]:
     if version not in SUPPORTED_FORMAT_VERSIONS:
         supported = ", ".join(str(v) for v in sorted(SUPPORTED_FORMAT_VERSIONS))
         raise BundleError(
-            str(root), [f"format_version {version!r} is not supported (this build reads {supported})"]
+            str(root),
+            [f"format_version {version!r} is not supported (this build reads {supported})"],
         )
-    for key in ("name", "version", "created_at", "variants", "files"):
-        if key not in manifest:
-            problems.append(f"manifest is missing {key!r}")
+    required = ("name", "version", "created_at", "variants", "files")
+    problems.extend(f"manifest is missing {key!r}" for key in required if key not in manifest)
     if not _VERSION_RE.match(str(manifest.get("version", ""))):
         problems.append(f"version {manifest.get('version')!r} is not a plain version string")
     _check_files(root, manifest.get("files"), problems)
     if problems:
         raise BundleError(str(root), problems)
     return manifest
+
+
+def _read_variants(root: Path, manifest: dict[str, Any], problems: list[str]) -> dict[str, Variant]:
+    variants: dict[str, Variant] = {}
+    for name, entry in (manifest.get("variants") or {}).items():
+        try:
+            parts = (entry["xml"], entry["bin"])
+        except (KeyError, TypeError):
+            problems.append(f"variant {name!r} must name its 'xml' and 'bin' files")
+            continue
+        unlisted = [part for part in parts if part not in manifest["files"]]
+        problems.extend(
+            f"variant {name!r} uses {p}, which the manifest does not list" for p in unlisted
+        )
+        variants[name] = Variant(
+            name, root / parts[0], root / parts[1], str(entry.get("precision", name))
+        )
+    return variants
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -175,17 +193,7 @@ def load_bundle(path: Path) -> Bundle:
             spec = PreprocessSpec.from_dict(raw_spec)
         except (TypeError, ValueError) as exc:
             problems.append(f"preprocess.json: {exc}")
-    variants: dict[str, Variant] = {}
-    for name, entry in (manifest.get("variants") or {}).items():
-        try:
-            xml, weights = root / entry["xml"], root / entry["bin"]
-            variants[name] = Variant(name, xml, weights, str(entry.get("precision", name)))
-        except (KeyError, TypeError):
-            problems.append(f"variant {name!r} must name its 'xml' and 'bin' files")
-            continue
-        for part in (entry["xml"], entry["bin"]):
-            if part not in manifest["files"]:
-                problems.append(f"variant {name!r} uses {part}, which the manifest does not list")
+    variants = _read_variants(root, manifest, problems)
     if not variants:
         problems.append("the bundle has no model variants")
     default = manifest.get("default_variant", "fp16")

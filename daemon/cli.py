@@ -10,8 +10,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 EXIT_USAGE = 2
 
@@ -28,7 +31,9 @@ class Command:
 
 _TRAIN_NEEDS = ("tensorflow", "keras", "nncf", "scipy", "matplotlib")
 COMMANDS: dict[str, Command] = {
-    "run": Command("daemon.run_cli:main", "watch the incoming folder and write one report per scan"),
+    "run": Command(
+        "daemon.run_cli:main", "watch the incoming folder and write one report per scan"
+    ),
     "status": Command("daemon.status_cli:main", "show the running daemon's counters"),
     "synth": Command(
         "trainer.synth.cli:main",

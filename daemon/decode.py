@@ -157,8 +157,11 @@ def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
             array = np.array(image)
             bits = 8
         else:
-            array = np.array(image.convert("RGB" if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr",
-                                                               "LAB", "HSV") else "L"))
+            array = np.array(
+                image.convert(
+                    "RGB" if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV") else "L"
+                )
+            )
             bits = 8
     return DecodedImage(_to_grey(array), fmt, width, height, bits)
 
@@ -180,7 +183,7 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     # pydicom is imported here so that raster-only callers do not pay for it.
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
-    from pydicom.pixels import apply_modality_lut, pixel_array  # noqa: PLC0415
+    from pydicom.pixels import apply_modality_lut, pixel_array  # type: ignore[attr-defined]  # noqa: PLC0415
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")

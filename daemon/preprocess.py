@@ -43,7 +43,7 @@ class PreprocessSpec:
     channels: int = 3
     high_percentile: float = 99.5
     tissue_threshold: float = 0.08
-    """Fraction of the normalised range above which a pixel counts as tissue when finding the box."""
+    """Fraction of the normalised range above which a pixel counts as tissue (box finding)."""
     box_work_size: int = 128
     """The long side of the small copy on which the brain box is found."""
     opening_radius: int = 2
@@ -88,8 +88,10 @@ def normalise(image: FloatImage, high_percentile: float) -> FloatImage:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _shift_reduce(mask: npt.NDArray[np.bool_], radius: int, *, erode: bool) -> npt.NDArray[np.bool_]:
-    """Binary erosion (AND) or dilation (OR) with a 3x3 square, ``radius`` times; outside is empty."""
+def _shift_reduce(
+    mask: npt.NDArray[np.bool_], radius: int, *, erode: bool
+) -> npt.NDArray[np.bool_]:
+    """Binary erosion (AND) or dilation (OR) by a 3x3 square, ``radius`` times; outside is 0."""
     out = mask
     h, w = mask.shape
     for _ in range(radius):

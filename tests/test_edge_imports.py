@@ -14,7 +14,9 @@ FORBIDDEN = ("tensorflow", "keras", "nncf", "nilearn")
 def test_importing_every_daemon_module_pulls_no_training_framework() -> None:
     """Import each module of the daemon package in a fresh interpreter, then inspect sys.modules."""
     modules = sorted(
-        m.name for m in pkgutil.walk_packages(daemon.__path__, "daemon.") if m.name != "daemon.__main__"
+        m.name
+        for m in pkgutil.walk_packages(daemon.__path__, "daemon.")
+        if m.name != "daemon.__main__"
     )
     assert "daemon.preprocess" in modules
     assert "daemon.bundle" in modules
@@ -24,7 +26,9 @@ def test_importing_every_daemon_module_pulls_no_training_framework() -> None:
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
         "print(','.join(bad))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "", f"daemon imported: {result.stdout.strip()}"
 
 
@@ -33,11 +37,14 @@ def test_trainer_command_without_extra_says_so_in_one_line() -> None:
     code = (
         "import sys, importlib.util as u\n"
         "real = u.find_spec\n"
-        "u.find_spec = lambda name, *a: None if name.split('.')[0] == 'tensorflow' else real(name, *a)\n"
+        "hide = lambda name: name.split('.')[0] == 'tensorflow'\n"
+        "u.find_spec = lambda name, *a: None if hide(name) else real(name, *a)\n"
         "from daemon.cli import main\n"
         "sys.exit(main(['train']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -12,7 +12,9 @@ from daemon.preprocess import PreprocessSpec, brain_box, preprocess
 def _phantom(size: int = 512, text: bool = True) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size]
     image = np.zeros((size, size), np.float32)
-    image[((yy - 0.5 * size) / (0.35 * size)) ** 2 + ((xx - 0.48 * size) / (0.3 * size)) ** 2 < 1] = 100
+    image[
+        ((yy - 0.5 * size) / (0.35 * size)) ** 2 + ((xx - 0.48 * size) / (0.3 * size)) ** 2 < 1
+    ] = 100
     rng = np.random.default_rng(0)
     image += rng.random((size, size), dtype=np.float32) * 5
     if text:
@@ -41,7 +43,7 @@ class TestPreprocess:
         out = preprocess(_phantom(), PreprocessSpec())
         assert out.shape == (128, 128, 3)
         assert out.dtype == np.float32
-        assert 0.0 <= out.min() and out.max() <= 1.0
+        assert out.min() >= 0.0 and out.max() <= 1.0
         assert np.array_equal(out[:, :, 0], out[:, :, 2])
 
     def test_result_does_not_depend_on_bit_depth_or_scale(self) -> None:
@@ -60,7 +62,7 @@ class TestPreprocess:
         assert np.abs(a - b).mean() < 0.01
 
     def test_left_right_order_is_kept(self) -> None:
-        """A bright spot on the image's left stays on the tensor's left (laterality is the label)."""
+        """A bright spot on the image's left stays on the tensor's left: laterality is the class."""
         image = _phantom(text=False)
         image[220:280, 110:170] = 400  # 1.4% of the pixels: above the 99.5th percentile
         out = preprocess(image, PreprocessSpec())[:, :, 0]

@@ -68,6 +68,24 @@ class LabelMap:
         return self.classes.index(label)
 
 
+def _merge_map(
+    classes: list[str], raw_map: dict[str, str], problems: list[str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    merge: dict[str, str] = {normalise_name(c): c for c in classes}
+    variants: dict[str, list[str]] = {c: [c] for c in classes}
+    for raw, target in raw_map.items():
+        key = normalise_name(str(raw))
+        if target not in variants:
+            problems.append(f"At 'merge.{raw}': {target!r} is not one of 'classes'")
+        elif key in merge and merge[key] != target:
+            problems.append(f"At 'merge.{raw}': already maps to {merge[key]!r}")
+        else:
+            merge[key] = target
+            if str(raw) not in variants[target]:
+                variants[target].append(str(raw))
+    return merge, variants
+
+
 def load_label_map(path: Path = REPO_LABELS) -> LabelMap:
     """Read and check a labels.yaml.
 
@@ -89,18 +107,7 @@ def load_label_map(path: Path = REPO_LABELS) -> LabelMap:
         raise LabelMapError(f"{path}: 'classes' must be a list of names")
     if len(set(classes)) != len(classes):
         problems.append("'classes' has duplicates")
-    merge: dict[str, str] = {normalise_name(c): c for c in classes}
-    variants: dict[str, list[str]] = {c: [c] for c in classes}
-    for raw, target in (data.get("merge") or {}).items():
-        key = normalise_name(str(raw))
-        if target not in variants:
-            problems.append(f"At 'merge.{raw}': {target!r} is not one of 'classes'")
-        elif key in merge and merge[key] != target:
-            problems.append(f"At 'merge.{raw}': already maps to {merge[key]!r}")
-        else:
-            merge[key] = target
-            if str(raw) not in variants[target]:
-                variants[target].append(str(raw))
+    merge, variants = _merge_map(classes, data.get("merge") or {}, problems)
     if problems:
         raise LabelMapError(f"{path}: " + "; ".join(problems))
     return LabelMap(

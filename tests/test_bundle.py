@@ -1,0 +1,123 @@
+"""The model bundle format: verification and loading (no OpenVINO needed here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from daemon.bundle import (
+    DEFAULT_BUNDLE,
+    MANIFEST,
+    load_bundle,
+    resolve_model_path,
+    sha256_file,
+    verify,
+    write_manifest,
+)
+from daemon.errors import BundleError
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """A private copy of the committed default bundle."""
+    return Path(shutil.copytree(DEFAULT_BUNDLE, tmp_path / "bundle"))
+
+
+class TestCommittedDefault:
+    def test_default_bundle_verifies_and_loads(self) -> None:
+        """The bundle shipped inside the package verifies and names its labels and variants."""
+        loaded = load_bundle(DEFAULT_BUNDLE)
+        assert loaded.sha256 == sha256_file(DEFAULT_BUNDLE / MANIFEST)
+        assert len(loaded.labels) == 27
+        assert "No acute infarct" in loaded.labels
+        assert loaded.variant("fp16").xml.is_file()
+        assert loaded.preprocess.input_size == 128
+
+
+class TestVerify:
+    def test_a_flipped_byte_is_named(self, bundle: Path) -> None:
+        """Changing one byte of the weights fails verification, naming the file."""
+        weights = bundle / "model.bin"
+        data = bytearray(weights.read_bytes())
+        data[100] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        with pytest.raises(BundleError, match=r"model\.bin: sha256"):
+            verify(bundle)
+
+    def test_missing_and_unlisted_files_are_all_reported(self, bundle: Path) -> None:
+        """A deleted file and an extra file are both reported in one error."""
+        (bundle / "labels.json").unlink()
+        (bundle / "notes.txt").write_text("hello")
+        with pytest.raises(BundleError) as info:
+            verify(bundle)
+        assert any("labels.json" in p for p in info.value.problems)
+        assert any("notes.txt" in p for p in info.value.problems)
+
+    def test_unknown_format_version_is_refused(self, bundle: Path) -> None:
+        """A manifest from a future format is refused with the supported versions named."""
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        manifest["format_version"] = 99
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="format_version 99"):
+            verify(bundle)
+
+    def test_manifest_path_escaping_the_bundle_is_refused(self, bundle: Path) -> None:
+        """A manifest entry like '../x' is unsafe and refused."""
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        manifest["files"]["../outside"] = {"sha256": "0" * 64, "bytes": 1}
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="unsafe path"):
+            verify(bundle)
+
+    def test_symlinked_member_is_refused(self, bundle: Path, tmp_path: Path) -> None:
+        """A listed file replaced by a symlink (even to identical bytes) is refused."""
+        target = tmp_path / "elsewhere.json"
+        shutil.copy(bundle / "labels.json", target)
+        (bundle / "labels.json").unlink()
+        (bundle / "labels.json").symlink_to(target)
+        with pytest.raises(BundleError, match=r"labels\.json is listed"):
+            verify(bundle)
+
+    def test_not_a_folder(self, tmp_path: Path) -> None:
+        """A path that is not a folder gets a clear error."""
+        with pytest.raises(BundleError, match="not a folder"):
+            verify(tmp_path / "nope")
+
+
+class TestWriteManifest:
+    def test_rewritten_manifest_matches_edited_files(self, bundle: Path) -> None:
+        """After editing a file, write_manifest makes the bundle verify again with new hashes."""
+        (bundle / "metrics.json").write_text('{"top1": 0.5}\n')
+        before = json.loads((bundle / MANIFEST).read_text())
+        write_manifest(
+            bundle,
+            name=before["name"],
+            version="9.9.9",
+            variants=before["variants"],
+            input_spec=before["input"],
+            metrics_summary={"top1": 0.5},
+        )
+        loaded = load_bundle(bundle)
+        assert loaded.version == "9.9.9"
+        assert loaded.manifest["files"]["metrics.json"]["sha256"] == sha256_file(
+            bundle / "metrics.json"
+        )
+
+    def test_bad_version_string_is_refused(self, bundle: Path) -> None:
+        """Versions become folder names on devices: '../x' or spaces are refused."""
+        with pytest.raises(ValueError, match="version"):
+            write_manifest(
+                bundle, name="x", version="../1", variants={}, input_spec={}, metrics_summary={}
+            )
+
+
+def test_resolve_model_path_follows_current(tmp_path: Path) -> None:
+    """A deploy-managed models folder resolves to the version 'current' points at."""
+    version = tmp_path / "models" / "versions" / "1.0.0"
+    version.mkdir(parents=True)
+    (tmp_path / "models" / "current").symlink_to("versions/1.0.0")
+    assert resolve_model_path(tmp_path / "models") == version.resolve()
+    assert resolve_model_path(version) == version
