@@ -31,3 +31,7 @@ class ExportError(TrainerError):
 
 class SynthError(TrainerError):
     """The synthetic data generator cannot run (missing anatomy files, bad options)."""
+
+
+class RunFolderError(TrainerError):
+    """A run folder would overwrite an earlier run, or lacks what ``export`` needs."""

@@ -1,0 +1,126 @@
+"""``infarctwatch train`` and ``infarctwatch export``: argument parsing, logging, exit codes.
+
+Exit codes: 0 success, 1 a dataset / export / run-folder problem, 2 a usage or configuration
+problem. TensorFlow is imported only after the arguments and configuration are checked, so a typo
+is reported at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from trainer.errors import TrainConfigError, TrainerError
+from trainer.logs import configure_logging
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train.yaml"
+_DISCLAIMER = "Research use only, not for diagnosis."
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infarctwatch train",
+        description="Train a model on a folder-per-class DWI dataset and export a verified "
+        f"OpenVINO bundle to RUN/bundle. {_DISCLAIMER}",
+    )
+    parser.add_argument("data", type=Path, help="dataset folder: one sub-folder per class")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"training configuration (default: {DEFAULT_CONFIG} when present, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run folder to create (default: runs/<UTC time>)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set fit.epochs=5 (repeatable; values are YAML)",
+    )
+    parser.add_argument("--version", help="bundle version (same as --set export.version=...)")
+    return parser
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infarctwatch export",
+        description="Redo the OpenVINO export (FP16 + INT8), parity checks and the bundle of a "
+        f"finished training run. {_DISCLAIMER}",
+    )
+    parser.add_argument("run", type=Path, help="a run folder written by 'infarctwatch train'")
+    parser.add_argument("--name", help="bundle name (default: the run's export.name)")
+    parser.add_argument("--version", help="bundle version (default: the run's export.version)")
+    return parser
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def train_main(argv: list[str]) -> int:
+    """Entry point of ``infarctwatch train``."""
+    args = _train_parser().parse_args(argv)
+    configure_logging()
+    from trainer.config import load_config  # noqa: PLC0415  (keeps --help fast)
+
+    config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    overrides = list(args.overrides)
+    if args.version:
+        overrides.append(f"export.version={args.version}")
+    try:
+        cfg = load_config(config_path, overrides)
+    except TrainConfigError as exc:
+        print(f"infarctwatch train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.data.is_dir():
+        print(f"infarctwatch train: dataset folder {args.data} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    out = args.out or Path("runs") / dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    _quiet_tensorflow()
+    from trainer.run import train  # noqa: PLC0415  (imports TensorFlow)
+
+    try:
+        result = train(args.data, cfg, out)
+    except TrainerError as exc:
+        print(f"infarctwatch train: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    _print_result(result.run, result.bundle, result.metrics, cfg.evaluate.top_k)
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    """Entry point of ``infarctwatch export``."""
+    args = _export_parser().parse_args(argv)
+    configure_logging()
+    _quiet_tensorflow()
+    from trainer.run import export_run  # noqa: PLC0415  (imports TensorFlow)
+
+    try:
+        result = export_run(args.run, name=args.name, version=args.version)
+    except TrainConfigError as exc:
+        print(f"infarctwatch export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainerError as exc:
+        print(f"infarctwatch export: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    _print_result(result.run, result.bundle, result.metrics, 3)
+    return 0
+
+
+def _print_result(run: Path, bundle: Path, metrics: dict[str, object], top_k: int) -> None:
+    test = metrics.get("test")
+    case = test.get("case", {}) if isinstance(test, dict) else {}
+    print(f"run:    {run}")
+    print(f"bundle: {bundle}")
+    if case:
+        top1, topk = case.get("top1"), case.get(f"top{top_k}")
+        print(f"test:   {case.get('n')} cases, top-1 {top1:.3f}, top-{top_k} {topk:.3f} (case level)")
+    print(_DISCLAIMER)

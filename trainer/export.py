@@ -1,0 +1,127 @@
+"""Keras -> OpenVINO IR (FP16), NNCF post-training INT8, and the parity checks.
+
+The route that works for Keras 3 models: ``model.export(dir)`` writes a TensorFlow SavedModel,
+``openvino.convert_model(dir)`` reads it, ``openvino.save_model(..., compress_to_fp16=True)``
+writes the FP16 IR. INT8 comes from ``nncf.quantize`` on the converted OpenVINO model with a
+class-balanced calibration subset of training images (never validation or test images).
+
+Parity: the FP16 IR is compiled with ``INFERENCE_PRECISION_HINT=f32`` (so only the FP16 weights
+differ from Keras, not the CPU's bf16 arithmetic) and compared with Keras on the test split: the
+largest absolute softmax difference and the share of equal argmaxes. The deployed-style accuracy of
+each variant (default CPU precision) is measured on the same split.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import nncf
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+import structlog
+
+from trainer.errors import ExportError
+
+log = structlog.get_logger("trainer.export")
+FP16_XML, INT8_XML = "model.xml", "model-int8.xml"
+_BATCH = 128
+
+
+def calibration_indices(
+    labels: npt.NDArray[np.integer], count: int, seed: int
+) -> npt.NDArray[np.int64]:
+    """Up to ``count`` indices, taken round-robin over classes from per-class shuffles."""
+    rng = np.random.default_rng([seed, 0xCA1B])
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < count and any(pools):
+        for pool in pools:
+            if pool and len(chosen) < count:
+                chosen.append(int(pool.pop()))
+    return np.array(sorted(chosen), np.int64)
+
+
+def to_openvino(model: keras.Model, workdir: Path) -> ov.Model:
+    """Export ``model`` as a SavedModel under ``workdir`` and convert it to an OpenVINO model."""
+    saved = Path(workdir) / "saved_model"
+    shutil.rmtree(saved, ignore_errors=True)
+    try:
+        model.export(str(saved), verbose=False)
+        return ov.convert_model(str(saved))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ExportError(f"converting the Keras model to OpenVINO failed: {exc}") from exc
+    finally:
+        shutil.rmtree(saved, ignore_errors=True)
+
+
+def input_spec(ov_model: ov.Model) -> dict[str, Any]:
+    """The manifest's description of the model input."""
+    port = ov_model.inputs[0]
+    shape = [-1 if dim.is_dynamic else dim.get_length() for dim in port.get_partial_shape()]
+    return {"name": port.get_any_name(), "shape": shape, "layout": "NHWC", "dtype": "f32"}
+
+
+def quantize_int8(ov_model: ov.Model, calibration: npt.NDArray[np.float32]) -> ov.Model:
+    """NNCF post-training INT8 quantisation of an OpenVINO model."""
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    samples = [calibration[i : i + 1] for i in range(len(calibration))]
+    try:
+        return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples))
+    except (RuntimeError, ValueError) as exc:
+        raise ExportError(f"NNCF INT8 quantisation failed: {exc}") from exc
+
+
+def predict_ir(xml: Path, inputs: npt.NDArray[np.float32], *, f32: bool) -> npt.NDArray[np.float32]:
+    """Softmax outputs of an IR on CPU; ``f32`` forces full-precision arithmetic."""
+    config = {"INFERENCE_PRECISION_HINT": "f32"} if f32 else {}
+    compiled = ov.Core().compile_model(str(xml), "CPU", config)
+    request = compiled.create_infer_request()
+    out = compiled.output(0)
+    parts = [
+        np.array(request.infer([inputs[i : i + _BATCH]])[out], np.float32)
+        for i in range(0, len(inputs), _BATCH)
+    ]
+    if not parts:
+        return np.zeros((0, compiled.output(0).get_partial_shape()[1].get_length()), np.float32)
+    return np.concatenate(parts)
+
+
+def parity(
+    reference: npt.NDArray[np.floating], candidate: npt.NDArray[np.floating]
+) -> dict[str, Any]:
+    """Largest |softmax difference| and argmax agreement of two prediction arrays."""
+    if len(reference) == 0:
+        return {"n": 0, "max_abs_softmax_delta": None, "argmax_agreement": None}
+    delta = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    return {
+        "n": len(reference),
+        "max_abs_softmax_delta": float(delta.max()),
+        "mean_abs_softmax_delta": float(delta.mean()),
+        "argmax_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))),
+    }
+
+
+def write_fp16(model: keras.Model, workdir: Path, xml: Path) -> dict[str, Any]:
+    """Convert and save the FP16 IR; return its input spec."""
+    ov_model = to_openvino(model, workdir)
+    ov.save_model(ov_model, str(xml), compress_to_fp16=True)
+    log.info(
+        "ir_written", variant="fp16", file=str(xml), bytes=xml.with_suffix(".bin").stat().st_size
+    )
+    return input_spec(ov_model)
+
+
+def write_int8(
+    model: keras.Model, workdir: Path, xml: Path, calibration: npt.NDArray[np.float32]
+) -> None:
+    """Convert, quantise with NNCF and save the INT8 IR."""
+    quantised = quantize_int8(to_openvino(model, workdir), calibration)
+    ov.save_model(quantised, str(xml), compress_to_fp16=True)
+    log.info(
+        "ir_written", variant="int8", file=str(xml), bytes=xml.with_suffix(".bin").stat().st_size
+    )

@@ -1,0 +1,171 @@
+"""Fit a network on the cached training tensors, one log line per epoch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import structlog
+import tensorflow as tf
+
+from trainer.augment import Augmenter
+from trainer.model import build_model
+from trainer.pipeline import balanced_epochs, model_inputs, steps_per_epoch, training_dataset
+
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+
+log = structlog.get_logger("trainer.fit")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted network and how it got there."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    best_epoch: int
+    """1-based epoch whose weights were kept."""
+    epochs_run: int
+    seconds: float
+    images_per_class: int
+    steps_per_epoch: int
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One structured log line per epoch: losses, accuracies, learning rate, seconds."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Start the epoch clock."""
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Log the epoch's figures."""
+        figures = {k: round(float(v), 4) for k, v in (logs or {}).items()}
+        lr = self.model.optimizer.learning_rate
+        log.info(
+            "epoch",
+            epoch=epoch + 1,
+            epochs=self.epochs,
+            seconds=round(time.monotonic() - self.started, 1),
+            lr=float(np.asarray(lr)),
+            **figures,
+        )
+
+
+def seed_everything(seed: int, *, deterministic: bool) -> None:
+    """Seed Python, numpy and TensorFlow; optionally force deterministic kernels."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _learning_rate(
+    cfg: TrainConfig, steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    if cfg.fit.schedule == "constant":
+        return cfg.fit.learning_rate
+    total = steps * cfg.fit.epochs
+    warmup = min(steps * cfg.fit.warmup_epochs, total - 1)
+    if warmup <= 0:
+        return keras.optimizers.schedules.CosineDecay(cfg.fit.learning_rate, decay_steps=total)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=total - warmup,
+        warmup_target=cfg.fit.learning_rate,
+        warmup_steps=warmup,
+    )
+
+
+def fit(
+    cfg: TrainConfig,
+    *,
+    train_grey: npt.NDArray[np.floating],
+    train_labels: npt.NDArray[np.integer],
+    val_grey: npt.NDArray[np.floating],
+    val_labels: npt.NDArray[np.integer],
+    num_classes: int,
+    mirror: npt.NDArray[np.int32],
+) -> FitResult:
+    """Train ``cfg.model.architecture`` with class-balanced, augmented batches."""
+    seed_everything(cfg.seed, deterministic=cfg.fit.deterministic)
+    size, channels = cfg.preprocess.input_size, cfg.preprocess.channels
+    plan = balanced_epochs(
+        train_labels, epochs=cfg.fit.epochs, per_class=cfg.augment.images_per_class, seed=cfg.seed
+    )
+    steps = steps_per_epoch(plan, cfg.fit.batch_size)
+    augmenter = Augmenter(cfg.augment, mirror, size=size, channels=channels)
+    dataset = training_dataset(
+        train_grey,
+        train_labels,
+        plan,
+        augmenter,
+        batch_size=cfg.fit.batch_size,
+        num_classes=num_classes,
+        seed=cfg.seed,
+    )
+    model = build_model(
+        cfg.model.architecture, num_classes, (size, size, channels), cfg.model.dropout
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(cfg, steps)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.fit.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    validation = None
+    if len(val_labels):
+        validation = (
+            model_inputs(val_grey, channels),
+            keras.utils.to_categorical(val_labels, num_classes),
+        )
+    monitor = cfg.fit.monitor if validation is not None else "loss"
+    keeper = keras.callbacks.EarlyStopping(
+        monitor=monitor,
+        mode="max" if monitor.endswith("accuracy") else "min",
+        patience=cfg.fit.patience or cfg.fit.epochs,
+        restore_best_weights=True,
+    )
+    log.info(
+        "training",
+        architecture=cfg.model.architecture,
+        parameters=model.count_params(),
+        train_slices=len(train_labels),
+        classes_in_training=len(plan.classes),
+        images_per_class=plan.per_class,
+        steps_per_epoch=steps,
+        epochs=cfg.fit.epochs,
+    )
+    started = time.monotonic()
+    history = model.fit(
+        dataset,
+        epochs=cfg.fit.epochs,
+        steps_per_epoch=steps,
+        validation_data=validation,
+        validation_batch_size=256,
+        callbacks=[EpochLog(cfg.fit.epochs), keeper],
+        shuffle=False,  # the plan already shuffles, reproducibly
+        verbose=0,
+    )
+    seconds = time.monotonic() - started
+    curves = {k: [float(v) for v in values] for k, values in history.history.items()}
+    epochs_run = len(curves.get("loss", []))
+    best_epoch = (keeper.best_epoch + 1) if keeper.best_weights is not None else epochs_run
+    log.info("trained", seconds=round(seconds, 1), epochs_run=epochs_run, best_epoch=best_epoch)
+    return FitResult(
+        model=model,
+        history=curves,
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        seconds=seconds,
+        images_per_class=plan.per_class,
+        steps_per_epoch=steps,
+    )

@@ -1,0 +1,533 @@
+"""One training run, as clear steps: prepare -> fit -> evaluate -> export -> bundle.
+
+The run folder (``--out``)::
+
+    config.yaml              the full resolved configuration
+    run.json                 dataset root, versions of every framework, git commit, timings
+    labels.json              class labels in output order
+    split.csv                file, raw_label, label, case_id, split (no case in two splits)
+    history.json             per-epoch losses and accuracies
+    model.keras              the fitted Keras model
+    metrics.json             test metrics (case and slice level), validation, export parity
+    training_curves.png      loss and accuracy per epoch
+    confusion_matrix.png     case-level test confusion matrix
+    model_card.md            data, split, metrics, intended use (research only)
+    bundle/                  the verified model bundle (`daemon.bundle` layout)
+
+``infarctwatch export RUN`` re-runs evaluate -> export -> bundle from a finished run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+import structlog
+
+from daemon.bundle import load_bundle, write_manifest
+from daemon.errors import BundleError
+from trainer import export as ir
+from trainer.augment import mirror_table
+from trainer.card import model_card
+from trainer.config import TrainConfig, dump_config, load_config
+from trainer.dataset import Dataset, Sample, Tensors, class_counts, load_tensors, scan
+from trainer.errors import DatasetError, ExportError, RunFolderError
+from trainer.fit import fit
+from trainer.labels import REPO_LABELS, load_label_map
+from trainer.metrics import accuracy_summary, evaluate
+from trainer.pipeline import model_inputs
+from trainer.plots import plot_confusion, plot_curves
+from trainer.split import (
+    TEST,
+    TRAIN,
+    VALIDATION,
+    SplitRow,
+    assign_cases,
+    leaked_cases,
+    read_split_csv,
+    split_rows,
+    summary,
+    write_split_csv,
+)
+
+log = structlog.get_logger("trainer.run")
+REPO = Path(__file__).resolve().parent.parent
+_PREDICT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each artefact of a run lives (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """``config.yaml``."""
+        return self.root / "config.yaml"
+
+    @property
+    def run_json(self) -> Path:
+        """``run.json``."""
+        return self.root / "run.json"
+
+    @property
+    def labels(self) -> Path:
+        """``labels.json``."""
+        return self.root / "labels.json"
+
+    @property
+    def split(self) -> Path:
+        """``split.csv``."""
+        return self.root / "split.csv"
+
+    @property
+    def history(self) -> Path:
+        """``history.json``."""
+        return self.root / "history.json"
+
+    @property
+    def model(self) -> Path:
+        """``model.keras``."""
+        return self.root / "model.keras"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.json``."""
+        return self.root / "metrics.json"
+
+    @property
+    def curves(self) -> Path:
+        """``training_curves.png``."""
+        return self.root / "training_curves.png"
+
+    @property
+    def confusion(self) -> Path:
+        """``confusion_matrix.png``."""
+        return self.root / "confusion_matrix.png"
+
+    @property
+    def card(self) -> Path:
+        """``model_card.md``."""
+        return self.root / "model_card.md"
+
+    @property
+    def bundle(self) -> Path:
+        """``bundle``."""
+        return self.root / "bundle"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced."""
+
+    run: Path
+    bundle: Path
+    metrics: dict[str, Any]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Pretty JSON (NaN written as null)."""
+    Path(path).write_text(json.dumps(_json_safe(data), indent=2) + "\n", encoding="utf-8")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for package in ("infarctwatch", "tensorflow-cpu", "keras", "openvino", "nncf", "numpy"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def prepare_run_folder(out: Path) -> RunPaths:
+    """Create the run folder; refuse one that already holds files.
+
+    Raises:
+        RunFolderError: ``out`` exists and is not an empty folder.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunFolderError(
+            f"run folder {out} already exists and is not empty: choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return RunPaths(out.resolve())
+
+
+def _label_indices(samples: tuple[Sample, ...], classes: tuple[str, ...]) -> npt.NDArray[np.int64]:
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[s.label] for s in samples], np.int64)
+
+
+def _dataset_summary(dataset: Dataset, skipped: list[Any]) -> dict[str, Any]:
+    return {
+        "root": str(dataset.root.resolve()),
+        "slices": len(dataset.samples),
+        "cases": len({s.case_id for s in dataset.samples}),
+        "case_ids_from": dataset.case_ids_from,
+        "excluded": dataset.excluded,
+        "per_class_slices": class_counts(dataset.samples),
+        "skipped": [dataclasses.asdict(s) for s in skipped],
+    }
+
+
+def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
+    """Run every step on a folder-per-class dataset; return the run and its bundle.
+
+    Raises:
+        TrainerError: a dataset, label, run-folder or export problem (the message says which).
+    """
+    started = time.monotonic()
+    paths = prepare_run_folder(out)
+    dump_config(cfg, paths.config)
+    labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else REPO_LABELS)
+    write_json(paths.labels, list(labels.classes))
+    # prepare: scan, split by case (before any augmentation), preprocess once
+    dataset = scan(Path(data), cfg.data, labels)
+    assignment = assign_cases(
+        dataset.samples, validation=cfg.split.validation, test=cfg.split.test, seed=cfg.seed
+    )
+    rows = split_rows(dataset.samples, assignment)
+    leaks = leaked_cases(rows)
+    if leaks:  # cannot happen by construction; checked because the whole evaluation rests on it
+        raise DatasetError(f"cases in more than one split: {sorted(leaks)[:10]}")
+    write_split_csv(paths.split, rows)
+    parts = {
+        name: tuple(s for s in dataset.samples if assignment[s.case_id] == name)
+        for name in (TRAIN, VALIDATION, TEST)
+    }
+    log.info(
+        "split", **{name: len(samples) for name, samples in parts.items()}, cases=len(assignment)
+    )
+    if not parts[TRAIN] or not parts[TEST]:
+        raise DatasetError(
+            "the split left no training or no test cases: the dataset needs at least 2 cases per class"
+        )
+    tensors = {
+        name: load_tensors(
+            dataset.root,
+            samples,
+            cfg.preprocess,
+            workers=cfg.data.workers,
+            dtype=np.float16 if name == TRAIN else np.float32,
+        )
+        for name, samples in parts.items()
+    }
+    skipped = [s for t in tensors.values() for s in t.skipped]
+    write_json(
+        paths.run_json,
+        {
+            "data_root": str(dataset.root.resolve()),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+        },
+    )
+    # fit
+    train_t, val_t = tensors[TRAIN], tensors[VALIDATION]
+    result = fit(
+        cfg,
+        train_grey=train_t.grey,
+        train_labels=_label_indices(train_t.samples, labels.classes),
+        val_grey=val_t.grey,
+        val_labels=_label_indices(val_t.samples, labels.classes),
+        num_classes=len(labels.classes),
+        mirror=mirror_table(labels),
+    )
+    result.model.save(paths.model)
+    write_json(paths.history, result.history)
+    plot_curves(result.history, result.best_epoch, paths.curves)
+    metrics: dict[str, Any] = {
+        "research_use_only": True,
+        "classes": list(labels.classes),
+        "data": _dataset_summary(dataset, skipped),
+        "split": summary(rows),
+        "training": {
+            "architecture": cfg.model.architecture,
+            "parameters": int(result.model.count_params()),
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "images_per_class": result.images_per_class,
+            "steps_per_epoch": result.steps_per_epoch,
+            "seconds": round(result.seconds, 1),
+            "final": {k: v[-1] for k, v in result.history.items() if v},
+        },
+    }
+    calibration = _calibration_inputs(train_t, labels.classes, cfg)
+    bundle = evaluate_and_bundle(
+        paths, cfg, labels.classes, result.model, tensors[TEST], val_t, calibration, metrics
+    )
+    metrics["seconds_total"] = round(time.monotonic() - started, 1)
+    write_json(paths.metrics, metrics)
+    log.info("run_done", run=str(paths.root), seconds=metrics["seconds_total"])
+    return RunResult(paths.root, bundle, metrics)
+
+
+def _calibration_inputs(
+    train_t: Tensors, classes: tuple[str, ...], cfg: TrainConfig
+) -> npt.NDArray[np.float32]:
+    indices = ir.calibration_indices(
+        _label_indices(train_t.samples, classes), cfg.export.calibration_images, cfg.seed
+    )
+    return model_inputs(train_t.grey[indices], cfg.preprocess.channels)
+
+
+def _predict(model: keras.Model, tensors: Tensors, channels: int) -> npt.NDArray[np.float32]:
+    if not len(tensors.samples):
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    inputs = model_inputs(tensors.grey, channels)
+    return np.asarray(model.predict(inputs, batch_size=_PREDICT_BATCH, verbose=0), np.float32)
+
+
+def _split_metrics(
+    probs: npt.NDArray[np.float32], tensors: Tensors, classes: tuple[str, ...], cfg: TrainConfig
+) -> dict[str, Any]:
+    return evaluate(
+        probs,
+        _label_indices(tensors.samples, classes),
+        [s.case_id for s in tensors.samples],
+        classes,
+        top_k=cfg.evaluate.top_k,
+        bins=cfg.evaluate.ece_bins,
+    )
+
+
+def evaluate_and_bundle(
+    paths: RunPaths,
+    cfg: TrainConfig,
+    classes: tuple[str, ...],
+    model: keras.Model,
+    test: Tensors,
+    validation: Tensors,
+    calibration: npt.NDArray[np.float32],
+    metrics: dict[str, Any],
+) -> Path:
+    """Evaluate on held-out cases, export IRs, check parity, write and verify the bundle.
+
+    Updates ``metrics`` in place and writes ``metrics.json``, the plots and the model card.
+
+    Raises:
+        ExportError: conversion, quantisation, the parity gate or bundle verification failed.
+    """
+    channels = cfg.preprocess.channels
+    keras_probs = _predict(model, test, channels)
+    metrics["test"] = _split_metrics(keras_probs, test, classes, cfg)
+    metrics["validation"] = _split_metrics(
+        _predict(model, validation, channels), validation, classes, cfg
+    )
+    case = metrics["test"]["case"]
+    log.info(
+        "test_metrics",
+        cases=case["n"],
+        case_top1=round(case["top1"], 4),
+        case_topk=round(case[f"top{cfg.evaluate.top_k}"], 4),
+        slice_top1=round(metrics["test"]["slice"]["top1"], 4),
+        ece=round(case["ece"], 4),
+    )
+    plot_confusion(
+        np.array(case["confusion"]),
+        classes,
+        paths.confusion,
+        f"Test cases ({case['n']}): top-1 {100 * case['top1']:.1f} % (research use only)",
+    )
+    staging = paths.root / ".bundle-partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    test_inputs = model_inputs(test.grey, channels)
+    truth = _label_indices(test.samples, classes)
+    case_ids = [s.case_id for s in test.samples]
+    k = cfg.evaluate.top_k
+    fp16_xml = staging / ir.FP16_XML
+    spec = ir.write_fp16(model, paths.root, fp16_xml)
+    check = ir.parity(keras_probs, ir.predict_ir(fp16_xml, test_inputs, f32=True))
+    fp16_probs = ir.predict_ir(fp16_xml, test_inputs, f32=False)
+    export: dict[str, Any] = {
+        "parity": check,
+        "fp16": accuracy_summary(fp16_probs, truth, case_ids, k),
+        "fp16_default_precision_vs_keras": ir.parity(keras_probs, fp16_probs),
+    }
+    log.info("parity", **{k_: v for k_, v in check.items() if v is not None})
+    delta = check["max_abs_softmax_delta"]
+    if delta is not None and delta > cfg.export.max_softmax_delta:
+        raise ExportError(
+            f"Keras and the FP16 IR differ by up to {delta:.4g} in softmax on the test split, more "
+            f"than export.max_softmax_delta={cfg.export.max_softmax_delta:g}"
+        )
+    variants = {"fp16": {"xml": ir.FP16_XML, "bin": "model.bin", "precision": "FP16"}}
+    if cfg.export.int8 and len(calibration):
+        int8_xml = staging / ir.INT8_XML
+        ir.write_int8(model, paths.root, int8_xml, calibration)
+        int8_probs = ir.predict_ir(int8_xml, test_inputs, f32=False)
+        export["int8"] = accuracy_summary(int8_probs, truth, case_ids, k)
+        export["int8_vs_fp16"] = ir.parity(fp16_probs, int8_probs)
+        export["calibration_images"] = len(calibration)
+        variants["int8"] = {"xml": ir.INT8_XML, "bin": "model-int8.bin", "precision": "INT8"}
+    metrics["export"] = export
+    log.info("variants", **{v: export[v] for v in ("fp16", "int8") if v in export})
+    card = model_card(cfg, metrics)
+    paths.card.write_text(card, encoding="utf-8")
+    write_json(paths.metrics, metrics)
+    write_json(staging / "labels.json", list(classes))
+    write_json(staging / "preprocess.json", cfg.preprocess.to_dict())
+    write_json(staging / "metrics.json", metrics)
+    (staging / "model_card.md").write_text(card, encoding="utf-8")
+    write_manifest(
+        staging,
+        name=cfg.export.name,
+        version=cfg.export.version,
+        variants=variants,
+        input_spec=spec,
+        metrics_summary=_json_safe(_summary(metrics, k)),
+        extra={
+            "architecture": cfg.model.architecture,
+            "research_use_only": True,
+            "trained_with": _versions(),
+        },
+    )
+    _verify(staging, len(classes), test_inputs[:2])
+    final = paths.bundle
+    old = paths.root / ".bundle-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("bundle_written", bundle=str(final), name=cfg.export.name, version=cfg.export.version)
+    return final
+
+
+def _summary(metrics: dict[str, Any], k: int) -> dict[str, Any]:
+    test, export = metrics["test"], metrics.get("export", {})
+    out = {
+        "test_cases": test["case"]["n"],
+        "test_slices": test["slice"]["n"],
+        "case_top1": test["case"]["top1"],
+        f"case_top{k}": test["case"][f"top{k}"],
+        "slice_top1": test["slice"]["top1"],
+        f"slice_top{k}": test["slice"][f"top{k}"],
+        "case_ece": test["case"]["ece"],
+        "slice_ece": test["slice"]["ece"],
+    }
+    if "parity" in export:
+        out["parity_max_abs_softmax_delta"] = export["parity"]["max_abs_softmax_delta"]
+        out["parity_argmax_agreement"] = export["parity"]["argmax_agreement"]
+    for variant in ("fp16", "int8"):
+        if variant in export:
+            out[f"{variant}_case_top1"] = export[variant]["case_top1"]
+            out[f"{variant}_slice_top1"] = export[variant]["slice_top1"]
+    return out
+
+
+def _verify(bundle: Path, num_classes: int, sample: npt.NDArray[np.float32]) -> None:
+    """Load the bundle the way the daemon does and run every variant once."""
+    try:
+        loaded = load_bundle(bundle)
+    except BundleError as exc:
+        raise ExportError(f"the bundle does not verify: {exc}") from exc
+    if len(loaded.labels) != num_classes:
+        raise ExportError(f"labels.json has {len(loaded.labels)} classes, the model {num_classes}")
+    core = ov.Core()
+    for variant in loaded.variants.values():
+        compiled = core.compile_model(str(variant.xml), "CPU")
+        out = np.asarray(compiled(sample)[compiled.output(0)])
+        if out.shape != (len(sample), num_classes) or not np.allclose(
+            out.sum(axis=1), 1.0, atol=1e-2
+        ):
+            raise ExportError(
+                f"variant {variant.name} gives outputs of shape {out.shape}, not softmax"
+            )
+
+
+def _rows_to_samples(rows: list[SplitRow], split: str) -> tuple[Sample, ...]:
+    return tuple(
+        Sample(rel=r.file, raw_label=r.raw_label, label=r.label, case_id=r.case_id)
+        for r in rows
+        if r.split == split
+    )
+
+
+def export_run(run: Path, *, name: str | None = None, version: str | None = None) -> RunResult:
+    """Redo evaluate -> export -> bundle from a finished run folder.
+
+    Raises:
+        RunFolderError: the run folder lacks the model, config, split or data it needs.
+    """
+    paths = RunPaths(Path(run).resolve())
+    for needed in (paths.config, paths.run_json, paths.labels, paths.split, paths.model):
+        if not needed.is_file():
+            raise RunFolderError(f"{needed} is missing: is {run} a finished training run?")
+    overrides = [f"export.name={name}"] if name else []
+    overrides += [f"export.version={version}"] if version else []
+    cfg = load_config(paths.config, overrides)
+    if overrides:
+        dump_config(cfg, paths.config)
+    info = json.loads(paths.run_json.read_text(encoding="utf-8"))
+    data_root = Path(info["data_root"])
+    if not data_root.is_dir():
+        raise RunFolderError(f"the run's dataset {data_root} is not there any more")
+    classes = tuple(json.loads(paths.labels.read_text(encoding="utf-8")))
+    rows = read_split_csv(paths.split)
+    unknown = sorted({r.label for r in rows} - set(classes))
+    if unknown:
+        raise RunFolderError(f"split.csv names classes not in labels.json: {', '.join(unknown)}")
+    model = keras.models.load_model(paths.model)
+    workers = cfg.data.workers
+    test = load_tensors(data_root, _rows_to_samples(rows, TEST), cfg.preprocess, workers=workers)
+    validation = load_tensors(
+        data_root, _rows_to_samples(rows, VALIDATION), cfg.preprocess, workers=workers
+    )
+    train_samples = _rows_to_samples(rows, TRAIN)
+    chosen = ir.calibration_indices(
+        _label_indices(train_samples, classes), cfg.export.calibration_images, cfg.seed
+    )
+    calib_t = load_tensors(
+        data_root, tuple(train_samples[i] for i in chosen), cfg.preprocess, workers=workers
+    )
+    calibration = model_inputs(calib_t.grey, cfg.preprocess.channels)
+    metrics: dict[str, Any] = {}
+    if paths.metrics.is_file():
+        metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    metrics["classes"] = list(classes)
+    bundle = evaluate_and_bundle(paths, cfg, classes, model, test, validation, calibration, metrics)
+    return RunResult(paths.root, bundle, metrics)
