@@ -187,10 +187,7 @@ def _read_history(models_dir: Path) -> list[dict[str, Any]]:
 
 
 def _last_record(history: list[dict[str, Any]], version: str) -> dict[str, Any] | None:
-    for record in reversed(history):
-        if record["version"] == version:
-            return record
-    return None
+    return next((r for r in reversed(history) if r["version"] == version), None)
 
 
 def rollback_target(models_dir: Path) -> str | None:
