@@ -40,6 +40,7 @@ def mirror_table(labels: LabelMap) -> npt.NDArray[np.int32]:
 
 
 def affine_transforms(
+    *,
     angle: tf.Tensor,
     shear: tf.Tensor,
     shift_x: tf.Tensor,
@@ -93,12 +94,12 @@ class Augmenter:
         images = tf.cast(grey, tf.float32)[..., tf.newaxis]
         if cfg.shift or cfg.rotation or cfg.shear or cfg.zoom:
             transforms = affine_transforms(
-                uniform(0, math.radians(cfg.rotation)),
-                uniform(1, math.radians(cfg.shear)),
-                uniform(2, cfg.shift * self.size),
-                uniform(3, cfg.shift * self.size),
-                1.0 + uniform(4, cfg.zoom),
-                self.size,
+                angle=uniform(0, math.radians(cfg.rotation)),
+                shear=uniform(1, math.radians(cfg.shear)),
+                shift_x=uniform(2, cfg.shift * self.size),
+                shift_y=uniform(3, cfg.shift * self.size),
+                scale=1.0 + uniform(4, cfg.zoom),
+                size=self.size,
             )
             images = tf.raw_ops.ImageProjectiveTransformV3(
                 images=images,

@@ -32,7 +32,7 @@ def _train_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help=f"training configuration (default: {DEFAULT_CONFIG} when present, else built-in defaults)",
+        help=f"training configuration (default: {DEFAULT_CONFIG}, else the built-in defaults)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="run folder to create (default: runs/<UTC time>)"
@@ -122,5 +122,7 @@ def _print_result(run: Path, bundle: Path, metrics: dict[str, object], top_k: in
     print(f"bundle: {bundle}")
     if case:
         top1, topk = case.get("top1"), case.get(f"top{top_k}")
-        print(f"test:   {case.get('n')} cases, top-1 {top1:.3f}, top-{top_k} {topk:.3f} (case level)")
+        print(
+            f"test:   {case.get('n')} cases, top-1 {top1:.3f}, top-{top_k} {topk:.3f} (case level)"
+        )
     print(_DISCLAIMER)

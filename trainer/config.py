@@ -134,7 +134,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists) for YAML and JSON."""
-        return _plain(dataclasses.asdict(self))
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
 
 
 def _plain(value: Any) -> Any:
@@ -158,6 +159,14 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+_SCALARS: dict[Any, Any] = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     """(ok, value) for a YAML value against a field type."""
     origin = typing.get_origin(tp)
@@ -165,24 +174,16 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
         args = typing.get_args(tp)
         if value is None:
             return type(None) in args, None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0])
+        return _coerce(value, next(a for a in args if a is not type(None)))
     if origin is tuple:
-        item = typing.get_args(tp)[0]
         if not isinstance(value, list):
             return False, value
-        coerced = [_coerce(v, item) for v in value]
+        coerced = [_coerce(v, typing.get_args(tp)[0]) for v in value]
         return all(ok for ok, _ in coerced), tuple(v for _, v in coerced)
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if tp is str:
-        return isinstance(value, str), value
-    return False, value
+    check = _SCALARS.get(tp)
+    if check is None or not check(value):
+        return False, value
+    return True, float(value) if tp is float else value
 
 
 def _build(cls: type[Any], raw: Any, path: str, problems: list[str]) -> Any:
@@ -244,44 +245,53 @@ def _check_choice(problems: list[str], key: str, value: str, choices: tuple[str,
         problems.append(f"At '{key}': {value!r} is not one of {', '.join(choices)}")
 
 
-def validate(cfg: TrainConfig) -> list[str]:
-    """Range and consistency problems of a well-typed config, each with its key path."""
-    problems: list[str] = []
+def _validate_data(cfg: TrainConfig, problems: list[str]) -> None:
     _check_regex(problems, "data.exclude", cfg.data.exclude)
     _check_regex(problems, "data.case_pattern", cfg.data.case_pattern, "case")
     _check_positive(problems, "data.workers", cfg.data.workers)
-    for ext in cfg.data.extensions:
-        if not ext.startswith("."):
-            problems.append(f"At 'data.extensions': {ext!r} must start with '.'")
+    problems.extend(
+        f"At 'data.extensions': {ext!r} must start with '.'"
+        for ext in cfg.data.extensions
+        if not ext.startswith(".")
+    )
     _check_fraction(problems, "split.validation", cfg.split.validation, high=0.5)
     _check_fraction(problems, "split.test", cfg.split.test, high=0.5)
-    _check_fraction(problems, "augment.shift", cfg.augment.shift, high=0.5)
-    if not 0.0 <= cfg.augment.rotation <= 45.0:
-        problems.append(
-            f"At 'augment.rotation': must be 0-45 degrees, got {cfg.augment.rotation:g}"
-        )
-    if not 0.0 <= cfg.augment.shear <= 30.0:
-        problems.append(f"At 'augment.shear': must be 0-30 degrees, got {cfg.augment.shear:g}")
-    _check_fraction(problems, "augment.zoom", cfg.augment.zoom, high=0.5)
-    _check_fraction(problems, "augment.intensity", cfg.augment.intensity, high=0.9)
-    _check_fraction(problems, "augment.laterality_flip", cfg.augment.laterality_flip)
-    _check_positive(problems, "augment.images_per_class", cfg.augment.images_per_class)
+
+
+def _validate_augment(cfg: TrainConfig, problems: list[str]) -> None:
+    aug = cfg.augment
+    _check_fraction(problems, "augment.shift", aug.shift, high=0.5)
+    if not 0.0 <= aug.rotation <= 45.0:
+        problems.append(f"At 'augment.rotation': must be 0-45 degrees, got {aug.rotation:g}")
+    if not 0.0 <= aug.shear <= 30.0:
+        problems.append(f"At 'augment.shear': must be 0-30 degrees, got {aug.shear:g}")
+    _check_fraction(problems, "augment.zoom", aug.zoom, high=0.5)
+    _check_fraction(problems, "augment.intensity", aug.intensity, high=0.9)
+    _check_fraction(problems, "augment.laterality_flip", aug.laterality_flip)
+    _check_positive(problems, "augment.images_per_class", aug.images_per_class)
+
+
+def _validate_fit(cfg: TrainConfig, problems: list[str]) -> None:
+    fit = cfg.fit
     _check_choice(problems, "model.architecture", cfg.model.architecture, ARCHITECTURES)
     _check_fraction(problems, "model.dropout", cfg.model.dropout, high=0.95)
-    _check_positive(problems, "fit.epochs", cfg.fit.epochs)
-    _check_positive(problems, "fit.batch_size", cfg.fit.batch_size)
-    if not 0.0 < cfg.fit.learning_rate <= 1.0:
-        problems.append(f"At 'fit.learning_rate': must be in (0, 1], got {cfg.fit.learning_rate:g}")
-    _check_choice(problems, "fit.schedule", cfg.fit.schedule, SCHEDULES)
-    _check_choice(problems, "fit.monitor", cfg.fit.monitor, MONITORS)
-    if cfg.fit.warmup_epochs < 0:
-        problems.append(f"At 'fit.warmup_epochs': must be 0 or more, got {cfg.fit.warmup_epochs}")
-    if cfg.fit.patience < 0:
-        problems.append(f"At 'fit.patience': must be 0 or more, got {cfg.fit.patience}")
-    _check_fraction(problems, "fit.label_smoothing", cfg.fit.label_smoothing, high=0.5)
+    _check_positive(problems, "fit.epochs", fit.epochs)
+    _check_positive(problems, "fit.batch_size", fit.batch_size)
+    if not 0.0 < fit.learning_rate <= 1.0:
+        problems.append(f"At 'fit.learning_rate': must be in (0, 1], got {fit.learning_rate:g}")
+    _check_choice(problems, "fit.schedule", fit.schedule, SCHEDULES)
+    _check_choice(problems, "fit.monitor", fit.monitor, MONITORS)
+    if fit.warmup_epochs < 0:
+        problems.append(f"At 'fit.warmup_epochs': must be 0 or more, got {fit.warmup_epochs}")
+    if fit.patience < 0:
+        problems.append(f"At 'fit.patience': must be 0 or more, got {fit.patience}")
+    _check_fraction(problems, "fit.label_smoothing", fit.label_smoothing, high=0.5)
     _check_positive(problems, "evaluate.top_k", cfg.evaluate.top_k)
     _check_positive(problems, "evaluate.ece_bins", cfg.evaluate.ece_bins)
-    if not cfg.export.name or not _VERSION_RE.match(cfg.export.name):
+
+
+def _validate_export(cfg: TrainConfig, problems: list[str]) -> None:
+    if not _VERSION_RE.match(cfg.export.name):
         problems.append(f"At 'export.name': {cfg.export.name!r} is not a plain name")
     if not _VERSION_RE.match(cfg.export.version):
         problems.append(f"At 'export.version': {cfg.export.version!r} is not a plain version")
@@ -295,6 +305,13 @@ def validate(cfg: TrainConfig) -> list[str]:
     _check_positive(problems, "preprocess.input_size", cfg.preprocess.input_size)
     if cfg.preprocess.channels not in (1, 3):
         problems.append(f"At 'preprocess.channels': must be 1 or 3, got {cfg.preprocess.channels}")
+
+
+def validate(cfg: TrainConfig) -> list[str]:
+    """Range and consistency problems of a well-typed config, each with its key path."""
+    problems: list[str] = []
+    for check in (_validate_data, _validate_augment, _validate_fit, _validate_export):
+        check(cfg, problems)
     return problems
 
 

@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,9 +101,8 @@ def _read_manifest(root: Path, name: str | None) -> dict[str, str]:
             reader = csv.DictReader(fh)
             columns = set(reader.fieldnames or ())
             if not {"file", "case_id"} <= columns:
-                raise DatasetError(
-                    f"{path} needs the columns 'file' and 'case_id' (has: {', '.join(sorted(columns))})"
-                )
+                has = ", ".join(sorted(columns))
+                raise DatasetError(f"{path} needs the columns 'file' and 'case_id' (has: {has})")
             return {row["file"].replace("\\", "/"): row["case_id"] for row in reader}
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from exc
@@ -120,6 +119,33 @@ def _candidates(folder: Path, extensions: set[str]) -> list[Path]:
     )
 
 
+def _case_id(
+    rel: str, manifest: dict[str, str], pattern: re.Pattern[str]
+) -> tuple[str | None, str]:
+    """The case id of a file and where it came from ("manifest" or "pattern")."""
+    if manifest.get(rel):
+        return manifest[rel], "manifest"
+    match = pattern.search(PurePosixPath(rel).name)
+    return (match.group("case") or None if match else None), "pattern"
+
+
+def _refuse(root: Path, cfg: DataConfig, unknown: list[str], unnamed: list[str]) -> None:
+    if unknown:
+        names = "\n".join(f"  - {name}" for name in unknown)
+        raise LabelMapError(
+            f"{len(unknown)} folder(s) in {root} are not known class names:\n{names}\n"
+            "Map each to a class under 'merge' in the label map (data.labels), or move it out."
+        )
+    if unnamed:
+        shown = "\n".join(f"  - {rel}" for rel in unnamed[:_LIST_AT_MOST])
+        extra = len(unnamed) - _LIST_AT_MOST
+        more = f"\n  ... and {extra} more" if extra > 0 else ""
+        raise DatasetError(
+            f"{len(unnamed)} file(s) have no case id: not in {cfg.manifest or 'a manifest'} and "
+            f"no match for data.case_pattern {cfg.case_pattern!r}:\n{shown}{more}"
+        )
+
+
 def scan(root: Path, cfg: DataConfig, labels: LabelMap) -> Dataset:
     """List the DWI slices of a folder-per-class dataset.
 
@@ -132,7 +158,7 @@ def scan(root: Path, cfg: DataConfig, labels: LabelMap) -> Dataset:
         raise DatasetError(f"dataset folder {root} does not exist")
     extensions = {e.lower() for e in cfg.extensions}
     exclude = re.compile(cfg.exclude)
-    case_re = re.compile(cfg.case_pattern)
+    pattern = re.compile(cfg.case_pattern)
     manifest = _read_manifest(root, cfg.manifest)
     samples: list[Sample] = []
     unknown: list[str] = []
@@ -153,34 +179,13 @@ def scan(root: Path, cfg: DataConfig, labels: LabelMap) -> Dataset:
             continue
         for path in kept:
             rel = path.relative_to(root).as_posix()
-            case_id = manifest.get(rel)
-            if case_id:
-                sources.add("manifest")
-            else:
-                match = case_re.search(path.name)
-                if match is None or not match.group("case"):
-                    unnamed.append(rel)
-                    continue
-                case_id = match.group("case")
-                sources.add("pattern")
+            case_id, source = _case_id(rel, manifest, pattern)
+            if case_id is None:
+                unnamed.append(rel)
+                continue
+            sources.add(source)
             samples.append(Sample(rel=rel, raw_label=folder.name, label=label, case_id=case_id))
-    if unknown:
-        names = "\n".join(f"  - {name}" for name in unknown)
-        raise LabelMapError(
-            f"{len(unknown)} folder(s) in {root} are not known class names:\n{names}\n"
-            "Map each to a class under 'merge' in the label map (data.labels), or move it out."
-        )
-    if unnamed:
-        shown = "\n".join(f"  - {rel}" for rel in unnamed[:_LIST_AT_MOST])
-        more = (
-            f"\n  ... and {len(unnamed) - _LIST_AT_MOST} more"
-            if len(unnamed) > _LIST_AT_MOST
-            else ""
-        )
-        raise DatasetError(
-            f"{len(unnamed)} file(s) have no case id: not in {cfg.manifest or 'a manifest'} and "
-            f"no match for data.case_pattern {cfg.case_pattern!r}:\n{shown}{more}"
-        )
+    _refuse(root, cfg, unknown, unnamed)
     if not samples:
         raise DatasetError(
             f"no DWI slices found in {root} (extensions: {', '.join(sorted(extensions))})"
@@ -189,7 +194,7 @@ def scan(root: Path, cfg: DataConfig, labels: LabelMap) -> Dataset:
         root=root,
         samples=tuple(samples),
         excluded=excluded,
-        case_ids_from="+".join(sorted(sources, reverse=False)),
+        case_ids_from="+".join(sorted(sources)),
     )
 
 

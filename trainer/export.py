@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import nncf
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +25,9 @@ import openvino as ov
 import structlog
 
 from trainer.errors import ExportError
+
+if TYPE_CHECKING:
+    import keras
 
 log = structlog.get_logger("trainer.export")
 FP16_XML, INT8_XML = "model.xml", "model-int8.xml"

@@ -36,7 +36,7 @@ class FitResult:
     steps_per_epoch: int
 
 
-class EpochLog(keras.callbacks.Callback):
+class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships no types
     """One structured log line per epoch: losses, accuracies, learning rate, seconds."""
 
     def __init__(self, epochs: int) -> None:
@@ -44,7 +44,7 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs = epochs
         self.started = 0.0
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: ARG002
         """Start the epoch clock."""
         self.started = time.monotonic()
 

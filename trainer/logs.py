@@ -8,6 +8,10 @@ import sys
 import structlog
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Configure structlog once per command; events go to stderr, results to stdout."""
     renderer: structlog.typing.Processor = (
@@ -22,6 +26,7 @@ def configure_logging(level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # sys.stderr is looked up per logger, not bound once: it may be replaced (tests, wrappers).
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

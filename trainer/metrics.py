@@ -10,11 +10,13 @@ bins; the weighted mean over bins of |accuracy - mean confidence|.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 Probs = npt.NDArray[np.floating]
 Ints = npt.NDArray[np.integer]

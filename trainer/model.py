@@ -18,10 +18,13 @@ measures better on held-out cases.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import keras
 from keras import layers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 INPUT_NAME = "image"
 

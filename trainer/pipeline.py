@@ -54,7 +54,7 @@ def balanced_epochs(
 
 def steps_per_epoch(plan: EpochPlan, batch_size: int) -> int:
     """Batches in one epoch (the last one may be short)."""
-    return -(-plan.indices.shape[1] // batch_size)
+    return int(-(-plan.indices.shape[1] // batch_size))
 
 
 def training_dataset(

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.metadata
 import json
-import math
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -34,22 +31,21 @@ from typing import Any
 import keras
 import numpy as np
 import numpy.typing as npt
-import openvino as ov
 import structlog
 
-from daemon.bundle import load_bundle, write_manifest
-from daemon.errors import BundleError
 from trainer import export as ir
 from trainer.augment import mirror_table
 from trainer.card import model_card
 from trainer.config import TrainConfig, dump_config, load_config
 from trainer.dataset import Dataset, Sample, Tensors, class_counts, load_tensors, scan
-from trainer.errors import DatasetError, ExportError, RunFolderError
+from trainer.errors import DatasetError, RunFolderError
 from trainer.fit import fit
 from trainer.labels import REPO_LABELS, load_label_map
-from trainer.metrics import accuracy_summary, evaluate
+from trainer.metrics import evaluate
+from trainer.package import BundleJob, build_bundle
 from trainer.pipeline import model_inputs
 from trainer.plots import plot_confusion, plot_curves
+from trainer.records import versions, write_json
 from trainer.split import (
     TEST,
     TRAIN,
@@ -139,33 +135,6 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Pretty JSON (NaN written as null)."""
-    Path(path).write_text(json.dumps(_json_safe(data), indent=2) + "\n", encoding="utf-8")
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for package in ("infarctwatch", "tensorflow-cpu", "keras", "openvino", "nncf", "numpy"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def _git_commit() -> str | None:
     try:
         result = subprocess.run(
@@ -242,7 +211,7 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
     )
     if not parts[TRAIN] or not parts[TEST]:
         raise DatasetError(
-            "the split left no training or no test cases: the dataset needs at least 2 cases per class"
+            "the split left no training or no test cases: a class needs at least 2 cases"
         )
     tensors = {
         name: load_tensors(
@@ -260,7 +229,7 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
         {
             "data_root": str(dataset.root.resolve()),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "versions": _versions(),
+            "versions": versions(),
             "git_commit": _git_commit(),
         },
     )
@@ -294,9 +263,14 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
             "final": {k: v[-1] for k, v in result.history.items() if v},
         },
     }
-    calibration = _calibration_inputs(train_t, labels.classes, cfg)
+    held_out = HeldOut(tensors[TEST], val_t, _calibration_inputs(train_t, labels.classes, cfg))
     bundle = evaluate_and_bundle(
-        paths, cfg, labels.classes, result.model, tensors[TEST], val_t, calibration, metrics
+        paths,
+        cfg,
+        classes=labels.classes,
+        model=result.model,
+        held_out=held_out,
+        metrics=metrics,
     )
     metrics["seconds_total"] = round(time.monotonic() - started, 1)
     write_json(paths.metrics, metrics)
@@ -333,17 +307,25 @@ def _split_metrics(
     )
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """What evaluation and export read: held-out splits and the INT8 calibration images."""
+
+    test: Tensors
+    validation: Tensors
+    calibration: npt.NDArray[np.float32]
+
+
 def evaluate_and_bundle(
     paths: RunPaths,
     cfg: TrainConfig,
+    *,
     classes: tuple[str, ...],
     model: keras.Model,
-    test: Tensors,
-    validation: Tensors,
-    calibration: npt.NDArray[np.float32],
+    held_out: HeldOut,
     metrics: dict[str, Any],
 ) -> Path:
-    """Evaluate on held-out cases, export IRs, check parity, write and verify the bundle.
+    """Evaluate on held-out cases, then export, check and publish the bundle.
 
     Updates ``metrics`` in place and writes ``metrics.json``, the plots and the model card.
 
@@ -351,132 +333,42 @@ def evaluate_and_bundle(
         ExportError: conversion, quantisation, the parity gate or bundle verification failed.
     """
     channels = cfg.preprocess.channels
+    test = held_out.test
     keras_probs = _predict(model, test, channels)
     metrics["test"] = _split_metrics(keras_probs, test, classes, cfg)
-    metrics["validation"] = _split_metrics(
-        _predict(model, validation, channels), validation, classes, cfg
-    )
+    validation = held_out.validation
+    val_probs = _predict(model, validation, channels)
+    metrics["validation"] = _split_metrics(val_probs, validation, classes, cfg)
     case = metrics["test"]["case"]
     log.info(
         "test_metrics",
         cases=case["n"],
-        case_top1=round(case["top1"], 4),
-        case_topk=round(case[f"top{cfg.evaluate.top_k}"], 4),
-        slice_top1=round(metrics["test"]["slice"]["top1"], 4),
-        ece=round(case["ece"], 4),
+        case_top1=case["top1"],
+        case_topk=case[f"top{cfg.evaluate.top_k}"],
+        slice_top1=metrics["test"]["slice"]["top1"],
+        ece=case["ece"],
     )
-    plot_confusion(
-        np.array(case["confusion"]),
-        classes,
-        paths.confusion,
-        f"Test cases ({case['n']}): top-1 {100 * case['top1']:.1f} % (research use only)",
+    title = f"Test cases ({case['n']}): top-1 {100 * case['top1']:.1f} % (research use only)"
+    plot_confusion(np.array(case["confusion"]), classes, paths.confusion, title)
+    job = BundleJob(
+        cfg=cfg,
+        classes=classes,
+        model=model,
+        workdir=paths.root,
+        test_inputs=model_inputs(test.grey, channels),
+        test_truth=_label_indices(test.samples, classes),
+        test_cases=tuple(s.case_id for s in test.samples),
+        keras_probs=keras_probs,
+        calibration=held_out.calibration,
     )
-    staging = paths.root / ".bundle-partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    test_inputs = model_inputs(test.grey, channels)
-    truth = _label_indices(test.samples, classes)
-    case_ids = [s.case_id for s in test.samples]
-    k = cfg.evaluate.top_k
-    fp16_xml = staging / ir.FP16_XML
-    spec = ir.write_fp16(model, paths.root, fp16_xml)
-    check = ir.parity(keras_probs, ir.predict_ir(fp16_xml, test_inputs, f32=True))
-    fp16_probs = ir.predict_ir(fp16_xml, test_inputs, f32=False)
-    export: dict[str, Any] = {
-        "parity": check,
-        "fp16": accuracy_summary(fp16_probs, truth, case_ids, k),
-        "fp16_default_precision_vs_keras": ir.parity(keras_probs, fp16_probs),
-    }
-    log.info("parity", **{k_: v for k_, v in check.items() if v is not None})
-    delta = check["max_abs_softmax_delta"]
-    if delta is not None and delta > cfg.export.max_softmax_delta:
-        raise ExportError(
-            f"Keras and the FP16 IR differ by up to {delta:.4g} in softmax on the test split, more "
-            f"than export.max_softmax_delta={cfg.export.max_softmax_delta:g}"
-        )
-    variants = {"fp16": {"xml": ir.FP16_XML, "bin": "model.bin", "precision": "FP16"}}
-    if cfg.export.int8 and len(calibration):
-        int8_xml = staging / ir.INT8_XML
-        ir.write_int8(model, paths.root, int8_xml, calibration)
-        int8_probs = ir.predict_ir(int8_xml, test_inputs, f32=False)
-        export["int8"] = accuracy_summary(int8_probs, truth, case_ids, k)
-        export["int8_vs_fp16"] = ir.parity(fp16_probs, int8_probs)
-        export["calibration_images"] = len(calibration)
-        variants["int8"] = {"xml": ir.INT8_XML, "bin": "model-int8.bin", "precision": "INT8"}
-    metrics["export"] = export
-    log.info("variants", **{v: export[v] for v in ("fp16", "int8") if v in export})
+    return build_bundle(job, metrics, paths.bundle, on_metrics=lambda m: _write_card(paths, cfg, m))
+
+
+def _write_card(paths: RunPaths, cfg: TrainConfig, metrics: dict[str, Any]) -> str:
     card = model_card(cfg, metrics)
     paths.card.write_text(card, encoding="utf-8")
     write_json(paths.metrics, metrics)
-    write_json(staging / "labels.json", list(classes))
-    write_json(staging / "preprocess.json", cfg.preprocess.to_dict())
-    write_json(staging / "metrics.json", metrics)
-    (staging / "model_card.md").write_text(card, encoding="utf-8")
-    write_manifest(
-        staging,
-        name=cfg.export.name,
-        version=cfg.export.version,
-        variants=variants,
-        input_spec=spec,
-        metrics_summary=_json_safe(_summary(metrics, k)),
-        extra={
-            "architecture": cfg.model.architecture,
-            "research_use_only": True,
-            "trained_with": _versions(),
-        },
-    )
-    _verify(staging, len(classes), test_inputs[:2])
-    final = paths.bundle
-    old = paths.root / ".bundle-old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    log.info("bundle_written", bundle=str(final), name=cfg.export.name, version=cfg.export.version)
-    return final
-
-
-def _summary(metrics: dict[str, Any], k: int) -> dict[str, Any]:
-    test, export = metrics["test"], metrics.get("export", {})
-    out = {
-        "test_cases": test["case"]["n"],
-        "test_slices": test["slice"]["n"],
-        "case_top1": test["case"]["top1"],
-        f"case_top{k}": test["case"][f"top{k}"],
-        "slice_top1": test["slice"]["top1"],
-        f"slice_top{k}": test["slice"][f"top{k}"],
-        "case_ece": test["case"]["ece"],
-        "slice_ece": test["slice"]["ece"],
-    }
-    if "parity" in export:
-        out["parity_max_abs_softmax_delta"] = export["parity"]["max_abs_softmax_delta"]
-        out["parity_argmax_agreement"] = export["parity"]["argmax_agreement"]
-    for variant in ("fp16", "int8"):
-        if variant in export:
-            out[f"{variant}_case_top1"] = export[variant]["case_top1"]
-            out[f"{variant}_slice_top1"] = export[variant]["slice_top1"]
-    return out
-
-
-def _verify(bundle: Path, num_classes: int, sample: npt.NDArray[np.float32]) -> None:
-    """Load the bundle the way the daemon does and run every variant once."""
-    try:
-        loaded = load_bundle(bundle)
-    except BundleError as exc:
-        raise ExportError(f"the bundle does not verify: {exc}") from exc
-    if len(loaded.labels) != num_classes:
-        raise ExportError(f"labels.json has {len(loaded.labels)} classes, the model {num_classes}")
-    core = ov.Core()
-    for variant in loaded.variants.values():
-        compiled = core.compile_model(str(variant.xml), "CPU")
-        out = np.asarray(compiled(sample)[compiled.output(0)])
-        if out.shape != (len(sample), num_classes) or not np.allclose(
-            out.sum(axis=1), 1.0, atol=1e-2
-        ):
-            raise ExportError(
-                f"variant {variant.name} gives outputs of shape {out.shape}, not softmax"
-            )
+    return card
 
 
 def _rows_to_samples(rows: list[SplitRow], split: str) -> tuple[Sample, ...]:
@@ -529,5 +421,8 @@ def export_run(run: Path, *, name: str | None = None, version: str | None = None
     if paths.metrics.is_file():
         metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
     metrics["classes"] = list(classes)
-    bundle = evaluate_and_bundle(paths, cfg, classes, model, test, validation, calibration, metrics)
+    held_out = HeldOut(test, validation, calibration)
+    bundle = evaluate_and_bundle(
+        paths, cfg, classes=classes, model=model, held_out=held_out, metrics=metrics
+    )
     return RunResult(paths.root, bundle, metrics)

@@ -1,0 +1,136 @@
+"""Augmentation (never a plain flip; laterality-aware flip swaps labels) and class balancing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import tensorflow as tf
+
+from trainer.augment import NO_MIRROR, Augmenter, mirror_table
+from trainer.config import AugmentConfig
+from trainer.labels import load_label_map
+from trainer.pipeline import balanced_epochs, steps_per_epoch, training_dataset
+
+LABELS = load_label_map()
+SIZE = 64
+NO_GEOMETRY = AugmentConfig(shift=0.0, rotation=0.0, shear=0.0)
+
+
+def _spot_left(n: int) -> np.ndarray:
+    """Grey planes with a bright spot in the image's left half only."""
+    grey = np.zeros((n, SIZE, SIZE), np.float32)
+    grey[:, 28:36, 8:16] = 1.0
+    return grey
+
+
+def _augment(
+    cfg: AugmentConfig, grey: np.ndarray, labels: list[int], step: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    augmenter = Augmenter(cfg, mirror_table(LABELS), size=SIZE, channels=3)
+    images, out = augmenter(
+        tf.constant(grey), tf.constant(labels, tf.int32), tf.constant([11, step], tf.int64)
+    )
+    return np.asarray(images), np.asarray(out)
+
+
+def test_mirror_table_pairs_sides_and_skips_unmirrorable_classes() -> None:
+    """Left <-> Right; classes without a side map to themselves; a mixed class cannot flip."""
+    table = mirror_table(LABELS)
+    assert table[LABELS.index("Left thalamus")] == LABELS.index("Right thalamus")
+    assert table[LABELS.index("Right pons")] == LABELS.index("Left pons")
+    assert table[LABELS.index("No acute infarct")] == LABELS.index("No acute infarct")
+    assert table[LABELS.index("Left centrum semiovale and right parietal lobe")] == NO_MIRROR
+    assert table[LABELS.index("Right frontal and parietal lobes")] == NO_MIRROR
+
+
+def test_without_laterality_flip_the_side_never_changes() -> None:
+    """Shifts, rotations, shears and zooms over many batches never move the spot across."""
+    cfg = AugmentConfig(shift=0.08, rotation=10.0, shear=5.0, zoom=0.05, intensity=0.2)
+    label = LABELS.index("Left thalamus")
+    for step in range(20):
+        images, labels = _augment(cfg, _spot_left(32), [label] * 32, step)
+        left = images[:, :, : SIZE // 2, 0].max(axis=(1, 2))
+        right = images[:, :, SIZE // 2 :, 0].max(axis=(1, 2))
+        assert (left > 0.5).all() and (right < 0.05).all()
+        assert (labels == label).all()
+
+
+def test_laterality_flip_mirrors_image_and_label_together() -> None:
+    """With p=1 a Left class becomes its Right class and the spot moves right, exactly mirrored."""
+    cfg = replace(NO_GEOMETRY, laterality_flip=1.0)
+    names = [
+        "Left thalamus",
+        "Right pons",
+        "No acute infarct",
+        "Left centrum semiovale and right parietal lobe",
+    ]
+    grey = _spot_left(len(names))
+    images, labels = _augment(cfg, grey, [LABELS.index(n) for n in names])
+    assert [LABELS.classes[i] for i in labels] == [
+        "Right thalamus",
+        "Left pons",
+        "No acute infarct",
+        "Left centrum semiovale and right parietal lobe",
+    ]
+    for i in range(3):
+        assert np.array_equal(images[i, :, :, 0], grey[i, :, ::-1])
+    assert np.array_equal(images[3, :, :, 0], grey[3])  # its mirror is no class: never flipped
+
+
+def test_every_flip_comes_with_a_label_swap() -> None:
+    """At p=0.5, images whose spot moved right are exactly those whose label was swapped."""
+    cfg = replace(NO_GEOMETRY, laterality_flip=0.5)
+    left = LABELS.index("Left insula")
+    images, labels = _augment(cfg, _spot_left(200), [left] * 200)
+    moved = images[:, :, SIZE // 2 :, 0].max(axis=(1, 2)) > 0.5
+    swapped = labels == LABELS.index("Right insula")
+    assert np.array_equal(moved, swapped)
+    assert 60 < swapped.sum() < 140
+
+
+def test_no_augmentation_is_the_identity_and_channels_are_copies() -> None:
+    """All strengths 0: the output equals the input, repeated to three channels."""
+    cfg = NO_GEOMETRY
+    grey = np.random.default_rng(0).random((3, SIZE, SIZE), np.float32)
+    images, _ = _augment(cfg, grey, [0, 0, 0])
+    assert images.shape == (3, SIZE, SIZE, 3)
+    assert np.array_equal(images[..., 0], grey)
+    assert np.array_equal(images[..., 2], grey)
+
+
+def test_balanced_epochs_give_every_class_the_same_count() -> None:
+    """Classes of 50, 7 and 1 images each get images_per_class per epoch; all images are used."""
+    labels = np.array([0] * 50 + [3] * 7 + [5])
+    plan = balanced_epochs(labels, epochs=4, per_class=20, seed=1)
+    assert plan.indices.shape == (4, 60)
+    assert plan.classes == (0, 3, 5)
+    for epoch in plan.indices:
+        assert sorted(np.bincount(labels[epoch], minlength=6)[[0, 3, 5]]) == [20, 20, 20]
+    assert set(plan.indices.ravel()) == set(range(len(labels)))
+    again = balanced_epochs(labels, epochs=4, per_class=20, seed=1)
+    assert np.array_equal(plan.indices, again.indices)
+
+
+def test_default_images_per_class_is_the_largest_class() -> None:
+    """per_class None: the largest training class's size."""
+    plan = balanced_epochs(np.array([0] * 9 + [1] * 2), epochs=1, per_class=None, seed=0)
+    assert plan.per_class == 9
+    assert plan.indices.shape == (1, 18)
+
+
+def test_training_dataset_yields_balanced_one_hot_batches_per_epoch() -> None:
+    """Exactly steps_per_epoch batches per epoch, one-hot labels, equal class totals per epoch."""
+    labels = np.array([1] * 12 + [2] * 3)
+    grey = np.random.default_rng(0).random((15, SIZE, SIZE)).astype(np.float16)
+    plan = balanced_epochs(labels, epochs=2, per_class=10, seed=0)
+    augmenter = Augmenter(AugmentConfig(), mirror_table(LABELS), size=SIZE, channels=3)
+    dataset = training_dataset(grey, labels, plan, augmenter, batch_size=8, num_classes=4, seed=0)
+    batches = [(np.asarray(x), np.asarray(y)) for x, y in dataset]
+    steps = steps_per_epoch(plan, 8)
+    assert steps == 3
+    assert len(batches) == 2 * steps
+    assert batches[0][0].shape == (8, SIZE, SIZE, 3)
+    for epoch in range(2):
+        totals = sum(y.sum(axis=0) for _, y in batches[epoch * steps : (epoch + 1) * steps])
+        assert totals.tolist() == [0, 10, 10, 0]
