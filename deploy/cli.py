@@ -308,7 +308,7 @@ def _configure_logging(verbose: bool) -> None:
         return
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.INFO if verbose else logging.WARNING
+            logging.INFO if verbose else logging.ERROR
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
