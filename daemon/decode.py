@@ -8,17 +8,25 @@ Formats:
   with ITU-R 601 luma (coloured annotation text in screenshots ends up grey). A multi-page TIFF is
   read from its first page.
 * DICOM (detected by the ``DICM`` magic, or a ``.dcm`` name): the modality LUT (rescale slope and
-  intercept) is applied and MONOCHROME1 is inverted so that bright always means high signal.
-  A multi-frame object is one scan: its **middle frame** is classified, and the report says which.
+  intercept) is applied and MONOCHROME1 is inverted so that bright always means high signal;
+  PALETTE COLOR is expanded through its lookup table, then reduced to grey like RGB.
+  A multi-frame object is one scan: its **middle frame** (index ``frames // 2``) is classified,
+  and the report says which.
 
 Every way a file can be bad maps to a `daemon.errors.ScanError` subclass with a stable code.
-The pixel count is checked from the header before any pixel is decoded (decompression bombs).
+The pixel count is checked from the header before any pixel is decoded (decompression bombs), only
+the four raster parsers above are ever tried, and pixels that are NaN or infinite are refused.
+
+Safe to call from several threads at once: nothing here touches process-wide state (in particular
+no ``warnings.catch_warnings``, which is not thread-safe). A caller that wants Pillow's
+``DecompressionBombWarning`` as an error sets that filter once for the process; with this module's
+own pixel limit at or below Pillow's threshold, the limit fires first either way.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +47,9 @@ from daemon.errors import (
 )
 
 RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}
+_PILLOW_PARSERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG parser also yields MPO images
+# What Pillow's parsers raise on corrupt data, besides OSError.
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, ZeroDivisionError)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MAX_ASPECT = 8.0
 
@@ -94,8 +105,12 @@ def decode(data: bytes, name: str = "", limits: DecodeLimits | None = None) -> D
     if not data:
         raise EmptyFileError("the file is empty (0 bytes)")
     if looks_like_dicom(data, name):
-        return _decode_dicom(data, limits)
-    return _decode_raster(data, limits)
+        image = _decode_dicom(data, limits)
+    else:
+        image = _decode_raster(data, limits)
+    if not np.isfinite(image.pixels).all():
+        raise UnsupportedImageError("the pixel data holds NaN or infinite values")
+    return image
 
 
 def _check_dimensions(width: int, height: int, frames: int, limits: DecodeLimits) -> None:
@@ -128,14 +143,12 @@ def _to_grey(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
 
 def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=_PILLOW_PARSERS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise NotAnImageError("not a PNG, JPEG, BMP, TIFF or DICOM file") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except _CORRUPT as exc:
         raise NotAnImageError(f"unreadable image header: {exc}") from exc
     with image:
         fmt = RASTER_FORMATS.get(image.format or "")
@@ -147,7 +160,7 @@ def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
         _check_dimensions(width, height, 1, limits)
         try:
             image.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        except _CORRUPT as exc:
             raise TruncatedImageError(f"pixel data is truncated or corrupt: {exc}") from exc
         mode = image.mode
         if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -179,11 +192,28 @@ def _b_value(ds: Any) -> float | None:
         return None
 
 
+def _dicom_grey(array: npt.NDArray[Any], ds: Any, photometric: str) -> npt.NDArray[np.float32]:
+    """Grey values where bright means high signal, whatever the photometric interpretation."""
+    from pydicom.pixels import (  # type: ignore[attr-defined]  # noqa: PLC0415
+        apply_color_lut,
+        apply_modality_lut,
+    )
+
+    if photometric == "PALETTE COLOR":
+        return _to_grey(np.asarray(apply_color_lut(array, ds)))
+    grey = _to_grey(array)
+    if photometric.startswith("MONOCHROME"):
+        grey = np.asarray(apply_modality_lut(grey, ds), dtype=np.float32)
+        if photometric == "MONOCHROME1":
+            grey = np.float32(grey.max() + grey.min()) - grey
+    return grey
+
+
 def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     # pydicom is imported here so that raster-only callers do not pay for it.
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
-    from pydicom.pixels import apply_modality_lut, pixel_array  # type: ignore[attr-defined]  # noqa: PLC0415
+    from pydicom.pixels import pixel_array  # type: ignore[attr-defined]  # noqa: PLC0415
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
@@ -196,6 +226,8 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     if not has_pixels:
         sop = str(ds.get("SOPClassUID", "unknown"))
         raise DicomNoPixelDataError(f"DICOM object carries no pixel data (SOP class {sop})")
+    if frames < 1:
+        raise BadDimensionsError(f"DICOM object declares {frames} frames")
     _check_dimensions(cols, rows, frames, limits)
     frame_used = frames // 2
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -206,13 +238,12 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         raise DicomUnsupportedTransferSyntaxError(
             f"cannot decode pixel data with transfer syntax {name}: {exc}"
         ) from exc
-    except (ValueError, EOFError, OSError, AttributeError, TypeError, KeyError) as exc:
+    except (*_CORRUPT, AttributeError, TypeError, KeyError) as exc:
         raise TruncatedImageError(f"DICOM pixel data is truncated or corrupt: {exc}") from exc
-    grey = _to_grey(np.asarray(array))
-    if photometric.startswith("MONOCHROME"):
-        grey = np.asarray(apply_modality_lut(grey, ds), dtype=np.float32)
-        if photometric == "MONOCHROME1":
-            grey = np.float32(grey.max() + grey.min()) - grey
+    try:
+        grey = _dicom_grey(np.asarray(array), ds, photometric)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise DicomInvalidError(f"cannot apply the DICOM lookup tables: {exc}") from exc
     info = DicomInfo(
         study_instance_uid=_uid(ds, "StudyInstanceUID"),
         series_instance_uid=_uid(ds, "SeriesInstanceUID"),

@@ -2,7 +2,8 @@
 
 Two families:
 
-* start-up errors (`ConfigError`, `BundleError`) stop the service with exit code 2;
+* start-up errors (`ConfigError`, `BundleError`, `EngineError`, `AlreadyRunningError`) stop the
+  service with exit code 2;
 * `ScanError` subclasses describe one bad input. Each carries a stable ``code`` that goes into the
   error report, so downstream systems can count and route failures without parsing messages.
   A scan error never stops the service.
@@ -136,3 +137,14 @@ class InternalError(ScanError):
     """An unexpected error while processing one scan; the service goes on."""
 
     code = "INTERNAL_ERROR"
+
+
+class EngineError(InfarctwatchError):
+    """OpenVINO could not read or compile the bundle's network on the configured device.
+
+    A start-up error like `BundleError`: the service stops with exit code 2.
+    """
+
+
+class AlreadyRunningError(InfarctwatchError):
+    """Another infarctwatch daemon holds the lock on the same incoming or work folder."""

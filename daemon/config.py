@@ -1,0 +1,364 @@
+"""The daemon's configuration: embedded defaults, then a YAML file, then command-line flags.
+
+The configuration is data: frozen dataclasses whose fields carry their type and bounds. One pass
+over the merged mapping checks every key and collects *every* problem, each with its key path
+(``At 'inference.device': ...``), into one `daemon.errors.ConfigError`; unknown keys are problems
+too, so a typo never silently falls back to a default. ``config/daemon.yaml`` documents every key.
+
+Relative paths are relative to the working folder and are made absolute here, once.
+What can only be checked on the machine (folders writable, the public key readable) is checked by
+`daemon.preflight` at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from daemon.errors import ConfigError
+
+# Pillow warns above this many pixels and refuses above twice as many: ``limits.max_pixels`` stays
+# at or below it so that our own check, with its clear error code, always fires first.
+PILLOW_BOMB_PIXELS = 89_478_485
+
+
+def _bounds(
+    minimum: float | None = None, *, above: float | None = None, maximum: float | None = None
+) -> dict[str, float | None]:
+    return {"minimum": minimum, "above": above, "maximum": maximum}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which bundle to serve and how far to trust it."""
+
+    path: Path | None = None
+    """A bundle folder or a deploy-managed models folder (``current`` -> ``versions/<v>``);
+    ``None`` serves the embedded default bundle."""
+    variant: Literal["fp16", "int8"] = "fp16"
+    inbox: Path | None = None
+    """A folder where a bundle ``.tar.gz`` can be dropped (model inbox, served by a later part)."""
+    public_key: Path | None = None
+    require_signature: bool = False
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How OpenVINO compiles and runs the network."""
+
+    device: str = field(default="AUTO", metadata={"upper": True})
+    """Any OpenVINO device string (CPU, GPU.1, NPU, AUTO:GPU,CPU...), upper-cased."""
+    performance_hint: Literal["THROUGHPUT", "LATENCY"] = "THROUGHPUT"
+    num_requests: int = field(default=0, metadata=_bounds(0, maximum=64))
+    cache_dir: Path | None = None
+    top_k: int = field(default=3, metadata=_bounds(1))
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """How new files in the incoming folder are noticed."""
+
+    mode: Literal["inotify", "polling"] = "inotify"
+    recursive: bool = False
+    poll_interval_s: float = field(default=1.0, metadata=_bounds(above=0, maximum=3600))
+    stable_s: float = field(default=2.0, metadata=_bounds(0, maximum=3600))
+    reconcile_interval_s: float = field(default=60.0, metadata=_bounds(above=0, maximum=86400))
+    ignore_suffixes: tuple[str, ...] = (
+        ".part",
+        ".tmp",
+        ".partial",
+        ".filepart",
+        ".crdownload",
+        ".swp",
+    )
+
+
+@dataclass(frozen=True)
+class OutcomeConfig:
+    """What happens to an input file once its report is written."""
+
+    success: Literal["move", "keep", "delete"] = "move"
+    failure: Literal["move", "keep", "delete"] = "move"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Concurrency and back-pressure."""
+
+    decode_workers: int = field(default=2, metadata=_bounds(1, maximum=64))
+    max_pending: int = field(default=64, metadata=_bounds(1, maximum=100_000))
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds that keep one hostile file from exhausting the device."""
+
+    max_file_bytes: int = field(default=268_435_456, metadata=_bounds(1))
+    max_pixels: int = field(default=40_000_000, metadata=_bounds(1, maximum=PILLOW_BOMB_PIXELS))
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The service shell: shutdown and the status file."""
+
+    drain_timeout_s: float = field(default=15.0, metadata=_bounds(0, maximum=3600))
+    status_file: Path | None = None
+    """``None`` means ``<work>/status.json``."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """structlog output."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything ``infarctwatch run`` needs to know, validated."""
+
+    incoming: Path = Path("var/incoming")
+    reports: Path = Path("var/reports")
+    work: Path = Path("var/work")
+    model: ModelConfig = ModelConfig()
+    inference: InferenceConfig = InferenceConfig()
+    watch: WatchConfig = WatchConfig()
+    outcome: OutcomeConfig = OutcomeConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    limits: LimitsConfig = LimitsConfig()
+    service: ServiceConfig = ServiceConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def claim_root(self) -> Path:
+        """``<incoming>/.infarctwatch``: same file system as incoming, hidden from intake."""
+        return self.incoming / ".infarctwatch"
+
+    @property
+    def status_path(self) -> Path:
+        """Where the status file lives."""
+        return self.service.status_file or self.work / "status.json"
+
+
+_INVALID: Any = object()
+
+
+def _absolute(value: Any) -> Path:
+    # abspath, not resolve(): a symlinked folder keeps the name the operator gave it.
+    return Path(os.path.abspath(Path(value).expanduser()))  # noqa: PTH100
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _is_string_list(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# type -> (accepts the YAML value, converts it, what the problem message says is wanted)
+_SCALARS: dict[Any, tuple[Callable[[object], bool], Callable[[Any], Any], str]] = {
+    bool: (lambda v: isinstance(v, bool), bool, "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "a whole number"),
+    float: (_is_number, float, "a number"),
+    str: (lambda v: isinstance(v, str) and bool(v.strip()), str.strip, "a non-empty string"),
+    Path: (
+        lambda v: isinstance(v, str | os.PathLike) and bool(str(v).strip()),
+        _absolute,
+        "a path",
+    ),
+}
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Checker:
+    """Converts a merged mapping into dataclasses, collecting problems instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> Any:
+        self.problems.append(f"At '{where}': {message}")
+        return _INVALID
+
+    def build(self, cls: type[Any], raw: object, where: str) -> Any:
+        values = self.fields(cls, raw, where)
+        if values is _INVALID or any(v is _INVALID for v in values.values()):
+            return _INVALID
+        return cls(**values)
+
+    def fields(self, cls: type[Any], raw: object, where: str) -> Any:
+        """The converted value of every field of ``cls`` (``_INVALID`` where there is a problem)."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            return self.problem(where or "(top level)", f"must be a mapping, got {_describe(raw)}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in known:
+                path = f"{where}.{key}" if where else str(key)
+                self.problem(path, f"unknown key (known here: {', '.join(known)})")
+        values = {}
+        for name, spec in known.items():
+            path = f"{where}.{name}" if where else name
+            hint = hints[name]
+            if name in raw:
+                value = self.convert(raw[name], hint, path)
+            elif dataclasses.is_dataclass(hint):
+                value = self.build(typing.cast("type[Any]", hint), {}, path)
+            else:  # defaults take the same road: a relative default path becomes absolute
+                value = self.convert(spec.default, hint, path)
+            values[name] = self.refine(value, spec.metadata, path)
+        return values
+
+    def convert(self, value: object, hint: Any, where: str) -> Any:
+        origin = typing.get_origin(hint)
+        if dataclasses.is_dataclass(hint):
+            return self.build(typing.cast("type[Any]", hint), value, where)
+        if origin in (types.UnionType, typing.Union):
+            if value is None:
+                return None
+            (inner,) = (a for a in typing.get_args(hint) if a is not type(None))
+            return self.convert(value, inner, where)
+        accepts: Callable[[object], bool]
+        make: Callable[[Any], Any]
+        if origin is Literal:
+            accepts, make = typing.get_args(hint).__contains__, _same
+            wanted = "one of " + ", ".join(str(c) for c in typing.get_args(hint))
+        elif origin is tuple:
+            accepts, make, wanted = _is_string_list, _to_tuple, "a list of strings"
+        else:
+            accepts, make, wanted = _SCALARS[hint]
+        if not accepts(value):
+            return self.problem(where, f"must be {wanted}, got {_describe(value)}")
+        return make(value)
+
+    def refine(self, value: Any, rules: Mapping[str, Any], where: str) -> Any:
+        if value is _INVALID or not rules:
+            return value
+        if rules.get("upper"):
+            return value.upper()
+        minimum, above, maximum = rules["minimum"], rules["above"], rules["maximum"]
+        if minimum is not None and value < minimum:
+            return self.problem(where, f"must be at least {minimum:g}, got {value!r}")
+        if above is not None and value <= above:
+            return self.problem(where, f"must be greater than {above:g}, got {value!r}")
+        if maximum is not None and value > maximum:
+            return self.problem(where, f"must be at most {maximum:,}, got {value!r}")
+        return value
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    """Rules between keys, checked on whatever parsed, so every problem is reported at once."""
+    problems = []
+    model = values["model"]
+    if model is not _INVALID and model.require_signature and model.public_key is None:
+        problems.append(
+            "At 'model.require_signature': true needs 'model.public_key' to name the public key"
+        )
+    incoming = values["incoming"]
+    for key in ("reports", "work"):
+        folder = values[key]
+        if _INVALID in (folder, incoming):
+            continue
+        if folder == incoming or incoming in folder.parents:
+            problems.append(
+                f"At '{key}': {folder} must not be the incoming folder or inside it "
+                "(the daemon would ingest its own output)"
+            )
+    return problems
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: object) -> None:
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        child = node.get(part)
+        node[part] = child = dict(child) if isinstance(child, Mapping) else {}
+        node = child
+    node[leaf] = value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML config file with ``yaml.safe_load``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML or not a mapping.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"the file is not UTF-8 text: {exc}"], str(path)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"At '(top level)': must be a mapping, got {_describe(data)}"], str(path)
+        )
+    return data
+
+
+def load_config(
+    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> DaemonConfig:
+    """Embedded defaults, then the YAML file at ``path``, then ``overrides`` (dotted keys).
+
+    ``overrides`` holds the command-line flags, e.g. ``{"inference.device": "CPU"}``; a ``None``
+    value means the flag was not given.
+
+    Raises:
+        ConfigError: listing every problem found, each with its key path.
+    """
+    raw: dict[str, Any] = read_yaml(path) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    checker = _Checker()
+    values = checker.fields(DaemonConfig, raw, "")
+    problems = checker.problems + (_cross_checks(values) if values is not _INVALID else [])
+    if problems:
+        raise ConfigError(problems, str(path) if path is not None else None)
+    return DaemonConfig(**values)
+
+
+def key_paths(cls: type[Any] = DaemonConfig, prefix: str = "") -> list[str]:
+    """Every key path the configuration accepts, e.g. ``watch.stable_s`` (used by the docs test)."""
+    paths = []
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        path = f"{prefix}{spec.name}"
+        if dataclasses.is_dataclass(hints[spec.name]):
+            paths.extend(key_paths(hints[spec.name], f"{path}."))
+        else:
+            paths.append(path)
+    return paths

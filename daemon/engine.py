@@ -1,0 +1,241 @@
+"""Stage 3: OpenVINO. Compiles a verified bundle and runs scans through an ``AsyncInferQueue``.
+
+One `Engine` is one compiled bundle with its pool of infer requests. Decode workers call
+`Engine.submit` with the preprocessed tensor; OpenVINO runs the request on its own threads and
+calls back with the job (passed as ``userdata``), which hands the probabilities on. `Engine.close`
+ends with ``wait_all()``.
+
+Swapping models between requests (hot reload) goes through `EngineHolder`: a worker takes a
+*lease* on the current engine once per job (`EngineHolder.acquire`), preprocesses with that
+engine's spec and submits to that engine, so a job never mixes two models. `EngineHolder.swap`
+replaces the engine atomically; the old one is closed by `Engine.retire` once its last lease is
+returned. This module does not decide *when* to swap.
+
+OpenVINO is imported at module level on purpose: importing it starts a helper thread, which
+should exist before the service (and any test's thread-leak check) starts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+
+from daemon.errors import EngineError
+from daemon.jobs import ModelInfo
+
+if TYPE_CHECKING:
+    from daemon.bundle import Bundle
+    from daemon.config import InferenceConfig
+
+# (job, probabilities or None, inference latency in ms, error message or None)
+Done = Callable[[Any, npt.NDArray[np.float32] | None, float, str | None], None]
+
+
+def _precision_of(core: ov.Core, compiled: ov.CompiledModel, devices: list[str]) -> str:
+    """The inference precision in use, asked of the compiled model, else of the one device used.
+
+    AUTO/MULTI do not answer INFERENCE_PRECISION_HINT themselves; their single execution device
+    does (its default is what the compiled network got).
+    """
+    try:
+        return str(compiled.get_property(hints.inference_precision).to_string())
+    except RuntimeError:
+        pass
+    if len(devices) == 1:
+        try:
+            return str(core.get_property(devices[0], hints.inference_precision).to_string())
+        except RuntimeError:
+            pass
+    return "unknown"
+
+
+def _checked_model(core: ov.Core, bundle: Bundle, variant_name: str) -> tuple[ov.Model, str, str]:
+    variant = bundle.variant(variant_name)
+    try:
+        model = core.read_model(str(variant.xml), str(variant.bin))
+    except RuntimeError as exc:
+        msg = f"OpenVINO cannot read {variant.xml.name} of bundle {bundle.path}: {exc}"
+        raise EngineError(msg) from exc
+    spec = bundle.preprocess
+    expected = (spec.input_size, spec.input_size, spec.channels)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        msg = f"bundle {bundle.path}: the network must have one input and one output"
+        raise EngineError(msg)
+    shape = model.input(0).get_partial_shape()
+    dims = tuple(d.get_length() if d.is_static else -1 for d in shape)
+    if len(dims) != 4 or dims[1:] != expected:
+        msg = f"bundle {bundle.path}: network input {shape} does not take NHWC {expected} tensors"
+        raise EngineError(msg)
+    model.reshape([1, *expected])
+    classes = model.output(0).get_partial_shape()[-1]
+    if not classes.is_static or classes.get_length() != len(bundle.labels):
+        msg = (
+            f"bundle {bundle.path}: the network has {classes} outputs but labels.json names "
+            f"{len(bundle.labels)} labels"
+        )
+        raise EngineError(msg)
+    return model, variant.name, variant.precision
+
+
+class Engine:
+    """One compiled bundle and its infer requests."""
+
+    def __init__(
+        self, bundle: Bundle, compiled: ov.CompiledModel, queue: ov.AsyncInferQueue, info: ModelInfo
+    ) -> None:
+        self.bundle = bundle
+        self.info = info
+        self.requests = len(queue)
+        self._compiled = compiled
+        self._queue = queue
+        self._queue.set_callback(self._on_done)
+        self._submit_lock = threading.Lock()
+        self._lease_lock = threading.Lock()
+        self._leases = 0
+        self._retired = False
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @classmethod
+    def compile(cls, bundle: Bundle, config: InferenceConfig, variant: str = "fp16") -> Engine:
+        """Read, check and compile ``bundle`` for ``config.device``.
+
+        Raises:
+            EngineError: the network does not fit the bundle's preprocessing or labels, or
+                OpenVINO cannot compile it on the device.
+        """
+        core = ov.Core()
+        if config.cache_dir is not None:
+            core.set_property({props.cache_dir: str(config.cache_dir)})
+        model, variant_name, weights = _checked_model(core, bundle, variant)
+        options: dict[Any, Any] = {
+            hints.performance_mode: getattr(hints.PerformanceMode, config.performance_hint)
+        }
+        if config.num_requests:
+            options[hints.num_requests] = config.num_requests
+        try:
+            compiled = core.compile_model(model, config.device, options)
+        except RuntimeError as exc:
+            available = ", ".join(core.available_devices) or "none"
+            msg = (
+                f"At 'inference.device': OpenVINO cannot compile the network for "
+                f"{config.device!r} (devices here: {available}): {str(exc).strip()[-300:]}"
+            )
+            raise EngineError(msg) from exc
+        try:
+            devices = [str(d) for d in compiled.get_property(props.execution_devices)]
+        except RuntimeError:
+            devices = [config.device]
+        info = ModelInfo(
+            name=bundle.name,
+            version=bundle.version,
+            bundle_sha256=bundle.sha256,
+            variant=variant_name,
+            weights_precision=weights,
+            precision=_precision_of(core, compiled, devices),
+            device_requested=config.device,
+            device_used=",".join(devices),
+            labels=bundle.labels,
+        )
+        return cls(bundle, compiled, ov.AsyncInferQueue(compiled, config.num_requests), info)
+
+    # -- leases: who may still submit to this engine -----------------------------------------------
+
+    def lease(self) -> bool:
+        """Take a lease for one job; ``False`` once the engine is retired (take the new one)."""
+        with self._lease_lock:
+            if self._retired:
+                return False
+            self._leases += 1
+            self._idle.clear()
+            return True
+
+    def release(self) -> None:
+        """Return a lease (done by `submit`'s callback, or by the worker if it never submits)."""
+        with self._lease_lock:
+            self._leases -= 1
+            if self._leases == 0:
+                self._idle.set()
+
+    def retire(self, timeout: float | None = None) -> bool:
+        """Refuse new leases, wait up to ``timeout`` for the last one, then `close`.
+
+        Returns False when leases were still out at the timeout (the engine is then not closed).
+        """
+        with self._lease_lock:
+            self._retired = True
+        if not self._idle.wait(timeout):
+            return False
+        self.close()
+        return True
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    def submit(self, tensor: npt.NDArray[np.float32], job: Any, done: Done) -> None:
+        """Start inference on one preprocessed ``(H, W, C)`` tensor; consumes the job's lease.
+
+        ``done(job, probabilities, latency_ms, error)`` is called later on an OpenVINO thread, or
+        right here with an error if the request cannot be started. It must be quick and must not
+        log (a foreign thread); the pipeline only queues the result.
+        """
+        batch = tensor[np.newaxis]
+        try:
+            with self._submit_lock:  # one submitter at a time; blocks while every request is busy
+                self._queue.start_async({0: batch}, userdata=(job, done))
+        except RuntimeError as exc:
+            self.release()
+            done(job, None, 0.0, f"OpenVINO could not start inference: {str(exc).strip()[-300:]}")
+
+    def _on_done(self, request: ov.InferRequest, userdata: tuple[Any, Done]) -> None:
+        job, done = userdata
+        probabilities: npt.NDArray[np.float32] | None = None
+        latency, error = 0.0, None
+        try:
+            probabilities = np.array(request.get_output_tensor(0).data[0], dtype=np.float32)
+            latency = float(request.latency)
+        except Exception as exc:  # noqa: BLE001 - reported as this scan's INFERENCE_FAILED
+            error = f"reading the output failed: {exc}"
+        try:
+            done(job, probabilities, latency, error)
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        """Wait for every request in flight (``wait_all``)."""
+        self._queue.wait_all()
+
+
+class EngineHolder:
+    """The engine in service now; swapped atomically between jobs (see the module docstring)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Engine:
+        """The engine new jobs go to."""
+        return self._engine
+
+    def acquire(self) -> Engine:
+        """The current engine, with a lease taken for one job."""
+        while True:
+            engine = self._engine
+            if engine.lease():
+                return engine
+            if engine is self._engine:
+                msg = "the engine in service was retired without a replacement (swap, then retire)"
+                raise RuntimeError(msg)
+
+    def swap(self, engine: Engine) -> Engine:
+        """Put ``engine`` in service and return the previous one (call its `Engine.retire`)."""
+        with self._lock:
+            old, self._engine = self._engine, engine
+        return old

@@ -1,0 +1,237 @@
+"""File-system primitives the pipeline stands on: atomic writes, safe moves, folder checks, locks.
+
+* `write_atomic`: a temporary file in the same folder, fsync, rename, fsync the folder. A reader
+  sees the old file or the new one, never half of one; after a power cut, one or the other.
+* `move_into`: move a file into a folder without ever replacing a *different* file. A same-device
+  move is one ``rename``; across devices the file is copied to a temporary name, fsynced, renamed
+  into place, the folder fsynced, and only then is the source unlinked. A crash at any point
+  leaves at least one complete copy.
+* `hold_lock`: an exclusive ``flock`` so that two daemons never share a claim area or work folder.
+
+Temporary files are dotfiles ending in `TMP_SUFFIX`: readers of the reports folder skip dotfiles,
+and `remove_stale_temporaries` clears what a crash left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.bundle import sha256_file
+from daemon.errors import AlreadyRunningError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import PurePosixPath
+
+TMP_SUFFIX = ".iwtmp"
+_COPY_CHUNK = 1 << 20
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temporary_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
+def write_atomic(path: Path, data: bytes, *, sync_folder: bool = True) -> None:
+    """Write ``data`` to ``path`` so that it is never partially visible.
+
+    ``sync_folder=False`` leaves the folder fsync to the caller, who can then make a whole batch
+    of renames durable with one `fsync_dir` (a group commit).
+    """
+    tmp = _temporary_beside(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync_folder:
+        fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files a crash left in ``folder`` (recursively); return how many."""
+    removed = 0
+    for path in folder.rglob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _same_content(existing: Path, size: int, sha256: str | None) -> bool:
+    try:
+        info = existing.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size != size or sha256 is None:
+        return False
+    return sha256_file(existing) == sha256
+
+
+def _free_target(target: Path, size: int, sha256: str | None) -> tuple[Path, bool]:
+    """The first name from ``target``, ``stem~1.ext``, ``stem~2.ext``... that is free.
+
+    Returns ``(path, True)`` instead when a file with the same content already holds one of
+    those names: the move is then a duplicate that can simply be dropped.
+    """
+    candidate = target
+    for n in range(1, 100_000):
+        if not os.path.lexists(candidate):
+            return candidate, False
+        if _same_content(candidate, size, sha256):
+            return candidate, True
+        candidate = target.with_name(f"{target.stem}~{n}{target.suffix}")
+    raise FileExistsError(errno.EEXIST, "no free name left", str(target))
+
+
+def _copy_regular(src: Path, target: Path) -> None:
+    tmp = _temporary_beside(target)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        with os.fdopen(os.open(src, flags), "rb") as fin, tmp.open("xb") as fout:
+            shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+            fout.flush()
+            os.fsync(fout.fileno())
+        shutil.copystat(src, tmp, follow_symlinks=False)
+        tmp.rename(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def move_into(
+    src: Path, folder: Path, name: PurePosixPath, *, sha256: str | None = None
+) -> tuple[Path | None, bool]:
+    """Move ``src`` to ``folder / name`` (sub-folders created), never replacing a different file.
+
+    A name already taken by another file gets a ``~N`` suffix; one taken by a file with the same
+    content (``sha256`` of ``src``) makes ``src`` a duplicate, which is removed. A non-regular
+    file (symlink, fifo, socket) that cannot be renamed across devices is removed, never opened.
+    This is safe because one daemon alone writes into ``folder`` (`hold_lock`).
+
+    Returns ``(where the file now is or None when it was removed, whether it was a duplicate)``.
+    """
+    info = src.lstat()
+    target = folder / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target, duplicate = _free_target(target, info.st_size, sha256)
+    if duplicate:
+        src.unlink()
+        return target, True
+    try:
+        src.rename(target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    else:
+        return target, False
+    landed: Path | None = target
+    if stat.S_ISREG(info.st_mode):
+        _copy_regular(src, target)
+    elif stat.S_ISLNK(info.st_mode):
+        target.symlink_to(src.readlink())
+    else:
+        landed = None
+    src.unlink()
+    return landed, False
+
+
+def remove_empty_parents(path: Path, stop: Path) -> None:
+    """Remove ``path`` and its parents while they are empty, up to but excluding ``stop``."""
+    current = path
+    while current != stop and stop in current.parents:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Create ``folder`` if missing and prove it writable; return a problem message or ``None``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"{folder} cannot be created: {exc.strerror or exc}"
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    probe = folder / f".write-test-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        return f"{folder} is not writable: {exc.strerror or exc}"
+    return None
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (which records our pid) for the ``with`` block.
+
+    A file system without locks (some network shares) is tolerated: the block runs unlocked.
+
+    Raises:
+        AlreadyRunningError: another process holds the lock.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            msg = f"another infarctwatch daemon (pid {owner}) already uses {what} ({path})"
+            raise AlreadyRunningError(msg) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "afs", "ceph", "glusterfs"}
+)
+
+
+def filesystem_type(path: Path, mounts: Path = Path("/proc/self/mounts")) -> str | None:
+    """The type of the file system holding ``path`` (``ext4``, ``nfs4``, ``cifs``...), if known."""
+    try:
+        lines = mounts.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    target = str(path.resolve())
+    best, kind = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind

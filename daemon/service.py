@@ -1,0 +1,300 @@
+"""The service shell around the pipeline: start-up checks, the main loop, a bounded drain.
+
+Start-up, in order, each failure stopping the service before it touches a scan:
+
+1. preflight: every folder exists (created if missing) and is writable, the public key (if any)
+   is readable, inotify is available; all problems are reported together (`ConfigError`);
+2. locks on the claim area and the work folder (`AlreadyRunningError`);
+3. the bundle is verified (sha256 of every file; signature policy) and compiled (`BundleError`,
+   `EngineError`);
+4. the pipeline and the watcher start; leftovers in processing/ are taken up first; then
+   ``READY=1``.
+
+The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
+thread is alive), and waits for `Shutdown.stop`. Stopping: ``STOPPING=1``, stop watching, let
+pending scans finish for up to ``service.drain_timeout_s`` (`Shutdown.force` cuts it short),
+log what was abandoned (it stays in processing/ for the next start), write the final status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from daemon.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
+from daemon.claim import ClaimArea
+from daemon.engine import Engine, EngineHolder
+from daemon.errors import BundleError, ConfigError
+from daemon.files import (
+    NETWORK_FILESYSTEMS,
+    filesystem_type,
+    folder_problem,
+    hold_lock,
+    remove_stale_temporaries,
+)
+from daemon.intake import IntakeRules
+from daemon.pipeline import Pipeline
+from daemon.report import VERSION
+from daemon.sdnotify import Notifier
+from daemon.status import STATUS_INTERVAL_S, Counters, iso, utc_now, write_status
+from daemon.watch import Watcher
+
+if TYPE_CHECKING:
+    import threading
+    from pathlib import Path
+
+    from daemon.bundle import Bundle
+    from daemon.config import DaemonConfig
+    from daemon.jobs import ModelInfo
+    from daemon.signals import Shutdown
+
+log = structlog.get_logger("infarctwatch.service")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_FORCED = 130
+
+
+def preflight(config: DaemonConfig, area: ClaimArea) -> None:
+    """Check (and create) every folder, the public key and the watch mode; all problems at once.
+
+    Raises:
+        ConfigError: listing every problem with the key it comes from.
+    """
+    folders: list[tuple[str, Path]] = [
+        ("incoming", config.incoming),
+        ("reports", config.reports),
+        ("work", config.work),
+    ]
+    folders += [("incoming" if config.incoming in f.parents else "work", f) for f in area.folders()]
+    status_key = "service.status_file" if config.service.status_file else "work"
+    folders.append((status_key, config.status_path.parent))
+    if config.inference.cache_dir is not None:
+        folders.append(("inference.cache_dir", config.inference.cache_dir))
+    problems: list[str] = []
+    for key, folder in folders:
+        problem = folder_problem(folder)
+        if problem and not any(problem in p for p in problems):
+            problems.append(f"At '{key}': {problem}")
+    if config.model.public_key is not None:
+        from deploy.errors import KeyFileError  # noqa: PLC0415 - only with signatures configured
+        from deploy.signing import load_public_key  # noqa: PLC0415
+
+        try:
+            load_public_key(config.model.public_key)
+        except KeyFileError as exc:
+            problems.append(f"At 'model.public_key': {exc}")
+    if config.watch.mode == "inotify":
+        try:
+            from watchdog.observers.inotify import InotifyObserver  # noqa: F401, PLC0415
+        except ImportError:
+            problems.append("At 'watch.mode': inotify is not available here; use polling")
+    if problems:
+        raise ConfigError(problems)
+
+
+def load_verified_bundle(config: DaemonConfig) -> tuple[Bundle, str]:
+    """The bundle ``model.path`` designates, verified, and what its signature check said.
+
+    Raises:
+        BundleError: missing, tampered with, malformed, or refused by the signature policy.
+    """
+    from deploy.errors import KeyFileError, SignatureError  # noqa: PLC0415
+    from deploy.signing import SignaturePolicy, check_signature  # noqa: PLC0415
+
+    path = DEFAULT_BUNDLE if config.model.path is None else resolve_model_path(config.model.path)
+    bundle = load_bundle(path)
+    policy = SignaturePolicy(config.model.public_key, config.model.require_signature)
+    try:
+        signature = check_signature(bundle.path, policy)
+    except (SignatureError, KeyFileError) as exc:
+        raise BundleError(str(bundle.path), [str(exc)]) from exc
+    return bundle, signature
+
+
+def _model_status(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "version": info.version,
+        "bundle_sha256": info.bundle_sha256,
+        "variant": info.variant,
+        "precision": info.precision,
+        "device": info.device_used,
+    }
+
+
+class Service:
+    """``infarctwatch run``: everything between the configuration and the exit code."""
+
+    def __init__(
+        self, config: DaemonConfig, *, once: bool = False, notifier: Notifier | None = None
+    ) -> None:
+        self.config = config
+        self.once = once
+        self.notifier = notifier or Notifier(None)
+        self.counters = Counters()
+        self.area = ClaimArea(config.incoming, config.work, config.outcome)
+        self.started_at = utc_now()
+        self._started = time.monotonic()
+        self._state = "starting"
+
+    def run(self, shutdown: Shutdown) -> int:
+        """Start, serve until ``shutdown.stop`` (or, with ``once``, until the folder is done).
+
+        Returns the exit code: 0 after a clean stop, 130 when forced, 1 when a stage died.
+
+        Raises:
+            ConfigError, AlreadyRunningError, BundleError, EngineError: start-up failed.
+        """
+        config = self.config
+        preflight(config, self.area)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(hold_lock(self.area.root / "lock", "this incoming folder"))
+            stack.enter_context(hold_lock(config.work / "lock", "this work folder"))
+            for folder in (config.reports, config.work, self.area.root):
+                remove_stale_temporaries(folder)
+            bundle, signature = load_verified_bundle(config)
+            engine = Engine.compile(bundle, config.inference, config.model.variant)
+            return self._serve(EngineHolder(engine), signature, shutdown)
+        return EXIT_FAILED  # pragma: no cover - ExitStack does not swallow exceptions
+
+    def _serve(self, holder: EngineHolder, signature: str, shutdown: Shutdown) -> int:
+        config = self.config
+        pipeline = Pipeline(config, holder, self.area, self.counters)
+        rules = IntakeRules(config.incoming, config.watch.recursive, config.watch.ignore_suffixes)
+
+        def recover(stop: threading.Event) -> None:
+            claims = self.area.recover()
+            if claims:
+                log.info("resuming", claims=len(claims))
+            pipeline.resume(claims, stop)
+
+        watcher = Watcher(
+            config.watch, rules, pipeline.offer, once=self.once, before_first_scan=recover
+        )
+        pipeline.on_room = watcher.room
+        pipeline.start()
+        code = EXIT_OK
+        try:
+            self._announce(holder.current.info, holder.current.requests, signature)
+            watcher.__enter__()
+            code = self._loop(shutdown, pipeline, watcher, holder)
+        finally:
+            self._state = "stopping"
+            self.notifier.stopping(self._status_line(pipeline, holder.current.info))
+            log.info("stopping", pending=pipeline.pending, signals=shutdown.signals)
+            watcher.close()
+            abandoned = pipeline.drain(config.service.drain_timeout_s, shutdown.force)
+            if abandoned:
+                log.warning(
+                    "abandoned",
+                    count=len(abandoned),
+                    claims=[c.claim_id for c in abandoned],
+                    note="left in processing/, taken up again at the next start",
+                )
+            self._state = "stopped"
+            self._write_status(pipeline, watcher, holder.current.info)
+            snapshot = self.counters.snapshot()
+            log.info("stopped", processed=snapshot.processed, failed=snapshot.failed)
+        if shutdown.force.is_set():
+            return EXIT_FORCED
+        return code
+
+    def _announce(self, info: ModelInfo, requests: int, signature: str) -> None:
+        config = self.config
+        fs_type = filesystem_type(config.incoming)
+        if config.watch.mode == "inotify" and fs_type in NETWORK_FILESYSTEMS:
+            log.warning(
+                "inotify_on_network_share",
+                filesystem=fs_type,
+                note="inotify sees nothing written by other machines: set watch.mode: polling",
+            )
+        if config.model.inbox is not None:
+            log.warning("model_inbox_not_served", note="model.inbox is not served by this build")
+        log.info(
+            "started",
+            version=VERSION,
+            pid=os.getpid(),
+            model=info.name,
+            model_version=info.version,
+            bundle_sha256=info.bundle_sha256,
+            signature=signature,
+            precision=info.precision,
+            device=info.device_used,
+            infer_requests=requests,
+            decode_workers=config.pipeline.decode_workers,
+            incoming=str(config.incoming),
+            reports=str(config.reports),
+            watch=config.watch.mode,
+            once=self.once,
+        )
+
+    def _loop(
+        self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: EngineHolder
+    ) -> int:
+        self._state = "running"
+        info = holder.current.info
+        self.notifier.ready(self._status_line(pipeline, info))
+        watchdog = self.notifier.watchdog_interval_s
+        tick = min(0.1 if self.once else 1.0, watchdog or 1.0)
+        next_status = next_watchdog = 0.0
+        last_line = ""
+        while not shutdown.stop.is_set():
+            if self.once and watcher.finished.is_set() and pipeline.pending == 0:
+                log.info("once_done")
+                return EXIT_OK
+            if not pipeline.healthy() or not watcher.alive:
+                log.error("stage_died", note="a pipeline thread is gone; stopping")
+                return EXIT_FAILED
+            now = time.monotonic()
+            info = holder.current.info
+            if now >= next_status:
+                self._write_status(pipeline, watcher, info)
+                next_status = now + STATUS_INTERVAL_S
+            line = self._status_line(pipeline, info)
+            if line != last_line:
+                self.notifier.status(line)
+                last_line = line
+            if watchdog is not None and now >= next_watchdog:
+                self.notifier.watchdog()
+                next_watchdog = now + watchdog
+            shutdown.stop.wait(tick)
+        return EXIT_OK
+
+    def _status_line(self, pipeline: Pipeline, info: ModelInfo) -> str:
+        snap = self.counters.snapshot()
+        return (
+            f"{self._state}: processed {snap.processed}, failed {snap.failed}, "
+            f"pending {pipeline.pending}; model {info.name} {info.version} "
+            f"({info.precision} on {info.device_used})"
+        )
+
+    def _write_status(self, pipeline: Pipeline, watcher: Watcher, info: ModelInfo) -> None:
+        snap = self.counters.snapshot()
+        document = {
+            "version": 1,
+            "state": self._state,
+            "pid": os.getpid(),
+            "started_at": iso(self.started_at),
+            "updated_at": iso(utc_now()),
+            "interval_s": STATUS_INTERVAL_S,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "processed": snap.processed,
+            "failed": snap.failed,
+            "pending": pipeline.pending,
+            "waiting": watcher.waiting,
+            "last_scan_at": iso(snap.last_scan_at),
+            "model": _model_status(info),
+            "incoming": str(self.config.incoming),
+            "reports": str(self.config.reports),
+            "watch": self.config.watch.mode,
+            "infarctwatch_version": VERSION,
+        }
+        try:
+            write_status(self.config.status_path, document)
+        except OSError as exc:
+            log.warning("status_write_failed", error=exc.strerror or str(exc))

@@ -1,0 +1,180 @@
+"""Counters, and the status file that ``infarctwatch status`` reads.
+
+The daemon rewrites the status file (JSON, atomically) every `STATUS_INTERVAL_S` seconds and at
+every change of state, and a last time at exit with ``state: stopped``. A reader decides from it
+whether the daemon is running: the state says so, the pid is alive, and the file is fresh (a
+daemon that stopped updating it for three intervals is hung or gone).
+
+Counters: ``processed`` scans got a prediction, ``failed`` scans got an error report; ``pending``
+are claimed and not yet reported (the queue depth); ``waiting`` are seen in incoming/ but not yet
+taken (still being written, or no free slot).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from daemon.files import write_atomic
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+STATUS_INTERVAL_S = 5.0
+STALE_AFTER_INTERVALS = 3
+STATUS_VERSION = 1
+
+
+def utc_now() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``, to the second."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class CounterSnapshot:
+    """The counters at one moment."""
+
+    processed: int
+    failed: int
+    last_scan_at: dt.datetime | None
+
+
+class Counters:
+    """Scan counters, updated by the report writer and read by the service shell."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processed = 0
+        self._failed = 0
+        self._last: dt.datetime | None = None
+
+    def record(self, *, ok: bool) -> None:
+        """Count one finished scan."""
+        with self._lock:
+            if ok:
+                self._processed += 1
+            else:
+                self._failed += 1
+            self._last = utc_now()
+
+    def snapshot(self) -> CounterSnapshot:
+        """A consistent copy."""
+        with self._lock:
+            return CounterSnapshot(self._processed, self._failed, self._last)
+
+
+def write_status(path: Path, document: dict[str, Any]) -> None:
+    """Replace the status file atomically."""
+    data = json.dumps(document, indent=2, sort_keys=False).encode("utf-8") + b"\n"
+    write_atomic(path, data, sync_folder=False)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The status document, or ``None`` when there is no (readable, valid) status file."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def pid_alive(pid: object) -> bool:
+    """True when a process with this pid exists (on this machine)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def _parse(moment: object) -> dt.datetime | None:
+    if not isinstance(moment, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(moment)
+    except ValueError:
+        return None
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 86400} days"
+
+
+EXIT_RUNNING = 0
+EXIT_DEAD = 1
+EXIT_NOT_RUNNING = 3
+
+
+def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> tuple[str, int]:
+    """Human-readable status and the exit code of ``infarctwatch status``.
+
+    Exit codes follow LSB ``status``: 0 running, 1 the file says running but the daemon is gone
+    or no longer updates it, 3 not running.
+    """
+    if document is None:
+        return f"infarctwatch: not running (no status file at {path})", EXIT_NOT_RUNNING
+    state = document.get("state", "unknown")
+    pid = document.get("pid")
+    updated = _parse(document.get("updated_at"))
+    age = (now - updated).total_seconds() if updated else float("inf")
+    interval = float(document.get("interval_s") or STATUS_INTERVAL_S)
+    if state == "stopped":
+        headline = f"infarctwatch: not running (stopped {_ago(age)} ago; last counters below)"
+        code = EXIT_NOT_RUNNING
+    elif not pid_alive(pid):
+        headline = (
+            f"infarctwatch: NOT RUNNING: pid {pid} is gone (stale status from {_ago(age)} ago)"
+        )
+        code = EXIT_DEAD
+    elif age > STALE_AFTER_INTERVALS * interval:
+        headline = f"infarctwatch: STALE: pid {pid} has not updated its status for {_ago(age)}"
+        code = EXIT_DEAD
+    else:
+        started = _parse(document.get("started_at"))
+        uptime = _ago((now - started).total_seconds()) if started else "?"
+        headline = f"infarctwatch: {state} (pid {pid}), up {uptime}"
+        code = EXIT_RUNNING
+    model = document.get("model") or {}
+    last = _parse(document.get("last_scan_at"))
+    last_text = f"{iso(last)} ({_ago((now - last).total_seconds())} ago)" if last else "none yet"
+    lines = [
+        headline,
+        f"  processed    {document.get('processed', 0):,}",
+        f"  failed       {document.get('failed', 0):,}",
+        (
+            f"  queue        {document.get('pending', 0):,} pending, "
+            f"{document.get('waiting', 0):,} waiting in incoming"
+        ),
+        f"  last scan    {last_text}",
+        (
+            f"  model        {model.get('name', '?')} {model.get('version', '?')} "
+            f"({model.get('precision', '?')} on {model.get('device', '?')}, "
+            f"bundle sha256 {str(model.get('bundle_sha256', '?'))[:12]}...)"
+        ),
+        f"  started at   {document.get('started_at', '?')}",
+        f"  pid          {pid}",
+        f"  status file  {path} (updated {_ago(age)} ago)",
+    ]
+    return "\n".join(lines), code

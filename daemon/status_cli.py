@@ -1,0 +1,44 @@
+"""``infarctwatch status``: print the running daemon's counters from its status file.
+
+Exit codes follow LSB ``status``: 0 running, 1 the status file says running but the daemon is
+gone or has stopped updating it, 2 configuration error, 3 not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from daemon.config import load_config
+from daemon.errors import ConfigError
+from daemon.status import EXIT_RUNNING, describe, read_status, utc_now
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``infarctwatch status``."""
+    parser = argparse.ArgumentParser(
+        prog="infarctwatch status", description="Show the daemon's counters from its status file."
+    )
+    parser.add_argument("--config", type=Path, help="the daemon's YAML configuration")
+    parser.add_argument("--json", action="store_true", help="print the status file as JSON")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"infarctwatch status: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    path = config.status_path
+    document = read_status(path)
+    text, code = describe(document, path, utc_now())
+    if args.json:
+        print(json.dumps({**(document or {}), "running": code == EXIT_RUNNING}, indent=2))
+    else:
+        print(text)
+    return code
