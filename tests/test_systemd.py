@@ -1,0 +1,361 @@
+"""The systemd unit and its GPU/NPU drop-in.
+
+systemd is not running here, but ``systemd-analyze verify`` and ``systemd-analyze security
+--offline=true`` work on unit files, and the sandbox parts that decide whether OpenVINO can run
+at all are reproduced with the kernel's own mechanisms:
+
+* ``SystemCallFilter=`` / ``RestrictAddressFamilies=`` / ``SystemCallErrorNumber=``: a seccomp
+  filter built with libseccomp (what systemd uses) from the unit's own lines and
+  ``systemd-analyze syscall-filter``'s group lists, then OpenVINO inference on the committed
+  bundle under it;
+* ``MemoryDenyWriteExecute=``: ``prctl(PR_SET_MDWE)`` (what systemd >= 254 uses): proves the
+  CPU plugin cannot run under it, which is why the unit leaves it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from deploy.device import CACHE, CONFIG, INCOMING, MODELS, REPORTS, STATE, UNIT, VENV, WORK
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT_FILE = REPO / "systemd" / UNIT
+GPU_DROPIN = REPO / "systemd" / f"{UNIT}.d" / "gpu.conf"
+EXEC_START = f"{VENV}/bin/infarctwatch run --config {CONFIG}"
+MAX_EXPOSURE = 2.0
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+
+def directives(path: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of a unit file, values in order (a key may repeat)."""
+    result: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            result.setdefault(key.strip(), []).append(value.strip())
+    return result
+
+
+def staged_unit(tmp_path: Path, *, gpu: bool = False) -> Path:
+    """The unit copied to a temporary folder with ExecStart's binary present (verify needs it)."""
+    binary = tmp_path / str(VENV).lstrip("/") / "bin" / "infarctwatch"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    units = tmp_path / "units"
+    units.mkdir()
+    text = UNIT_FILE.read_text().replace(f"{VENV}/bin/infarctwatch", str(binary))
+    (units / UNIT).write_text(text)
+    if gpu:
+        (units / f"{UNIT}.d").mkdir()
+        shutil.copy(GPU_DROPIN, units / f"{UNIT}.d" / "gpu.conf")
+    return units / UNIT
+
+
+def exposure(unit: Path) -> float:
+    """The overall exposure that ``systemd-analyze security --offline=true`` gives the unit."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=unit.parent,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+class TestUnitFile:
+    def test_every_setting_has_a_comment_above_it(self) -> None:
+        """Each directive line in the unit and the drop-in is explained by the line before it."""
+        for path in (UNIT_FILE, GPU_DROPIN):
+            lines = path.read_text().splitlines()
+            for i, line in enumerate(lines):
+                if "=" in line and not line.startswith(("#", "[")):
+                    assert lines[i - 1].startswith("#"), f"{path.name}:{i + 1} {line!r}"
+
+    def test_service_contract(self) -> None:
+        """Notify type, watchdog, restart policy, the user and the documented command line."""
+        d = directives(UNIT_FILE)
+        assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
+        assert d["ExecStart"] == [EXEC_START]
+        assert d["WatchdogSec"] and d["Restart"] == ["on-failure"]
+        assert d["RestartPreventExitStatus"] == ["2"]  # config/bundle errors need a human
+        assert d["User"] == ["infarctwatch"] and d["Group"] == ["infarctwatch"]
+        assert d["WantedBy"] == ["multi-user.target"]
+
+    def test_hardening_settings(self) -> None:
+        """The sandbox the issue asks for, and MemoryDenyWriteExecute explicitly off."""
+        d = directives(UNIT_FILE)
+        expected = {
+            "ProtectSystem": "strict",
+            "ProtectHome": "yes",
+            "PrivateTmp": "yes",
+            "PrivateDevices": "yes",
+            "NoNewPrivileges": "yes",
+            "CapabilityBoundingSet": "",
+            "RestrictAddressFamilies": "AF_UNIX",
+            "ProtectKernelTunables": "yes",
+            "ProtectKernelModules": "yes",
+            "ProtectKernelLogs": "yes",
+            "ProtectControlGroups": "yes",
+            "LockPersonality": "yes",
+            "RestrictNamespaces": "yes",
+            "MemoryDenyWriteExecute": "no",
+        }
+        for key, value in expected.items():
+            assert d[key] == [value], key
+        assert d["SystemCallFilter"][0] == "@system-service"
+
+    def test_folders_match_what_device_install_creates(self) -> None:
+        """State/cache/config directories and ReadWritePaths agree with deploy.device's layout."""
+        d = directives(UNIT_FILE)
+        state = d["StateDirectory"][0].split()
+        assert "infarctwatch" in state
+        for folder in (MODELS, WORK):
+            assert str(folder.relative_to("/var/lib")) in state
+            assert folder.is_relative_to(STATE)
+        assert d["CacheDirectory"] == [str(CACHE.relative_to("/var/cache"))]
+        assert d["ConfigurationDirectory"] == [str(CONFIG.parent.relative_to("/etc"))]
+        writable = {PurePosixPath(p.lstrip("-")) for p in d["ReadWritePaths"][0].split()}
+        assert writable == {INCOMING, REPORTS}
+
+    def test_gpu_dropin_opens_only_render_devices(self) -> None:
+        """The drop-in lifts PrivateDevices but keeps a closed device policy with DRM/accel only."""
+        d = directives(GPU_DROPIN)
+        assert d["PrivateDevices"] == ["no"]
+        assert d["DevicePolicy"] == ["closed"]
+        assert d["DeviceAllow"] == ["char-drm rw", "char-accel rw"]
+        assert d["SupplementaryGroups"] == ["render"]
+
+
+@needs_analyze
+class TestSystemdAnalyze:
+    def test_verify_passes(self, tmp_path: Path) -> None:
+        """`systemd-analyze verify` accepts the unit (with and without the GPU drop-in)."""
+        for gpu in (False, True):
+            unit = staged_unit(tmp_path / str(gpu), gpu=gpu)
+            result = subprocess.run(
+                ["systemd-analyze", "verify", str(unit)],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=unit.parent,
+            )
+            assert result.returncode == 0, result.stderr
+            problems = [line for line in result.stderr.splitlines() if UNIT in line]
+            assert problems == [], problems
+
+    def test_security_exposure_is_at_most_2(self, tmp_path: Path) -> None:
+        """`systemd-analyze security --offline=true` rates the unit 2.0 or better ("OK")."""
+        assert exposure(staged_unit(tmp_path)) <= MAX_EXPOSURE
+
+    def test_security_exposure_with_gpu_dropin_is_at_most_2(self, tmp_path: Path) -> None:
+        """Opening the render devices costs a little exposure but stays within 2.0."""
+        assert exposure(staged_unit(tmp_path, gpu=True)) <= MAX_EXPOSURE
+
+
+# --------------------------------------------------------------------- the sandbox, for real
+
+PROBE = """\
+import errno, os, socket, sys
+import numpy as np
+import openvino as ov
+from PIL import Image
+from daemon.bundle import DEFAULT_BUNDLE, load_bundle
+
+bundle = load_bundle(DEFAULT_BUNDLE)
+core = ov.Core()
+compiled = core.compile_model(bundle.variant("fp16").xml, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+results = []
+queue = ov.AsyncInferQueue(compiled, 2)
+queue.set_callback(lambda request, i: results.append(request.get_output_tensor(0).data.sum()))
+for i in range(8):
+    queue.start_async(np.full((1, 128, 128, 3), i / 8, np.float32), i)
+queue.wait_all()
+assert len(results) == 8 and all(abs(r - 1.0) < 1e-3 for r in results), results
+Image.fromarray(np.zeros((64, 64), np.uint8)).save(sys.argv[1])
+Image.open(sys.argv[1]).load()
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    print("AF_INET allowed")
+except OSError as exc:
+    print("AF_INET refused", errno.errorcode[exc.errno])
+try:
+    os.sched_setaffinity(0, {0})
+    print("affinity allowed")
+except OSError as exc:
+    print("affinity refused", errno.errorcode[exc.errno])
+print("inference ok")
+"""
+
+SECCOMP_LAUNCHER = """\
+import ctypes, errno, os, sys
+allowed = sys.argv[1].split(",")
+lib = ctypes.CDLL("libseccomp.so.2")
+lib.seccomp_init.restype = ctypes.c_void_p
+lib.seccomp_init.argtypes = [ctypes.c_uint32]
+lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                       ctypes.c_uint, ctypes.c_void_p]
+lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+lib.seccomp_load.argtypes = [ctypes.c_void_p]
+
+class Cmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+ALLOW = 0x7FFF0000
+def ERRNO(n): return 0x00050000 | n
+NE, EQ = 1, 4
+ctx = lib.seccomp_init(ERRNO(errno.EPERM))            # SystemCallErrorNumber=EPERM
+for name in allowed:                                   # SystemCallFilter=
+    nr = lib.seccomp_syscall_resolve_name(name.encode())
+    if nr >= 0 and name != "socket":
+        assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 0, None) == 0, name
+socket_nr = lib.seccomp_syscall_resolve_name(b"socket")
+for op, action in ((EQ, ALLOW), (NE, ERRNO(errno.EAFNOSUPPORT))):  # RestrictAddressFamilies=
+    cmp = Cmp(0, op, 1, 0)                             # arg0 (family) vs AF_UNIX
+    assert lib.seccomp_rule_add_array(ctx, action, socket_nr, 1, ctypes.byref(cmp)) == 0
+assert lib.seccomp_load(ctx) == 0                      # also sets NoNewPrivileges
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def _syscall_groups() -> dict[str, list[str]]:
+    out = subprocess.run(
+        ["systemd-analyze", "syscall-filter", "--no-pager"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    groups: dict[str, list[str]] = {}
+    current = ""
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = line.split()[0]
+            groups[current] = []
+        elif line.startswith("    ") and not line.strip().startswith("#") and current:
+            groups[current].append(line.strip())
+    return groups
+
+
+def _expand(entries: list[str], groups: dict[str, list[str]]) -> set[str]:
+    names: set[str] = set()
+    for entry in entries:
+        names |= _expand(groups[entry], groups) if entry.startswith("@") else {entry}
+    return names
+
+
+def unit_syscall_allow_list() -> set[str]:
+    """The system calls the unit's SystemCallFilter= lines leave allowed (systemd's semantics)."""
+    groups = _syscall_groups()
+    allowed = _expand(["@default"], groups)
+    for line in directives(UNIT_FILE)["SystemCallFilter"]:
+        if line.startswith("~"):
+            allowed -= _expand(line[1:].split(), groups)
+        else:
+            allowed |= _expand(line.split(), groups)
+    return allowed
+
+
+def _has_libseccomp() -> bool:
+    try:
+        ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return False
+    return True
+
+
+def _mdwe_supported() -> bool:
+    """True when the kernel has PR_SET_MDWE (Linux >= 6.3): probed in a throwaway process."""
+    code = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "sys.exit(0 if libc.prctl(65, 1, 0, 0, 0) == 0 else 1)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@needs_analyze
+@pytest.mark.skipif(not _has_libseccomp(), reason="libseccomp is not installed")
+def test_openvino_runs_under_the_units_system_call_filter(tmp_path: Path) -> None:
+    """Under the unit's seccomp policy, CPU inference works; AF_INET and affinity are refused."""
+    allowed = unit_syscall_allow_list()
+    assert "execve" in allowed and "sched_setaffinity" not in allowed and "mount" not in allowed
+    launcher, probe = tmp_path / "launch.py", tmp_path / "probe.py"
+    launcher.write_text(SECCOMP_LAUNCHER)
+    probe.write_text(PROBE)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(launcher),
+            ",".join(sorted(allowed)),
+            str(probe),
+            str(tmp_path / "i.png"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "AF_INET refused EAFNOSUPPORT" in result.stdout
+    assert "affinity refused EPERM" in result.stdout
+    assert "inference ok" in result.stdout
+
+
+MDWE_PROBE = textwrap.dedent(
+    """\
+    import ctypes, mmap, sys
+    import numpy as np
+    import openvino as ov
+    from daemon.bundle import DEFAULT_BUNDLE, load_bundle
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    try:
+        mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        sys.exit("MDWE is not in force")
+    except OSError:
+        pass
+    model = load_bundle(DEFAULT_BUNDLE).variant("fp16").xml
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled(np.zeros((1, 128, 128, 3), np.float32))
+    print("inference ok")
+    """
+)
+
+
+@pytest.mark.skipif(not _mdwe_supported(), reason="kernel without PR_SET_MDWE (Linux < 6.3)")
+def test_openvino_cpu_cannot_run_with_memory_deny_write_execute(tmp_path: Path) -> None:
+    """OpenVINO's CPU plugin JIT-compiles kernels, so MemoryDenyWriteExecute=yes would break it.
+
+    If this test ever fails because inference works, OpenVINO stopped needing W->X memory and the
+    unit can set MemoryDenyWriteExecute=yes.
+    """
+    probe = tmp_path / "mdwe.py"
+    probe.write_text(MDWE_PROBE)
+    result = subprocess.run(
+        [sys.executable, str(probe)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "inference ok" not in result.stdout
+    assert "can't protect" in result.stderr, result.stderr[-2000:]
