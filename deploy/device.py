@@ -370,7 +370,7 @@ def install_device(options: DeviceOptions, report: Callable[[str], None]) -> lis
     _ensure_dir(ctx, options.reports, "service", 0o2750, only_new=True)
     _ensure_dir(ctx, OPT, "root", 0o755)
     if options.skip_venv:
-        ctx.say(f"skipped the venv ({VENV})")
+        ctx.say(f"left {VENV} as it is (--skip-venv)")
     else:
         _build_venv(ctx)
     _link_command(ctx)

@@ -14,17 +14,27 @@ at all are reproduced with the kernel's own mechanisms:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from daemon.bundle import DEFAULT_BUNDLE
 from deploy.device import CACHE, CONFIG, INCOMING, MODELS, REPORTS, STATE, UNIT, VENV, WORK
+from deploy.install import install_bundle
+from deploy.pack import pack_bundle
+from deploy.signing import SignaturePolicy, keygen
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT_FILE = REPO / "systemd" / UNIT
@@ -359,3 +369,56 @@ def test_openvino_cpu_cannot_run_with_memory_deny_write_execute(tmp_path: Path) 
     assert result.returncode != 0
     assert "inference ok" not in result.stdout
     assert "can't protect" in result.stderr, result.stderr[-2000:]
+
+
+@needs_analyze
+@pytest.mark.skipif(not _has_libseccomp(), reason="libseccomp is not installed")
+def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path: Path) -> None:
+    """`infarctwatch run --once` under the unit's seccomp policy, as systemd would start it.
+
+    A signed bundle installed by deploy, a device-style config requiring signatures, sd_notify
+    over a Unix socket: READY=1, WATCHDOG=1 and STOPPING=1 arrive and the report is written.
+    """
+    private, public = keygen(tmp_path / "release")
+    archive = pack_bundle(DEFAULT_BUNDLE, tmp_path / "seed.tar.gz", sign_key=private).path
+    install_bundle(archive, tmp_path / "models", policy=SignaturePolicy(public, True))
+    for folder in ("incoming", "reports", "work"):
+        (tmp_path / folder).mkdir()
+    yy, xx = np.mgrid[:256, :256]
+    brain = ((yy - 128) / 90) ** 2 + ((xx - 128) / 70) ** 2 < 1
+    Image.fromarray((brain * 180).astype(np.uint8)).save(tmp_path / "incoming" / "slice.png")
+    config = tmp_path / "daemon.yaml"
+    config.write_text(
+        f"incoming: {tmp_path / 'incoming'}\nreports: {tmp_path / 'reports'}\n"
+        f"work: {tmp_path / 'work'}\n"
+        f"model:\n  path: {tmp_path / 'models'}\n  public_key: {public}\n"
+        "  require_signature: true\ninference:\n  device: CPU\n"
+    )
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(SECCOMP_LAUNCHER)
+    allowed = ",".join(sorted(unit_syscall_allow_list()))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.setblocking(False)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
+        command = ["-m", "daemon", "run", "--config", str(config), "--once"]
+        result = subprocess.run(
+            [sys.executable, str(launcher), allowed, *command],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=REPO,
+            env=env,
+            timeout=300,
+        )
+        messages = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                messages.append(notify.recv(65536).decode())
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    notified = "\n".join(messages)
+    for expected in ("READY=1", "WATCHDOG=1", "STOPPING=1"):
+        assert expected in notified, messages
+    reports = list((tmp_path / "reports").glob("*.json"))
+    assert len(reports) == 1
+    assert json.loads(reports[0].read_text())["status"] == "ok"
