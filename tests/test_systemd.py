@@ -371,6 +371,21 @@ def test_openvino_cpu_cannot_run_with_memory_deny_write_execute(tmp_path: Path) 
     assert "can't protect" in result.stderr, result.stderr[-2000:]
 
 
+def _proc_subset_pid() -> list[str]:
+    """A command prefix giving ProcSubset=pid + ProtectProc=invisible's /proc, when root can.
+
+    A private mount and PID namespace whose /proc is mounted ``subset=pid,hidepid=invisible``,
+    as systemd does; empty (no prefix) where ``unshare`` or the privilege is missing.
+    """
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        return []
+    remount = 'mount -o remount,subset=pid,hidepid=invisible /proc && exec "$@"'
+    prefix = [unshare, "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", remount, "sh"]
+    probe = subprocess.run([*prefix, "test", "!", "-e", "/proc/cpuinfo"], check=False)
+    return prefix if probe.returncode == 0 else []
+
+
 @needs_analyze
 @pytest.mark.skipif(not _has_libseccomp(), reason="libseccomp is not installed")
 def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path: Path) -> None:
@@ -378,6 +393,7 @@ def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path: Path) -> N
 
     A signed bundle installed by deploy, a device-style config requiring signatures, sd_notify
     over a Unix socket: READY=1, WATCHDOG=1 and STOPPING=1 arrive and the report is written.
+    As root, /proc is also reduced as ProcSubset=pid and ProtectProc=invisible make it.
     """
     private, public = keygen(tmp_path / "release")
     archive = pack_bundle(DEFAULT_BUNDLE, tmp_path / "seed.tar.gz", sign_key=private).path
@@ -401,9 +417,10 @@ def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path: Path) -> N
         notify.bind(str(tmp_path / "notify"))
         notify.setblocking(False)
         env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
-        command = ["-m", "daemon", "run", "--config", str(config), "--once"]
+        command = [sys.executable, str(launcher), allowed, "-m", "daemon", "run"]
+        command += ["--config", str(config), "--once"]
         result = subprocess.run(
-            [sys.executable, str(launcher), allowed, *command],
+            [*_proc_subset_pid(), *command],
             capture_output=True,
             text=True,
             check=False,
