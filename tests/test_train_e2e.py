@@ -243,6 +243,7 @@ def test_train_refuses_unknown_class_folders(
     err = capsys.readouterr().err
     assert "  - Scout images" in err
     assert "Left frontal lobe" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_export_of_a_folder_that_is_no_run_says_so(

@@ -149,8 +149,8 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def prepare_run_folder(out: Path) -> RunPaths:
-    """Create the run folder; refuse one that already holds files.
+def check_run_folder(out: Path) -> None:
+    """Refuse a run folder that already holds files (a run is never overwritten).
 
     Raises:
         RunFolderError: ``out`` exists and is not an empty folder.
@@ -160,6 +160,16 @@ def prepare_run_folder(out: Path) -> RunPaths:
         raise RunFolderError(
             f"run folder {out} already exists and is not empty: choose another --out"
         )
+
+
+def prepare_run_folder(out: Path) -> RunPaths:
+    """Create the run folder (see `check_run_folder`).
+
+    Raises:
+        RunFolderError: ``out`` exists and is not an empty folder.
+    """
+    check_run_folder(out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return RunPaths(out.resolve())
 
@@ -188,12 +198,25 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
         TrainerError: a dataset, label, run-folder or export problem (the message says which).
     """
     started = time.monotonic()
-    paths = prepare_run_folder(out)
-    dump_config(cfg, paths.config)
+    check_run_folder(out)
+    if cfg.data.labels:  # recorded absolute, so the run's config.yaml works from anywhere
+        absolute = str(Path(cfg.data.labels).resolve())
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labels=absolute))
     labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else REPO_LABELS)
-    write_json(paths.labels, list(labels.classes))
     # prepare: scan, split by case (before any augmentation), preprocess once
     dataset = scan(Path(data), cfg.data, labels)
+    counts = class_counts(dataset.samples)
+    untrained = [c for c in labels.classes if c not in counts]
+    log.info(
+        "dataset",
+        root=str(dataset.root),
+        slices=len(dataset.samples),
+        excluded=dataset.excluded,
+        classes=len(counts),
+        case_ids_from=dataset.case_ids_from,
+    )
+    if untrained:
+        log.warning("classes_without_data", classes=untrained)
     assignment = assign_cases(
         dataset.samples, validation=cfg.split.validation, test=cfg.split.test, seed=cfg.seed
     )
@@ -201,6 +224,9 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
     leaks = leaked_cases(rows)
     if leaks:  # cannot happen by construction; checked because the whole evaluation rests on it
         raise DatasetError(f"cases in more than one split: {sorted(leaks)[:10]}")
+    paths = prepare_run_folder(out)  # only now: a dataset problem leaves no half-made run
+    dump_config(cfg, paths.config)
+    write_json(paths.labels, list(labels.classes))
     write_split_csv(paths.split, rows)
     parts = {
         name: tuple(s for s in dataset.samples if assignment[s.case_id] == name)
@@ -252,6 +278,7 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
         "classes": list(labels.classes),
         "data": _dataset_summary(dataset, skipped),
         "split": summary(rows),
+        "classes_without_data": untrained,
         "training": {
             "architecture": cfg.model.architecture,
             "parameters": int(result.model.count_params()),
