@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ARCHIVE_SUFFIX = ".tar.gz"
+_TOP = "."
 _CHUNK = 1 << 20
 
 
@@ -146,9 +147,9 @@ def _clean_name(raw: str) -> str | None:
     if not raw or "\x00" in raw or "\\" in raw or raw.startswith("/"):
         return None
     parts = [p for p in PurePosixPath(raw).parts if p != "."]
-    if not parts or ".." in parts:
+    if ".." in parts:
         return None
-    return "/".join(parts)
+    return "/".join(parts) or _TOP
 
 
 def _link_problem(member: tarfile.TarInfo, name: str) -> str:
@@ -181,6 +182,8 @@ def _check(member: tarfile.TarInfo, budget: _Budget, dest: str) -> list[str]:
     name = _clean_name(member.name)
     if name is None:
         return [f"{member.name!r}: absolute path, '..' component or malformed name"]
+    if name == _TOP:  # the archive's own root folder (``./``, as ``tar -C bundle .`` writes)
+        return [] if member.isdir() else [f"{member.name!r}: malformed name"]
     kind = _type_problem(member, name)
     problems = [kind] if kind else []
     if name in budget.seen:
@@ -269,6 +272,8 @@ def unpack(archive: Path, dest: Path, *, limits: Limits = DEFAULT_LIMITS) -> Pat
                     raise UnsafeArchiveError(str(archive), problems)
                 name = _clean_name(member.name)
                 assert name is not None  # noqa: S101 (checked by _check)
+                if name == _TOP:
+                    continue
                 if member.isdir():
                     _mkdirs(dest, name)
                 else:

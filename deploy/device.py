@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+import yaml
+
 from daemon.bundle import DEFAULT_BUNDLE
 from deploy.device_config import FALLBACK_TEMPLATE, render_device_config
 from deploy.errors import DeviceInstallError
@@ -361,6 +363,16 @@ def install_device(options: DeviceOptions, report: Callable[[str], None]) -> lis
     if root == Path("/") and os.geteuid() != 0:
         raise DeviceInstallError("installing on this system needs root (or pass --root PREFIX)")
     ctx = _Context(options, report)
+    try:
+        _install(ctx)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise DeviceInstallError(f"{where}{exc.strerror or exc}") from exc
+    return ctx.done
+
+
+def _install(ctx: _Context) -> None:
+    options = ctx.options
     assets = _assets(options)
     _ensure_account(ctx)
     _ensure_dir(ctx, ETC, "root:service", 0o750)
@@ -386,9 +398,30 @@ def install_device(options: DeviceOptions, report: Callable[[str], None]) -> lis
     paths = _paths_dropin(options)
     if paths is not None:
         _write_file(ctx, DROPIN_DIR / "paths.conf", paths, "root", 0o644, keep=False)
+    _check_existing_config(ctx)
     _initial_bundle(ctx)
     _enable(ctx)
-    return ctx.done
+
+
+def _model_keys(ctx: _Context) -> dict[str, object]:
+    """The ``model`` mapping of the device's daemon.yaml as it is now (empty if unreadable)."""
+    try:
+        data = yaml.safe_load(ctx.at(CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
+def _check_existing_config(ctx: _Context) -> None:
+    """Say so when a kept config does not use the public key this run installed."""
+    if ctx.options.public_key is None:
+        return
+    if _model_keys(ctx).get("public_key") != str(PUBLIC_KEY):
+        ctx.say(
+            f"note: {CONFIG} was kept and does not set model.public_key: {PUBLIC_KEY} "
+            "(edit it, with model.require_signature: true, to require signed bundles)"
+        )
 
 
 def _link_command(ctx: _Context) -> None:
@@ -409,7 +442,7 @@ def _initial_bundle(ctx: _Context) -> None:
     models = ctx.at(MODELS)
     if current_version(models) is not None or not ctx.options.initial_bundle:
         return
-    if ctx.options.public_key is not None:
+    if _model_keys(ctx).get("require_signature", False):
         ctx.say(
             "no model installed yet and signatures are required: push a signed bundle "
             "(infarctwatch deploy push BUNDLE HOST) before the service can start"

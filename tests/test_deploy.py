@@ -363,6 +363,15 @@ class TestInstall:
         assert record["version"] == "1.0.0" and record["sha256"] == result.sha256
         assert not [p for p in models.iterdir() if p.name.startswith(".")]
 
+    def test_a_hand_made_flat_archive_installs(self, tmp_path: Path) -> None:
+        """`tar czf x.tar.gz -C bundle .` (a ./ root entry, ./-prefixed names) is accepted."""
+        folder = make_bundle(tmp_path, "1.0.0")
+        archive = tmp_path / "flat.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(folder, arcname=".")
+        result = install_bundle(archive, tmp_path / "models")
+        assert result.action == "installed" and result.version == "1.0.0"
+
     def test_the_daemon_loads_what_was_installed(self, tmp_path: Path) -> None:
         """resolve_model_path(models) is the installed bundle and it loads."""
         models = tmp_path / "models"

@@ -225,6 +225,17 @@ class TestDeviceInstall:
         assert list_versions(at(root, MODELS)).current is None
         assert any("push a signed bundle" in step for step in steps)
 
+    def test_a_key_added_later_to_a_kept_config_is_pointed_out(
+        self, root: Path, tmp_path: Path
+    ) -> None:
+        """Re-run with --public-key on an existing config: the key is installed, a note says the
+        config must be edited, and no unsigned model is installed from then on."""
+        install(root, initial_bundle=False)
+        _, public = keygen(tmp_path / "release")
+        steps = install(root, public_key=public)
+        assert at(root, PUBLIC_KEY).read_bytes() == public.read_bytes()
+        assert any(step.startswith(f"note: {CONFIG} was kept") for step in steps)
+
     def test_a_root_without_account_files_is_refused(self, tmp_path: Path) -> None:
         """An empty folder is not a system root: refused before anything is written."""
         empty = tmp_path / "empty"
