@@ -12,8 +12,11 @@ import hashlib
 import io
 import json
 import os
+import pkgutil
 import shutil
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 import structlog
 
+import deploy
 from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, load_bundle, resolve_model_path
 from daemon.bundle import write_manifest as daemon_write_manifest
 from daemon.cli import main as infarctwatch
@@ -816,3 +820,19 @@ class TestCli:
         """`infarctwatch deploy ...` reaches this CLI through daemon.cli."""
         assert infarctwatch(["deploy", "keygen", str(tmp_path / "k")]) == 0
         assert (tmp_path / "k.key").exists()
+
+
+def test_deploy_imports_neither_tensorflow_nor_openvino() -> None:
+    """Every deploy module imports in a fresh interpreter without TensorFlow, Keras or OpenVINO."""
+    modules = sorted(m.name for m in pkgutil.walk_packages(deploy.__path__, "deploy."))
+    assert "deploy.install" in modules
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "bad = {m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'openvino'}\n"
+        "print(','.join(sorted(bad)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
