@@ -209,6 +209,27 @@ def _dicom_grey(array: npt.NDArray[Any], ds: Any, photometric: str) -> npt.NDArr
     return grey
 
 
+def _infer_transfer_syntax(ds: Any) -> None:
+    """A raw dataset (no preamble, no file meta) says how it was encoded only by being read."""
+    from pydicom.dataset import FileMetaDataset  # noqa: PLC0415
+    from pydicom.uid import (  # noqa: PLC0415
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
 def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     # pydicom is imported here so that raster-only callers do not pay for it.
     import pydicom  # noqa: PLC0415
@@ -224,8 +245,11 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as exc:
         raise DicomInvalidError(f"not a readable DICOM file: {exc}") from exc
     if not has_pixels:
-        sop = str(ds.get("SOPClassUID", "unknown"))
+        sop = ds.get("SOPClassUID") or ds.get("file_meta", {}).get("MediaStorageSOPClassUID")
+        if not sop:
+            raise DicomInvalidError("not a DICOM object: no SOP class and no pixel data")
         raise DicomNoPixelDataError(f"DICOM object carries no pixel data (SOP class {sop})")
+    _infer_transfer_syntax(ds)
     if frames < 1:
         raise BadDimensionsError(f"DICOM object declares {frames} frames")
     _check_dimensions(cols, rows, frames, limits)

@@ -40,7 +40,14 @@ from daemon.intake import IntakeRules
 from daemon.pipeline import Pipeline
 from daemon.report import VERSION
 from daemon.sdnotify import Notifier
-from daemon.status import STATUS_INTERVAL_S, Counters, iso, utc_now, write_status
+from daemon.status import (
+    STATUS_INTERVAL_S,
+    STATUS_MIN_GAP_S,
+    Counters,
+    iso,
+    utc_now,
+    write_status,
+)
 from daemon.watch import Watcher
 
 if TYPE_CHECKING:
@@ -241,8 +248,9 @@ class Service:
         self.notifier.ready(self._status_line(pipeline, info))
         watchdog = self.notifier.watchdog_interval_s
         tick = min(0.1 if self.once else 1.0, watchdog or 1.0)
-        next_status = next_watchdog = 0.0
+        written_at, next_watchdog = -STATUS_INTERVAL_S, 0.0
         last_line = ""
+        last_counts = self.counters.snapshot()
         while not shutdown.stop.is_set():
             if self.once and watcher.finished.is_set() and pipeline.pending == 0:
                 log.info("once_done")
@@ -252,9 +260,10 @@ class Service:
                 return EXIT_FAILED
             now = time.monotonic()
             info = holder.current.info
-            if now >= next_status:
+            counts, age = self.counters.snapshot(), now - written_at
+            if age >= STATUS_INTERVAL_S or (counts != last_counts and age >= STATUS_MIN_GAP_S):
                 self._write_status(pipeline, watcher, info)
-                next_status = now + STATUS_INTERVAL_S
+                written_at, last_counts = now, counts
             line = self._status_line(pipeline, info)
             if line != last_line:
                 self.notifier.status(line)

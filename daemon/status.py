@@ -1,7 +1,8 @@
 """Counters, and the status file that ``infarctwatch status`` reads.
 
-The daemon rewrites the status file (JSON, atomically) every `STATUS_INTERVAL_S` seconds and at
-every change of state, and a last time at exit with ``state: stopped``. A reader decides from it
+The daemon rewrites the status file (JSON, atomically) every `STATUS_INTERVAL_S` seconds, within
+`STATUS_MIN_GAP_S` of a change of the counters, and a last time at exit with ``state: stopped``.
+A reader decides from it
 whether the daemon is running: the state says so, the pid is alive, and the file is fresh (a
 daemon that stopped updating it for three intervals is hung or gone).
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 STATUS_INTERVAL_S = 5.0
+STATUS_MIN_GAP_S = 1.0
+"""After a scan the file is rewritten sooner, but at most once per this many seconds."""
 STALE_AFTER_INTERVALS = 3
 STATUS_VERSION = 1
 

@@ -158,9 +158,10 @@ class Watcher:
         self._stop.set()
         self._wakeup.set()
         if self._observer is not None:
+            # watchdog may log a harmless error while its emitter winds down: not forwarded.
+            logging.getLogger("watchdog").removeHandler(self._log_bridge)
             self._observer.stop()
             self._observer.join()
-            logging.getLogger("watchdog").removeHandler(self._log_bridge)
             self._observer = None
         if self._thread.is_alive():
             self._thread.join()

@@ -1,0 +1,183 @@
+"""The OpenVINO engine with the committed bundle, the model holder, and bundle verification."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+import openvino.properties.hint as hints
+import pytest
+from daemon_support import brain_slice, make_config
+
+from daemon.bundle import DEFAULT_BUNDLE, load_bundle, write_manifest
+from daemon.config import InferenceConfig
+from daemon.engine import Engine, EngineHolder
+from daemon.errors import BundleError, EngineError
+from daemon.preprocess import preprocess
+from daemon.service import load_verified_bundle
+from deploy.signing import keygen, sign_folder
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CPU = InferenceConfig(device="CPU")
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(DEFAULT_BUNDLE)
+
+
+def _tensor(bundle) -> np.ndarray:
+    return preprocess(brain_slice(), bundle.preprocess)
+
+
+def _infer(
+    engine: Engine, tensor: np.ndarray
+) -> tuple[object, np.ndarray | None, float, str | None]:
+    got: list[tuple[object, np.ndarray | None, float, str | None]] = []
+    done = threading.Event()
+
+    def on_done(job, probabilities, latency, error) -> None:
+        got.append((job, probabilities, latency, error))
+        done.set()
+
+    assert engine.lease()
+    engine.submit(tensor, "job-1", on_done)
+    assert done.wait(30)
+    return got[0]
+
+
+class TestEngine:
+    def test_records_the_precision_actually_used(self, bundle) -> None:
+        """The report's precision is what the compiled model says, not the IR's FP16."""
+        engine = Engine.compile(bundle, CPU)
+        actual = engine._compiled.get_property(hints.inference_precision).to_string()
+        assert engine.info.precision == actual
+        assert engine.info.weights_precision == "FP16"
+        assert engine.info.device_requested == "CPU"
+        assert engine.info.device_used == "CPU"
+        assert engine.info.labels == bundle.labels
+        assert engine.requests >= 1
+        engine.close()
+
+    def test_async_inference_hands_back_the_job_and_probabilities(self, bundle) -> None:
+        """The job passed as userdata comes back with a probability per label."""
+        engine = Engine.compile(bundle, CPU)
+        job, probabilities, latency, error = _infer(engine, _tensor(bundle))
+        engine.close()
+        assert job == "job-1"
+        assert error is None
+        assert probabilities is not None
+        assert probabilities.shape == (len(bundle.labels),)
+        assert abs(float(probabilities.sum()) - 1.0) < 1e-3
+        assert latency > 0
+
+    def test_a_request_that_cannot_start_is_reported_to_its_job(self, bundle) -> None:
+        """A tensor of the wrong shape becomes an error for that job, not an exception."""
+        engine = Engine.compile(bundle, CPU)
+        job, probabilities, _latency, error = _infer(engine, np.zeros((64, 64, 3), np.float32))
+        engine.close()
+        assert job == "job-1"
+        assert probabilities is None
+        assert error is not None and "could not start inference" in error
+
+    def test_an_unknown_device_is_an_engine_error_naming_the_key(self, bundle) -> None:
+        """A device OpenVINO does not have stops start-up with a message naming the key."""
+        with pytest.raises(EngineError, match=r"At 'inference.device'.*NOPE"):
+            Engine.compile(bundle, InferenceConfig(device="NOPE"))
+
+    def test_labels_that_do_not_fit_the_network_are_refused(self, bundle, tmp_path) -> None:
+        """A bundle whose labels.json does not match the network's outputs is refused."""
+        copy = tmp_path / "bundle"
+        shutil.copytree(DEFAULT_BUNDLE, copy)
+        labels = json.loads((copy / "labels.json").read_text(encoding="utf-8"))
+        (copy / "labels.json").write_text(json.dumps(labels[:5]), encoding="utf-8")
+        manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
+        write_manifest(
+            copy,
+            name=manifest["name"],
+            version=manifest["version"],
+            variants=manifest["variants"],
+            input_spec=manifest["input"],
+            metrics_summary={},
+        )
+        with pytest.raises(EngineError, match="labels"):
+            Engine.compile(load_bundle(copy), CPU)
+
+
+class TestHolder:
+    def test_swap_between_jobs_keeps_each_job_on_one_model(self, bundle) -> None:
+        """A job leased before the swap runs on the old engine; the old one retires after it."""
+        old, new = Engine.compile(bundle, CPU), Engine.compile(bundle, CPU)
+        holder = EngineHolder(old)
+        leased = holder.acquire()
+        assert leased is old
+        assert holder.swap(new) is old
+        assert holder.current is new
+        assert not old.retire(timeout=0.05), "retired while a job still held a lease"
+        done = threading.Event()
+        leased.submit(_tensor(bundle), "late job", lambda *_: done.set())
+        assert done.wait(30)
+        assert old.retire(timeout=5)
+        assert holder.acquire() is new
+        new.release()
+        new.close()
+
+    def test_a_retired_engine_gives_no_new_lease(self, bundle) -> None:
+        """After retire, lease() is refused, so a worker takes the holder's current engine."""
+        engine = Engine.compile(bundle, CPU)
+        assert engine.retire(timeout=1)
+        assert not engine.lease()
+
+
+class TestBundleAtStartup:
+    def test_embedded_bundle_is_served_by_default(self, tmp_path) -> None:
+        """model.path null serves daemon/models/default, verified; unsigned is reported so."""
+        loaded, signature = load_verified_bundle(make_config(tmp_path))
+        assert loaded.path == DEFAULT_BUNDLE
+        assert signature == "unsigned"
+
+    def test_models_folder_with_current_link_is_resolved(self, tmp_path) -> None:
+        """A deploy-managed models folder serves the bundle its 'current' link points to."""
+        models = tmp_path / "models"
+        shutil.copytree(DEFAULT_BUNDLE, models / "versions" / "1")
+        (models / "current").symlink_to(models / "versions" / "1")
+        loaded, _ = load_verified_bundle(make_config(tmp_path, model={"path": str(models)}))
+        assert loaded.path == (models / "versions" / "1").resolve()
+
+    def test_tampered_bundle_is_refused(self, tmp_path) -> None:
+        """One changed byte in the weights fails the sha256 check."""
+        copy = tmp_path / "bundle"
+        shutil.copytree(DEFAULT_BUNDLE, copy)
+        weights = bytearray((copy / "model.bin").read_bytes())
+        weights[1000] ^= 0xFF
+        (copy / "model.bin").write_bytes(bytes(weights))
+        with pytest.raises(BundleError, match=r"model\.bin: sha256"):
+            load_verified_bundle(make_config(tmp_path, model={"path": str(copy)}))
+
+    def test_signature_policy_is_applied(self, tmp_path) -> None:
+        """Signed with the configured key: accepted; another key or no signature: refused."""
+        copy = tmp_path / "bundle"
+        shutil.copytree(DEFAULT_BUNDLE, copy)
+        good_key, good_pub = keygen(tmp_path / "good")
+        _, other_pub = keygen(tmp_path / "other")
+        model = {"path": str(copy), "public_key": str(good_pub), "require_signature": True}
+        with pytest.raises(BundleError, match="missing"):
+            load_verified_bundle(make_config(tmp_path, model=model))
+        sign_folder(copy, good_key)
+        _, signature = load_verified_bundle(make_config(tmp_path, model=model))
+        assert signature.startswith("signature valid")
+        with pytest.raises(BundleError, match="does not verify"):
+            load_verified_bundle(
+                make_config(tmp_path, model={**model, "public_key": str(other_pub)})
+            )
+
+
+def test_missing_model_path_is_a_bundle_error(tmp_path: Path) -> None:
+    """A model.path that does not exist stops start-up with a bundle error."""
+    with pytest.raises(BundleError, match="not a folder"):
+        load_verified_bundle(make_config(tmp_path, model={"path": str(tmp_path / "nowhere")}))

@@ -1,0 +1,222 @@
+"""File-system primitives and the claim area: atomic writes, safe moves, claims, recovery."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from daemon.claim import ClaimArea
+from daemon.config import OutcomeConfig
+from daemon.errors import AlreadyRunningError
+from daemon.files import (
+    TMP_SUFFIX,
+    filesystem_type,
+    hold_lock,
+    move_into,
+    remove_stale_temporaries,
+    write_atomic,
+)
+
+SHM = Path("/dev/shm")
+
+
+def _other_device_folder(tmp_path: Path) -> Path:
+    if not SHM.is_dir() or SHM.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary folder")
+    folder = SHM / f"infarctwatch-test-{os.getpid()}-{tmp_path.name}"
+    folder.mkdir()
+    return folder
+
+
+class TestWriteAtomic:
+    def test_replaces_content_and_leaves_no_temporary(self, tmp_path) -> None:
+        """The final name holds the new bytes; no temporary file is left beside it."""
+        target = tmp_path / "r.json"
+        write_atomic(target, b"old")
+        write_atomic(target, b"new")
+        assert target.read_bytes() == b"new"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+    def test_stale_temporaries_from_a_crash_are_removed(self, tmp_path) -> None:
+        """Temporary files (dotfiles with the temporary suffix) are cleared; others are kept."""
+        (tmp_path / f".r.json.abcd{TMP_SUFFIX}").write_bytes(b"half")
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / f".x.1234{TMP_SUFFIX}").write_bytes(b"half")
+        (tmp_path / "keep.json").write_bytes(b"{}")
+        assert remove_stale_temporaries(tmp_path) == 2
+        assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["keep.json"]
+
+
+class TestMoveInto:
+    def test_a_different_file_of_the_same_name_is_never_replaced(self, tmp_path) -> None:
+        """Name collisions get ~1, ~2: every file survives."""
+        dest = tmp_path / "done"
+        for content in (b"first", b"second", b"third"):
+            src = tmp_path / "scan.png"
+            src.write_bytes(content)
+            move_into(src, dest, PurePosixPath("scan.png"))
+        assert {p.name: p.read_bytes() for p in dest.iterdir()} == {
+            "scan.png": b"first",
+            "scan~1.png": b"second",
+            "scan~2.png": b"third",
+        }
+
+    def test_an_identical_file_is_recognised_as_a_duplicate(self, tmp_path) -> None:
+        """The same content under the same name (a re-run after a crash) is not copied twice."""
+        dest = tmp_path / "done"
+        for _ in range(2):
+            src = tmp_path / "scan.png"
+            src.write_bytes(b"same bytes")
+            landed, duplicate = move_into(
+                src,
+                dest,
+                PurePosixPath("scan.png"),
+                sha256=hashlib.sha256(b"same bytes").hexdigest(),
+            )
+        assert duplicate
+        assert landed == dest / "scan.png"
+        assert [p.name for p in dest.iterdir()] == ["scan.png"]
+        assert not (tmp_path / "scan.png").exists()
+
+    def test_sub_folders_are_kept(self, tmp_path) -> None:
+        """A name with sub-folders lands in the same sub-folders."""
+        src = tmp_path / "x.dcm"
+        src.write_bytes(b"x")
+        landed, _ = move_into(src, tmp_path / "done", PurePosixPath("study/series/x.dcm"))
+        assert landed == tmp_path / "done" / "study" / "series" / "x.dcm"
+
+    def test_across_devices_the_file_is_copied_then_the_source_removed(self, tmp_path) -> None:
+        """A real cross-device move (tmp -> /dev/shm): same bytes and mtime, source gone."""
+        dest = _other_device_folder(tmp_path)
+        try:
+            src = tmp_path / "scan.png"
+            src.write_bytes(os.urandom(3_000_000))
+            os.utime(src, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+            expected = src.read_bytes()
+            landed, duplicate = move_into(src, dest, PurePosixPath("scan.png"))
+            assert not duplicate and landed == dest / "scan.png"
+            assert landed.read_bytes() == expected
+            assert landed.stat().st_mtime_ns == 1_600_000_000_000_000_000
+            assert not src.exists()
+            assert [p.name for p in dest.iterdir()] == ["scan.png"]
+        finally:
+            for path in dest.iterdir():
+                path.unlink()
+            dest.rmdir()
+
+    def test_across_devices_a_symlink_is_recreated_never_followed(self, tmp_path) -> None:
+        """A link is moved as a link (its target is never read or copied)."""
+        dest = _other_device_folder(tmp_path)
+        try:
+            link = tmp_path / "link.png"
+            link.symlink_to("/etc/passwd")
+            landed, _ = move_into(link, dest, PurePosixPath("link.png"))
+            assert landed is not None and landed.is_symlink()
+            assert landed.readlink() == Path("/etc/passwd")
+            assert not link.is_symlink()
+        finally:
+            for path in dest.iterdir():
+                path.unlink()
+            dest.rmdir()
+
+
+class TestLock:
+    def test_a_second_holder_is_refused_with_the_first_ones_pid(self, tmp_path) -> None:
+        """Two daemons can never share a folder: the second is told which pid holds it."""
+        lock = tmp_path / "lock"
+        with (
+            hold_lock(lock, "this work folder"),
+            pytest.raises(AlreadyRunningError, match=f"pid {os.getpid()}"),
+            hold_lock(lock, "this work folder"),
+        ):
+            pass
+        with hold_lock(lock, "this work folder"):
+            pass
+
+
+class TestClaimArea:
+    def _area(self, tmp_path: Path, **outcome: str) -> ClaimArea:
+        area = ClaimArea(tmp_path / "in", tmp_path / "work", OutcomeConfig(**outcome))
+        (tmp_path / "in").mkdir(parents=True)
+        for folder in area.folders():
+            folder.mkdir(parents=True, exist_ok=True)
+        return area
+
+    def test_claim_is_one_rename_into_a_private_folder(self, tmp_path) -> None:
+        """The file keeps its inode (no copy) and its name, in processing/<claim id>/."""
+        area = self._area(tmp_path)
+        src = tmp_path / "in" / "scan.dcm"
+        src.write_bytes(b"dicom")
+        inode = src.stat().st_ino
+        claim = area.claim(src)
+        assert claim is not None
+        assert not src.exists()
+        assert claim.path == area.processing / claim.claim_id / "scan.dcm"
+        assert claim.path.stat().st_ino == inode
+        assert claim.name == "scan.dcm"
+
+    def test_a_file_already_taken_is_not_claimed_twice(self, tmp_path) -> None:
+        """The second claim of the same path finds nothing and leaves no empty folder."""
+        area = self._area(tmp_path)
+        src = tmp_path / "in" / "scan.dcm"
+        src.write_bytes(b"x")
+        assert area.claim(src) is not None
+        assert area.claim(src) is None
+        assert len(list(area.processing.iterdir())) == 1
+
+    def test_two_files_of_the_same_name_never_collide(self, tmp_path) -> None:
+        """Each claim has its own folder, so a second scan.png does not replace the first."""
+        area = self._area(tmp_path)
+        claims = []
+        for content in (b"one", b"two"):
+            src = tmp_path / "in" / "scan.png"
+            src.write_bytes(content)
+            claims.append(area.claim(src))
+        assert sorted(c.path.read_bytes() for c in claims if c) == [b"one", b"two"]
+
+    def test_recover_returns_leftovers_and_clears_empty_claim_folders(self, tmp_path) -> None:
+        """After a crash: files in processing/ come back as claims, names intact; empty ones go."""
+        area = self._area(tmp_path, success="keep")
+        (area.processing / "0001-aaaaaa" / "study").mkdir(parents=True)
+        (area.processing / "0001-aaaaaa" / "study" / "a.png").write_bytes(b"a")
+        (area.processing / "0002-bbbbbb").mkdir()
+        (area.processing / "stray.png").write_bytes(b"s")
+        claims = area.recover()
+        assert sorted(c.name for c in claims) == ["stray.png", "study/a.png"]
+        assert not (area.processing / "0002-bbbbbb").exists()
+        for claim in claims:
+            assert claim.path == area.processing / claim.claim_id / claim.name
+            assert claim.path.exists()
+
+    def test_outcomes_move_keep_delete(self, tmp_path) -> None:
+        """Success moves to work/done, failure is kept beside incoming; delete removes."""
+        area = self._area(tmp_path, success="move", failure="keep")
+        ok_src, bad_src = tmp_path / "in" / "ok.png", tmp_path / "in" / "bad.png"
+        ok_src.write_bytes(b"ok")
+        bad_src.write_bytes(b"bad")
+        ok, bad = area.claim(ok_src), area.claim(bad_src)
+        assert ok and bad
+        assert area.finish(ok, ok=True, sha256=None) == "moved"
+        assert area.finish(bad, ok=False, sha256=None) == "kept"
+        assert (tmp_path / "work" / "done" / "ok.png").read_bytes() == b"ok"
+        assert (tmp_path / "in" / ".infarctwatch" / "failed" / "bad.png").read_bytes() == b"bad"
+        assert list(area.processing.iterdir()) == []
+        deleting = self._area(tmp_path / "d", success="delete")
+        src = tmp_path / "d" / "in" / "x.png"
+        src.write_bytes(b"x")
+        claim = deleting.claim(src)
+        assert claim and deleting.finish(claim, ok=True, sha256=None) == "deleted"
+        assert files(tmp_path / "d") == []
+
+
+def files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if not p.is_dir()]
+
+
+def test_filesystem_type_of_a_local_folder(tmp_path: Path) -> None:
+    """The mount table names the file system of a folder (used to warn about inotify on NFS)."""
+    kind = filesystem_type(tmp_path)
+    assert kind is not None and kind not in ("nfs", "cifs")

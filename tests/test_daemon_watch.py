@@ -1,0 +1,233 @@
+"""The running service with real watchdog on tmp folders: arrivals, intake rules, back-pressure.
+
+Files are written the way scanners and shares write them: slowly in chunks, or to a temporary
+name then renamed, or moved in from elsewhere. Every report is validated against the schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from daemon_support import (
+    image_bytes,
+    make_config,
+    reports,
+    run_once,
+    running,
+    wait_for,
+    write_slowly,
+)
+
+from daemon import status_cli
+from daemon.config import WatchConfig
+from daemon.intake import IntakeRules, Offer
+from daemon.watch import Watcher
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SCAN = image_bytes("PNG", seed=1)
+
+
+def _report_count(folder: Path) -> int:
+    return len(list(folder.glob("*.json"))) if folder.exists() else 0
+
+
+class TestInotify:
+    def test_a_slow_chunked_write_is_taken_only_once_closed(self, tmp_path) -> None:
+        """A scanner writing in chunks over a second gets one report of the whole file."""
+        data = image_bytes("PNG", size=512, seed=2)
+        config = make_config(tmp_path)
+        with running(config):
+            write_slowly(config.incoming / "slow.png", data, chunks=8, pause=0.15)
+            wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+        (report,) = reports(config.reports).values()
+        assert report["status"] == "ok"
+        assert report["source"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert report["source"]["bytes"] == len(data)
+
+    def test_temporary_name_then_rename_is_taken_under_the_final_name(self, tmp_path) -> None:
+        """.part files are ignored while written; the rename makes the scan appear."""
+        config = make_config(tmp_path)
+        with running(config):
+            part = config.incoming / "study.png.part"
+            write_slowly(part, SCAN, chunks=3, pause=0.05)
+            part.rename(config.incoming / "study.png")
+            wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+        assert list(reports(config.reports)) == ["study.png"]
+
+    def test_a_file_moved_in_from_another_folder_is_taken(self, tmp_path) -> None:
+        """A file moved into the folder (no close event inside it) is taken on the move."""
+        config = make_config(tmp_path)
+        outside = tmp_path / "elsewhere.png"
+        outside.write_bytes(SCAN)
+        with running(config):
+            outside.rename(config.incoming / "moved.png")
+            wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+        assert list(reports(config.reports)) == ["moved.png"]
+
+    def test_dotfiles_and_temporary_suffixes_are_left_alone(self, tmp_path) -> None:
+        """Hidden files and names with ignored suffixes are never claimed, in any case."""
+        config = make_config(tmp_path)
+        ignored = [".hidden.png", "scan.PART", "x.tmp", "y.crdownload", "z.swp"]
+        with running(config):
+            for name in ignored:
+                (config.incoming / name).write_bytes(SCAN)
+            (config.incoming / "real.png").write_bytes(SCAN)
+            wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+        assert list(reports(config.reports)) == ["real.png"]
+        assert sorted(p.name for p in config.incoming.iterdir() if p.is_file()) == sorted(ignored)
+
+    def test_files_present_at_start_are_taken(self, tmp_path) -> None:
+        """What arrived while the service was down is found by the start-up scan."""
+        config = make_config(tmp_path)
+        config.incoming.mkdir(parents=True)
+        for i in range(3):
+            (config.incoming / f"waiting{i}.png").write_bytes(image_bytes("PNG", seed=10 + i))
+        with running(config):
+            wait_for(lambda: _report_count(config.reports) == 3, what="three reports")
+
+    def test_the_reconcile_scan_catches_what_inotify_did_not_report(self, tmp_path) -> None:
+        """A hard link gives inotify no close or move event; the periodic scan still takes it."""
+        config = make_config(tmp_path, watch={"reconcile_interval_s": 0.5})
+        source = tmp_path / "outside.png"
+        source.write_bytes(SCAN)
+        with running(config):
+            os.link(source, config.incoming / "linked.png")
+            wait_for(lambda: _report_count(config.reports) == 1, what="the reconcile scan")
+        assert list(reports(config.reports)) == ["linked.png"]
+
+    def test_sub_folders_are_watched_when_recursive(self, tmp_path) -> None:
+        """With watch.recursive, scans in new sub-folders are taken and named by their path."""
+        config = make_config(tmp_path, watch={"recursive": True})
+        with running(config):
+            study = config.incoming / "study1" / "series2"
+            study.mkdir(parents=True)
+            (study / "slice.png").write_bytes(SCAN)
+            wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+        assert list(reports(config.reports)) == ["study1/series2/slice.png"]
+        assert (config.work / "done" / "study1" / "series2" / "slice.png").exists()
+
+
+class TestPolling:
+    def test_a_network_share_style_slow_writer_is_taken_once_stable(self, tmp_path) -> None:
+        """Polling: a file growing in bursts is taken only after stable_s without change."""
+        data = image_bytes("PNG", size=512, seed=3)
+        config = make_config(tmp_path, watch={"mode": "polling", "stable_s": 0.6})
+        with running(config):
+            write_slowly(config.incoming / "share.png", data, chunks=6, pause=0.25)
+            wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+        (report,) = reports(config.reports).values()
+        assert report["source"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def test_polling_watcher_does_not_offer_a_growing_file(self, tmp_path) -> None:
+        """The watcher offers nothing while size or mtime keep changing, then offers it once."""
+        folder = tmp_path / "in"
+        folder.mkdir()
+        offered: list[Path] = []
+        rules = IntakeRules(folder, recursive=False, ignore_suffixes=())
+        config = WatchConfig(mode="polling", poll_interval_s=0.05, stable_s=0.5)
+
+        def offer(path: Path) -> Offer:
+            offered.append(path)
+            path.unlink()
+            return Offer.CLAIMED
+
+        with Watcher(config, rules, offer):
+            with (folder / "growing.png").open("wb") as fh:
+                for _ in range(8):
+                    fh.write(b"x" * 1000)
+                    fh.flush()
+                    threading.Event().wait(0.15)
+                    assert offered == []
+            wait_for(lambda: offered == [folder / "growing.png"], what="the offer")
+
+
+class TestBackPressureAndRecovery:
+    def test_a_burst_larger_than_the_queue_is_all_processed_once(self, tmp_path) -> None:
+        """With one pending slot, a burst of 25 waits in incoming and every file gets one report."""
+        config = make_config(tmp_path, pipeline={"max_pending": 1, "decode_workers": 1})
+        with running(config) as service:
+            for i in range(25):
+                (config.incoming / f"b{i:02d}.png").write_bytes(image_bytes("PNG", size=96, seed=i))
+            counters = service.service.counters
+            wait_for(lambda: counters.snapshot().processed == 25, what="25 scans")
+        assert len(reports(config.reports)) == 25
+        assert len(list((config.work / "done").iterdir())) == 25
+
+    def test_leftovers_in_processing_are_taken_up_at_start(self, tmp_path) -> None:
+        """Files a crash left in processing/ are reported once the service starts again."""
+        config = make_config(tmp_path)
+        claim_folder = config.claim_root / "processing" / "0000000000000001-abcdef"
+        claim_folder.mkdir(parents=True)
+        (claim_folder / "left.png").write_bytes(SCAN)
+        (config.claim_root / "processing" / "0000000000000002-abcdef").mkdir()
+        assert run_once(config) == 0
+        assert list(reports(config.reports)) == ["left.png"]
+        assert list((config.claim_root / "processing").iterdir()) == []
+
+    def test_the_same_scan_twice_gives_one_report_and_one_archived_copy(self, tmp_path) -> None:
+        """A resend (same name, same bytes) rewrites the same report; done/ keeps one copy."""
+        config = make_config(tmp_path)
+        with running(config) as service:
+            for _ in range(2):
+                (config.incoming / "again.png").write_bytes(SCAN)
+                wait_for(lambda: not (config.incoming / "again.png").exists(), what="the claim")
+                wait_for(lambda: service.service.counters.snapshot().processed >= 1)
+            wait_for(lambda: service.service.counters.snapshot().processed == 2)
+        assert list(reports(config.reports)) == ["again.png"]
+        assert [p.name for p in (config.work / "done").iterdir()] == ["again.png"]
+
+    def test_a_different_file_of_the_same_name_is_kept_beside(self, tmp_path) -> None:
+        """A new scan named like an archived one never replaces it: done/ gets name~1."""
+        config = make_config(tmp_path)
+        with running(config) as service:
+            for seed in (20, 21):
+                (config.incoming / "same-name.png").write_bytes(image_bytes("PNG", seed=seed))
+                wait_for(lambda: not (config.incoming / "same-name.png").exists(), what="claim")
+            wait_for(lambda: service.service.counters.snapshot().processed == 2)
+        assert sorted(p.name for p in (config.work / "done").iterdir()) == [
+            "same-name.png",
+            "same-name~1.png",
+        ]
+        assert _report_count(config.reports) == 2
+
+    def test_keep_leaves_the_file_on_the_incoming_file_system_and_out_of_intake(
+        self, tmp_path
+    ) -> None:
+        """outcome keep: the input goes to incoming/.infarctwatch/done and is never re-ingested."""
+        config = make_config(
+            tmp_path, outcome={"success": "keep"}, watch={"reconcile_interval_s": 0.3}
+        )
+        with running(config) as service:
+            (config.incoming / "kept.png").write_bytes(SCAN)
+            wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+            threading.Event().wait(1.0)  # several reconcile scans
+            assert service.service.counters.snapshot().processed == 1
+        assert (config.claim_root / "done" / "kept.png").read_bytes() == SCAN
+        assert not (config.work / "done").exists()
+
+
+def test_status_file_and_status_command_while_running(tmp_path, capsys) -> None:
+    """The status file shows counters and model; `infarctwatch status` says running, exit 0."""
+    config = make_config(tmp_path)
+    config_file = tmp_path / "daemon.yaml"
+    with running(config):
+        (config.incoming / "one.png").write_bytes(SCAN)
+        wait_for(lambda: _report_count(config.reports) == 1, what="the report")
+        wait_for(
+            lambda: json.loads(config.status_path.read_text())["processed"] == 1,
+            timeout=15,
+            what="the status file to count the scan",
+        )
+        assert status_cli.main(["--config", str(config_file)]) == 0
+        out = capsys.readouterr().out
+        assert "running" in out and "processed    1" in out and "infarctwatch-seed" in out
+    assert status_cli.main(["--config", str(config_file)]) == 3
+    assert "not running" in capsys.readouterr().out
+    status = json.loads(config.status_path.read_text())
+    assert status["state"] == "stopped" and status["processed"] == 1
