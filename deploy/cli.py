@@ -42,15 +42,18 @@ class UsageError(Exception):
 # ------------------------------------------------------------------------------- policy options
 
 
-def _add_policy_options(parser: argparse.ArgumentParser, *, models_dir: bool) -> None:
+def _add_policy_options(
+    parser: argparse.ArgumentParser, *, models_dir: bool = True, signature: bool = True
+) -> None:
     if models_dir:
         parser.add_argument(
             "--models-dir", type=Path, help="the models folder (default: model.path of --config)"
         )
-    parser.add_argument("--public-key", type=Path, help="ed25519 public key (PEM) to verify with")
-    parser.add_argument(
-        "--require-signature", action="store_true", help="refuse bundles without a valid signature"
-    )
+    if signature:
+        parser.add_argument("--public-key", type=Path, help="ed25519 public key (PEM)")
+        parser.add_argument(
+            "--require-signature", action="store_true", help="refuse bundles without a signature"
+        )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--config",
@@ -66,8 +69,8 @@ def _policy(args: argparse.Namespace) -> DeployPolicy:
     if config is None and not args.no_config and DEVICE_CONFIG.is_file():
         config = DEVICE_CONFIG
     base = read_policy(config) if config else DeployPolicy(None, None, SignaturePolicy())
-    public_key = args.public_key or base.signature.public_key
-    require = args.require_signature or base.signature.require_signature
+    public_key = getattr(args, "public_key", None) or base.signature.public_key
+    require = getattr(args, "require_signature", False) or base.signature.require_signature
     if require and public_key is None:
         raise UsageError("--require-signature needs --public-key (or model.public_key in --config)")
     models_dir = getattr(args, "models_dir", None) or base.models_dir
@@ -256,17 +259,17 @@ def _add_models_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(func=_cmd_install)
 
     p = sub.add_parser("rollback", help="make the previous version current again")
-    _add_policy_options(p, models_dir=True)
+    _add_policy_options(p, signature=False)
     p.add_argument("--to", metavar="VERSION", help="roll back (or forward) to this version")
     p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("list", help="list installed versions")
-    _add_policy_options(p, models_dir=True)
+    _add_policy_options(p, signature=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("prune", help="remove old versions (never current or the previous one)")
-    _add_policy_options(p, models_dir=True)
+    _add_policy_options(p, signature=False)
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP)
     p.set_defaults(func=_cmd_prune)
 
