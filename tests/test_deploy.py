@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -434,6 +435,28 @@ class TestInstall:
         result = install_bundle(tmp_path / "b-1.0.0.tar.gz", models)
         assert result.action == "repaired"
         assert load_bundle(models / CURRENT).version == "1.0.0"
+
+    def test_concurrent_installs_are_serialised(self, tmp_path: Path, models: Path) -> None:
+        """Two installs at once (CLI and the daemon's inbox, say) both land, one after the other."""
+        archives = [make_archive(tmp_path, v) for v in ("2.0.0", "3.0.0")]
+        errors: list[BaseException] = []
+
+        def run(archive: Path) -> None:
+            try:
+                install_bundle(archive, models)
+            except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(a,)) for a in archives]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        state = list_versions(models)
+        assert {v.version for v in state.versions} == {"1.0.0", "2.0.0", "3.0.0"}
+        assert state.current in {"2.0.0", "3.0.0"}
+        assert len((models / HISTORY).read_text().splitlines()) == 3
 
     def test_current_as_a_real_folder_is_refused(self, tmp_path: Path) -> None:
         """A models folder whose current is not deploy's symlink is left alone."""
