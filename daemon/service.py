@@ -27,6 +27,7 @@ import structlog
 
 from daemon.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
 from daemon.claim import ClaimArea
+from daemon.decode_stage import warm_up
 from daemon.engine import Engine, EngineHolder
 from daemon.errors import BundleError, ConfigError
 from daemon.files import (
@@ -166,6 +167,7 @@ class Service:
                 remove_stale_temporaries(folder)
             bundle, signature = load_verified_bundle(config)
             engine = Engine.compile(bundle, config.inference, config.model.variant)
+            warm_up()
             return self._serve(EngineHolder(engine), signature, shutdown)
         return EXIT_FAILED  # pragma: no cover - ExitStack does not swallow exceptions
 

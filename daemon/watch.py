@@ -79,8 +79,8 @@ class _Handler(FileSystemEventHandler):
     def on_moved(self, event: FileSystemEvent) -> None:
         if not event.dest_path:
             return  # moved out of the folder
-        if event.is_directory:
-            self._watcher.request_scan()  # a folder moved in (recursive mode): scan its content
+        if event.is_directory:  # a folder moved in (recursive mode): scan its content
+            self._watcher.folder_arrived(Path(str(event.dest_path)))
         else:
             self._watcher.arrived(Path(str(event.dest_path)))
 
@@ -88,7 +88,7 @@ class _Handler(FileSystemEventHandler):
         # Only folders are subscribed (recursive mode): files written into a new folder before
         # its watch existed get no close event, so scan it. A created *file* is never acted on.
         if event.is_directory:
-            self._watcher.request_scan()
+            self._watcher.folder_arrived(Path(str(event.src_path)))
 
 
 class _WatchdogLog(logging.Handler):
@@ -210,6 +210,11 @@ class Watcher:
                     self._tracked[path] = seen
                 self._turned_away = True
 
+    def folder_arrived(self, path: Path) -> None:
+        """A folder appeared (recursive mode): scan, unless it is hidden (our claim area)."""
+        if self._rules.admits(path):
+            self.request_scan()
+
     def request_scan(self) -> None:
         """Scan the whole folder soon (folder moved in, inotify overflow)."""
         self._scan_requested.set()
@@ -271,8 +276,14 @@ class Watcher:
             log.info("startup_scan", found=len(found))
 
     def _refresh(self, now: float) -> None:
+        """Look again at files still settling; complete ones only wait for a slot."""
+        stable_s = self._config.stable_s
         with self._lock:
-            paths = list(self._tracked)
+            paths = [
+                path
+                for path, seen in self._tracked.items()
+                if not seen.complete and now - seen.since < stable_s
+            ]
         for path in paths:
             try:
                 info = path.lstat()
