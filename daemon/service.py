@@ -231,6 +231,7 @@ class Service:
             model=info.name,
             model_version=info.version,
             bundle_sha256=info.bundle_sha256,
+            variant=info.variant,
             signature=signature,
             precision=info.precision,
             device=info.device_used,

@@ -237,13 +237,13 @@ class Watcher:
             self._config.poll_interval_s if self._polling else self._config.reconcile_interval_s
         )
         next_scan = time.monotonic()
-        first = True
+        first, overflowed = True, False
         while not self._stop.is_set():
             now = time.monotonic()
             try:
                 if now >= next_scan or self._scan_requested.is_set():
                     self._scan_requested.clear()
-                    self._scan(now, first=first)
+                    overflowed = self._scan(now, first=first)
                     first = False
                     next_scan = math.inf if self._once else now + interval
                 else:
@@ -253,8 +253,10 @@ class Watcher:
                 log.exception("scan_failed")
                 next_scan = now + interval
             if self._once and not first and not self._tracked:
-                self.finished.set()
-                return
+                if not overflowed:
+                    self.finished.set()
+                    return
+                next_scan = time.monotonic()  # more files than MAX_TRACKED: take the rest
             self._wakeup.wait(self._sleep(next_scan))
             self._wakeup.clear()
 
@@ -265,7 +267,8 @@ class Watcher:
             timeout = min(timeout, self._config.poll_interval_s, self._config.stable_s or 0.05)
         return max(0.01, min(timeout, 3600.0))
 
-    def _scan(self, now: float, *, first: bool) -> None:
+    def _scan(self, now: float, *, first: bool) -> bool:
+        """Scan the folder into the tracker; True when it held more than `MAX_TRACKED` files."""
         found = dict(self._rules.scan())
         with self._lock:
             for path in [p for p in self._tracked if p not in found]:
@@ -274,6 +277,7 @@ class Watcher:
                 self._note(path, info.st_size, info.st_mtime_ns, now)
         if first:
             log.info("startup_scan", found=len(found))
+        return len(found) > MAX_TRACKED
 
     def _refresh(self, now: float) -> None:
         """Look again at files still settling; complete ones only wait for a slot."""

@@ -22,7 +22,7 @@ from daemon_support import (
     write_slowly,
 )
 
-from daemon import status_cli
+from daemon import status_cli, watch
 from daemon.config import WatchConfig
 from daemon.intake import IntakeRules, Offer
 from daemon.watch import Watcher
@@ -231,3 +231,14 @@ def test_status_file_and_status_command_while_running(tmp_path, capsys) -> None:
     assert "not running" in capsys.readouterr().out
     status = json.loads(config.status_path.read_text())
     assert status["state"] == "stopped" and status["processed"] == 1
+
+
+def test_once_takes_everything_beyond_the_watchers_memory_bound(tmp_path, monkeypatch) -> None:
+    """--once over more files than the watcher tracks at a time still takes every one."""
+    monkeypatch.setattr(watch, "MAX_TRACKED", 3)
+    config = make_config(tmp_path, pipeline={"max_pending": 2})
+    config.incoming.mkdir(parents=True)
+    for i in range(8):
+        (config.incoming / f"many{i}.png").write_bytes(image_bytes("PNG", size=64, seed=i))
+    assert run_once(config) == 0
+    assert len(reports(config.reports)) == 8
