@@ -1,0 +1,280 @@
+"""Cases: plan them (cheap, in the parent) and make them (render + write, in a worker).
+
+Determinism: every random choice of a case comes from generators seeded with
+``(seed, class index, case index within the class, stream)``, one stream per purpose (anatomy and
+lesions, slice positions, noise per slice, file writing). So a case's images do not depend on the
+number of workers, on scheduling, or on which other classes are generated; the file format of a
+case does not change its pixels (except through the format's own encoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from trainer.errors import SynthError
+from trainer.synth import render
+from trainer.synth.geometry import BRAIN_CENTRE_MNI, CaseGeometry, random_geometry
+from trainer.synth.lesions import Lesion, grow_lesion
+from trainer.synth.manifest import ManifestRow
+from trainer.synth.montage import Tile
+from trainer.synth.regions import CLASS_REGIONS
+from trainer.synth.screenshot import SITES
+from trainer.synth.writers import SliceMeta, write_slice
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from trainer.labels import LabelMap
+    from trainer.synth.anatomy import Anatomy
+    from trainer.synth.options import SynthOptions
+
+MIN_LESION_AREA_MM2 = 40.0
+"""Every lesion of a case shows at least this area on each of its slices."""
+NORMAL_AREA_FRACTION = 0.25
+"""'No acute infarct' slices lie where the brain's axial area is >= this share of its largest."""
+TILES_PER_CLASS = 8
+_CASE_TRIES = 12
+_SLICE_TRIES = 8
+_UNSAFE_FOLDER_CHARS = frozenset('/\\:*?"<>|\0')
+_STREAM_ANATOMY, _STREAM_SLICES, _STREAM_WRITER, _STREAM_COUNT, _STREAM_NOISE = 0, 1, 2, 3, 10
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """What the parent decides about a case before any pixel exists."""
+
+    number: int
+    case_id: str
+    label: str
+    raw_label: str
+    class_index: int
+    """Index of ``label`` in the label map (keys the case's random streams)."""
+    index_in_class: int
+    slices: int
+    format: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A case plus the run-wide settings a worker needs."""
+
+    plan: CasePlan
+    seed: int
+    out_dir: Path
+    matrix: int
+    adc: bool
+    want_tile: bool
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What a worker hands back: the manifest rows and, for montages, one tile."""
+
+    rows: tuple[ManifestRow, ...]
+    tile: Tile | None
+
+
+def folder_variants(label_map: LabelMap, label: str) -> tuple[str, ...]:
+    """The label's raw variants that are safe folder names on every OS (canonical first)."""
+    return tuple(
+        name
+        for name in label_map.raw_variants[label]
+        if name.strip() == name
+        and name not in (".", "..")
+        and not _UNSAFE_FOLDER_CHARS.intersection(name)
+    )
+
+
+def _allocate(formats: tuple[tuple[str, float], ...], total: int, seed: int) -> list[str]:
+    """Exactly proportional format quotas (largest remainder), in a seeded random order."""
+    quotas = [(name, share * total) for name, share in formats]
+    counts = {name: int(q) for name, q in quotas}
+    leftover = total - sum(counts.values())
+    by_remainder = sorted(quotas, key=lambda item: item[1] - int(item[1]), reverse=True)
+    for name, _ in by_remainder[:leftover]:
+        counts[name] += 1
+    order = [name for name, _ in formats for _ in range(counts[name])]
+    rng = np.random.default_rng([seed, 7_000_001])
+    return [order[i] for i in rng.permutation(len(order))]
+
+
+def plan_cases(options: SynthOptions, label_map: LabelMap) -> list[CasePlan]:
+    """Every case of the run, numbered in label-map class order."""
+    classes = options.classes or label_map.classes
+    formats = _allocate(options.formats, len(classes) * options.cases_per_class, options.seed)
+    plans: list[CasePlan] = []
+    low, high = options.slices_per_case
+    for label in classes:
+        class_index = label_map.index(label)
+        variants = folder_variants(label_map, label)
+        for k in range(options.cases_per_class):
+            number = len(plans)
+            count_rng = np.random.default_rng([options.seed, class_index, k, _STREAM_COUNT])
+            plans.append(
+                CasePlan(
+                    number=number,
+                    case_id=f"c{number:06d}",
+                    label=label,
+                    raw_label=variants[k % len(variants)],
+                    class_index=class_index,
+                    index_in_class=k,
+                    slices=int(count_rng.integers(low, high + 1)),
+                    format=formats[number],
+                )
+            )
+    return plans
+
+
+def _rng(job: Job, stream: int, *extra: int) -> np.random.Generator:
+    plan = job.plan
+    return np.random.default_rng([job.seed, plan.class_index, plan.index_in_class, stream, *extra])
+
+
+def _scanner_z(
+    geometry: CaseGeometry, points_mni: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    return geometry.to_scanner(points_mni)[..., 2]
+
+
+def _lesion_slices(
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    *,
+    geometry: CaseGeometry,
+    scan: render.Scan,
+    lesions: tuple[Lesion, ...],
+    count: int,
+) -> list[float] | None:
+    """``count`` slab positions that show every lesion (>= MIN_LESION_AREA_MM2), or None."""
+    lows, highs = [], []
+    for lesion in lesions:
+        voxels = np.argwhere(lesion.fraction >= 0.5) + lesion.origin
+        levels = _scanner_z(geometry, anatomy.voxel_to_world(voxels))
+        lows.append(float(levels.min()))
+        highs.append(float(levels.max()))
+    low, high = max(lows), min(highs)
+    if low > high:
+        return None
+    positions: list[float] = []
+    for index in range(count):
+        for attempt in range(_SLICE_TRIES):
+            share = (index + rng.random()) / count if attempt == 0 else rng.random()
+            z = low + (high - low) * share
+            areas = render.lesion_areas(geometry, scan, anatomy, lesions, z)
+            if min(areas) >= MIN_LESION_AREA_MM2:
+                positions.append(z)
+                break
+        else:
+            return None
+    return positions
+
+
+def _normal_slices(
+    rng: np.random.Generator, anatomy: Anatomy, geometry: CaseGeometry, count: int
+) -> list[float]:
+    area = (anatomy.gm.astype(np.float32) + anatomy.wm).sum(axis=(0, 1))
+    levels = np.flatnonzero(area >= NORMAL_AREA_FRACTION * area.max()) + anatomy.affine[2, 3]
+    x, y, _ = BRAIN_CENTRE_MNI
+    ends = np.array([[x, y, float(levels.min())], [x, y, float(levels.max())]])
+    low, high = sorted(_scanner_z(geometry, ends))
+    return [float(low + (high - low) * (i + rng.random()) / count) for i in range(count)]
+
+
+def _grow(
+    rng: np.random.Generator, anatomy: Anatomy, label: str, enlargement_mm: float
+) -> tuple[Lesion, ...]:
+    lesions: list[Lesion] = []
+    for region in CLASS_REGIONS[label]:
+        near = float(lesions[0].centre_mni[2]) if lesions else None
+        lesions.append(
+            grow_lesion(rng, anatomy, region, enlargement_mm=enlargement_mm, near_z=near)
+        )
+    return tuple(lesions)
+
+
+def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
+    """Render and write every slice of one case.
+
+    Raises:
+        SynthError: no lesion layout visible on the requested slices was found.
+    """
+    plan = job.plan
+    rng = _rng(job, _STREAM_ANATOMY)
+    slice_rng = _rng(job, _STREAM_SLICES)
+    for _ in range(_CASE_TRIES):
+        geometry = random_geometry(rng)
+        scan = render.random_scan(rng, job.matrix)
+        lesions = _grow(rng, anatomy, plan.label, scan.ventricle_enlargement_mm)
+        if lesions:
+            positions = _lesion_slices(
+                slice_rng, anatomy, geometry=geometry, scan=scan, lesions=lesions, count=plan.slices
+            )
+        else:
+            positions = _normal_slices(slice_rng, anatomy, geometry, plan.slices)
+        if positions is not None:
+            break
+    else:
+        raise SynthError(f"case {plan.case_id} ({plan.label}): no visible lesion layout found")
+
+    writer_rng = _rng(job, _STREAM_WRITER)
+    year, day = int(writer_rng.integers(2015, 2025)), int(writer_rng.integers(0, 365))
+    date = np.datetime64(f"{year}-01-01") + np.timedelta64(day, "D")
+    minutes = int(writer_rng.integers(7 * 60, 22 * 60))
+    series = SliceMeta(
+        case_id=plan.case_id,
+        seed=job.seed,
+        index=0,
+        count=len(positions),
+        site=SITES[int(writer_rng.integers(len(SITES)))],
+        study_date=str(date).replace("-", ""),
+        study_time=f"{minutes // 60:02d}{minutes % 60:02d}00",
+    )
+    folder = job.out_dir / plan.raw_label
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[ManifestRow] = []
+    tile = None
+    volume = round(sum(lesion.volume_ml for lesion in lesions), 3)
+    regions = ";".join(lesion.region for lesion in lesions)
+    for index, z in enumerate(positions, start=1):
+        rendered = render.render_slice(
+            anatomy, geometry, scan, lesions, z=z, rng=_rng(job, _STREAM_NOISE, index)
+        )
+        stem = f"{plan.case_id}_{index:02d}"
+        meta = replace(series, index=index)
+        name, adc_name, dwi8 = write_slice(
+            folder / stem, plan.format, rendered, meta=meta, rng=writer_rng, adc=job.adc
+        )
+        area = sum(int(mask.sum()) for mask in rendered.lesions) * rendered.pixel_mm**2
+        rows.append(
+            ManifestRow(
+                file=f"{plan.raw_label}/{name}",
+                adc_file=f"{plan.raw_label}/{adc_name}" if adc_name else "",
+                raw_label=plan.raw_label,
+                label=plan.label,
+                case_id=plan.case_id,
+                slice_index=index,
+                slice_mm=round(rendered.z_mni, 2),
+                slice_location_mm=round(rendered.z_scanner, 2),
+                slice_thickness_mm=rendered.thickness_mm,
+                pixel_mm=round(rendered.pixel_mm, 4),
+                matrix=job.matrix,
+                format=plan.format,
+                lesion_count=len(lesions),
+                lesion_volume_ml=volume,
+                lesion_area_mm2=round(area, 1),
+                lesion_regions=regions,
+                snr=round(scan.snr, 1),
+            )
+        )
+        if job.want_tile and tile is None:
+            lesion_mask = np.zeros(dwi8.shape, dtype=bool)
+            for mask in rendered.lesions:
+                lesion_mask |= mask
+            adc8 = np.asarray(np.clip(rendered.adc * (255.0 / 3.5), 0, 255), dtype=np.uint8)
+            caption = f"{plan.case_id} z={rendered.z_mni:+.0f} {plan.format}"
+            tile = Tile(dwi=dwi8, adc=adc8, lesion=lesion_mask, caption=caption)
+    return CaseResult(rows=tuple(rows), tile=tile)

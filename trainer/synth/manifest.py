@@ -1,0 +1,74 @@
+"""``manifest.csv`` (one row per DWI file) and ``synth.json`` (what made the dataset)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+MANIFEST_NAME = "manifest.csv"
+PROVENANCE_NAME = "synth.json"
+GENERATOR_VERSION = "1"
+"""Bumped when the same options start producing different files."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One DWI file of the dataset."""
+
+    file: str
+    """Path of the DWI file relative to the dataset folder, with '/' separators."""
+    adc_file: str
+    """The ADC map beside it ('' when ADC maps are off)."""
+    raw_label: str
+    """The folder the file is in (a raw variant of ``label`` from the label map)."""
+    label: str
+    """Canonical class."""
+    case_id: str
+    slice_index: int
+    """1-based slice number within the case."""
+    slice_mm: float
+    """MNI z (mm) of the slice's centre point."""
+    slice_location_mm: float
+    """Scanner z (mm), the DICOM SliceLocation."""
+    slice_thickness_mm: float
+    pixel_mm: float
+    matrix: int
+    format: str
+    lesion_count: int
+    lesion_volume_ml: float
+    """Total volume of the case's lesions (0 for 'No acute infarct')."""
+    lesion_area_mm2: float
+    """Lesion area visible on this slice."""
+    lesion_regions: str
+    """The lesions' regions, ';'-separated."""
+    snr: float
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """CSV header, in field order."""
+        return [f.name for f in fields(cls)]
+
+
+def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
+    """Write rows sorted by file name (so the file does not depend on worker scheduling)."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ManifestRow.columns(), lineterminator="\n")
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: (r.case_id, r.slice_index)):
+            writer.writerow(asdict(row))
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """The manifest's rows as dicts of strings."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_provenance(path: Path, data: dict[str, Any]) -> None:
+    """``synth.json``: sorted keys, no timestamps (same options -> same bytes)."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

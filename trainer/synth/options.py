@@ -1,0 +1,169 @@
+"""What to generate: `SynthOptions` and the parsers for its command-line spellings."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from trainer.errors import LabelMapError, SynthError
+from trainer.labels import REPO_LABELS, LabelMap
+from trainer.synth.regions import CLASS_REGIONS
+from trainer.synth.writers import FORMATS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+FORMAT_ALIASES = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "dicom": "dicom", "dcm": "dicom"}
+MATRIX_RANGE = (96, 512)
+MAX_SLICES_PER_CASE = 32
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def default_workers() -> int:
+    """The CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """One generator run. Only the fields marked *content* change the files written."""
+
+    out_dir: Path
+    cases_per_class: int = 10
+    """Content: cases per class."""
+    slices_per_case: tuple[int, int] = (1, 3)
+    """Content: inclusive range; each case draws its count from it."""
+    formats: tuple[tuple[str, float], ...] = (("png", 1.0),)
+    """Content: (format, proportion) pairs; proportions sum to 1."""
+    seed: int = 0
+    """Content."""
+    classes: tuple[str, ...] = ()
+    """Content: canonical classes to generate, in label-map order; empty = all."""
+    matrix: int = 256
+    """Content: scanner matrix (pixels per side)."""
+    adc: bool = True
+    """Content: also write the ADC map of every slice."""
+    labels_path: Path = REPO_LABELS
+    workers: int = field(default_factory=default_workers)
+    montage_dir: Path | None = None
+    cache_dir: Path | None = None
+    force: bool = False
+    progress: bool | None = False
+    """True: always show a progress bar; None: only on a terminal; False: never."""
+
+    def content(self) -> dict[str, Any]:
+        """The options that determine the output, for ``synth.json``."""
+        return {
+            "cases_per_class": self.cases_per_class,
+            "slices_per_case": list(self.slices_per_case),
+            "formats": dict(self.formats),
+            "seed": self.seed,
+            "classes": list(self.classes),
+            "matrix": self.matrix,
+            "adc": self.adc,
+        }
+
+
+def parse_formats(spec: str) -> tuple[tuple[str, float], ...]:
+    """``"png=0.5,jpeg=0.3,dicom=0.2"``, ``"png,jpeg"`` (equal shares) or ``"dicom"``.
+
+    Raises:
+        SynthError: an unknown format, a bad or non-positive share, or a repeated format.
+    """
+    shares: dict[str, float] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        canonical = FORMAT_ALIASES.get(name.strip().lower())
+        if canonical is None:
+            raise SynthError(f"unknown format {name.strip()!r}; use {', '.join(FORMATS)}")
+        try:
+            share = float(value) if value.strip() else 1.0
+        except ValueError:
+            raise SynthError(f"format share {value!r} is not a number") from None
+        if not share > 0:
+            raise SynthError(f"format share for {canonical} must be positive, got {value!r}")
+        if canonical in shares:
+            raise SynthError(f"format {canonical} is given twice")
+        shares[canonical] = share
+    if not shares:
+        raise SynthError("no format given")
+    total = sum(shares.values())
+    return tuple((name, shares[name] / total) for name in FORMATS if name in shares)
+
+
+def parse_slices(spec: str | int | tuple[int, int]) -> tuple[int, int]:
+    """``3`` or ``"3"`` (exactly 3) or ``"2-4"`` (2 to 4 per case).
+
+    Raises:
+        SynthError: not a count or range within 1..MAX_SLICES_PER_CASE.
+    """
+    if isinstance(spec, tuple):
+        low, high = spec
+    elif isinstance(spec, int):
+        low = high = spec
+    else:
+        match = _RANGE.match(spec)
+        if not match:
+            raise SynthError(f"slices per case {spec!r} is not a count (3) or a range (2-4)")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+    if not 1 <= low <= high <= MAX_SLICES_PER_CASE:
+        raise SynthError(
+            f"slices per case must be 1..{MAX_SLICES_PER_CASE} with low <= high, got {spec!r}"
+        )
+    return low, high
+
+
+def parse_classes(spec: str | Sequence[str], label_map: LabelMap) -> tuple[str, ...]:
+    """Comma-separated class names (canonical or any raw variant) -> canonical, label-map order.
+
+    Raises:
+        SynthError: a name the label map does not know, listing all of them.
+    """
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    chosen: set[str] = set()
+    unknown: list[str] = []
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        try:
+            chosen.add(label_map.canonical(name))
+        except LabelMapError:
+            unknown.append(name)
+    if unknown:
+        raise SynthError(f"unknown class(es): {', '.join(repr(u) for u in unknown)}")
+    return tuple(c for c in label_map.classes if c in chosen)
+
+
+def check(options: SynthOptions, label_map: LabelMap) -> None:
+    """Reject options that cannot work, listing every problem at once.
+
+    Raises:
+        SynthError: one or more problems.
+    """
+    problems: list[str] = []
+    if options.cases_per_class < 1:
+        problems.append(f"cases per class must be at least 1, got {options.cases_per_class}")
+    if options.workers < 1:
+        problems.append(f"workers must be at least 1, got {options.workers}")
+    low, high = MATRIX_RANGE
+    if not low <= options.matrix <= high:
+        problems.append(f"matrix must be {low}..{high} pixels, got {options.matrix}")
+    unsupported = [c for c in (options.classes or label_map.classes) if c not in CLASS_REGIONS]
+    if unsupported:
+        problems.append(
+            "the generator has no anatomy rule for class(es) "
+            + ", ".join(repr(c) for c in unsupported)
+        )
+    if options.seed < 0:
+        problems.append(f"seed must be >= 0, got {options.seed}")
+    if problems:
+        raise SynthError("; ".join(problems))

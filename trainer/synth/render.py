@@ -1,0 +1,231 @@
+"""Render one axial slice of one case, as the scanner would show it.
+
+The scanner's image grid (``matrix`` x ``matrix`` pixels over ``fov_mm``) is placed in scanner
+space, displayed radiologically: row 0 is anterior, column 0 is the patient's **right**. The slab
+of ``thickness_mm`` is sampled at a few sub-planes; each sub-plane's points are mapped through the
+case geometry into the MNI grid, where tissue fractions, the ventricles' distance (for the case's
+ventricle enlargement) and every lesion are sampled trilinearly. `signal` turns fractions into the
+b0 and b1000 images; the sub-planes are averaged, then bias, blur and Rician noise are applied.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from trainer.synth import sampling, signal
+
+if TYPE_CHECKING:
+    from trainer.synth.anatomy import Anatomy
+    from trainer.synth.geometry import CaseGeometry
+    from trainer.synth.lesions import Lesion
+
+LESION_PIXEL_FRACTION = 0.3
+"""A pixel belongs to a lesion's in-slice mask when the slab-averaged fraction reaches this."""
+_SUB_PLANES = 3
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Acquisition parameters of one case (one series)."""
+
+    matrix: int
+    fov_mm: float
+    thickness_mm: float
+    snr: float
+    """Mean b1000 signal of brain tissue over the noise sigma."""
+    blur_px: float
+    ventricle_enlargement_mm: float
+    tissue: signal.TissueSignal
+    bias: npt.NDArray[np.float64]
+    """Five coefficients of `signal.bias_field`."""
+
+    @property
+    def pixel_mm(self) -> float:
+        """Pixel spacing (square pixels)."""
+        return self.fov_mm / self.matrix
+
+
+def random_scan(rng: np.random.Generator, matrix: int) -> Scan:
+    """Plausible acquisition: FOV 210-240 mm, 4-6 mm slab, SNR 12-30, mild bias and blur."""
+    return Scan(
+        matrix=matrix,
+        fov_mm=float(rng.uniform(210.0, 240.0)),
+        thickness_mm=float(rng.choice([4.0, 5.0, 5.0, 6.0])),
+        snr=float(rng.uniform(12.0, 30.0)),
+        blur_px=float(rng.uniform(0.45, 1.0) * matrix / 256),
+        ventricle_enlargement_mm=float(rng.choice([0.0, rng.uniform(0.0, 4.0)])),
+        tissue=signal.random_tissue(rng),
+        bias=rng.normal(0.0, [0.12, 0.12, 0.08, 0.08, 0.06]),
+    )
+
+
+@dataclass(frozen=True)
+class RenderedSlice:
+    """One slice in display orientation (row 0 anterior, column 0 the patient's right)."""
+
+    b1000: npt.NDArray[np.float32]
+    """Magnitude image, white matter ~0.5 before the bias field; noise included."""
+    adc: npt.NDArray[np.float32]
+    """ADC map, 1e-3 mm2/s, 0 outside the brain."""
+    lesions: tuple[npt.NDArray[np.bool_], ...]
+    """In-slice mask of every lesion of the case (empty masks for lesions the slice misses)."""
+    regions: npt.NDArray[np.uint8]
+    """Region code at the slab's centre plane (nearest voxel)."""
+    brain: npt.NDArray[np.bool_]
+    z_scanner: float
+    z_mni: float
+    """MNI z of the slice's centre point."""
+    pixel_mm: float
+    thickness_mm: float
+
+
+def plane_points(scan: Scan, z: float, size: int | None = None) -> npt.NDArray[np.float64]:
+    """Scanner coordinates ``(n, n, 3)`` of the plane at ``z``.
+
+    ``n`` = ``size`` samples evenly spaced from the first to the last pixel centre; by default
+    ``matrix``, i.e. every pixel centre.
+    """
+    half = scan.fov_mm / 2.0 - scan.pixel_mm / 2.0
+    # row 0 is anterior (+y), column 0 the patient's right (+x)
+    line = np.linspace(half, -half, size or scan.matrix)
+    yy, xx = np.meshgrid(line, line, indexing="ij")
+    return np.stack([xx, yy, np.full_like(xx, z)], axis=-1)
+
+
+@functools.lru_cache(maxsize=8)
+def _upsampler(matrix: int) -> tuple[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]:
+    coarse = sampling.coarse_size(matrix)
+    return coarse, sampling.interpolation_weights(matrix, coarse)
+
+
+def plane_voxels(
+    anatomy: Anatomy, geometry: CaseGeometry, scan: Scan, z: float
+) -> npt.NDArray[np.float64]:
+    """Anatomy voxel coordinates ``(matrix, matrix, 3)`` of the pixel centres of the plane at z."""
+    coarse, weights = _upsampler(scan.matrix)
+    voxels = anatomy.world_to_voxel(geometry.to_mni(plane_points(scan, z, coarse)))
+    return np.asarray(sampling.upsample(voxels, weights), dtype=np.float64)
+
+
+def sample_lesions(
+    lesions: tuple[Lesion, ...], voxels: npt.NDArray[np.float64]
+) -> list[npt.NDArray[np.float32]]:
+    """Each lesion's fraction at anatomy voxel coordinates ``(..., 3)``."""
+    out = []
+    for lesion in lesions:
+        local = voxels - lesion.origin
+        inside = np.all((local > -1.0) & (local < np.array(lesion.fraction.shape)), axis=-1)
+        fraction = np.zeros(voxels.shape[:-1], dtype=np.float32)
+        if inside.any():
+            fraction[inside] = ndimage.map_coordinates(
+                lesion.fraction, local[inside].T, order=1, mode="constant", cval=0.0
+            )
+        out.append(fraction)
+    return out
+
+
+def lesion_areas(
+    geometry: CaseGeometry, scan: Scan, anatomy: Anatomy, lesions: tuple[Lesion, ...], z: float
+) -> list[float]:
+    """In-slice area (mm2) of each lesion on the slab at ``z``: cheap, no image is rendered."""
+    offsets = _offsets(scan)
+    totals = [np.zeros((scan.matrix, scan.matrix), np.float32) for _ in lesions]
+    for dz in offsets:
+        voxels = plane_voxels(anatomy, geometry, scan, z + dz)
+        for index, fraction in enumerate(sample_lesions(lesions, voxels)):
+            totals[index] += fraction
+    return [
+        float((total / len(offsets) >= LESION_PIXEL_FRACTION).sum()) * scan.pixel_mm**2
+        for total in totals
+    ]
+
+
+def _offsets(scan: Scan) -> npt.NDArray[np.float64]:
+    step = scan.thickness_mm / _SUB_PLANES
+    return np.asarray((np.arange(_SUB_PLANES) + 0.5) * step - scan.thickness_mm / 2.0, np.float64)
+
+
+def render_slice(
+    anatomy: Anatomy,
+    geometry: CaseGeometry,
+    scan: Scan,
+    lesions: tuple[Lesion, ...],
+    *,
+    z: float,
+    rng: np.random.Generator,
+) -> RenderedSlice:
+    """Render the slab centred at scanner ``z`` (see the module docstring)."""
+    shape = (scan.matrix, scan.matrix)
+    b0 = np.zeros(shape, np.float32)
+    b1000 = np.zeros(shape, np.float32)
+    lesion_sum = [np.zeros(shape, np.float32) for _ in lesions]
+    tissue = scan.tissue
+    enlargement = scan.ventricle_enlargement_mm
+    offsets = _offsets(scan)
+    for dz in offsets:
+        voxels = plane_voxels(anatomy, geometry, scan, z + dz)
+        channels = sampling.trilinear(anatomy.packed, voxels)
+        gm = channels[..., 0] / np.float32(255.0)
+        wm = channels[..., 1] / np.float32(255.0)
+        csf = channels[..., 2] / np.float32(255.0)
+        if enlargement > 0:
+            grow = np.clip(enlargement - channels[..., 3] + 0.5, 0.0, 1.0)
+            csf += grow * (gm + wm)
+            gm *= 1.0 - grow
+            wm *= 1.0 - grow
+        lesion = np.zeros(shape, np.float32)
+        lesion_s0 = np.zeros(shape, np.float32)
+        lesion_adc = np.ones(shape, np.float32)
+        parenchyma = gm + wm
+        for index, fraction in enumerate(sample_lesions(lesions, voxels)):
+            lesion_sum[index] += fraction
+            take = np.minimum(fraction, parenchyma - lesion)
+            hit = take > 0
+            if not hit.any():
+                continue
+            grey_share = np.where(parenchyma > 0, gm / np.maximum(parenchyma, 1e-6), 0.0)
+            base_s0 = grey_share * tissue.s0_gm + (1.0 - grey_share) * tissue.s0_wm
+            lesion_s0 = np.where(hit, base_s0 * lesions[index].s0_factor, lesion_s0)
+            lesion_adc = np.where(hit, lesions[index].adc, lesion_adc)
+            lesion += np.maximum(take, 0.0)
+        keep = np.where(parenchyma > 0, 1.0 - lesion / np.maximum(parenchyma, 1e-6), 1.0)
+        fractions = signal.Fractions(
+            gm=gm * keep,
+            wm=wm * keep,
+            csf=csf,
+            lesion=lesion,
+            lesion_s0=lesion_s0.astype(np.float32),
+            lesion_adc=lesion_adc,
+        )
+        b0 += signal.signal(fractions, tissue, 0.0)
+        b1000 += signal.signal(fractions, tissue, signal.B_VALUE)
+    count = np.float32(len(offsets))
+    b0 /= count
+    b1000 /= count
+    brain = b0 > 0.3
+    field = signal.bias_field(shape, scan.bias)
+    b0 = signal.blur(b0 * field, scan.blur_px)
+    b1000 = signal.blur(b1000 * field, scan.blur_px)
+    level = float(b1000[brain].mean()) if brain.any() else 1.0
+    sigma = level / scan.snr
+    noisy_b1000 = signal.rician(b1000, sigma, rng)
+    noisy_b0 = signal.rician(b0, sigma, rng)
+    regions = sampling.nearest(anatomy.regions, plane_voxels(anatomy, geometry, scan, z))
+    centre_mni = geometry.to_mni(np.array([0.0, 0.0, z]))
+    return RenderedSlice(
+        b1000=noisy_b1000,
+        adc=signal.adc_map(noisy_b0, noisy_b1000, sigma),
+        lesions=tuple(total / count >= LESION_PIXEL_FRACTION for total in lesion_sum),
+        regions=regions,
+        brain=brain,
+        z_scanner=z,
+        z_mni=float(centre_mni[2]),
+        pixel_mm=scan.pixel_mm,
+        thickness_mm=scan.thickness_mm,
+    )
