@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+pytestmark = pytest.mark.slow  # each test starts real daemon processes (a few seconds each)
+
 N_FILES = 16
 
 
