@@ -99,6 +99,8 @@ class _WatchdogLog(logging.Handler):
         self._watcher = watcher
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._watcher.stopping:  # watchdog may log a harmless error while winding down
+            return
         message = record.getMessage()
         log.warning("watchdog_warning", message=message, logger=record.name)
         if "overflow" in message.lower():
@@ -158,10 +160,9 @@ class Watcher:
         self._stop.set()
         self._wakeup.set()
         if self._observer is not None:
-            # watchdog may log a harmless error while its emitter winds down: not forwarded.
-            logging.getLogger("watchdog").removeHandler(self._log_bridge)
             self._observer.stop()
             self._observer.join()
+            logging.getLogger("watchdog").removeHandler(self._log_bridge)
             self._observer = None
         if self._thread.is_alive():
             self._thread.join()
@@ -182,6 +183,11 @@ class Watcher:
         return observer
 
     # -- inputs ------------------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once `close` has begun."""
+        return self._stop.is_set()
 
     @property
     def alive(self) -> bool:
