@@ -1,9 +1,15 @@
 """Keras -> OpenVINO IR (FP16), NNCF post-training INT8, and the parity checks.
 
 The route that works for Keras 3 models: ``model.export(dir)`` writes a TensorFlow SavedModel,
-``openvino.convert_model(dir)`` reads it, ``openvino.save_model(..., compress_to_fp16=True)``
+OpenVINO's TensorFlow frontend reads it, ``openvino.save_model(..., compress_to_fp16=True)``
 writes the FP16 IR. INT8 comes from ``nncf.quantize`` on the converted OpenVINO model with a
 class-balanced calibration subset of training images (never validation or test images).
+
+The SavedModel is read with ``Core.read_model`` rather than ``openvino.convert_model``: both use
+the same TensorFlow frontend and give the same network (identical outputs, measured), but
+``convert_model`` also opens an ``openvino_telemetry`` session that, without an opt-out file in
+the user's home, starts background threads sending usage events over the network. A trainer that
+runs offline and beside patient data does not phone home.
 
 Parity: the FP16 IR is compiled with ``INFERENCE_PRECISION_HINT=f32`` (so only the FP16 weights
 differ from Keras, not the CPU's bf16 arithmetic) and compared with Keras on the test split: the
@@ -54,7 +60,7 @@ def to_openvino(model: keras.Model, workdir: Path) -> ov.Model:
     shutil.rmtree(saved, ignore_errors=True)
     try:
         model.export(str(saved), verbose=False)
-        return ov.convert_model(str(saved))
+        return ov.Core().read_model(str(saved))
     except (RuntimeError, ValueError, OSError) as exc:
         raise ExportError(f"converting the Keras model to OpenVINO failed: {exc}") from exc
     finally:
