@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from trainer.synth.options import SynthOptions
 
 MIN_LESION_AREA_MM2 = 40.0
-"""Every lesion of a case shows at least this area on each of its slices."""
+"""Every lesion of a case shows at least this area on each of its slices..."""
+MIN_LESION_CONTRAST = 1.3
+"""...at least this much brighter (b1000, before noise) than the tissue around it."""
 NORMAL_AREA_FRACTION = 0.25
 """'No acute infarct' slices lie where the brain's axial area is >= this share of its largest."""
 TILES_PER_CLASS = 8
@@ -149,7 +151,11 @@ def _lesion_slices(
     lesions: tuple[Lesion, ...],
     count: int,
 ) -> list[float] | None:
-    """``count`` slab positions that show every lesion (>= MIN_LESION_AREA_MM2), or None."""
+    """``count`` slab positions that show every lesion clearly, or None.
+
+    Clearly: over at least ``MIN_LESION_AREA_MM2`` and ``MIN_LESION_CONTRAST`` times brighter
+    than the tissue around it (noise-free, so the check does not depend on the noise draw).
+    """
     lows, highs = [], []
     for lesion in lesions:
         voxels = np.argwhere(lesion.fraction >= 0.5) + lesion.origin
@@ -164,8 +170,11 @@ def _lesion_slices(
         for attempt in range(_SLICE_TRIES):
             share = (index + rng.random()) / count if attempt == 0 else rng.random()
             z = low + (high - low) * share
-            areas = render.lesion_areas(geometry, scan, anatomy, lesions, z)
-            if min(areas) >= MIN_LESION_AREA_MM2:
+            views = render.lesion_views(anatomy, geometry, scan, lesions, z)
+            if all(
+                v.area_mm2 >= MIN_LESION_AREA_MM2 and v.contrast >= MIN_LESION_CONTRAST
+                for v in views
+            ):
                 positions.append(z)
                 break
         else:
@@ -196,8 +205,32 @@ def _grow(
     return tuple(lesions)
 
 
-def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
-    """Render and write every slice of one case.
+@dataclass(frozen=True)
+class CaseDesign:
+    """A case before rendering: head, acquisition, lesions and slab positions (scanner z)."""
+
+    geometry: CaseGeometry
+    scan: render.Scan
+    lesions: tuple[Lesion, ...]
+    positions: tuple[float, ...]
+
+    def render(self, anatomy: Anatomy, job: Job, index: int) -> render.RenderedSlice:
+        """Render slice ``index`` (1-based) with its own noise stream."""
+        return render.render_slice(
+            anatomy,
+            self.geometry,
+            self.scan,
+            self.lesions,
+            z=self.positions[index - 1],
+            rng=_rng(job, _STREAM_NOISE, index),
+        )
+
+
+def design_case(anatomy: Anatomy, job: Job) -> CaseDesign:
+    """Draw a case's head, scan and lesions and place its slices.
+
+    Lesion cases: every slice shows every lesion over at least ``MIN_LESION_AREA_MM2``; when no
+    such placement exists the case is drawn again (up to ``_CASE_TRIES`` times).
 
     Raises:
         SynthError: no lesion layout visible on the requested slices was found.
@@ -219,7 +252,18 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
             break
     else:
         raise SynthError(f"case {plan.case_id} ({plan.label}): no visible lesion layout found")
+    return CaseDesign(geometry, scan, lesions, tuple(positions))
 
+
+def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
+    """Design, render and write every slice of one case.
+
+    Raises:
+        SynthError: no lesion layout visible on the requested slices was found.
+    """
+    plan = job.plan
+    design = design_case(anatomy, job)
+    lesions = design.lesions
     writer_rng = _rng(job, _STREAM_WRITER)
     year, day = int(writer_rng.integers(2015, 2025)), int(writer_rng.integers(0, 365))
     date = np.datetime64(f"{year}-01-01") + np.timedelta64(day, "D")
@@ -228,7 +272,7 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
         case_id=plan.case_id,
         seed=job.seed,
         index=0,
-        count=len(positions),
+        count=len(design.positions),
         site=SITES[int(writer_rng.integers(len(SITES)))],
         study_date=str(date).replace("-", ""),
         study_time=f"{minutes // 60:02d}{minutes % 60:02d}00",
@@ -239,10 +283,8 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
     tile = None
     volume = round(sum(lesion.volume_ml for lesion in lesions), 3)
     regions = ";".join(lesion.region for lesion in lesions)
-    for index, z in enumerate(positions, start=1):
-        rendered = render.render_slice(
-            anatomy, geometry, scan, lesions, z=z, rng=_rng(job, _STREAM_NOISE, index)
-        )
+    for index in range(1, len(design.positions) + 1):
+        rendered = design.render(anatomy, job, index)
         stem = f"{plan.case_id}_{index:02d}"
         meta = replace(series, index=index)
         name, adc_name, dwi8 = write_slice(
@@ -267,7 +309,7 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
                 lesion_volume_ml=volume,
                 lesion_area_mm2=round(area, 1),
                 lesion_regions=regions,
-                snr=round(scan.snr, 1),
+                snr=round(design.scan.snr, 1),
             )
         )
         if job.want_tile and tile is None:

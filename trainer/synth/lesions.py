@@ -10,7 +10,8 @@ A lesion is grown on the 1 mm MNI grid around a random voxel of its region:
 4. given soft edges inside that mask (partial volume).
 
 Every voxel of a lesion therefore lies inside its region and inside tissue; tests check it.
-Diffusion values per lesion: ADC 0.38-0.55 x 1e-3 mm2/s, S0 (T2 shine-through) x 1.05-1.3.
+Diffusion values per lesion: ADC 0.38-0.55 x 1e-3 mm2/s, S0 (T2 shine-through) x 1.05-1.3, pairs
+too faint to see (``MIN_PURE_CONTRAST``) redrawn.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ SEMI_AXES_MM = {
 MIN_VOXELS = {"deep": 60, "insula": 120, "cortical": 250}
 ADC_RANGE = (0.38, 0.55)
 S0_FACTOR_RANGE = (1.05, 1.3)
+MIN_PURE_CONTRAST = 1.4
+"""A lesion replacing white matter is at least this much brighter on b1000 (before partial volume,
+blur and noise): S0 factor x exp(ADC_wm - ADC_lesion). Fainter (ADC, S0) pairs are redrawn."""
+_WM_ADC = 0.72
 NEAR_Z_MM = 4.0
 """A second lesion's centre lies within this many mm (MNI z) of the first one's."""
 _TRIES = 40
@@ -124,6 +129,15 @@ def _region_voxels(anatomy: Anatomy, code: int) -> npt.NDArray[np.intp]:
     return _VOXELS[key]
 
 
+def _diffusion(rng: np.random.Generator) -> dict[str, float]:
+    """ADC and S0 factor, redrawn while the pair would be too faint (see ``MIN_PURE_CONTRAST``)."""
+    while True:
+        adc = float(rng.uniform(*ADC_RANGE))
+        s0_factor = float(rng.uniform(*S0_FACTOR_RANGE))
+        if s0_factor * np.exp(_WM_ADC - adc) >= MIN_PURE_CONTRAST:
+            return {"adc": adc, "s0_factor": s0_factor}
+
+
 def grow_lesion(
     rng: np.random.Generator,
     anatomy: Anatomy,
@@ -178,7 +192,6 @@ def grow_lesion(
             fraction=fraction,
             centre_mni=anatomy.voxel_to_world(voxels.mean(axis=0)),
             volume_ml=float(fraction.sum()) / 1000.0,
-            adc=float(rng.uniform(*ADC_RANGE)),
-            s0_factor=float(rng.uniform(*S0_FACTOR_RANGE)),
+            **_diffusion(rng),
         )
     raise SynthError(f"could not fit a lesion into region {region!r} after {_TRIES} tries")

@@ -29,8 +29,10 @@ cerebellar hemisphere    unclaimed, unlabelled tissue voxel joins the nearest of
                          under its cortex
 =======================  ==========================================================================
 
-Side follows the sign of MNI x (negative = Left). `build_regions` returns the region codes and the
-ventricles' distance map (used for per-case ventricle enlargement).
+Side follows the sign of MNI x (negative = Left); every lateral region is cut to its side, leaving
+the midline plane |x| < 0.5 mm out (AAL3 labels and the extensions can cross it slightly).
+`build_regions` returns the region codes and the ventricles' distance map (used for per-case
+ventricle enlargement).
 """
 
 from __future__ import annotations
@@ -219,8 +221,13 @@ class _Builder:
     def code(name: str) -> int:
         return REGION_NAMES.index(name) + 1
 
+    def sided(self, name: str, mask: BoolVolume) -> BoolVolume:
+        """``mask`` cut to the named side (atlas labels and extensions may cross the midline)."""
+        side = name.split(" ", 1)[0]
+        return mask & self.side_of[side] if side in self.side_of else mask
+
     def claim(self, name: str, mask: BoolVolume) -> None:
-        take = mask & (self.labels == 0)
+        take = self.sided(name, mask) & (self.labels == 0)
         if not take.any():
             raise SynthError(f"region {name!r} is empty")
         self.labels[take] = self.code(name)
@@ -331,6 +338,9 @@ class _Builder:
             & (distance <= reach)
         )
         cortex[extend] = nearest_code[extend]
+        for index, name in enumerate(REGION_NAMES):
+            stray = (cortex == index + 1) & ~self.sided(name, cortex == index + 1)
+            cortex[stray] = 0
         self.labels[free] = cortex[free]
 
 

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from trainer.synth.geometry import CaseGeometry
     from trainer.synth.lesions import Lesion
 
-LESION_PIXEL_FRACTION = 0.3
+LESION_PIXEL_FRACTION = 0.6
 """A pixel belongs to a lesion's in-slice mask when the slab-averaged fraction reaches this."""
 _SUB_PLANES = 3
+_RING_PARENCHYMA = 0.5
 
 
 @dataclass(frozen=True)
@@ -130,44 +131,70 @@ def sample_lesions(
     return out
 
 
-def lesion_areas(
-    geometry: CaseGeometry, scan: Scan, anatomy: Anatomy, lesions: tuple[Lesion, ...], z: float
-) -> list[float]:
-    """In-slice area (mm2) of each lesion on the slab at ``z``: cheap, no image is rendered."""
-    offsets = _offsets(scan)
-    totals = [np.zeros((scan.matrix, scan.matrix), np.float32) for _ in lesions]
-    for dz in offsets:
-        voxels = plane_voxels(anatomy, geometry, scan, z + dz)
-        for index, fraction in enumerate(sample_lesions(lesions, voxels)):
-            totals[index] += fraction
-    return [
-        float((total / len(offsets) >= LESION_PIXEL_FRACTION).sum()) * scan.pixel_mm**2
-        for total in totals
-    ]
+@dataclass(frozen=True)
+class LesionView:
+    """How one lesion shows on a slice, from the noise-free, bias-free (but blurred) slab."""
+
+    area_mm2: float
+    """Area of the lesion's in-slice mask."""
+    contrast: float
+    """Mean b1000 inside the mask over mean b1000 of the tissue ring 1-3 pixels around it."""
 
 
-def _offsets(scan: Scan) -> npt.NDArray[np.float64]:
-    step = scan.thickness_mm / _SUB_PLANES
-    return np.asarray((np.arange(_SUB_PLANES) + 0.5) * step - scan.thickness_mm / 2.0, np.float64)
-
-
-def render_slice(
+def lesion_views(
     anatomy: Anatomy,
     geometry: CaseGeometry,
     scan: Scan,
     lesions: tuple[Lesion, ...],
-    *,
     z: float,
-    rng: np.random.Generator,
-) -> RenderedSlice:
-    """Render the slab centred at scanner ``z`` (see the module docstring)."""
+) -> list[LesionView]:
+    """How every lesion shows on the slab at ``z`` (used to place slices where lesions show)."""
+    slab = _slab(anatomy, geometry, scan, lesions, z)
+    b1000 = signal.blur(slab.b1000, scan.blur_px)
+    views = []
+    for mask in slab.lesions:
+        area = float(mask.sum()) * scan.pixel_mm**2
+        if not mask.any():
+            views.append(LesionView(area, 0.0))
+            continue
+        near = ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(mask)
+        ring = near & (slab.parenchyma > _RING_PARENCHYMA)
+        background = float(b1000[ring].mean()) if ring.any() else float(b1000[near].mean())
+        views.append(LesionView(area, float(b1000[mask].mean()) / max(background, 1e-6)))
+    return views
+
+
+@dataclass(frozen=True)
+class _Slab:
+    b0: npt.NDArray[np.float32]
+    b1000: npt.NDArray[np.float32]
+    parenchyma: npt.NDArray[np.float32]
+    """Slab-averaged grey + white (+ lesion) fraction."""
+    lesions: tuple[npt.NDArray[np.bool_], ...]
+
+
+def sub_plane_offsets(scan: Scan) -> npt.NDArray[np.float64]:
+    """Offsets along z (mm) of the sub-planes that sample the slab."""
+    step = scan.thickness_mm / _SUB_PLANES
+    return np.asarray((np.arange(_SUB_PLANES) + 0.5) * step - scan.thickness_mm / 2.0, np.float64)
+
+
+def _slab(
+    anatomy: Anatomy,
+    geometry: CaseGeometry,
+    scan: Scan,
+    lesions: tuple[Lesion, ...],
+    z: float,
+) -> _Slab:
+    """Noise-free b0 and b1000 of the slab at ``z``, averaged over its sub-planes."""
     shape = (scan.matrix, scan.matrix)
     b0 = np.zeros(shape, np.float32)
     b1000 = np.zeros(shape, np.float32)
+    parenchyma_sum = np.zeros(shape, np.float32)
     lesion_sum = [np.zeros(shape, np.float32) for _ in lesions]
     tissue = scan.tissue
     enlargement = scan.ventricle_enlargement_mm
-    offsets = _offsets(scan)
+    offsets = sub_plane_offsets(scan)
     for dz in offsets:
         voxels = plane_voxels(anatomy, geometry, scan, z + dz)
         channels = sampling.trilinear(anatomy.packed, voxels)
@@ -183,6 +210,7 @@ def render_slice(
         lesion_s0 = np.zeros(shape, np.float32)
         lesion_adc = np.ones(shape, np.float32)
         parenchyma = gm + wm
+        parenchyma_sum += parenchyma
         for index, fraction in enumerate(sample_lesions(lesions, voxels)):
             lesion_sum[index] += fraction
             take = np.minimum(fraction, parenchyma - lesion)
@@ -206,12 +234,30 @@ def render_slice(
         b0 += signal.signal(fractions, tissue, 0.0)
         b1000 += signal.signal(fractions, tissue, signal.B_VALUE)
     count = np.float32(len(offsets))
-    b0 /= count
-    b1000 /= count
-    brain = b0 > 0.3
+    return _Slab(
+        b0=b0 / count,
+        b1000=b1000 / count,
+        parenchyma=parenchyma_sum / count,
+        lesions=tuple(total / count >= LESION_PIXEL_FRACTION for total in lesion_sum),
+    )
+
+
+def render_slice(
+    anatomy: Anatomy,
+    geometry: CaseGeometry,
+    scan: Scan,
+    lesions: tuple[Lesion, ...],
+    *,
+    z: float,
+    rng: np.random.Generator,
+) -> RenderedSlice:
+    """Render the slab centred at scanner ``z`` (see the module docstring)."""
+    slab = _slab(anatomy, geometry, scan, lesions, z)
+    shape = (scan.matrix, scan.matrix)
+    brain = slab.b0 > 0.3
     field = signal.bias_field(shape, scan.bias)
-    b0 = signal.blur(b0 * field, scan.blur_px)
-    b1000 = signal.blur(b1000 * field, scan.blur_px)
+    b0 = signal.blur(slab.b0 * field, scan.blur_px)
+    b1000 = signal.blur(slab.b1000 * field, scan.blur_px)
     level = float(b1000[brain].mean()) if brain.any() else 1.0
     sigma = level / scan.snr
     noisy_b1000 = signal.rician(b1000, sigma, rng)
@@ -221,7 +267,7 @@ def render_slice(
     return RenderedSlice(
         b1000=noisy_b1000,
         adc=signal.adc_map(noisy_b0, noisy_b1000, sigma),
-        lesions=tuple(total / count >= LESION_PIXEL_FRACTION for total in lesion_sum),
+        lesions=slab.lesions,
         regions=regions,
         brain=brain,
         z_scanner=z,
