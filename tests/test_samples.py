@@ -1,0 +1,115 @@
+"""The committed sample scans: what they are, that the daemon reads them, that they are listed."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.decode import decode
+from daemon.preprocess import preprocess
+from trainer.labels import load_label_map
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+MANIFEST = SAMPLES / "manifest.csv"
+OWN_FILES = {"README.md", "manifest.csv", "synth.json", "make_samples.py"}
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
+
+
+def _rows() -> list[dict[str, str]]:
+    with MANIFEST.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+ROWS = _rows()
+
+
+def _provenance() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((SAMPLES / "synth.json").read_text(encoding="utf-8"))
+    return data
+
+
+class TestManifest:
+    def test_a_handful_of_small_files_each_listed_once(self) -> None:
+        """6 to 10 samples, each listed once, nothing unlisted beside them, well under 1 MB."""
+        names = [row["file"] for row in ROWS]
+        assert 6 <= len(names) <= 10
+        assert len(set(names)) == len(names)
+        assert {p.name for p in SAMPLES.iterdir()} == set(names) | OWN_FILES
+        assert sum((SAMPLES / name).stat().st_size for name in names) < 800_000
+
+    def test_files_are_the_bytes_the_manifest_describes(self) -> None:
+        """Size and sha256 of every file match the manifest (no sample edited by hand)."""
+        for row in ROWS:
+            data = (SAMPLES / row["file"]).read_bytes()
+            assert len(data) == int(row["bytes"]), row["file"]
+            assert hashlib.sha256(data).hexdigest() == row["sha256"], row["file"]
+
+    def test_every_expected_label_is_a_class_of_the_label_map_and_the_model(self) -> None:
+        """The true class recorded for each file is a canonical class the default model outputs."""
+        label_map = load_label_map()
+        model_labels = set(load_bundle(DEFAULT_BUNDLE).labels)
+        for row in ROWS:
+            assert row["label"] in label_map.classes, row["file"]
+            assert row["label"] in model_labels, row["file"]
+
+    def test_cover_several_classes_formats_a_normal_and_a_two_lesion_case(self) -> None:
+        """Several classes, all three formats, a normal and a two-lesion case."""
+        labels = {row["label"] for row in ROWS}
+        assert len(labels) >= 5
+        assert "No acute infarct" in labels
+        assert any(row["lesion_count"] == "2" for row in ROWS)
+        assert {row["format"] for row in ROWS} == set(EXTENSIONS)
+        for row in ROWS:
+            normal = row["label"] == "No acute infarct"
+            assert (row["lesion_count"] == "0") == normal, row["file"]
+            assert Path(row["file"]).suffix == EXTENSIONS[row["format"]], row["file"]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row["file"] for row in ROWS])
+def test_sample_decodes_and_preprocesses_with_the_daemon_code(row: dict[str, str]) -> None:
+    """Each sample decodes with `daemon.decode` in its recorded format and yields a model input."""
+    image = decode((SAMPLES / row["file"]).read_bytes(), row["file"])
+    assert image.format == row["format"]
+    assert min(image.width, image.height) >= 128
+    if row["format"] == "dicom":
+        assert image.dicom is not None
+        assert image.dicom.modality == "MR"
+        assert image.dicom.diffusion_b_value == 1000
+    spec = load_bundle(DEFAULT_BUNDLE).preprocess
+    tensor = preprocess(image.pixels, spec)
+    assert tensor.shape == (spec.input_size, spec.input_size, spec.channels)
+
+
+class TestDocumentation:
+    def test_readme_lists_every_file_with_its_true_class(self) -> None:
+        """samples/README.md has one table line per sample naming its file and true class."""
+        readme = (SAMPLES / "README.md").read_text(encoding="utf-8")
+        lines = [line for line in readme.splitlines() if line.startswith("| `")]
+        assert len(lines) == len(ROWS)
+        for line, row in zip(lines, ROWS, strict=True):
+            assert line.startswith(f"| `{row['file']}` | {row['label']} |"), line
+
+    def test_readme_says_synthetic_and_carries_the_anatomy_credits(self) -> None:
+        """The README says the files are synthetic and repeats the credits synth.json carries."""
+        readme = (SAMPLES / "README.md").read_text(encoding="utf-8")
+        provenance = _provenance()
+        assert "synthetic" in readme.lower()
+        assert "research use only" in readme.lower()
+        assert provenance["credits"], "synth.json lost its credits"
+        for credit in provenance["credits"]:
+            assert credit in readme
+        assert "MNI" in readme
+        assert "AAL3" in readme
+
+    def test_provenance_records_the_fixed_seed_and_options(self) -> None:
+        """synth.json records the seed and options that make the samples again."""
+        options = _provenance()["options"]
+        assert options["seed"] == 20261126
+        assert options["cases_per_class"] == 1
+        assert sorted(options["classes"]) == sorted({row["label"] for row in ROWS})
