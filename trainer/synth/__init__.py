@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.labels import REPO_LABELS, load_label_map
-from trainer.synth.generate import run
 from trainer.synth.manifest import ManifestRow
 from trainer.synth.options import (
     SynthOptions,
@@ -19,6 +18,7 @@ from trainer.synth.options import (
     parse_formats,
     parse_slices,
 )
+from trainer.synth.pipeline import run
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

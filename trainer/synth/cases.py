@@ -18,7 +18,7 @@ import numpy.typing as npt
 from trainer.errors import SynthError
 from trainer.synth import render
 from trainer.synth.geometry import BRAIN_CENTRE_MNI, CaseGeometry, random_geometry
-from trainer.synth.lesions import Lesion, grow_lesion
+from trainer.synth.lesions import NEAR_Z_MM, Lesion, grow_lesion, shared_levels
 from trainer.synth.manifest import ManifestRow
 from trainer.synth.montage import Tile
 from trainer.synth.regions import CLASS_REGIONS
@@ -196,11 +196,16 @@ def _normal_slices(
 def _grow(
     rng: np.random.Generator, anatomy: Anatomy, label: str, enlargement_mm: float
 ) -> tuple[Lesion, ...]:
+    regions = CLASS_REGIONS[label]
     lesions: list[Lesion] = []
-    for region in CLASS_REGIONS[label]:
-        near = float(lesions[0].centre_mni[2]) if lesions else None
+    for region in regions:
+        if lesions:
+            z = float(lesions[0].centre_mni[2])
+            window: tuple[float, float] | None = (z - NEAR_Z_MM, z + NEAR_Z_MM)
+        else:
+            window = shared_levels(anatomy, regions) if len(regions) > 1 else None
         lesions.append(
-            grow_lesion(rng, anatomy, region, enlargement_mm=enlargement_mm, near_z=near)
+            grow_lesion(rng, anatomy, region, enlargement_mm=enlargement_mm, z_window=window)
         )
     return tuple(lesions)
 

@@ -47,6 +47,9 @@ blur and noise): S0 factor x exp(ADC_wm - ADC_lesion). Fainter (ADC, S0) pairs a
 _WM_ADC = 0.72
 NEAR_Z_MM = 4.0
 """A second lesion's centre lies within this many mm (MNI z) of the first one's."""
+SHARED_LEVEL_FRACTION = 0.3
+"""Two-lesion cases: the first centre lies where every region of the case has at least this share
+of its largest per-level voxel count (so the second lesion finds room at the same level)."""
 _TRIES = 40
 _TISSUE_U8 = 128
 
@@ -138,15 +141,37 @@ def _diffusion(rng: np.random.Generator) -> dict[str, float]:
             return {"adc": adc, "s0_factor": s0_factor}
 
 
+def shared_levels(anatomy: Anatomy, regions: tuple[str, ...]) -> tuple[float, float]:
+    """The MNI z range where every one of ``regions`` is well represented.
+
+    Well: at least ``SHARED_LEVEL_FRACTION`` of the region's largest per-level voxel count.
+
+    Raises:
+        SynthError: the regions share no such level.
+    """
+    ok = np.ones(anatomy.shape[2], dtype=bool)
+    for region in regions:
+        voxels = _region_voxels(anatomy, anatomy.region_code(region))
+        counts = np.bincount(voxels[:, 2], minlength=anatomy.shape[2])
+        ok &= counts >= SHARED_LEVEL_FRACTION * counts.max()
+    levels = np.flatnonzero(ok) + anatomy.affine[2, 3]
+    if not len(levels):
+        raise SynthError(f"regions {', '.join(regions)} share no axial level")
+    return float(levels.min()), float(levels.max())
+
+
 def grow_lesion(
     rng: np.random.Generator,
     anatomy: Anatomy,
     region: str,
     *,
     enlargement_mm: float = 0.0,
-    near_z: float | None = None,
+    z_window: tuple[float, float] | None = None,
 ) -> Lesion:
     """Grow one lesion in ``region`` (see the module docstring).
+
+    ``z_window`` (MNI mm) restricts where the lesion's centre may lie, so that two lesions of a
+    case can share one slice.
 
     Raises:
         SynthError: no lesion of the minimum size fits (the region is too small or too thin).
@@ -155,10 +180,10 @@ def grow_lesion(
     candidates = _region_voxels(anatomy, code)
     ventricle_distance = anatomy.ventricle_distance[tuple(candidates.T)]
     candidates = candidates[ventricle_distance > enlargement_mm + 1.0]
-    if near_z is not None:
+    if z_window is not None:
         z_mm = candidates[:, 2] + anatomy.affine[2, 3]
-        near = candidates[np.abs(z_mm - near_z) <= NEAR_Z_MM]
-        candidates = near if len(near) else candidates
+        inside = candidates[(z_mm >= z_window[0]) & (z_mm <= z_window[1])]
+        candidates = inside if len(inside) else candidates
     if not len(candidates):
         raise SynthError(f"region {region!r} has no tissue left for a lesion")
     kind = site_kind(region)

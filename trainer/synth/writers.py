@@ -5,7 +5,8 @@
 * ``jpeg``: a 512 x 512 screenshot with burned-in annotations (`screenshot`);
 * ``dicom``: an MR Image Storage object, 16-bit MONOCHROME2, with PixelSpacing, SliceThickness,
   SliceLocation, image position/orientation, DiffusionBValue = 1000 and UIDs derived from the seed
-  and case (``2.25.<sha>``, never from a real device). PatientName ``SYNTHETIC^C000123``.
+  and case (``2.25.<name-based UUID>``, never from a real device), PatientName
+  ``SYNTHETIC^C000123``.
 
 The ADC map is always a 16-bit grey PNG in 1e-6 mm2/s (scanner convention: white matter ~720,
 CSF ~3000, 0 outside the brain).
@@ -13,6 +14,7 @@ CSF ~3000, 0 outside the brain).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,6 @@ from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    generate_uid,
 )
 
 from trainer.synth.screenshot import Annotation, write_screenshot
@@ -81,8 +82,13 @@ def write_png(path: Path, image: npt.NDArray[np.uint8] | npt.NDArray[np.uint16])
 
 
 def _uid(*parts: object) -> UID:
-    """A ``2.25.`` UID hashed from the namespace and ``parts``: same inputs, same UID."""
-    return generate_uid(prefix=None, entropy_srcs=[UID_NAMESPACE, *map(str, parts)])
+    """A ``2.25.`` UID from a name-based (v5) UUID of the namespace and ``parts``.
+
+    Same inputs, same UID (pydicom's ``generate_uid(prefix=None)`` is random whatever its
+    entropy sources, so it is not used).
+    """
+    name = "/".join([UID_NAMESPACE, *map(str, parts)])
+    return UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, name).int}")
 
 
 def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
