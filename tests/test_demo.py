@@ -1,0 +1,65 @@
+"""scripts/demo, run for real on the test venv (the edge install itself is CI's job: .ci/run)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "scripts" / "demo"
+pytestmark = pytest.mark.slow
+
+
+def _samples() -> list[str]:
+    with (REPO / "samples" / "manifest.csv").open(encoding="utf-8", newline="") as handle:
+        return [row["file"] for row in csv.DictReader(handle)]
+
+
+def _demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/demo on this venv (no install) with its folders in ``tmp_path``."""
+    return subprocess.run(
+        [str(DEMO)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={
+            **os.environ,
+            "DEMO_VENV": sys.prefix,
+            "DEMO_SKIP_INSTALL": "1",
+            "DEMO_DIR": str(tmp_path / "demo"),
+            "DEMO_TIMEOUT": "120",
+            **env,
+        },
+    )
+
+
+def test_demo_reports_every_sample_and_stops_the_daemon_cleanly(tmp_path: Path) -> None:
+    """The demo starts the daemon, gets one printed line per sample, stops it with exit 0."""
+    result = _demo(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    lines = [line for line in out.splitlines() if "(true class:" in line]
+    assert sorted(line.split()[0] for line in lines) == sorted(_samples())
+    assert all(" p=" in line and " model " in line for line in lines)
+    assert out.count("Research use only") == 1
+    assert "stopped cleanly (exit 0)" in out
+    assert out.rstrip().endswith("demo: OK")
+    demo = tmp_path / "demo"
+    assert len(list((demo / "reports").glob("*.json"))) == len(lines)
+    assert sorted(p.name for p in (demo / "work" / "done").iterdir()) == sorted(_samples())
+    assert not [p for p in (demo / "incoming").iterdir() if not p.name.startswith(".")]
+
+
+def test_demo_fails_with_a_reason_when_the_daemon_cannot_start(tmp_path: Path) -> None:
+    """A daemon that exits at start-up makes the demo exit non-zero, saying so, at once."""
+    result = _demo(tmp_path, DEVICE="NO_SUCH_DEVICE")
+    assert result.returncode != 0
+    assert "demo: FAILED: the daemon exited with code 2 while starting" in result.stderr
+    assert "NO_SUCH_DEVICE" in result.stderr  # the daemon's own message, from its log
+    assert "demo: OK" not in result.stdout
