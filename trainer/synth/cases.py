@@ -156,12 +156,14 @@ def _lesion_slices(
     Clearly: over at least ``MIN_LESION_AREA_MM2`` and ``MIN_LESION_CONTRAST`` times brighter
     than the tissue around it (noise-free, so the check does not depend on the noise draw).
     """
-    lows, highs = [], []
+    lows, highs, points = [], [], []
     for lesion in lesions:
         voxels = np.argwhere(lesion.fraction >= 0.5) + lesion.origin
-        levels = _scanner_z(geometry, anatomy.voxel_to_world(voxels))
-        lows.append(float(levels.min()))
-        highs.append(float(levels.max()))
+        scanner = geometry.to_scanner(anatomy.voxel_to_world(voxels))
+        points.append(scanner)
+        lows.append(float(scanner[:, 2].min()))
+        highs.append(float(scanner[:, 2].max()))
+    window = render.lesion_window(scan, np.concatenate(points))
     low, high = max(lows), min(highs)
     if low > high:
         return None
@@ -170,7 +172,7 @@ def _lesion_slices(
         for attempt in range(_SLICE_TRIES):
             share = (index + rng.random()) / count if attempt == 0 else rng.random()
             z = low + (high - low) * share
-            views = render.lesion_views(anatomy, geometry, scan, lesions, z)
+            views = render.lesion_views(anatomy, geometry, scan, lesions, z, window=window)
             if all(
                 v.area_mm2 >= MIN_LESION_AREA_MM2 and v.contrast >= MIN_LESION_CONTRAST
                 for v in views

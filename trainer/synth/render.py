@@ -100,18 +100,29 @@ def plane_points(scan: Scan, z: float, size: int | None = None) -> npt.NDArray[n
 
 
 @functools.lru_cache(maxsize=8)
-def _upsampler(matrix: int) -> tuple[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]:
+def _upsampler(matrix: int) -> tuple[int, sampling.Weights]:
     coarse = sampling.coarse_size(matrix)
     return coarse, sampling.interpolation_weights(matrix, coarse)
 
 
 def plane_voxels(
-    anatomy: Anatomy, geometry: CaseGeometry, scan: Scan, z: float
+    anatomy: Anatomy,
+    geometry: CaseGeometry,
+    scan: Scan,
+    z: float,
+    window: Window | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Anatomy voxel coordinates ``(matrix, matrix, 3)`` of the pixel centres of the plane at z."""
-    coarse, weights = _upsampler(scan.matrix)
+    """Anatomy voxel coordinates ``(rows, cols, 3)`` of the pixel centres of the plane at z.
+
+    The whole image by default, else the ``window`` (same values as cropping the whole).
+    """
+    coarse, (low, weight) = _upsampler(scan.matrix)
     voxels = anatomy.world_to_voxel(geometry.to_mni(plane_points(scan, z, coarse)))
-    return np.asarray(sampling.upsample(voxels, weights), dtype=np.float64)
+    rows, cols = window or (slice(None), slice(None))
+    return np.asarray(
+        sampling.upsample(voxels, (low[rows], weight[rows]), (low[cols], weight[cols])),
+        dtype=np.float64,
+    )
 
 
 def sample_lesions(
@@ -147,9 +158,15 @@ def lesion_views(
     scan: Scan,
     lesions: tuple[Lesion, ...],
     z: float,
+    *,
+    window: Window | None = None,
 ) -> list[LesionView]:
-    """How every lesion shows on the slab at ``z`` (used to place slices where lesions show)."""
-    slab = _slab(anatomy, geometry, scan, lesions, z)
+    """How every lesion shows on the slab at ``z`` (used to place slices where lesions show).
+
+    ``window`` limits the work to the pixels around the lesions (see `lesion_window`); the
+    values are those of the full slab there.
+    """
+    slab = _slab(anatomy, geometry, scan, lesions, z, window=window)
     b1000 = signal.blur(slab.b1000, scan.blur_px)
     views = []
     for mask in slab.lesions:
@@ -162,6 +179,24 @@ def lesion_views(
         background = float(b1000[ring].mean()) if ring.any() else float(b1000[near].mean())
         views.append(LesionView(area, float(b1000[mask].mean()) / max(background, 1e-6)))
     return views
+
+
+Window = tuple[slice, slice]
+"""Rows and columns of a part of the image."""
+
+
+def lesion_window(scan: Scan, lesion_points: npt.NDArray[np.float64], margin_px: int = 8) -> Window:
+    """The image rows and columns around scanner points ``(n, 3)`` (a lesion's voxels)."""
+    half = scan.fov_mm / 2.0 - scan.pixel_mm / 2.0
+    rows = (half - lesion_points[:, 1]) / scan.pixel_mm
+    cols = (half - lesion_points[:, 0]) / scan.pixel_mm
+
+    def span(values: npt.NDArray[np.float64]) -> slice:
+        low = int(np.clip(np.floor(values.min()) - margin_px, 0, scan.matrix - 1))
+        high = int(np.clip(np.ceil(values.max()) + margin_px + 1, low + 1, scan.matrix))
+        return slice(low, high)
+
+    return span(rows), span(cols)
 
 
 @dataclass(frozen=True)
@@ -185,9 +220,12 @@ def _slab(
     scan: Scan,
     lesions: tuple[Lesion, ...],
     z: float,
+    *,
+    window: Window | None = None,
 ) -> _Slab:
     """Noise-free b0 and b1000 of the slab at ``z``, averaged over its sub-planes."""
-    shape = (scan.matrix, scan.matrix)
+    rows, cols = window or (slice(0, scan.matrix), slice(0, scan.matrix))
+    shape = (rows.stop - rows.start, cols.stop - cols.start)
     b0 = np.zeros(shape, np.float32)
     b1000 = np.zeros(shape, np.float32)
     parenchyma_sum = np.zeros(shape, np.float32)
@@ -196,7 +234,7 @@ def _slab(
     enlargement = scan.ventricle_enlargement_mm
     offsets = sub_plane_offsets(scan)
     for dz in offsets:
-        voxels = plane_voxels(anatomy, geometry, scan, z + dz)
+        voxels = plane_voxels(anatomy, geometry, scan, z + dz, window)
         channels = sampling.trilinear(anatomy.packed, voxels)
         gm = channels[..., 0] / np.float32(255.0)
         wm = channels[..., 1] / np.float32(255.0)
@@ -233,12 +271,12 @@ def _slab(
         )
         b0 += signal.signal(fractions, tissue, 0.0)
         b1000 += signal.signal(fractions, tissue, signal.B_VALUE)
-    count = np.float32(len(offsets))
+    scale = np.float32(1.0 / len(offsets))
     return _Slab(
-        b0=b0 / count,
-        b1000=b1000 / count,
-        parenchyma=parenchyma_sum / count,
-        lesions=tuple(total / count >= LESION_PIXEL_FRACTION for total in lesion_sum),
+        b0=b0 * scale,
+        b1000=b1000 * scale,
+        parenchyma=parenchyma_sum * scale,
+        lesions=tuple(total * scale >= LESION_PIXEL_FRACTION for total in lesion_sum),
     )
 
 

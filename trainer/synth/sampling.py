@@ -15,11 +15,11 @@ import numpy as np
 import numpy.typing as npt
 
 _COARSE_STEP_PX = 8
+Weights = tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]
+"""Lower neighbour index and weight of the upper neighbour, per fine sample."""
 
 
-def interpolation_weights(
-    fine: int, coarse: int
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+def interpolation_weights(fine: int, coarse: int) -> Weights:
     """Lower neighbours and weights that linearly interpolate ``coarse`` samples to ``fine``.
 
     Both sets are evenly spaced with their first and last samples in the same places.
@@ -35,14 +35,18 @@ def coarse_size(fine: int) -> int:
 
 
 def upsample(
-    coarse: npt.NDArray[np.float64], weights: tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]
+    coarse: npt.NDArray[np.float64], rows: Weights, cols: Weights
 ) -> npt.NDArray[np.float64]:
-    """Bilinear upsampling of ``(c, c, k)`` samples to ``(f, f, k)`` (no BLAS: it is separable)."""
-    low, weight = weights
+    """Bilinear upsampling of ``(c, c, k)`` samples to ``(r, q, k)`` (no BLAS: it is separable).
+
+    ``rows`` and ``cols`` are `interpolation_weights`, possibly cut to a window.
+    """
+    low, weight = rows
     w = weight[:, None, None]
-    rows = coarse[low] * (1.0 - w) + coarse[low + 1] * w
+    partial = coarse[low] * (1.0 - w) + coarse[low + 1] * w
+    low, weight = cols
     w = weight[None, :, None]
-    return np.asarray(rows[:, low] * (1.0 - w) + rows[:, low + 1] * w)
+    return np.asarray(partial[:, low] * (1.0 - w) + partial[:, low + 1] * w)
 
 
 def trilinear(
@@ -50,28 +54,30 @@ def trilinear(
 ) -> npt.NDArray[np.float32]:
     """Sample a ``(X, Y, Z)`` uint32 volume of four interleaved uint8 channels.
 
-    ``coords`` is ``(..., 3)`` fractional voxel indices; points outside the grid take the value of
-    the nearest edge voxel (the anatomy is cropped with an empty margin, so that is background).
+    ``coords`` is ``(..., 3)`` fractional voxel indices. Points outside the grid are 0 in every
+    channel and cost nothing (a good part of a field of view is air around the head).
     Returns ``(..., 4)`` float32 in the channels' uint8 units.
     """
     shape = np.array(packed.shape)
     flat = packed.reshape(-1)
     points = coords.reshape(-1, 3)
-    clipped = np.clip(points, 0.0, shape - 1.000001)
-    base = np.floor(clipped).astype(np.intp)
-    frac = (clipped - base).astype(np.float32)
+    inside = np.all((points >= 0.0) & (points <= shape - 1.000001), axis=1)
+    chosen = points[inside]
+    base = chosen.astype(np.intp)  # floor: the coordinates are non-negative
+    frac = (chosen - base).astype(np.float32)
     strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.intp)
     index = base @ strides
-    out = np.zeros((len(points), 4), dtype=np.float32)
+    values = np.zeros((len(chosen), 4), dtype=np.float32)
     fx, fy, fz = frac[:, 0:1], frac[:, 1:2], frac[:, 2:3]
-    for dx in (0, 1):
-        wx = fx if dx else 1.0 - fx
-        for dy in (0, 1):
-            wxy = wx * (fy if dy else 1.0 - fy)
-            for dz in (0, 1):
-                weight = wxy * (fz if dz else 1.0 - fz)
-                corner = flat[index + (dx * strides[0] + dy * strides[1] + dz)]
-                out += corner.view(np.uint8).reshape(-1, 4) * weight
+    gx, gy, gz = 1.0 - fx, 1.0 - fy, 1.0 - fz
+    for dx, wx in ((0, gx), (strides[0], fx)):
+        for dy, wy in ((0, gy), (strides[1], fy)):
+            wxy = wx * wy
+            for dz, wz in ((0, gz), (1, fz)):
+                corner = flat[index + (dx + dy + dz)]
+                values += corner.view(np.uint8).reshape(-1, 4) * (wxy * wz)
+    out = np.zeros((len(points), 4), dtype=np.float32)
+    out[inside] = values
     return out.reshape(*coords.shape[:-1], 4)
 
 
