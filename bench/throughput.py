@@ -1,0 +1,743 @@
+"""infarctwatch throughput and latency benchmark: the daemon against its ceilings, on one IR.
+
+Run from the repo with the dev venv (``.venv/bin/python bench/throughput.py --help``). In one run,
+on the same IR (the committed default bundle unless ``--model``) and device:
+
+1. **inference ceiling**: OpenVINO's ``benchmark_app -hint throughput`` on the IR;
+2. **decode-only**: read + sha256 + decode + preprocess with the daemon's own
+   `daemon.decode_stage.decode_claim`, on as many threads as the daemon has decode workers;
+3. **combined ceiling** ``1 / (1/decode + 1/inference)``: both stages sharing the same cores;
+4. **daemon end-to-end**: a burst of ``--files`` distinct files renamed into the incoming folder of
+   a real ``infarctwatch run`` process, timed until the last report is visible;
+5. **latency**: ``--latency-files`` files dropped one at a time, rename -> report visible
+   (watched with inotify, see ``folder_events.py``);
+6. **naive loop**: the same burst through a synchronous poll/read/decode/infer/write loop
+   (``naive.py``), with and without fsync of each report;
+7. with ``--scaling``: the same on one core (``taskset``) and with one decode worker.
+
+Prints a table with the targets, writes everything to ``bench/out/results.json``. Figures measured
+while other jobs load the machine are pessimistic: the load average is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import corpus
+import naive
+import openvino as ov
+import yaml
+from folder_events import FolderEvents
+
+from daemon.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, resolve_model_path
+from daemon.config import load_config
+from daemon.decode import DecodeLimits
+from daemon.decode_stage import Rejected, configure_decoders, decode_claim, warm_up
+from daemon.jobs import Claim
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "out"
+TARGETS = {"ceiling_ratio": 0.8, "naive_ratio": 1.5, "p50_ms": 15.0, "p99_ms": 50.0}
+_THROUGHPUT_LINE = re.compile(r"Throughput:\s*([0-9.]+)\s*FPS")
+_MEDIAN_LINE = re.compile(r"Median:\s*([0-9.]+)\s*ms")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """A step of the benchmark could not run (the message says which and why)."""
+
+
+def _load() -> tuple[float, float, float]:
+    one, five, fifteen = os.getloadavg()
+    return round(one, 2), round(five, 2), round(fifteen, 2)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, check=False, timeout=30
+    )
+    return result.stdout.strip()
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _taskset(cpus: str | None) -> list[str]:
+    if cpus is None:
+        return []
+    tool = shutil.which("taskset")
+    if tool is None:
+        msg = "taskset (util-linux) is needed for --scaling"
+        raise BenchError(msg)
+    return [tool, "-c", cpus]
+
+
+# -- 1. the inference ceiling ---------------------------------------------------------------------
+
+
+def inference_ceiling(
+    bundle: Bundle, device: str, seconds: int, cpus: str | None = None
+) -> dict[str, Any]:
+    """benchmark_app's throughput on the bundle's fp16 IR (batch 1, throughput hint)."""
+    tool = Path(sys.executable).with_name("benchmark_app")
+    if not tool.exists():
+        found = shutil.which("benchmark_app")
+        if found is None:
+            msg = "benchmark_app not found (it comes with the openvino wheel)"
+            raise BenchError(msg)
+        tool = Path(found)
+    spec = bundle.preprocess
+    shape = f"[1,{spec.input_size},{spec.input_size},{spec.channels}]"
+    xml = bundle.variant("fp16").xml
+    command = [
+        *_taskset(cpus),
+        str(tool),
+        "-m",
+        str(xml),
+        "-shape",
+        shape,
+        "-d",
+        device,
+        "-hint",
+        "throughput",
+        "-t",
+        str(seconds),
+    ]
+    load = _load()
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=seconds + 300
+    )
+    match = _THROUGHPUT_LINE.search(result.stdout)
+    if result.returncode != 0 or match is None:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        msg = f"benchmark_app failed (exit {result.returncode}): {' | '.join(tail)}"
+        raise BenchError(msg)
+    median = _MEDIAN_LINE.search(result.stdout)
+    return {
+        "per_second": float(match.group(1)),
+        "latency_median_ms": float(median.group(1)) if median else None,
+        "command": " ".join(command[len(_taskset(cpus)) :]),
+        "cpus": cpus,
+        "load_before": load,
+    }
+
+
+# -- 2. decode-only ------------------------------------------------------------------------------
+
+
+def _claim(path: Path) -> Claim:
+    return Claim("bench", path, path.name, dt.datetime.now(dt.UTC), time.monotonic())
+
+
+def decode_only(
+    files: tuple[Path, ...], bundle: Bundle, workers: int, cpus: set[int] | None = None
+) -> dict[str, Any]:
+    """The daemon's read + hash + decode + preprocess over ``files`` on ``workers`` threads."""
+    spec, limits = bundle.preprocess, DecodeLimits()
+    max_bytes = load_config(None).limits.max_file_bytes
+    claims = [_claim(p) for p in files]
+    affinity = os.sched_getaffinity(0)
+    load = _load()
+    try:
+        if cpus is not None:  # threads inherit the creating thread's affinity
+            os.sched_setaffinity(0, cpus)
+        with ThreadPoolExecutor(workers, thread_name_prefix="bench-decode") as pool:
+            list(pool.map(lambda c: decode_claim(c, spec, limits, max_bytes), claims[:workers]))
+            cpu0, started = time.process_time(), time.perf_counter()
+            outcomes = list(pool.map(lambda c: decode_claim(c, spec, limits, max_bytes), claims))
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    finally:
+        os.sched_setaffinity(0, affinity)
+    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    if rejected:
+        msg = f"{len(rejected)} corpus files failed to decode: {rejected[0].failure}"
+        raise BenchError(msg)
+    return {
+        "per_second": len(files) / seconds,
+        "files": len(files),
+        "seconds": seconds,
+        "workers": workers,
+        "cpus": sorted(cpus) if cpus is not None else None,
+        "cpu_ms_per_file": cpu / len(files) * 1000,
+        "load_before": load,
+    }
+
+
+# -- 3. the daemon, as a real process -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """How the daemon under test is configured (everything else: its defaults)."""
+
+    model: Path | None
+    device: str
+    workers: int
+    cpus: str | None = None
+
+
+class DaemonRun:
+    """``python -m daemon run`` on fresh folders under ``root``; a context manager."""
+
+    def __init__(self, root: Path, settings: DaemonSettings) -> None:
+        self.root = root
+        self.settings = settings
+        shutil.rmtree(root, ignore_errors=True)
+        for name in ("incoming", "reports", "work", "stage"):
+            (root / name).mkdir(parents=True)
+        self.incoming, self.reports = root / "incoming", root / "reports"
+        self.work, self.stage = root / "work", root / "stage"
+        config: dict[str, Any] = {
+            "incoming": str(self.incoming),
+            "reports": str(self.reports),
+            "work": str(self.work),
+            "inference": {"device": settings.device},
+            "pipeline": {"decode_workers": settings.workers},
+            "logging": {"format": "json"},
+        }
+        if settings.model is not None:
+            config["model"] = {"path": str(settings.model)}
+        self.config = root / "daemon.yaml"
+        self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.log = root / "daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_s = 0.0
+        self.exit_code: int | None = None
+
+    def command(self) -> list[str]:
+        """``[taskset -c CPUS] python -m daemon run --config ...``."""
+        daemon = [sys.executable, "-m", "daemon", "run", "--config", str(self.config)]
+        return [*_taskset(self.settings.cpus), *daemon]
+
+    def __enter__(self) -> Self:
+        started = time.perf_counter()
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=log
+            )
+        status = self.work / "status.json"
+        deadline = time.monotonic() + 180
+        while True:
+            if self.process.poll() is not None:
+                msg = f"the daemon exited with {self.process.returncode} at start (see {self.log})"
+                raise BenchError(msg)
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(status.read_text(encoding="utf-8"))["state"] == "running":
+                    break
+            if time.monotonic() > deadline:
+                msg = f"the daemon was not ready after 180 s (see {self.log})"
+                raise BenchError(msg)
+            time.sleep(0.05)
+        self.startup_s = time.perf_counter() - started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id."""
+        if self.process is None:
+            msg = "the daemon is not running"
+            raise BenchError(msg)
+        return self.process.pid
+
+    def stop(self) -> int | None:
+        """SIGTERM, then wait; returns (and records) the exit code."""
+        if self.process is None or self.exit_code is not None:
+            return self.exit_code
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.exit_code = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.exit_code = self.process.wait()
+        return self.exit_code
+
+    def stage_files(self, files: tuple[Path, ...]) -> list[Path]:
+        """Copy ``files`` next to incoming (same file system: the drop is one rename each)."""
+        staged = []
+        for path in files:
+            target = self.stage / path.name
+            shutil.copyfile(path, target)
+            staged.append(target)
+        return staged
+
+    def settle(self, expected_done: int, timeout: float = 120.0) -> None:
+        """Wait until the daemon has moved ``expected_done`` inputs to done/ and holds none."""
+        done, processing = self.work / "done", self.incoming / ".infarctwatch" / "processing"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            count = sum(1 for _ in done.iterdir()) if done.is_dir() else 0
+            busy = processing.is_dir() and any(processing.iterdir())
+            if count >= expected_done and not busy:
+                return
+            time.sleep(0.05)
+        msg = f"the daemon did not finish its {expected_done} inputs within {timeout} s"
+        raise BenchError(msg)
+
+    def report_timings(self) -> dict[str, Any]:
+        """Statuses and the medians of the daemon's own timings across every report."""
+        statuses: dict[str, int] = {}
+        decode_ms, infer_ms, total_ms = [], [], []
+        for path in self.reports.glob("*.json"):
+            report = json.loads(path.read_text(encoding="utf-8"))
+            statuses[report["status"]] = statuses.get(report["status"], 0) + 1
+            timing = report["timing"]
+            decode_ms.append(timing["decode_ms"])
+            total_ms.append(timing["total_ms"])
+            if timing.get("infer_ms") is not None:
+                infer_ms.append(timing["infer_ms"])
+        return {
+            "statuses": statuses,
+            "decode_ms_median": statistics.median(decode_ms) if decode_ms else None,
+            "infer_ms_median": statistics.median(infer_ms) if infer_ms else None,
+            "total_ms_median": statistics.median(total_ms) if total_ms else None,
+            "total_ms_p99": _percentile(total_ms, 99) if total_ms else None,
+        }
+
+
+def daemon_burst(run: DaemonRun, files: tuple[Path, ...], timeout: float) -> dict[str, Any]:
+    """Rename ``files`` into incoming at once; time until every report is visible."""
+    staged = run.stage_files(files)
+    load = _load()
+    with FolderEvents(run.reports, ".json") as events:
+        cpu0 = _process_cpu_s(run.pid)
+        started = time.perf_counter()
+        for path in staged:
+            path.rename(run.incoming / path.name)
+        dropped = time.perf_counter() - started
+        finished = events.wait_for(len(files), timeout)
+        cpu = _process_cpu_s(run.pid) - cpu0
+    if finished is None:
+        count = len(list(run.reports.glob("*.json")))
+        msg = f"only {count} of {len(files)} reports after {timeout} s (see {run.log})"
+        raise BenchError(msg)
+    seconds = finished - started
+    run.settle(len(files))
+    timings = run.report_timings()
+    if timings["statuses"] != {"ok": len(files)}:
+        msg = f"not every scan succeeded: {timings['statuses']} (see {run.log})"
+        raise BenchError(msg)
+    return {
+        "per_second": len(files) / seconds,
+        "files": len(files),
+        "seconds": seconds,
+        "drop_seconds": dropped,
+        "daemon_cpu_ms_per_file": cpu / len(files) * 1000,
+        "daemon_timings": timings,
+        "load_before": load,
+    }
+
+
+def daemon_latency(
+    run: DaemonRun, files: tuple[Path, ...], gap_s: float, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Drop ``files`` one at a time (rename), each after the previous report appeared."""
+    staged = run.stage_files(files)
+    latencies: list[float] = []
+    load = _load()
+    with FolderEvents(run.reports, ".json") as events:
+        events.drain()
+        for path in staged:
+            time.sleep(gap_s)
+            started = time.perf_counter()
+            path.rename(run.incoming / path.name)
+            seen = events.wait_for(1, timeout)
+            if seen is None:
+                msg = f"no report for {path.name} within {timeout} s (see {run.log})"
+                raise BenchError(msg)
+            latencies.append((seen - started) * 1000)
+    return {
+        "files": len(files),
+        "gap_ms": gap_s * 1000,
+        "p50_ms": _percentile(latencies, 50),
+        "p90_ms": _percentile(latencies, 90),
+        "p99_ms": _percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "mean_ms": statistics.fmean(latencies),
+        "load_before": load,
+    }
+
+
+# -- 4. the naive loop ----------------------------------------------------------------------------
+
+
+def naive_burst(
+    root: Path, files: tuple[Path, ...], bundle: Bundle, device: str, *, fsync: bool
+) -> dict[str, Any]:
+    """The same burst through `naive.NaiveLoop` (model compiled before the clock starts)."""
+    shutil.rmtree(root, ignore_errors=True)
+    folders = {name: root / name for name in ("incoming", "reports", "done", "stage")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    staged = []
+    for path in files:
+        shutil.copyfile(path, folders["stage"] / path.name)
+        staged.append(folders["stage"] / path.name)
+    loop = naive.NaiveLoop(bundle, device, fsync=fsync)
+    load = _load()
+    cpu0, started = time.process_time(), time.perf_counter()
+    for path in staged:
+        path.rename(folders["incoming"] / path.name)
+    loop.run(folders["incoming"], folders["reports"], folders["done"], len(files))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    return {
+        "per_second": len(files) / seconds,
+        "files": len(files),
+        "seconds": seconds,
+        "fsync": fsync,
+        "cpu_ms_per_file": cpu / len(files) * 1000,
+        "load_before": load,
+    }
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def _bundle(model: Path | None) -> Bundle:
+    return load_bundle(DEFAULT_BUNDLE if model is None else resolve_model_path(model))
+
+
+def _machine(bundle: Bundle, device: str) -> dict[str, Any]:
+    dirty = bool(_git("status", "--porcelain", "--", "daemon", "bench"))
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cpus_online": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "load_at_start": _load(),
+        "python": platform.python_version(),
+        "openvino": ov.get_version(),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "daemon_or_bench_modified": dirty,
+        "model": {
+            "name": bundle.name,
+            "version": bundle.version,
+            "bundle_sha256": bundle.sha256,
+            "ir": str(bundle.variant("fp16").xml.relative_to(REPO))
+            if REPO in bundle.variant("fp16").xml.parents
+            else str(bundle.variant("fp16").xml),
+        },
+        "device": device,
+    }
+
+
+def _progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _daemon_phase(
+    args: argparse.Namespace,
+    name: str,
+    settings: DaemonSettings,
+    burst: tuple[Path, ...],
+    latency: tuple[Path, ...] = (),
+) -> dict[str, Any]:
+    with DaemonRun(args.out / f"run-{name}", settings) as run:
+        _progress(f"daemon {name}: ready in {run.startup_s:.1f} s; burst of {len(burst)}")
+        result: dict[str, Any] = {"startup_s": run.startup_s, "settings": settings.__dict__}
+        result["burst"] = daemon_burst(run, burst, args.timeout)
+        if latency:
+            _progress(f"daemon {name}: latency, {len(latency)} files one at a time")
+            result["latency"] = daemon_latency(run, latency, args.latency_gap_ms / 1000)
+        code = run.stop()
+    result["exit_code"] = code
+    result["settings"] = {
+        k: str(v) if isinstance(v, Path) else v for k, v in result["settings"].items()
+    }
+    if code != 0:
+        msg = f"the daemon exited {code} after SIGTERM (see {run.log})"
+        raise BenchError(msg)
+    return result
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase, in order; returns the results document."""
+    configure_decoders()
+    warm_up()
+    bundle = _bundle(args.model)
+    results: dict[str, Any] = {"machine": _machine(bundle, args.device)}
+    total = args.files + args.latency_files
+    _progress(f"corpus: {total} distinct files from samples/")
+    built = corpus.build(args.out / "corpus", total)
+    burst, latency = built.files[: args.files], built.files[args.files :]
+    results["corpus"] = {
+        "files": total,
+        "formats": built.formats,
+        "mean_kb": round(built.total_bytes / total / 1000, 1),
+        "source": "samples/ perturbed (bench/corpus.py)",
+    }
+    _progress(f"inference ceiling: benchmark_app -t {args.benchmark_seconds}")
+    results["inference"] = inference_ceiling(bundle, args.device, args.benchmark_seconds)
+    _progress(f"decode-only: {args.files} files on {args.workers} threads")
+    results["decode"] = decode_only(burst, bundle, args.workers)
+    settings = DaemonSettings(args.model, args.device, args.workers)
+    results["daemon"] = _daemon_phase(args, "main", settings, burst, latency)
+    for fsync in (True, False):
+        label = "naive" if fsync else "naive_no_fsync"
+        _progress(f"{label}: burst of {args.files}")
+        results[label] = naive_burst(
+            args.out / f"run-{label}", burst, bundle, args.device, fsync=fsync
+        )
+    if args.scaling:
+        results["scaling"] = scaling(args, bundle, burst[: args.scaling_files])
+        results["scaling"]["inference_all"] = results["inference"]
+    results["machine"]["load_at_end"] = _load()
+    results["summary"] = summarise(results)
+    return results
+
+
+def scaling(args: argparse.Namespace, bundle: Bundle, burst: tuple[Path, ...]) -> dict[str, Any]:
+    """The same stages on one core (taskset / affinity) and the daemon with one decode worker."""
+    one_cpu = str(min(os.sched_getaffinity(0)))
+    out: dict[str, Any] = {"files": len(burst), "one_core": one_cpu}
+    _progress(f"scaling: benchmark_app on CPU {one_cpu}")
+    out["inference_1core"] = inference_ceiling(
+        bundle, args.device, args.benchmark_seconds, cpus=one_cpu
+    )
+    _progress("scaling: decode-only, 1 thread on 1 core, 1 thread on all")
+    out["decode_1core"] = decode_only(burst, bundle, 1, cpus={int(one_cpu)})
+    out["decode_1worker"] = decode_only(burst, bundle, 1)
+    out["decode_all"] = decode_only(burst, bundle, args.workers)
+    runs = {
+        "daemon_1core": DaemonSettings(args.model, args.device, args.workers, cpus=one_cpu),
+        "daemon_1worker": DaemonSettings(args.model, args.device, 1),
+        "daemon_all": DaemonSettings(args.model, args.device, args.workers),
+    }
+    for name, settings in runs.items():
+        out[name] = _daemon_phase(args, name, settings, burst)
+    return out
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures and whether each target is met."""
+    decode = results["decode"]["per_second"]
+    inference = results["inference"]["per_second"]
+    combined = 1 / (1 / decode + 1 / inference)
+    daemon = results["daemon"]["burst"]["per_second"]
+    naive_rate = results["naive"]["per_second"]
+    latency = results["daemon"]["latency"]
+    summary: dict[str, Any] = {
+        "inference_per_s": inference,
+        "decode_per_s": decode,
+        "combined_ceiling_per_s": combined,
+        "daemon_per_s": daemon,
+        "ceiling_ratio": daemon / combined,
+        "naive_per_s": naive_rate,
+        "naive_ratio": daemon / naive_rate,
+        "naive_no_fsync_per_s": results["naive_no_fsync"]["per_second"],
+        "naive_no_fsync_ratio": daemon / results["naive_no_fsync"]["per_second"],
+        "latency_p50_ms": latency["p50_ms"],
+        "latency_p99_ms": latency["p99_ms"],
+    }
+    summary["targets"] = {
+        "ceiling_ratio": summary["ceiling_ratio"] >= TARGETS["ceiling_ratio"],
+        "naive_ratio": summary["naive_ratio"] >= TARGETS["naive_ratio"],
+        "latency_p50": summary["latency_p50_ms"] <= TARGETS["p50_ms"],
+        "latency_p99": summary["latency_p99_ms"] <= TARGETS["p99_ms"],
+    }
+    return summary
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    machine, model = results["machine"], results["machine"]["model"]
+    formats = ", ".join(f"{k} {v}" for k, v in sorted(results["corpus"]["formats"].items()))
+    modified = " (daemon/ or bench/ modified)" if machine["daemon_or_bench_modified"] else ""
+    load_start = "/".join(map(str, machine["load_at_start"]))
+    load_end = "/".join(map(str, machine["load_at_end"]))
+    return [
+        (
+            f"infarctwatch bench  {machine['date']}  {machine['host']}  "
+            f"git {machine['git_commit']}{modified}"
+        ),
+        (
+            f"cpu: {machine['cpus_usable']} x {machine['cpu']}; load average {load_start} at "
+            f"start, {load_end} at end (1/5/15 min)"
+        ),
+        (
+            f"model: {model['name']} {model['version']} ({model['ir']}), device "
+            f"{machine['device']}, OpenVINO {machine['openvino']}"
+        ),
+        (
+            f"corpus: {results['corpus']['files']} distinct files ({formats}), "
+            f"mean {results['corpus']['mean_kb']} kB"
+        ),
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The human-readable table."""
+    summary = results["summary"]
+    met = {name: _met(ok) for name, ok in summary["targets"].items()}
+    daemon, decode = results["daemon"], results["decode"]
+    burst, latency = daemon["burst"], daemon["latency"]
+    rows = [
+        ("inference ceiling (benchmark_app, throughput hint)", summary["inference_per_s"], "/s"),
+        (
+            f"decode-only (read+decode+preprocess, {decode['workers']} threads)",
+            summary["decode_per_s"],
+            "/s",
+        ),
+        ("combined ceiling 1/(1/decode + 1/inference)", summary["combined_ceiling_per_s"], "/s"),
+        (f"daemon end-to-end, burst of {burst['files']}", summary["daemon_per_s"], "/s"),
+        ("  / combined ceiling", summary["ceiling_ratio"], "", ">= 0.8", met["ceiling_ratio"]),
+        ("naive synchronous loop (fsync each report)", summary["naive_per_s"], "/s"),
+        ("  daemon / naive", summary["naive_ratio"], "x", ">= 1.5x", met["naive_ratio"]),
+        ("naive loop without fsync (weaker guarantee)", summary["naive_no_fsync_per_s"], "/s"),
+        ("  daemon / naive without fsync", summary["naive_no_fsync_ratio"], "x"),
+        (
+            f"latency p50, rename -> report ({latency['files']} files)",
+            latency["p50_ms"],
+            " ms",
+            "<= 15 ms",
+            met["latency_p50"],
+        ),
+        ("latency p90", latency["p90_ms"], " ms"),
+        ("latency p99", latency["p99_ms"], " ms", "<= 50 ms", met["latency_p99"]),
+    ]
+    lines = [*_header(results), "", f"{'figure':<52}{'value':>12}  {'target':<10}met", "-" * 78]
+    for name, value, unit, *target in rows:
+        digits = 0 if unit == "/s" else (1 if unit == " ms" else 2)
+        goal, ok = target or ("", "")
+        lines.append(f"{name:<52}{value:>{12 - len(unit)}.{digits}f}{unit}  {goal:<10}{ok}")
+    timings = burst["daemon_timings"]
+    lines += [
+        "",
+        (
+            f"daemon: ready in {daemon['startup_s']:.1f} s; SIGTERM exit {daemon['exit_code']}; "
+            f"CPU {burst['daemon_cpu_ms_per_file']:.1f} ms per scan in the burst "
+            f"(decode-only: {decode['cpu_ms_per_file']:.1f} ms per file)"
+        ),
+        (
+            f"burst, medians from the reports: decode {timings['decode_ms_median']:.1f} ms, "
+            f"infer {timings['infer_ms_median']:.1f} ms, claim->report "
+            f"{timings['total_ms_median']:.0f} ms (queueing included); "
+            f"latency max {latency['max_ms']:.1f} ms"
+        ),
+    ]
+    if "scaling" in results:
+        lines += ["", *render_scaling(results["scaling"])]
+    return "\n".join(lines)
+
+
+def render_scaling(scaling_results: dict[str, Any]) -> list[str]:
+    """How each stage scales from one core (or one worker) to all."""
+    s = scaling_results
+    cores = len(os.sched_getaffinity(0))
+    lines = [
+        f"scaling ({s['files']} files; 1 core = taskset/affinity to CPU {s['one_core']}):",
+        f"{'stage':<44}{'1 core':>10}{f'{cores} cores':>10}{'speed-up':>10}",
+    ]
+    pairs = [
+        ("inference (benchmark_app)", s["inference_1core"], s["inference_all"]),
+        ("decode-only", s["decode_1core"], s["decode_all"]),
+        ("daemon end-to-end", s["daemon_1core"]["burst"], s["daemon_all"]["burst"]),
+    ]
+    for name, one, many in pairs:
+        a, b = one["per_second"], many["per_second"]
+        lines.append(f"{name:<44}{a:>8.0f}/s{b:>8.0f}/s{b / a:>9.2f}x")
+    singles = [
+        ("decode-only, 1 thread", s["decode_1worker"]),
+        ("daemon, 1 decode worker", s["daemon_1worker"]["burst"]),
+    ]
+    lines += [f"{name:<44}{'':>10}{one['per_second']:>8.0f}/s" for name, one in singles]
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark; 0 when every target is met, 1 when one is missed, 2 when it failed."""
+    defaults = load_config(None)
+    parser = argparse.ArgumentParser(prog="bench/throughput.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="bundle (default: the committed default bundle)")
+    parser.add_argument("--device", default="CPU", help="OpenVINO device (default: CPU)")
+    parser.add_argument("--files", type=int, default=2000, help="burst size (default: 2000)")
+    parser.add_argument(
+        "--latency-files", type=int, default=200, help="files dropped one at a time (200)"
+    )
+    parser.add_argument(
+        "--latency-gap-ms",
+        type=float,
+        default=10.0,
+        help="pause before each latency drop, so each file meets an idle daemon (10)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.pipeline.decode_workers,
+        help=f"decode threads, for decode-only and the daemon (daemon default: "
+        f"{defaults.pipeline.decode_workers})",
+    )
+    parser.add_argument(
+        "--benchmark-seconds", type=int, default=10, help="benchmark_app -t (default: 10)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="limit for one burst, seconds (600)"
+    )
+    parser.add_argument(
+        "--scaling", action="store_true", help="also measure on one core and with one worker"
+    )
+    parser.add_argument(
+        "--scaling-files", type=int, default=1000, help="burst size of the scaling runs (1000)"
+    )
+    parser.add_argument("--out", type=Path, default=OUT, help="work and results folder (bench/out)")
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        results = measure(args)
+    except (BenchError, OSError) as exc:
+        print(f"bench: FAILED: {exc}", file=sys.stderr)
+        return 2
+    results["command"] = " ".join(["bench/throughput.py", *argv])
+    path = args.out / "results.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(render(results))
+    print(f"\nresults: {path}")
+    return 0 if all(results["summary"]["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
