@@ -148,3 +148,15 @@ class EngineError(InfarctwatchError):
 
 class AlreadyRunningError(InfarctwatchError):
     """Another infarctwatch daemon holds the lock on the same incoming or work folder."""
+
+
+class SignatureError(InfarctwatchError):
+    """A bundle's signature is missing while required, malformed, or made by another key or content.
+
+    At start-up the service turns it into a `BundleError` (exit code 2); during a hot reload the
+    new bundle is refused and the one in service keeps serving.
+    """
+
+
+class KeyFileError(InfarctwatchError):
+    """The public key (``model.public_key``) is missing, unreadable, not PEM or not ed25519."""

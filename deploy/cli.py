@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from daemon.signature import SignaturePolicy
 from deploy.device import INCOMING, REPORTS, DeviceOptions, install_device
 from deploy.device_config import DEVICE_CONFIG, DeployPolicy, read_policy
 from deploy.errors import DeployError
 from deploy.install import DEFAULT_KEEP, install_bundle, list_versions, prune, rollback
 from deploy.pack import pack_bundle, sign_bundle
 from deploy.push import DEFAULT_REMOTE_CONFIG, PushOptions, push
-from deploy.signing import SignaturePolicy, keygen
+from deploy.signing import keygen
 from deploy.verify import verify_bundle
 
 if TYPE_CHECKING:

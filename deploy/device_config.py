@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
+from daemon.signature import SignaturePolicy
 from deploy.errors import DeployConfigError, DeviceInstallError
-from deploy.signing import SignaturePolicy
 
 DEVICE_CONFIG = Path("/etc/infarctwatch/daemon.yaml")
 

@@ -1,10 +1,13 @@
 """Every error the ``deploy`` package raises.
 
 A refused bundle is always refused before anything in the models folder changes, so every error
-below means "nothing was done" unless its docstring says otherwise.
+below means "nothing was done" unless its docstring says otherwise. The signature errors are also
+the runtime's own classes (``daemon.errors``), so one ``except`` catches a refusal from either side.
 """
 
 from __future__ import annotations
+
+from daemon import errors as runtime
 
 
 class DeployError(Exception):
@@ -35,12 +38,18 @@ class VerificationError(DeployError):
         super().__init__(f"bundle {path} failed verification:\n{lines}")
 
 
-class SignatureError(DeployError):
-    """The signature is missing while required, malformed, or made by another key or content."""
+class SignatureError(DeployError, runtime.SignatureError):
+    """The signature is missing while required, malformed, or made by another key or content.
+
+    Also a `daemon.errors.SignatureError`: the check itself is the runtime's (`daemon.signature`).
+    """
 
 
-class KeyFileError(DeployError):
-    """A key file is missing, unreadable, not PEM, not ed25519, or would overwrite a key."""
+class KeyFileError(DeployError, runtime.KeyFileError):
+    """A key file is missing, unreadable, not PEM, not ed25519, or would overwrite a key.
+
+    Also a `daemon.errors.KeyFileError`.
+    """
 
 
 class VersionConflictError(DeployError):

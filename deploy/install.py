@@ -40,9 +40,9 @@ import structlog
 
 from daemon.bundle import MANIFEST, load_bundle, sha256_file
 from daemon.errors import BundleError
+from daemon.signature import NO_POLICY, SignaturePolicy
 from deploy.archive import DEFAULT_LIMITS, Limits, copy_folder, is_archive, read_manifest, unpack
 from deploy.errors import ModelsDirError, RollbackError, VersionConflictError
-from deploy.signing import NO_POLICY, SignaturePolicy
 from deploy.verify import Verified, verify_folder
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.bundle import MANIFEST
+from daemon.signature import NO_POLICY, SignaturePolicy
 from deploy.archive import (
     ARCHIVE_SUFFIX,
     find_bundle_folder,
@@ -22,13 +23,7 @@ from deploy.archive import (
     read_manifest,
     unpack,
 )
-from deploy.signing import (
-    NO_POLICY,
-    SignaturePolicy,
-    load_private_key,
-    sign_folder,
-    signature_bytes,
-)
+from deploy.signing import load_private_key, sign_folder, signature_bytes
 from deploy.verify import Verified, verify_bundle, verify_folder
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")

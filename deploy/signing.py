@@ -1,9 +1,14 @@
-"""Ed25519 signatures over a bundle's ``manifest.json``.
+"""Ed25519 keys and signatures over a bundle's ``manifest.json``: the workstation's half.
 
 The manifest pins the sha256 of every other file, so signing its exact bytes signs the bundle.
 ``manifest.sig`` holds the 64-byte signature in base64 on one line. Keys are PEM files written by
 ``infarctwatch deploy keygen``: ``PREFIX.key`` (PKCS#8, unencrypted, mode 0600: keep it on the
 workstation that builds releases) and ``PREFIX.pub`` (SubjectPublicKeyInfo: copy it to devices).
+
+Checking a signature is the runtime's job (`daemon.signature`: the device trusts a bundle, not
+deploy); this module re-exports that check with deploy's error classes, so the CLI and the
+install library see `deploy.errors.SignatureError` / `deploy.errors.KeyFileError` (both
+subclasses of the runtime's).
 
 All cryptography is the ``cryptography`` package's; nothing here is hand-rolled.
 """
@@ -11,41 +16,70 @@ All cryptography is the ``cryptography`` package's; nothing here is hand-rolled.
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
+import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from daemon import errors as runtime
+from daemon import signature as _runtime
 from daemon.bundle import MANIFEST, SIGNATURE
+from daemon.signature import NO_POLICY, SignaturePolicy, key_id
 from deploy.errors import KeyFileError, SignatureError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "NO_POLICY",
+    "PRIVATE_SUFFIX",
+    "PUBLIC_SUFFIX",
+    "SignaturePolicy",
+    "check_signature",
+    "key_id",
+    "keygen",
+    "load_private_key",
+    "load_public_key",
+    "sign_folder",
+    "signature_bytes",
+]
 
 PRIVATE_SUFFIX = ".key"
 PUBLIC_SUFFIX = ".pub"
-_SIGNATURE_BYTES = 64
 
 
-@dataclass(frozen=True)
-class SignaturePolicy:
-    """What a device demands of a bundle's signature (``model.public_key`` and friends)."""
+@contextlib.contextmanager
+def _deploy_errors() -> Iterator[None]:
+    """Re-raise the runtime's signature errors as deploy's (which subclass them)."""
+    try:
+        yield
+    except (SignatureError, KeyFileError):
+        raise
+    except runtime.SignatureError as exc:
+        raise SignatureError(str(exc)) from exc
+    except runtime.KeyFileError as exc:
+        raise KeyFileError(str(exc)) from exc
 
-    public_key: Path | None = None
-    require_signature: bool = False
+
+def check_signature(folder: Path, policy: SignaturePolicy) -> str:
+    """`daemon.signature.check_signature`, raising deploy's error classes.
+
+    Raises:
+        SignatureError: the policy refuses the bundle.
+        KeyFileError: the public key cannot be read.
+    """
+    with _deploy_errors():
+        return _runtime.check_signature(folder, policy)
 
 
-NO_POLICY = SignaturePolicy()
-"""Accept unsigned bundles; report a signature as not checked."""
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """A short, stable name for a key: the first 16 hex digits of the sha256 of its raw bytes."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """`daemon.signature.load_public_key`, raising `deploy.errors.KeyFileError`."""
+    with _deploy_errors():
+        return _runtime.load_public_key(path)
 
 
 def keygen(prefix: Path) -> tuple[Path, Path]:
@@ -93,13 +127,6 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fh.fileno())
 
 
-def _read_pem(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from exc
-
-
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read an ed25519 private key written by ``keygen``.
 
@@ -107,25 +134,14 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         KeyFileError: unreadable, not PEM, encrypted, or not ed25519.
     """
     try:
-        key = serialization.load_pem_private_key(_read_pem(path), password=None)
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from exc
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path} is not an unencrypted PEM private key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path} is not an ed25519 key")
-    return key
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Read an ed25519 public key (PEM).
-
-    Raises:
-        KeyFileError: unreadable, not PEM, or not ed25519.
-    """
-    try:
-        key = serialization.load_pem_public_key(_read_pem(path))
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not a PEM public key: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{path} is not an ed25519 key")
     return key
 
@@ -149,43 +165,3 @@ def sign_folder(folder: Path, key_path: Path) -> Path:
         os.fchmod(fh.fileno(), 0o644)
     Path(tmp).replace(folder / SIGNATURE)
     return folder / SIGNATURE
-
-
-def check_signature(folder: Path, policy: SignaturePolicy) -> str:
-    """Apply ``policy`` to a bundle folder; return a one-line description of the outcome.
-
-    * a public key is given and ``manifest.sig`` is present: it must verify, whatever
-      ``require_signature`` says (a bad signature is never ignored);
-    * ``require_signature`` and no ``manifest.sig``: refused;
-    * no public key: a present signature cannot be checked and is reported as such.
-
-    Raises:
-        SignatureError: the policy refuses the bundle.
-        KeyFileError: the public key cannot be read.
-    """
-    folder = Path(folder)
-    if policy.require_signature and policy.public_key is None:
-        raise SignatureError("a signature is required but no public key is configured")
-    sig_path = folder / SIGNATURE
-    present = sig_path.is_file() and not sig_path.is_symlink()
-    if not present:
-        if policy.require_signature:
-            raise SignatureError(f"{SIGNATURE} is missing and a signature is required")
-        return "unsigned"
-    if policy.public_key is None:
-        return "signed, not checked (no public key given)"
-    public_key = load_public_key(policy.public_key)
-    try:
-        signature = base64.b64decode(sig_path.read_bytes().strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SignatureError(f"{SIGNATURE} is not base64: {exc}") from exc
-    if len(signature) != _SIGNATURE_BYTES:
-        raise SignatureError(f"{SIGNATURE} holds {len(signature)} bytes, not an ed25519 signature")
-    try:
-        public_key.verify(signature, (folder / MANIFEST).read_bytes())
-    except InvalidSignature:
-        raise SignatureError(
-            f"{SIGNATURE} does not verify with key {key_id(public_key)} ({policy.public_key}): "
-            "the manifest was changed or another key signed it"
-        ) from None
-    return f"signature valid (key {key_id(public_key)})"

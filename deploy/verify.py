@@ -3,7 +3,8 @@
 The checks are the daemon's own (`daemon.bundle.load_bundle`: every file's sha256 against the
 manifest, no unlisted file, a supported format version, labels/preprocessing/variants that fit
 together), so a bundle deploy accepts is a bundle the daemon will load. The signature policy
-(`deploy.signing.check_signature`) comes on top.
+comes on top, checked by the runtime's own code too (`daemon.signature`, through
+`deploy.signing.check_signature`, which raises deploy's error classes).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from daemon.bundle import load_bundle
 from daemon.errors import BundleError
+from daemon.signature import NO_POLICY, SignaturePolicy
 from deploy.archive import DEFAULT_LIMITS, Limits, is_archive, unpack
 from deploy.errors import VerificationError
-from deploy.signing import NO_POLICY, SignaturePolicy, check_signature
+from deploy.signing import check_signature
 
 
 @dataclass(frozen=True)
