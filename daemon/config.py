@@ -45,7 +45,8 @@ class ModelConfig:
     ``None`` serves the embedded default bundle."""
     variant: Literal["fp16", "int8"] = "fp16"
     inbox: Path | None = None
-    """A folder where a bundle ``.tar.gz`` can be dropped (model inbox, served by a later part)."""
+    """A folder where a bundle ``.tar.gz`` can be dropped to be installed into ``path`` (which must
+    then be a models folder) and hot-reloaded; see `daemon.inbox`."""
     public_key: Path | None = None
     require_signature: bool = False
 
@@ -290,7 +291,23 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
                 f"At '{key}': {folder} must not be the incoming folder or inside it "
                 "(the daemon would ingest its own output)"
             )
+    if model is not _INVALID and model.inbox is not None:
+        problems.extend(_inbox_problems(model.inbox, model.path, values))
     return problems
+
+
+def _inbox_problems(inbox: Path, models: Path | None, values: Mapping[str, Any]) -> list[str]:
+    """The inbox is a folder of its own: not a scan folder or the models folder, nor nested."""
+    others = {key: values[key] for key in ("incoming", "reports", "work")}
+    others["model.path"] = models
+    return [
+        f"At 'model.inbox': {inbox} must be a folder of its own, not {key} ({folder}), "
+        "inside it or around it"
+        for key, folder in others.items()
+        if folder is not None
+        and folder is not _INVALID
+        and (inbox == folder or folder in inbox.parents or inbox in folder.parents)
+    ]
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: object) -> None:

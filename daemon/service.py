@@ -7,13 +7,17 @@ Start-up, in order, each failure stopping the service before it touches a scan:
 2. locks on the claim area and the work folder (`AlreadyRunningError`);
 3. the bundle is verified (sha256 of every file; signature policy) and compiled (`BundleError`,
    `EngineError`);
-4. the pipeline and the watcher start; leftovers in processing/ are taken up first; then
+4. the pipeline and the watcher start; leftovers in processing/ are taken up first; the model
+   reloader (`daemon.reload`) and, when configured, the model inbox (`daemon.inbox`) start; then
    ``READY=1``.
 
 The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
-thread is alive), and waits for `Shutdown.stop`. Stopping: ``STOPPING=1``, stop watching, let
-pending scans finish for up to ``service.drain_timeout_s`` (`Shutdown.force` cuts it short),
-log what was abandoned (it stays in processing/ for the next start), write the final status.
+thread is alive), passes SIGHUP on to the reloader, and waits for `Shutdown.stop`. Stopping:
+``STOPPING=1``, stop watching (incoming, inbox, models folder), let pending scans finish for up to
+``service.drain_timeout_s`` (`Shutdown.force` cuts it short), log what was abandoned (it stays in
+processing/ for the next start), write the final status.
+
+With ``--once`` (a backfill) neither the reloader nor the inbox runs.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from daemon.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
 from daemon.claim import ClaimArea
 from daemon.decode_stage import warm_up
 from daemon.engine import Engine, EngineHolder
-from daemon.errors import BundleError, ConfigError
+from daemon.errors import BundleError, ConfigError, KeyFileError, SignatureError
 from daemon.files import (
     NETWORK_FILESYSTEMS,
     filesystem_type,
@@ -37,10 +41,13 @@ from daemon.files import (
     hold_lock,
     remove_stale_temporaries,
 )
+from daemon.inbox import ModelInbox
 from daemon.intake import IntakeRules
 from daemon.pipeline import Pipeline
+from daemon.reload import ModelReloader
 from daemon.report import VERSION
 from daemon.sdnotify import Notifier
+from daemon.signature import SignaturePolicy, check_signature, load_public_key
 from daemon.status import (
     STATUS_INTERVAL_S,
     STATUS_MIN_GAP_S,
@@ -83,15 +90,14 @@ def preflight(config: DaemonConfig, area: ClaimArea) -> None:
     folders.append((status_key, config.status_path.parent))
     if config.inference.cache_dir is not None:
         folders.append(("inference.cache_dir", config.inference.cache_dir))
+    if config.model.inbox is not None:
+        folders.append(("model.inbox", config.model.inbox))
     problems: list[str] = []
     for key, folder in folders:
         problem = folder_problem(folder)
         if problem and not any(problem in p for p in problems):
             problems.append(f"At '{key}': {problem}")
     if config.model.public_key is not None:
-        from deploy.errors import KeyFileError  # noqa: PLC0415 - only with signatures configured
-        from deploy.signing import load_public_key  # noqa: PLC0415
-
         try:
             load_public_key(config.model.public_key)
         except KeyFileError as exc:
@@ -111,9 +117,6 @@ def load_verified_bundle(config: DaemonConfig) -> tuple[Bundle, str]:
     Raises:
         BundleError: missing, tampered with, malformed, or refused by the signature policy.
     """
-    from deploy.errors import KeyFileError, SignatureError  # noqa: PLC0415
-    from deploy.signing import SignaturePolicy, check_signature  # noqa: PLC0415
-
     path = DEFAULT_BUNDLE if config.model.path is None else resolve_model_path(config.model.path)
     bundle = load_bundle(path)
     policy = SignaturePolicy(config.model.public_key, config.model.require_signature)
@@ -147,6 +150,10 @@ class Service:
         self.counters = Counters()
         self.area = ClaimArea(config.incoming, config.work, config.outcome)
         self.started_at = utc_now()
+        self.reloader: ModelReloader | None = None
+        """Swaps in a new model when ``model.path`` changes (not with ``once``)."""
+        self.inbox: ModelInbox | None = None
+        """Installs archives dropped into ``model.inbox`` (when configured, not with ``once``)."""
         self._started = time.monotonic()
         self._state = "starting"
 
@@ -186,32 +193,50 @@ class Service:
             config.watch, rules, pipeline.offer, once=self.once, before_first_scan=recover
         )
         pipeline.on_room = watcher.room
+        if not self.once:
+            self.reloader = ModelReloader(config, holder, signature)
+            if config.model.inbox is not None:
+                self.inbox = ModelInbox(config, on_installed=self.reloader.request)
         pipeline.start()
         code = EXIT_OK
         try:
             self._announce(holder.current.info, holder.current.requests, signature)
             watcher.__enter__()
+            if self.reloader is not None:
+                self.reloader.__enter__()
+            if self.inbox is not None:
+                self.inbox.__enter__()
             code = self._loop(shutdown, pipeline, watcher, holder)
         finally:
-            self._state = "stopping"
-            self.notifier.stopping(self._status_line(pipeline, holder.current.info))
-            log.info("stopping", pending=pipeline.pending, signals=shutdown.signals)
-            watcher.close()
-            abandoned = pipeline.drain(config.service.drain_timeout_s, shutdown.force)
-            if abandoned:
-                log.warning(
-                    "abandoned",
-                    count=len(abandoned),
-                    claims=[c.claim_id for c in abandoned],
-                    note="left in processing/, taken up again at the next start",
-                )
-            self._state = "stopped"
-            self._write_status(pipeline, watcher, holder.current.info)
-            snapshot = self.counters.snapshot()
-            log.info("stopped", processed=snapshot.processed, failed=snapshot.failed)
+            self._shut_down(shutdown, pipeline, watcher, holder)
         if shutdown.force.is_set():
             return EXIT_FORCED
         return code
+
+    def _shut_down(
+        self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: EngineHolder
+    ) -> None:
+        """Stop watching everything, drain the pipeline, write the final status."""
+        self._state = "stopping"
+        self.notifier.stopping(self._status_line(pipeline, holder.current.info))
+        log.info("stopping", pending=pipeline.pending, signals=shutdown.signals)
+        watcher.close()
+        if self.inbox is not None:
+            self.inbox.close()
+        if self.reloader is not None:
+            self.reloader.close()
+        abandoned = pipeline.drain(self.config.service.drain_timeout_s, shutdown.force)
+        if abandoned:
+            log.warning(
+                "abandoned",
+                count=len(abandoned),
+                claims=[c.claim_id for c in abandoned],
+                note="left in processing/, taken up again at the next start",
+            )
+        self._state = "stopped"
+        self._write_status(pipeline, watcher, holder.current.info)
+        snapshot = self.counters.snapshot()
+        log.info("stopped", processed=snapshot.processed, failed=snapshot.failed)
 
     def _announce(self, info: ModelInfo, requests: int, signature: str) -> None:
         config = self.config
@@ -222,8 +247,7 @@ class Service:
                 filesystem=fs_type,
                 note="inotify sees nothing written by other machines: set watch.mode: polling",
             )
-        if config.model.inbox is not None:
-            log.warning("model_inbox_not_served", note="model.inbox is not served by this build")
+        watching = self.reloader.snapshot().watching if self.reloader is not None else None
         log.info(
             "started",
             version=VERSION,
@@ -240,7 +264,17 @@ class Service:
             incoming=str(config.incoming),
             reports=str(config.reports),
             watch=config.watch.mode,
+            hot_reload=None if watching is None else str(watching),
+            inbox=None if config.model.inbox is None or self.once else str(config.model.inbox),
             once=self.once,
+        )
+
+    def _healthy(self, pipeline: Pipeline, watcher: Watcher) -> bool:
+        return (
+            pipeline.healthy()
+            and watcher.alive
+            and (self.reloader is None or self.reloader.alive)
+            and (self.inbox is None or self.inbox.alive)
         )
 
     def _loop(
@@ -253,20 +287,25 @@ class Service:
         tick = min(0.1 if self.once else 1.0, watchdog or 1.0)
         written_at, next_watchdog = -STATUS_INTERVAL_S, 0.0
         last_line = ""
-        last_counts = self.counters.snapshot()
+        last_marker = self._change_marker()
         while not shutdown.stop.is_set():
             if self.once and watcher.finished.is_set() and pipeline.pending == 0:
                 log.info("once_done")
                 return EXIT_OK
-            if not pipeline.healthy() or not watcher.alive:
+            if not self._healthy(pipeline, watcher):
                 log.error("stage_died", note="a pipeline thread is gone; stopping")
                 return EXIT_FAILED
+            if shutdown.reload.is_set():
+                shutdown.reload.clear()
+                log.info("reload_requested", signal="SIGHUP", once=self.once)
+                if self.reloader is not None:
+                    self.reloader.request(force=True)
             now = time.monotonic()
             info = holder.current.info
-            counts, age = self.counters.snapshot(), now - written_at
-            if age >= STATUS_INTERVAL_S or (counts != last_counts and age >= STATUS_MIN_GAP_S):
+            marker, age = self._change_marker(), now - written_at
+            if age >= STATUS_INTERVAL_S or (marker != last_marker and age >= STATUS_MIN_GAP_S):
                 self._write_status(pipeline, watcher, info)
-                written_at, last_counts = now, counts
+                written_at, last_marker = now, marker
             line = self._status_line(pipeline, info)
             if line != last_line:
                 self.notifier.status(line)
@@ -277,16 +316,31 @@ class Service:
             shutdown.stop.wait(tick)
         return EXIT_OK
 
+    def _change_marker(self) -> tuple[object, ...]:
+        """What, when it changes, makes the status file worth rewriting at once."""
+        return (
+            self.counters.snapshot(),
+            self.reloader.snapshot() if self.reloader is not None else None,
+            self.inbox.snapshot() if self.inbox is not None else None,
+        )
+
     def _status_line(self, pipeline: Pipeline, info: ModelInfo) -> str:
         snap = self.counters.snapshot()
-        return (
+        line = (
             f"{self._state}: processed {snap.processed}, failed {snap.failed}, "
             f"pending {pipeline.pending}; model {info.name} {info.version} "
             f"({info.precision} on {info.device_used})"
         )
+        error = self.reloader.snapshot().error if self.reloader is not None else None
+        if error is not None:
+            line += f"; reload of {error.version} FAILED"
+        return line
 
     def _write_status(self, pipeline: Pipeline, watcher: Watcher, info: ModelInfo) -> None:
         snap = self.counters.snapshot()
+        model = _model_status(info)
+        if self.reloader is not None:
+            model.update(self.reloader.snapshot().to_status())
         document = {
             "version": 1,
             "state": self._state,
@@ -300,7 +354,8 @@ class Service:
             "pending": pipeline.pending,
             "waiting": watcher.waiting,
             "last_scan_at": iso(snap.last_scan_at),
-            "model": _model_status(info),
+            "model": model,
+            "inbox": self.inbox.snapshot() if self.inbox is not None else None,
             "incoming": str(self.config.incoming),
             "reports": str(self.config.reports),
             "watch": self.config.watch.mode,

@@ -1,10 +1,12 @@
-"""SIGTERM / SIGINT handling for ``infarctwatch run``, installed in a context manager.
+"""SIGTERM / SIGINT / SIGHUP handling for ``infarctwatch run``, installed in a context manager.
 
 The first SIGTERM or SIGINT asks for a graceful stop (`Shutdown.stop`): stop watching, finish
 in-flight work within ``service.drain_timeout_s``. A second SIGINT (Ctrl-C again) asks to stop
-*now* (`Shutdown.force`). The handlers only set events (no logging, no locks: a handler runs in
-the middle of whatever the main thread was doing); the service loop reports what happened.
-The previous handlers are restored when the block ends.
+*now* (`Shutdown.force`). SIGHUP (``systemctl reload``) asks for a model reload
+(`Shutdown.reload`): the service checks what ``model.path`` designates and hot-swaps it if it
+changed (`daemon.reload`); the configuration file is not re-read. The handlers only set events
+(no logging, no locks: a handler runs in the middle of whatever the main thread was doing); the
+service loop acts and reports. The previous handlers are restored when the block ends.
 """
 
 from __future__ import annotations
@@ -19,25 +21,30 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import FrameType
 
-HANDLED = (signal.SIGTERM, signal.SIGINT)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
 class Shutdown:
-    """Shutdown requests, set by signal handlers (or by tests and embedding code)."""
+    """Shutdown (and reload) requests, set by signal handlers (or by tests and embedding code)."""
 
     stop: threading.Event = field(default_factory=threading.Event)
     force: threading.Event = field(default_factory=threading.Event)
+    reload: threading.Event = field(default_factory=threading.Event)
+    """SIGHUP: check ``model.path`` and reload the model if it changed (the service clears it)."""
     signals: list[str] = field(default_factory=list)
     """Names of the signals received, in order."""
 
 
 @contextlib.contextmanager
 def capture_signals(shutdown: Shutdown) -> Iterator[Shutdown]:
-    """Route SIGTERM and SIGINT to ``shutdown`` for the ``with`` block (main thread only)."""
+    """Route SIGTERM, SIGINT and SIGHUP to ``shutdown`` for the ``with`` block (main thread)."""
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         shutdown.signals.append(signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            shutdown.reload.set()
+            return
         if shutdown.stop.is_set() and signum == signal.SIGINT:
             shutdown.force.set()
         shutdown.stop.set()

@@ -9,6 +9,10 @@ daemon that stopped updating it for three intervals is hung or gone).
 Counters: ``processed`` scans got a prediction, ``failed`` scans got an error report; ``pending``
 are claimed and not yet reported (the queue depth); ``waiting`` are seen in incoming/ but not yet
 taken (still being written, or no free slot).
+
+``model`` names the model in service and, from `daemon.reload`, when it was loaded, the models
+folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed
+to load, with its message, until a later reload succeeds). ``inbox`` is `daemon.inbox`'s state.
 """
 
 from __future__ import annotations
@@ -130,6 +134,54 @@ EXIT_DEAD = 1
 EXIT_NOT_RUNNING = 3
 
 
+def _one_line(text: object, limit: int = 240) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _model_lines(model: dict[str, Any], now: dt.datetime) -> list[str]:
+    lines = [
+        (
+            f"  model        {model.get('name', '?')} {model.get('version', '?')} "
+            f"({model.get('precision', '?')} on {model.get('device', '?')}, "
+            f"bundle sha256 {str(model.get('bundle_sha256', '?'))[:12]}...)"
+        )
+    ]
+    if "reloads" not in model:
+        return lines
+    reloaded = _parse(model.get("last_reload_at"))
+    watching = model.get("watching")
+    text = f"watching {watching}" if watching else "on SIGHUP only (model.path is no models folder)"
+    if reloaded is not None:
+        text += f"; last reload {iso(reloaded)} ({_ago((now - reloaded).total_seconds())} ago)"
+    lines.append(f"  reload       {text}")
+    error = model.get("reload_error")
+    if isinstance(error, dict):
+        lines.append(
+            f"  RELOAD FAILED {error.get('version', '?')} at {error.get('at', '?')}: "
+            f"{_one_line(error.get('message', '?'))} "
+            f"(still serving {model.get('version', '?')})"
+        )
+    return lines
+
+
+def _inbox_lines(inbox: object) -> list[str]:
+    if not isinstance(inbox, dict):
+        return []
+    if not inbox.get("enabled"):
+        return [f"  inbox        {inbox.get('path')}: DISABLED: {inbox.get('disabled_reason')}"]
+    line = (
+        f"  inbox        {inbox.get('path')}: {inbox.get('installed', 0)} installed, "
+        f"{inbox.get('rejected', 0)} rejected"
+    )
+    last = inbox.get("last")
+    if isinstance(last, dict):
+        line += f"; last {last.get('archive')} {last.get('outcome')} at {last.get('at')}" + (
+            ": " + _one_line(last.get("reason"), 160) if last.get("outcome") != "installed" else ""
+        )
+    return [line]
+
+
 def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> tuple[str, int]:
     """Human-readable status and the exit code of ``infarctwatch status``.
 
@@ -171,11 +223,8 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
             f"{document.get('waiting', 0):,} waiting in incoming"
         ),
         f"  last scan    {last_text}",
-        (
-            f"  model        {model.get('name', '?')} {model.get('version', '?')} "
-            f"({model.get('precision', '?')} on {model.get('device', '?')}, "
-            f"bundle sha256 {str(model.get('bundle_sha256', '?'))[:12]}...)"
-        ),
+        *_model_lines(model, now),
+        *_inbox_lines(document.get("inbox")),
         f"  started at   {document.get('started_at', '?')}",
         f"  pid          {pid}",
         f"  status file  {path} (updated {_ago(age)} ago)",

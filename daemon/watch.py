@@ -91,20 +91,33 @@ class _Handler(FileSystemEventHandler):
             self._watcher.folder_arrived(Path(str(event.src_path)))
 
 
-class _WatchdogLog(logging.Handler):
-    """Forwards watchdog's own warnings to structlog; an inotify overflow triggers a scan."""
+class WatchdogLogBridge(logging.Handler):
+    """Forwards watchdog's own warnings to structlog while an observer runs; silent once it stops.
 
-    def __init__(self, watcher: Watcher) -> None:
+    Attach it to the ``watchdog`` logger before starting an observer and remove it after joining
+    it: watchdog may log a harmless error while winding down, which would otherwise reach stderr
+    through logging's last-resort handler. An inotify queue overflow calls ``on_overflow``.
+    """
+
+    def __init__(
+        self,
+        folder: str,
+        stopping: Callable[[], bool],
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(logging.WARNING)
-        self._watcher = watcher
+        self._folder = folder
+        self._stopping = stopping
+        self._on_overflow = on_overflow
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._watcher.stopping:  # watchdog may log a harmless error while winding down
+        """Log one watchdog record through structlog (nothing while stopping)."""
+        if self._stopping():
             return
         message = record.getMessage()
-        log.warning("watchdog_warning", message=message, logger=record.name)
-        if "overflow" in message.lower():
-            self._watcher.request_scan()
+        log.warning("watchdog_warning", folder=self._folder, message=message, logger=record.name)
+        if self._on_overflow is not None and "overflow" in message.lower():
+            self._on_overflow()
 
 
 class Watcher:
@@ -118,8 +131,10 @@ class Watcher:
         *,
         once: bool = False,
         before_first_scan: Callable[[threading.Event], None] | None = None,
+        name: str = "incoming",
     ) -> None:
         self._config = config
+        self._name = name
         self._rules = rules
         self._offer = offer
         self._once = once
@@ -133,9 +148,11 @@ class Watcher:
         self._turned_away = False
         self.finished = threading.Event()
         """Set in ``once`` mode when everything found by the first scan has been taken."""
-        self._thread = threading.Thread(target=self._run, name="infarctwatch-scan", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"infarctwatch-scan-{name}", daemon=True
+        )
         self._observer: BaseObserver | None = None
-        self._log_bridge = _WatchdogLog(self)
+        self._log_bridge = WatchdogLogBridge(name, lambda: self.stopping, self.request_scan)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -238,7 +255,7 @@ class Watcher:
             try:
                 self._before_first_scan(self._stop)
             except OSError:
-                log.exception("resume_failed")
+                log.exception("resume_failed", folder=self._name)
         interval = (
             self._config.poll_interval_s if self._polling else self._config.reconcile_interval_s
         )
@@ -256,7 +273,7 @@ class Watcher:
                     self._refresh(now)
                 self._offer_ready(time.monotonic())
             except OSError:  # e.g. the share went away: log, and try again at the next turn
-                log.exception("scan_failed")
+                log.exception("scan_failed", folder=self._name)
                 next_scan = now + interval
             if self._once and not first and not self._tracked:
                 if not overflowed:
@@ -282,7 +299,7 @@ class Watcher:
             for path, info in found.items():
                 self._note(path, info.st_size, info.st_mtime_ns, now)
         if first:
-            log.info("startup_scan", found=len(found))
+            log.info("startup_scan", folder=self._name, found=len(found))
         return len(found) > MAX_TRACKED
 
     def _refresh(self, now: float) -> None:

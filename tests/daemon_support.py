@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, write_manifest
 from daemon.config import DaemonConfig, load_config
 from daemon.service import Service
 from daemon.signals import Shutdown
@@ -294,3 +296,46 @@ def write_slowly(path: Path, data: bytes, chunks: int = 5, pause: float = 0.1) -
             fh.write(data[start : start + step])
             fh.flush()
             time.sleep(pause)
+
+
+def versioned_bundle(
+    folder: Path, version: str, *, change: Callable[[Path], None] | None = None
+) -> Path:
+    """The committed bundle copied to ``folder`` as ``version`` (manifest rewritten to match).
+
+    ``change`` may alter the copy's files first; the manifest then matches the altered files,
+    so the bundle verifies (e.g. a truncated model.bin that only OpenVINO can refuse).
+    """
+    seed = json.loads((DEFAULT_BUNDLE / MANIFEST).read_text(encoding="utf-8"))
+    shutil.copytree(DEFAULT_BUNDLE, folder, ignore=shutil.ignore_patterns(SIGNATURE))
+    if change is not None:
+        change(folder)
+    write_manifest(
+        folder,
+        name=seed["name"],
+        version=version,
+        variants=seed["variants"],
+        input_spec=seed["input"],
+        metrics_summary=seed.get("metrics_summary", {}),
+        default_variant=seed.get("default_variant", "fp16"),
+    )
+    return folder
+
+
+def point_current(models: Path, target: Path) -> None:
+    """Switch ``models/current`` to ``target`` the way deploy does: a new symlink renamed over."""
+    tmp = models / ".current-test"
+    tmp.symlink_to(target.relative_to(models))
+    tmp.replace(models / "current")
+
+
+def small_png(seed: int) -> bytes:
+    """A distinct 128x128 16-bit brain slice per ``seed``."""
+    return image_bytes("PNG", size=128, seed=seed)
+
+
+def drop(incoming: Path, name: str, data: bytes) -> None:
+    """Put a file into incoming the way a careful sender does: a dotfile, then a rename."""
+    tmp = incoming / f".{name}.part"
+    tmp.write_bytes(data)
+    tmp.rename(incoming / name)

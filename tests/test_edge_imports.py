@@ -50,3 +50,23 @@ def test_trainer_command_without_extra_says_so_in_one_line() -> None:
     assert len(lines) == 1
     assert "pip install 'infarctwatch[train]'" in lines[0]
     assert "tensorflow" in lines[0]
+
+
+def test_the_daemon_imports_deploy_only_for_the_inbox() -> None:
+    """Every daemon module imports without the deploy package; signatures are the runtime's own."""
+    modules = sorted(
+        m.name
+        for m in pkgutil.walk_packages(daemon.__path__, "daemon.")
+        if m.name != "daemon.__main__"
+    )
+    assert "daemon.signature" in modules
+    assert "daemon.inbox" in modules
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'deploy')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "", f"daemon imported: {result.stdout.strip()}"

@@ -1,0 +1,370 @@
+"""Hot reload: put a new model in service without a restart, never losing or failing a scan.
+
+When ``model.path`` is a models folder managed by ``infarctwatch deploy`` (``current`` ->
+``versions/<v>``), `ModelReloader` watches it: inotify on the folder (deploy replaces ``current``
+with an atomic rename of a new symlink, an event in that folder) and, as the safety net, a look
+every `CHECK_INTERVAL_S` at where ``current`` resolves. SIGHUP (``systemctl reload``) asks for a
+check too, whatever ``model.path`` is: a bundle folder rewritten in place is reloaded when its
+manifest changed, and a version that failed is tried again.
+
+A new bundle is loaded *beside* the one in service: verified (sha256 of every file, then the
+signature policy), read, checked against its labels and preprocessing, and compiled. Only then
+does `daemon.engine.EngineHolder.swap` put it in service: jobs already holding a lease on the old
+engine finish on it (their reports name the old version), every later job runs on the new one,
+and the old engine is closed once its last lease is returned. Nothing waits meanwhile.
+
+A bundle that fails any step is logged (``model_reload_failed``), recorded for the status file
+(``model.reload_error``: version, path, message, time) and not tried again until ``current``
+changes or SIGHUP asks; the model in service keeps serving. Pointing ``current`` back at the model
+in service (``infarctwatch deploy rollback``) clears the error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Self
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle, sha256_file
+from daemon.engine import Engine
+from daemon.errors import BundleError, EngineError, KeyFileError, SignatureError
+from daemon.signature import SignaturePolicy, check_signature
+from daemon.status import iso, utc_now
+from daemon.watch import WatchdogLogBridge
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from pathlib import Path
+    from types import TracebackType
+
+    from watchdog.observers.api import BaseObserver
+
+    from daemon.config import DaemonConfig
+    from daemon.engine import EngineHolder
+
+log = structlog.get_logger("infarctwatch.reload")
+
+CURRENT = "current"
+CHECK_INTERVAL_S = 2.0
+"""How often ``current`` is resolved even without an inotify event (the safety net)."""
+RETIRE_TIMEOUT_S = 60.0
+"""How long a retired engine may take to finish its in-flight jobs before it is left to exit."""
+
+
+def is_models_folder(path: Path | None) -> bool:
+    """True when ``path`` is a deploy-managed models folder (its ``current`` is a symlink)."""
+    return path is not None and (path / CURRENT).is_symlink()
+
+
+def _version_of(folder: Path) -> str:
+    """The version a bundle folder claims (its manifest), else the folder's name."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return folder.name
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    return version if isinstance(version, str) and version else folder.name
+
+
+@dataclass(frozen=True)
+class ReloadFailure:
+    """A bundle that could not be put in service."""
+
+    version: str
+    path: Path
+    message: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ReloadState:
+    """What the status file says about the model in service and its reloads."""
+
+    watching: Path | None
+    """The models folder watched for a new ``current``; None when ``model.path`` is not one."""
+    loaded_at: dt.datetime
+    """When the model in service was put in service (start-up or the last reload)."""
+    signature: str
+    reloads: int
+    """Successful reloads since start-up."""
+    last_reload_at: dt.datetime | None
+    error: ReloadFailure | None
+    """The last failed reload, until a later one succeeds or ``current`` points back at the model
+    in service."""
+
+    def to_status(self) -> dict[str, Any]:
+        """The ``model`` fields this adds to the status file."""
+        error = self.error
+        return {
+            "loaded_at": iso(self.loaded_at),
+            "signature": self.signature,
+            "watching": None if self.watching is None else str(self.watching),
+            "reloads": self.reloads,
+            "last_reload_at": iso(self.last_reload_at),
+            "reload_error": None
+            if error is None
+            else {
+                "version": error.version,
+                "path": str(error.path),
+                "message": error.message,
+                "at": iso(error.at),
+            },
+        }
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, reloader: ModelReloader) -> None:
+        self._reloader = reloader
+
+    def on_any_event(self, _event: FileSystemEvent) -> None:
+        self._reloader.request()
+
+
+class ModelReloader:
+    """Watches ``model.path`` and swaps in a new engine when it designates a new bundle.
+
+    A context manager: entering starts the watch and the reload thread, leaving stops and joins
+    both. `request` (any thread, e.g. on SIGHUP) asks for a check now.
+    """
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        holder: EngineHolder,
+        signature: str,
+        *,
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:
+        self._config = config
+        self._holder = holder
+        self._policy = SignaturePolicy(config.model.public_key, config.model.require_signature)
+        self._interval = check_interval_s
+        path = config.model.path
+        self._models = path if is_models_folder(path) else None
+        self._state = ReloadState(self._models, utc_now(), signature, 0, None, None)
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._forced = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="infarctwatch-reload", daemon=True)
+        self._observer: BaseObserver | None = None
+        self._log_bridge = WatchdogLogBridge("models", self._stop.is_set, self.request)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        if self._models is not None:
+            self._observer = self._watch(self._models)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching; a reload under way finishes (or is dropped before its swap)."""
+        self._stop.set()
+        self._wakeup.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+            logging.getLogger("watchdog").removeHandler(self._log_bridge)
+            self._observer = None
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self, folder: Path) -> BaseObserver | None:
+        try:
+            from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux only
+
+            observer = InotifyObserver()
+            observer.schedule(
+                _Handler(self),
+                str(folder),
+                recursive=False,
+                event_filter=[
+                    FileCreatedEvent,
+                    FileMovedEvent,
+                    FileDeletedEvent,
+                    DirCreatedEvent,
+                    DirMovedEvent,
+                    DirDeletedEvent,
+                ],
+            )
+            logging.getLogger("watchdog").addHandler(self._log_bridge)
+            observer.start()
+        except (ImportError, OSError) as exc:
+            logging.getLogger("watchdog").removeHandler(self._log_bridge)
+            log.warning(
+                "models_folder_not_watched",
+                folder=str(folder),
+                error=str(exc),
+                note=f"a new current is still noticed within {self._interval:g} s",
+            )
+            return None
+        return observer
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """False when the reload thread died."""
+        return self._thread.is_alive() or not self._thread.ident or self._stop.is_set()
+
+    def request(self, *, force: bool = False) -> None:
+        """Check ``model.path`` now; ``force`` (SIGHUP) also retries a version that failed."""
+        if force:
+            with self._lock:
+                self._forced = True
+        self._wakeup.set()
+
+    def snapshot(self) -> ReloadState:
+        """The reload state now."""
+        with self._lock:
+            return self._state
+
+    # -- the reload thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wakeup.wait(self._interval)
+            self._wakeup.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                forced, self._forced = self._forced, False
+            try:
+                self._check(forced=forced)
+            except Exception:  # e.g. the models folder vanished: look again later
+                log.exception("model_check_failed")
+
+    def _target(self) -> Path:
+        """The bundle folder ``model.path`` designates now."""
+        path = self._config.model.path
+        if path is None:
+            return DEFAULT_BUNDLE
+        if self._models is not None or is_models_folder(path):
+            return (path / CURRENT).resolve()
+        return path.resolve()
+
+    def _check(self, *, forced: bool) -> None:
+        target = self._target()
+        serving = self._holder.current.bundle
+        if target == serving.path and not (forced and self._changed_in_place(serving.path)):
+            self._back_to_serving()
+            if forced:
+                log.info("model_unchanged", version=serving.version, path=str(target))
+            return
+        failed = self.snapshot().error
+        if not forced and failed is not None and failed.path == target:
+            return  # tried already: wait for another version or a SIGHUP
+        self._load(target)
+
+    def _changed_in_place(self, folder: Path) -> bool:
+        try:
+            return sha256_file(folder / MANIFEST) != self._holder.current.bundle.sha256
+        except OSError:
+            return True  # let the load attempt say what is wrong
+
+    def _back_to_serving(self) -> None:
+        with self._lock:
+            error = self._state.error
+            if error is None:
+                return
+            self._state = replace(self._state, error=None)
+        log.info(
+            "model_reload_error_cleared",
+            failed_version=error.version,
+            serving=self._holder.current.info.version,
+            note="model.path designates the model in service again",
+        )
+
+    def _load(self, target: Path) -> None:
+        started = time.monotonic()
+        version = _version_of(target)
+        serving = self._holder.current.info
+        log.info("model_reload_started", version=version, serving=serving.version)
+        try:
+            bundle = load_bundle(target)
+            signature = check_signature(bundle.path, self._policy)
+            engine = Engine.compile(bundle, self._config.inference, self._config.model.variant)
+        except (BundleError, EngineError) as exc:
+            self._failed(target, version, str(exc))
+            return
+        except (SignatureError, KeyFileError) as exc:
+            self._failed(target, version, f"model bundle {target} is refused: {exc}")
+            return
+        except Exception as exc:  # a bad model must never take the service down
+            log.exception("model_reload_crashed", version=version)
+            self._failed(target, version, f"unexpected {type(exc).__name__}: {exc}")
+            return
+        if self._stop.is_set():
+            engine.close()
+            log.info("model_reload_dropped", version=version, note="the service is stopping")
+            return
+        old = self._holder.swap(engine)
+        now = utc_now()
+        with self._lock:
+            self._state = ReloadState(
+                self._models, now, signature, self._state.reloads + 1, now, None
+            )
+        info = engine.info
+        log.info(
+            "model_reloaded",
+            model=info.name,
+            model_version=info.version,
+            previous=old.info.version,
+            bundle_sha256=info.bundle_sha256,
+            variant=info.variant,
+            signature=signature,
+            precision=info.precision,
+            device=info.device_used,
+            load_ms=round((time.monotonic() - started) * 1000.0, 1),
+        )
+        self._retire(old)
+
+    def _failed(self, target: Path, version: str, message: str) -> None:
+        failure = ReloadFailure(version, target, message, utc_now())
+        with self._lock:
+            self._state = replace(self._state, error=failure)
+        log.error(
+            "model_reload_failed",
+            version=version,
+            path=str(target),
+            error=message,
+            serving=self._holder.current.info.version,
+            note="the model in service keeps serving; fix or roll back, or SIGHUP to retry",
+        )
+
+    def _retire(self, old: Engine) -> None:
+        """Close the engine taken out of service once its last in-flight job is done."""
+        deadline = time.monotonic() + RETIRE_TIMEOUT_S
+        while not old.retire(timeout=0.5):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "model_retire_timeout",
+                    version=old.info.version,
+                    note="jobs still hold the old engine; it is released at exit",
+                )
+                return
+        log.debug("model_retired", version=old.info.version)
