@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "manifest.csv"
 PROVENANCE_NAME = "synth.json"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bumped when the same options start producing different files."""
 
 
