@@ -194,10 +194,15 @@ class ModelReloader:
             self._thread.join()
 
     def _watch(self, folder: Path) -> BaseObserver | None:
+        bridge = logging.getLogger("watchdog")
         try:
             from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux only
 
             observer = InotifyObserver()
+        except (ImportError, OSError) as exc:
+            self._unwatched(folder, exc)
+            return None
+        try:
             observer.schedule(
                 _Handler(self),
                 str(folder),
@@ -211,18 +216,22 @@ class ModelReloader:
                     DirDeletedEvent,
                 ],
             )
-            logging.getLogger("watchdog").addHandler(self._log_bridge)
+            bridge.addHandler(self._log_bridge)
             observer.start()
-        except (ImportError, OSError) as exc:
-            logging.getLogger("watchdog").removeHandler(self._log_bridge)
-            log.warning(
-                "models_folder_not_watched",
-                folder=str(folder),
-                error=str(exc),
-                note=f"a new current is still noticed within {self._interval:g} s",
-            )
+        except OSError as exc:  # e.g. the inotify instance or watch limit is reached
+            observer.stop()  # also ends the inotify reader thread schedule() started
+            bridge.removeHandler(self._log_bridge)
+            self._unwatched(folder, exc)
             return None
         return observer
+
+    def _unwatched(self, folder: Path, exc: BaseException) -> None:
+        log.warning(
+            "models_folder_not_watched",
+            folder=str(folder),
+            error=str(exc),
+            note=f"a new current is still noticed within {self._interval:g} s",
+        )
 
     # -- inputs ------------------------------------------------------------------------------------
 

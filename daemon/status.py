@@ -158,9 +158,8 @@ def _model_lines(model: dict[str, Any], now: dt.datetime) -> list[str]:
     error = model.get("reload_error")
     if isinstance(error, dict):
         lines.append(
-            f"  RELOAD FAILED {error.get('version', '?')} at {error.get('at', '?')}: "
-            f"{_one_line(error.get('message', '?'))} "
-            f"(still serving {model.get('version', '?')})"
+            f"  reload error FAILED to load {error.get('version', '?')} at {error.get('at', '?')}, "
+            f"still serving {model.get('version', '?')}: {_one_line(error.get('message', '?'))}"
         )
     return lines
 

@@ -6,7 +6,9 @@ What it creates, relative to ``root`` (``/`` on the device itself)::
     /etc/infarctwatch/                   root:infarctwatch 0750
         daemon.yaml                      root:infarctwatch 0640, written only if absent
         bundle-signing.pub               root:infarctwatch 0640, with --public-key
-    /var/lib/infarctwatch/{,models,work} infarctwatch:infarctwatch 0750
+    /var/lib/infarctwatch/{,models,work,inbox}  infarctwatch:infarctwatch 0750
+    /var/lib/infarctwatch/intel/openvino_telemetry  "0": the service user opts out of OpenVINO's
+                                         telemetry (what `opt_in_out --opt_out` writes)
     /var/cache/infarctwatch/             infarctwatch:infarctwatch 0750 (compiled-model cache)
     /srv/infarctwatch/incoming           infarctwatch:infarctwatch 2770, only if absent
     /srv/infarctwatch/reports            infarctwatch:infarctwatch 2750, only if absent
@@ -16,8 +18,10 @@ What it creates, relative to ``root`` (``/`` on the device itself)::
                                          non-default folders), enabled; started when root is /
 
 Every step is idempotent: running it again repairs owners and modes, upgrades the venv and
-never touches an edited ``daemon.yaml``. The setgid bit on incoming/reports keeps files in the
-infarctwatch group, so a scanner's receiving user only needs to join that group.
+never touches an edited ``daemon.yaml``. The config it writes serves ``models`` with hot reload
+and watches ``inbox`` for bundle archives (`daemon.inbox`). The setgid bit on incoming/reports
+keeps files in the infarctwatch group, so a scanner's receiving user only needs to join that
+group.
 """
 
 from __future__ import annotations
@@ -47,6 +51,13 @@ PUBLIC_KEY = ETC / "bundle-signing.pub"
 STATE = PurePosixPath("/var/lib/infarctwatch")
 MODELS = STATE / "models"
 WORK = STATE / "work"
+INBOX = STATE / "inbox"
+TELEMETRY_DIR = STATE / "intel"
+TELEMETRY_OPT_OUT = TELEMETRY_DIR / "openvino_telemetry"
+"""``import openvino`` starts the openvino_telemetry client, which is opt-*out*: it sends usage
+events unless ``$HOME/intel/openvino_telemetry`` holds ``0``. The service user's home is
+`STATE`, so this file opts it out (the unit's PrivateNetwork and AF_UNIX-only sockets would block
+the traffic anyway; this also stops the client from writing its id and stats files)."""
 CACHE = PurePosixPath("/var/cache/infarctwatch")
 INCOMING = PurePosixPath("/srv/infarctwatch/incoming")
 REPORTS = PurePosixPath("/srv/infarctwatch/reports")
@@ -315,6 +326,7 @@ def _config_text(ctx: _Context, assets: Path) -> bytes:
         "reports": str(ctx.options.reports),
         "work": str(WORK),
         "model.path": str(MODELS),
+        "model.inbox": str(INBOX),
         "inference.cache_dir": str(CACHE),
     }
     if ctx.options.public_key is not None:
@@ -376,8 +388,9 @@ def _install(ctx: _Context) -> None:
     assets = _assets(options)
     _ensure_account(ctx)
     _ensure_dir(ctx, ETC, "root:service", 0o750)
-    for path in (STATE, MODELS, WORK, CACHE):
+    for path in (STATE, MODELS, WORK, INBOX, CACHE, TELEMETRY_DIR):
         _ensure_dir(ctx, path, "service", 0o750)
+    _write_file(ctx, TELEMETRY_OPT_OUT, b"0", "service", 0o640, keep=False)
     _ensure_dir(ctx, options.incoming, "service", 0o2770, only_new=True)
     _ensure_dir(ctx, options.reports, "service", 0o2750, only_new=True)
     _ensure_dir(ctx, OPT, "root", 0o755)

@@ -88,6 +88,7 @@ reports: ./var/reports            # one JSON report per scan
 work: ./var/work                  # done/, failed/ and status.json
 model:
   path: null                      # deploy-managed models folder: current -> versions/<v>
+  inbox: null                     # a bundle .tar.gz dropped here is installed and hot-reloaded
   public_key: null                # ed25519 public key (PEM) bundle signatures must verify with
   require_signature: false
 inference:

@@ -126,6 +126,26 @@ class TestLoading:
         assert "At 'model.require_signature': true needs 'model.public_key'" in text
         assert "At 'inference.top_k'" in text
 
+    def test_the_model_inbox_must_be_a_folder_of_its_own(self, tmp_path) -> None:
+        """An inbox inside incoming (scanned as images) or equal to the models folder is refused."""
+        for inbox, models, key in (
+            (tmp_path / "incoming" / "inbox", tmp_path / "models", "incoming"),
+            (tmp_path / "models", tmp_path / "models", "model.path"),
+        ):
+            path = write_config(tmp_path, model={"inbox": str(inbox), "path": str(models)})
+            with pytest.raises(ConfigError) as caught:
+                load_config(path)
+            other = inbox if key == "model.path" else tmp_path / "incoming"
+            expected = (
+                f"At 'model.inbox': {inbox} must be a folder of its own, not {key} ({other}), "
+                "inside it or around it"
+            )
+            assert caught.value.problems == [expected]
+        path = write_config(
+            tmp_path, model={"inbox": str(tmp_path / "inbox"), "path": str(tmp_path / "models")}
+        )
+        assert load_config(path).model.inbox == tmp_path / "inbox"
+
     def test_yaml_is_read_safely(self, tmp_path) -> None:
         """A Python object tag is refused by yaml.safe_load, reported as a config problem."""
         path = tmp_path / "evil.yaml"

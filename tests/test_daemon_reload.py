@@ -8,6 +8,7 @@ over ``current``) where deploy would refuse the bundle.
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import threading
@@ -27,9 +28,14 @@ from daemon_support import (
     wait_for,
     write_config,
 )
+from structlog.testing import capture_logs
+from watchdog.observers.inotify import InotifyObserver
 
+from daemon.bundle import load_bundle
 from daemon.config import load_config
-from daemon.status import read_status
+from daemon.engine import Engine, EngineHolder
+from daemon.reload import ModelReloader
+from daemon.status import describe, read_status, utc_now
 from deploy.install import install_bundle, rollback
 from deploy.pack import pack_bundle
 from deploy.signing import SignaturePolicy, keygen
@@ -151,19 +157,29 @@ class TestHotReload:
             assert status["model"]["version"] == V1
             assert status["model"]["reload_error"]["version"] == V2
             assert expected in status["model"]["reload_error"]["message"]
+            text, code = describe(status, config.status_path, utc_now())
+            assert code == 0
+            assert f"reload error FAILED to load {V2}" in text
+            assert f"still serving {V1}" in text
             install_bundle(versioned_bundle(tmp_path / "src-v3", V3), models)
             wait_for(lambda: service.service.reloader.snapshot().reloads == 1, what="v3")
             assert reload_error(service) is None
             assert scan_version(config, "after.png", small_png(2)) == V3
 
     def test_a_model_that_fails_verification_leaves_the_old_one_serving(self, tmp_path) -> None:
-        """A version edited by hand (checksum mismatch): refused; rolling back clears the error."""
+        """A version edited by hand (checksum mismatch) is refused and not retried on its own.
+
+        Rolling back clears the error; repairing the version in place and sending SIGHUP (here
+        its effect, `Shutdown.reload`) loads it.
+        """
         models = models_with(tmp_path)
         bad = models / "versions" / V2
         versioned_bundle(bad, V2)
+        good_labels = (bad / "labels.json").read_bytes()
         (bad / "labels.json").write_text('["tampered"]')
         config = make_config(tmp_path, model={"path": str(models)})
         with running(config) as service:
+            reloader = service.service.reloader
             point_current(models, bad)
             wait_for(lambda: reload_error(service) is not None, what="the reload failure")
             error = reload_error(service)
@@ -172,8 +188,15 @@ class TestHotReload:
             assert scan_version(config, "during.png", small_png(1)) == V1
             rollback(models, to=V1)
             wait_for(lambda: reload_error(service) is None, what="the error to clear")
-            assert service.service.reloader.snapshot().reloads == 0
-            assert scan_version(config, "after.png", small_png(2)) == V1
+            assert reloader.snapshot().reloads == 0
+            assert scan_version(config, "rolled-back.png", small_png(2)) == V1
+            point_current(models, bad)
+            wait_for(lambda: reload_error(service) is not None, what="the second failure")
+            (bad / "labels.json").write_bytes(good_labels)
+            service.shutdown.reload.set()
+            wait_for(lambda: reloader.snapshot().reloads == 1, what="the retry on SIGHUP")
+            assert reload_error(service) is None
+            assert scan_version(config, "repaired.png", small_png(3)) == V2
 
     def test_an_unsigned_model_is_refused_when_signatures_are_required(self, tmp_path) -> None:
         """The signature policy applies on reload too: an unsigned version never serves."""
@@ -209,6 +232,30 @@ class TestHotReload:
             service.shutdown.reload.set()
             wait_for(lambda: reloader.snapshot().reloads == 1, what="the reload")
             assert scan_version(config, "new.png", small_png(2)) == V2
+
+
+def test_without_inotify_the_periodic_check_finds_a_new_current(tmp_path, monkeypatch) -> None:
+    """When the models folder cannot be watched (inotify limit, fault injected), the periodic
+    look at where current resolves still swaps the new version in."""
+
+    def no_inotify(_observer) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(InotifyObserver, "start", no_inotify)
+    models = models_with(tmp_path)
+    config = make_config(tmp_path, model={"path": str(models)})
+    holder = EngineHolder(Engine.compile(load_bundle(models / "current"), config.inference))
+    try:
+        with (
+            capture_logs() as logs,
+            ModelReloader(config, holder, "unsigned", check_interval_s=0.1) as reloader,
+        ):
+            install_bundle(versioned_bundle(tmp_path / "src-v2", V2), models)
+            wait_for(lambda: reloader.snapshot().reloads == 1, what="the periodic check")
+    finally:
+        holder.current.close()
+    assert holder.current.info.version == V2
+    assert "models_folder_not_watched" in [e["event"] for e in logs]
 
 
 @pytest.mark.slow

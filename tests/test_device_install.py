@@ -28,10 +28,12 @@ from deploy.device import (
     CONFIG,
     DROPIN_DIR,
     ETC,
+    INBOX,
     MODELS,
     OPT,
     PUBLIC_KEY,
     STATE,
+    TELEMETRY_OPT_OUT,
     UNIT,
     UNIT_DIR,
     VENV,
@@ -121,6 +123,7 @@ class TestDeviceInstall:
             STATE: (uid, gid, 0o750),
             MODELS: (uid, gid, 0o750),
             WORK: (uid, gid, 0o750),
+            INBOX: (uid, gid, 0o750),
             CACHE: (uid, gid, 0o750),
             PurePosixPath("/srv/infarctwatch/incoming"): (uid, gid, 0o2770),
             PurePosixPath("/srv/infarctwatch/reports"): (uid, gid, 0o2750),
@@ -142,10 +145,32 @@ class TestDeviceInstall:
         assert data["reports"] == "/srv/infarctwatch/reports"
         assert data["work"] == str(WORK)
         assert data["model"]["path"] == str(MODELS)
+        assert data["model"]["inbox"] == str(INBOX)
         assert data["inference"]["cache_dir"] == str(CACHE)
         assert data["model"]["require_signature"] is False
         config = load_config(path)  # the daemon's own loader: every key valid
         assert config.model.path == Path(str(MODELS))
+
+    def test_the_service_user_opts_out_of_openvino_telemetry(self, root: Path) -> None:
+        """$HOME/intel/openvino_telemetry holds 0 for the service user, as opt_in_out --opt_out
+        writes it; openvino_telemetry's own checker, pointed at that home, then declines."""
+        install(root)
+        uid = int(account(root, "passwd", "infarctwatch")[2])
+        gid = int(account(root, "group", "infarctwatch")[2])
+        home = at(root, PurePosixPath(account(root, "passwd", "infarctwatch")[5]))
+        opt_out = at(root, TELEMETRY_OPT_OUT)
+        assert opt_out == home / "intel" / "openvino_telemetry"
+        assert opt_out.read_text() == "0"
+        assert owner_mode(opt_out) == (uid, gid, 0o640)
+        code = (
+            "from openvino_telemetry.utils.opt_in_checker import OptInChecker, ConsentCheckResult\n"
+            "print(OptInChecker().check(enable_opt_in_dialog=False) is ConsentCheckResult.DECLINED)"
+        )
+        env = {"HOME": str(home), "PATH": os.environ["PATH"]}
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
+        assert result.stdout.strip() == "True"
 
     def test_unit_installed_and_enabled(self, root: Path) -> None:
         """The unit file is the repository's, 0644, and multi-user.target wants it."""

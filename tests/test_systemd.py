@@ -31,7 +31,18 @@ import pytest
 from PIL import Image
 
 from daemon.bundle import DEFAULT_BUNDLE
-from deploy.device import CACHE, CONFIG, INCOMING, MODELS, REPORTS, STATE, UNIT, VENV, WORK
+from deploy.device import (
+    CACHE,
+    CONFIG,
+    INBOX,
+    INCOMING,
+    MODELS,
+    REPORTS,
+    STATE,
+    UNIT,
+    VENV,
+    WORK,
+)
 from deploy.install import install_bundle
 from deploy.pack import pack_bundle
 from deploy.signing import SignaturePolicy, keygen
@@ -101,6 +112,7 @@ class TestUnitFile:
         d = directives(UNIT_FILE)
         assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
         assert d["ExecStart"] == [EXEC_START]
+        assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # SIGHUP: hot model reload
         assert d["WatchdogSec"] and d["Restart"] == ["on-failure"]
         assert d["RestartPreventExitStatus"] == ["2"]  # config/bundle errors need a human
         assert d["User"] == ["infarctwatch"] and d["Group"] == ["infarctwatch"]
@@ -134,7 +146,7 @@ class TestUnitFile:
         d = directives(UNIT_FILE)
         state = d["StateDirectory"][0].split()
         assert "infarctwatch" in state
-        for folder in (MODELS, WORK):
+        for folder in (MODELS, WORK, INBOX):
             assert str(folder.relative_to("/var/lib")) in state
             assert folder.is_relative_to(STATE)
         assert d["CacheDirectory"] == [str(CACHE.relative_to("/var/cache"))]
