@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,9 +29,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
+from daemon_support import drop, small_png, versioned_bundle, wait_for, write_config
 from PIL import Image
 
 from daemon.bundle import DEFAULT_BUNDLE
+from daemon.config import load_config
+from daemon.status import read_status
 from deploy.device import (
     CACHE,
     CONFIG,
@@ -451,3 +455,65 @@ def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path: Path) -> N
     reports = list((tmp_path / "reports").glob("*.json"))
     assert len(reports) == 1
     assert json.loads(reports[0].read_text())["status"] == "ok"
+
+
+@needs_analyze
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_libseccomp(), reason="libseccomp is not installed")
+def test_hot_reload_and_the_inbox_under_the_units_system_call_filter(tmp_path: Path) -> None:
+    """A long-running daemon under the unit's seccomp policy: a signed archive copied into its
+    inbox is installed and hot-reloaded (inotify on the models folder, flock, rename, link for the
+    note), the next report names it, SIGHUP is answered, SIGTERM stops it with exit code 0."""
+    private, public = keygen(tmp_path / "release")
+    v1 = versioned_bundle(tmp_path / "v1", "1.0.0-sandbox")
+    v1_archive = pack_bundle(v1, tmp_path / "v1.tar.gz", sign_key=private).path
+    install_bundle(v1_archive, tmp_path / "models", policy=SignaturePolicy(public, True))
+    v2 = versioned_bundle(tmp_path / "v2", "2.0.0-sandbox")
+    v2_archive = pack_bundle(v2, tmp_path / "v2.tar.gz", sign_key=private).path
+    path = write_config(
+        tmp_path,
+        model={
+            "path": str(tmp_path / "models"),
+            "inbox": str(tmp_path / "inbox"),
+            "public_key": str(public),
+            "require_signature": True,
+        },
+    )
+    config = load_config(path)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(SECCOMP_LAUNCHER)
+    allowed = ",".join(sorted(unit_syscall_allow_list()))
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as err:
+        daemon = subprocess.Popen(
+            [sys.executable, str(launcher), allowed, "-m", "daemon", "run", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=REPO,
+        )
+
+    def running() -> bool:
+        return (read_status(config.status_path) or {}).get("state") == "running"
+
+    try:
+        wait_for(running, timeout=120, what="the daemon to run")
+        drop(config.model.inbox, "v2.tar.gz", v2_archive.read_bytes())
+        wait_for(
+            lambda: read_status(config.status_path)["model"]["version"] == "2.0.0-sandbox",
+            what="the inbox install and the hot reload",
+        )
+        drop(config.incoming, "slice.png", small_png(7))
+        wait_for(lambda: any(config.reports.glob("*.json")), what="the report")
+        (report,) = config.reports.glob("*.json")
+        assert json.loads(report.read_text())["model"]["version"] == "2.0.0-sandbox"
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "model_unchanged" in log.read_text(), what="the SIGHUP check")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+    assert (config.model.inbox / "installed" / "v2.tar.gz.json").is_file()
+    levels = {json.loads(line)["level"] for line in log.read_text().splitlines()}
+    assert levels <= {"debug", "info"}, log.read_text()[-3000:]  # no warning, no refused call
