@@ -76,8 +76,6 @@ class RenderedSlice:
     """ADC map, 1e-3 mm2/s, 0 outside the brain."""
     lesions: tuple[npt.NDArray[np.bool_], ...]
     """In-slice mask of every lesion of the case (empty masks for lesions the slice misses)."""
-    regions: npt.NDArray[np.uint8]
-    """Region code at the slab's centre plane (nearest voxel)."""
     brain: npt.NDArray[np.bool_]
     z_scanner: float
     z_mni: float
@@ -300,13 +298,11 @@ def render_slice(
     sigma = level / scan.snr
     noisy_b1000 = signal.rician(b1000, sigma, rng)
     noisy_b0 = signal.rician(b0, sigma, rng)
-    regions = sampling.nearest(anatomy.regions, plane_voxels(anatomy, geometry, scan, z))
     centre_mni = geometry.to_mni(np.array([0.0, 0.0, z]))
     return RenderedSlice(
         b1000=noisy_b1000,
         adc=signal.adc_map(noisy_b0, noisy_b1000, sigma),
         lesions=slab.lesions,
-        regions=regions,
         brain=brain,
         z_scanner=z,
         z_mni=float(centre_mni[2]),

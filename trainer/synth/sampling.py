@@ -60,11 +60,19 @@ def trilinear(
     """
     shape = np.array(packed.shape)
     flat = packed.reshape(-1)
-    points = coords.reshape(-1, 3)
-    inside = np.all((points >= 0.0) & (points <= shape - 1.000001), axis=1)
+    points = coords.reshape(-1, 3).astype(np.float32)
+    upper = (shape - 1.001).astype(np.float32)
+    inside = (
+        (points[:, 0] >= 0)
+        & (points[:, 1] >= 0)
+        & (points[:, 2] >= 0)
+        & (points[:, 0] <= upper[0])
+        & (points[:, 1] <= upper[1])
+        & (points[:, 2] <= upper[2])
+    )
     chosen = points[inside]
     base = chosen.astype(np.intp)  # floor: the coordinates are non-negative
-    frac = (chosen - base).astype(np.float32)
+    frac = chosen - base
     strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.intp)
     index = base @ strides
     values = np.zeros((len(chosen), 4), dtype=np.float32)

@@ -88,8 +88,9 @@ def blur(image: FloatImage, sigma_px: float) -> FloatImage:
 
 def rician(image: FloatImage, sigma: float, rng: np.random.Generator) -> FloatImage:
     """Magnitude of the image plus complex Gaussian noise of standard deviation ``sigma``."""
-    real = image + rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
-    imag = rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
+    scale = np.float32(sigma)
+    real = image + rng.standard_normal(image.shape, dtype=np.float32) * scale
+    imag = rng.standard_normal(image.shape, dtype=np.float32) * scale
     return np.asarray(np.hypot(real, imag), dtype=np.float32)
 
 
