@@ -321,7 +321,7 @@ class TestCommandLine:
         assert not (out / "stale.txt").exists()
         assert (out / "manifest.csv").is_file()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-        assert "wrote 1 slices of 1 cases" in capsys.readouterr().out
+        assert "wrote 1 slice(s) of 1 case(s)" in capsys.readouterr().out
 
     def test_bad_options_exit_2_with_a_message(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from trainer.errors import TrainerError
 from trainer.labels import REPO_LABELS
+from trainer.logs import configure_logging
 from trainer.synth import generate
 from trainer.synth.options import MATRIX_RANGE, MAX_SLICES_PER_CASE
 
@@ -125,6 +126,7 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_USAGE
+    configure_logging()
     try:
         rows = generate(
             args.out,
@@ -149,5 +151,5 @@ def main(argv: list[str]) -> int:
         print("infarctwatch synth: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     cases = len({row.case_id for row in rows})
-    print(f"wrote {len(rows)} slices of {cases} cases to {args.out} (manifest.csv, synth.json)")
+    print(f"wrote {len(rows)} slice(s) of {cases} case(s) to {args.out} (manifest.csv, synth.json)")
     return EXIT_OK
