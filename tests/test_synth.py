@@ -360,6 +360,22 @@ class TestCommandLine:
         ):
             assert option in text
 
+    def test_progress_bar_on_request(
+        self, tmp_path: Path, synth_cache: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """progress=True draws a tqdm bar on stderr and stops its thread when done."""
+        generate(
+            tmp_path / "d",
+            classes="Left pons",
+            cases_per_class=1,
+            slices_per_case=2,
+            matrix=96,
+            cache_dir=synth_cache,
+            workers=1,
+            progress=True,
+        )
+        assert "2/2" in capsys.readouterr().err
+
     def test_a_failure_leaves_nothing_behind(
         self, tmp_path: Path, synth_cache: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

