@@ -19,7 +19,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -148,26 +148,18 @@ class _Executor:
         _worker_anatomy = None
 
 
-class _NoProgress:
-    """Stands in for a tqdm bar when none is shown (a disabled tqdm still starts a thread)."""
+class _Bar(tqdm):  # type: ignore[misc]
+    """tqdm without its monitor thread (it would outlive the run, a daemon until exit)."""
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
-
-    def update(self, _count: int) -> None:
-        """Nothing to show."""
+    monitor_interval = 0
 
 
 def _progress(total: int, *, show: bool | None) -> Any:
-    """A tqdm bar on stderr when ``show`` (None: when stderr is a terminal), else a no-op."""
-    if show is None:
-        show = sys.stderr.isatty()
-    if not show:
-        return _NoProgress()
-    return tqdm(total=total, unit="slice", desc="synth", mininterval=0.5, file=sys.stderr)
+    """A tqdm bar on stderr when ``show`` (None: when stderr is a terminal)."""
+    disable = None if show is None else not show
+    return _Bar(
+        total=total, unit="slice", desc="synth", mininterval=0.5, file=sys.stderr, disable=disable
+    )
 
 
 def _versions() -> dict[str, str]:
