@@ -11,7 +11,7 @@ every file, the device's signature policy, ``versions/<v>``, an atomic switch of
 the hot reload (`daemon.reload`) puts it in service::
 
     <inbox>/x.tar.gz                       dropped here
-    <inbox>/.processing/x.tar.gz           being installed (taken up again after a crash)
+    <inbox>/.processing/<id>/x.tar.gz      being installed (taken up again after a crash)
     <inbox>/installed/x.tar.gz + .json     installed, or already installed; the note says what
     <inbox>/rejected/x.tar.gz + .json      refused; the note says why
 
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
-from daemon.files import fsync_dir, move_into
+from daemon.files import fsync_dir, move_into, remove_empty_parents
 from daemon.intake import IntakeRules, Offer
 from daemon.reload import is_models_folder
 from daemon.signature import SignaturePolicy
@@ -171,21 +171,30 @@ class ModelInbox:
 
     def _resume(self, _stop: threading.Event) -> None:
         """Install again what a crash left in .processing/ (installing is idempotent)."""
-        for path in sorted((self._root / PROCESSING).iterdir()):
-            with self._taking:
-                self._process(path)
+        processing = self._root / PROCESSING
+        with self._taking:  # the observer may already be offering new archives
+            for path in sorted(processing.rglob("*")):
+                if path.is_symlink() or not path.is_dir():
+                    self._process(path)
+            for folder in sorted(processing.iterdir()):
+                remove_empty_parents(folder, processing)
 
     def offer(self, path: Path) -> Offer:
         """Take a complete file from the inbox and install it (watcher threads)."""
         with self._taking:
             if self._watcher is not None and self._watcher.stopping:
                 return Offer.BUSY
-            claimed = self._root / PROCESSING / path.name
+            # A folder per claim: a second archive of the same name never lands on a leftover.
+            folder = self._root / PROCESSING / secrets.token_hex(6)
+            claimed = folder / path.name
             try:
+                folder.mkdir()
                 path.rename(claimed)  # one taker per archive, even with two watcher threads
             except FileNotFoundError:
+                remove_empty_parents(folder, folder.parent)
                 return Offer.GONE
             except OSError as exc:
+                remove_empty_parents(folder, folder.parent)
                 log.warning("inbox_claim_failed", error=exc.strerror or str(exc), errno=exc.errno)
                 return Offer.FAILED
             self._process(claimed)
@@ -277,6 +286,7 @@ class ModelInbox:
                 data = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
                 _write_new(landed.with_name(landed.name + ".json"), data)
             fsync_dir(folder)
+            remove_empty_parents(archive.parent, self._root / PROCESSING)
         except OSError as exc:  # the archive stays in .processing/: filed at the next start
             log.exception("model_inbox_file_failed", archive=archive.name, error=str(exc))
         last = {

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from daemon.config import DaemonConfig
     from daemon.engine import EngineHolder
+    from daemon.jobs import ModelInfo
 
 log = structlog.get_logger("infarctwatch.reload")
 
@@ -95,6 +96,8 @@ class ReloadFailure:
 class ReloadState:
     """What the status file says about the model in service and its reloads."""
 
+    model: ModelInfo
+    """The model in service, changed together with the counters below (a consistent snapshot)."""
     watching: Path | None
     """The models folder watched for a new ``current``; None when ``model.path`` is not one."""
     loaded_at: dt.datetime
@@ -156,7 +159,9 @@ class ModelReloader:
         self._interval = check_interval_s
         path = config.model.path
         self._models = path if is_models_folder(path) else None
-        self._state = ReloadState(self._models, utc_now(), signature, 0, None, None)
+        self._state = ReloadState(
+            holder.current.info, self._models, utc_now(), signature, 0, None, None
+        )
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._forced = False
@@ -331,11 +336,11 @@ class ModelReloader:
             engine.close()
             log.info("model_reload_dropped", version=version, note="the service is stopping")
             return
-        old = self._holder.swap(engine)
         now = utc_now()
-        with self._lock:
+        with self._lock:  # the swap and the state change are seen together
+            old = self._holder.swap(engine)
             self._state = ReloadState(
-                self._models, now, signature, self._state.reloads + 1, now, None
+                engine.info, self._models, now, signature, self._state.reloads + 1, now, None
             )
         info = engine.info
         log.info(

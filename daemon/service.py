@@ -339,8 +339,9 @@ class Service:
     def _write_status(self, pipeline: Pipeline, watcher: Watcher, info: ModelInfo) -> None:
         snap = self.counters.snapshot()
         model = _model_status(info)
-        if self.reloader is not None:
-            model.update(self.reloader.snapshot().to_status())
+        if self.reloader is not None:  # the model and its reload state from one snapshot
+            reload = self.reloader.snapshot()
+            model = {**_model_status(reload.model), **reload.to_status()}
         document = {
             "version": 1,
             "state": self._state,

@@ -111,7 +111,7 @@ class TestInbox:
             write_slowly(inbox / "v3.tar.gz", v3)
             wait_for(lambda: reloader.snapshot().reloads == 2, what="v3 from the inbox")
             assert scan_version(config, "b.png", 2) == V3
-            wait_for(lambda: read_status(config.status_path)["inbox"]["installed"] == 2)
+            wait_for(lambda: read_status(config.status_path)["model"]["version"] == V3)
             status = read_status(config.status_path)
         assert sorted(p.name for p in (inbox / "installed").iterdir()) == [
             "v2.tar.gz",
