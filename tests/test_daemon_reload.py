@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from daemon_support import (
+    cli,
     drop,
     log_events,
     make_config,
@@ -41,6 +42,7 @@ from deploy.pack import pack_bundle
 from deploy.signing import SignaturePolicy, keygen
 
 if TYPE_CHECKING:
+    import subprocess
     from pathlib import Path
 
     from daemon_support import ServiceThread
@@ -70,7 +72,7 @@ def scan_version(config, name: str, data: bytes, timeout: float = 30) -> str:
 
 class TestHotReload:
     def test_a_new_version_is_swapped_in_while_scans_stream_in(self, tmp_path) -> None:
-        """No scan lost or failed across an install; reports name v1 before it and v2 after.
+        """No scan lost or failed across `infarctwatch deploy install` (a real process) of v2.
 
         Causality, not clocks: scans reported before the install began must name v1, scans
         dropped after the daemon said it reloaded must name v2, scans in between either.
@@ -93,13 +95,17 @@ class TestHotReload:
                 drop_next()
             wait_for(lambda: len(reports(config.reports)) == 8, what="the first reports")
             before = set(reports(config.reports))
-            install = threading.Thread(target=install_bundle, args=(v2, models), name="install")
+            done: list[subprocess.CompletedProcess[str]] = []
+            command = ("deploy", "install", str(v2), "--models-dir", str(models), "--no-config")
+            install = threading.Thread(target=lambda: done.append(cli(*command)), name="install")
             install.start()
             stop_event = threading.Event()
             while reloader.snapshot().reloads == 0 and len(dropped) < 2000:
                 drop_next()
                 stop_event.wait(0.01)
             install.join()
+            assert done[0].returncode == 0, done[0].stderr
+            assert "installed and activated" in done[0].stdout
             after = {drop_next() for _ in range(8)}
             wait_for(lambda: len(reports(config.reports)) == len(dropped), what="every report")
             wait_for(lambda: read_status(config.status_path)["model"]["version"] == V2)
