@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 MIN_LESION_AREA_MM2 = 40.0
 """Every lesion of a case shows at least this area on each of its slices..."""
 MIN_LESION_CONTRAST = 1.3
-"""...at least this much brighter (b1000, before noise) than the tissue around it."""
+"""...at least this much brighter (b1000, before noise) than the tissue around it..."""
+MAX_LESION_ADC_RATIO = 0.8
+"""...and its mean ADC at most this share of that tissue's (partial volume with CSF can hide it)."""
 NORMAL_AREA_FRACTION = 0.25
 """'No acute infarct' slices lie where the brain's axial area is >= this share of its largest."""
 TILES_PER_CLASS = 8
@@ -153,8 +155,9 @@ def _lesion_slices(
 ) -> list[float] | None:
     """``count`` slab positions that show every lesion clearly, or None.
 
-    Clearly: over at least ``MIN_LESION_AREA_MM2`` and ``MIN_LESION_CONTRAST`` times brighter
-    than the tissue around it (noise-free, so the check does not depend on the noise draw).
+    Clearly: over at least ``MIN_LESION_AREA_MM2``, ``MIN_LESION_CONTRAST`` times brighter than
+    the tissue around it on b1000 and at most ``MAX_LESION_ADC_RATIO`` of its ADC (noise-free, so
+    the check does not depend on the noise draw).
     """
     lows, highs, points = [], [], []
     for lesion in lesions:
@@ -174,7 +177,9 @@ def _lesion_slices(
             z = low + (high - low) * share
             views = render.lesion_views(anatomy, geometry, scan, lesions, z, window=window)
             if all(
-                v.area_mm2 >= MIN_LESION_AREA_MM2 and v.contrast >= MIN_LESION_CONTRAST
+                v.area_mm2 >= MIN_LESION_AREA_MM2
+                and v.contrast >= MIN_LESION_CONTRAST
+                and v.adc_ratio <= MAX_LESION_ADC_RATIO
                 for v in views
             ):
                 positions.append(z)

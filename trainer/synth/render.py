@@ -148,6 +148,8 @@ class LesionView:
     """Area of the lesion's in-slice mask."""
     contrast: float
     """Mean b1000 inside the mask over mean b1000 of the tissue ring 1-3 pixels around it."""
+    adc_ratio: float
+    """Mean ADC inside the mask over mean ADC of that ring (below 1: darker on the ADC map)."""
 
 
 def lesion_views(
@@ -165,17 +167,26 @@ def lesion_views(
     values are those of the full slab there.
     """
     slab = _slab(anatomy, geometry, scan, lesions, z, window=window)
+    b0 = signal.blur(slab.b0, scan.blur_px)
     b1000 = signal.blur(slab.b1000, scan.blur_px)
+    adc = np.log(np.maximum(b0, 1e-6) / np.maximum(b1000, 1e-6)) * np.float32(
+        1000.0 / signal.B_VALUE
+    )
     views = []
     for mask in slab.lesions:
         area = float(mask.sum()) * scan.pixel_mm**2
-        if not mask.any():
-            views.append(LesionView(area, 0.0))
-            continue
         near = ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(mask)
         ring = near & (slab.parenchyma > _RING_PARENCHYMA)
-        background = float(b1000[ring].mean()) if ring.any() else float(b1000[near].mean())
-        views.append(LesionView(area, float(b1000[mask].mean()) / max(background, 1e-6)))
+        if not mask.any() or not ring.any():
+            views.append(LesionView(area, 0.0, np.inf))
+            continue
+        views.append(
+            LesionView(
+                area_mm2=area,
+                contrast=float(b1000[mask].mean()) / max(float(b1000[ring].mean()), 1e-6),
+                adc_ratio=float(adc[mask].mean()) / max(float(adc[ring].mean()), 1e-6),
+            )
+        )
     return views
 
 
