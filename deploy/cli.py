@@ -287,7 +287,11 @@ def _add_device_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--remote-config", default=DEFAULT_REMOTE_CONFIG, help="the device's config")
     p.add_argument("--no-remote-config", action="store_true", help="do not pass --config")
     p.add_argument("--sudo", action="store_true", help="run the remote install with sudo -n")
-    p.add_argument("--restart", action="store_true", help="restart the service afterwards")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="restart the service afterwards (not needed: the daemon hot-reloads a new model)",
+    )
     p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("device-install", help="install the service on this device (as root)")

@@ -10,6 +10,9 @@ Uses the system's ``ssh`` and ``scp`` (argument lists, never a local shell), so 
    (``/etc/infarctwatch/daemon.yaml``: public key, require_signature) and installs;
 5. ``ssh HOST rm -rf`` the temporary folder, whatever happened.
 
+The running daemon hot-reloads the new ``current`` by itself; ``--restart`` is only for daemons
+that predate hot reload or for configuration changes.
+
 The remote command line is built with ``shlex.quote`` on every word. For a fleet, loop over hosts
 (see docs/deploy.md): each push is independent and returns non-zero on failure.
 """
