@@ -235,7 +235,8 @@ class ModelReloader:
             "models_folder_not_watched",
             folder=str(folder),
             error=str(exc),
-            note=f"a new current is still noticed within {self._interval:g} s",
+            check_interval_s=self._interval,
+            note="a new current is still noticed by the periodic check",
         )
 
     # -- inputs ------------------------------------------------------------------------------------
