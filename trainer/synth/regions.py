@@ -21,8 +21,9 @@ genu / splenium          the corpus callosum is the largest connected white-matt
                          genu, its posterior 22 % the splenium; each extends sideways to |x| <= 14
                          over white matter with the same (y, z) footprint (+- 2 mm)
 centrum semiovale        white matter (>= 0.5) above the top of that side's lateral ventricle and
-                         at most 22 mm higher, at least 5 mm from grey matter, |x| >= 8
-insula, lobes,           AAL3 labels grouped per lobe (see ``LOBE_PATTERNS``); then every
+                         at most 22 mm higher, at least 3 mm from grey matter, |x| >= 8
+insula, lobes,           AAL3 labels grouped per lobe (see ``LOBE_PATTERNS``; the fusiform gyrus
+                         behind y = -55 counts as occipital); then every
 cerebellar hemisphere    unclaimed, unlabelled tissue voxel joins the nearest of these labels within
                          12 mm (insula: 4 mm), outside the brainstem box |x| <= 16,
                          -45 <= y <= -5, z <= -5: a territorial infarct reaches the white matter
@@ -119,6 +120,7 @@ _CC_HALF_WIDTH_MM = 14
 _MIN_CC_LENGTH_MM = 40
 _PONS_HALF_WIDTH_MM = 14
 _CSO_FROM_MIDLINE_MM = 8
+_TEMPORO_OCCIPITAL_Y = -55
 _MIN_VENTRICLE_VOXELS = 2000
 
 BoolVolume = npt.NDArray[np.bool_]
@@ -324,6 +326,9 @@ class _Builder:
                     f"{side} {site}"
                 )
         x, y, z = self.x, self.y, self.z
+        for side in SIDES:  # the fusiform gyrus behind the temporo-occipital line is occipital
+            back = self.aal_mask(("Fusiform_*",), side) & (y < _TEMPORO_OCCIPITAL_Y) & free
+            cortex[back & self.tissue.brain] = self.code(f"{side} occipital lobe")
         brainstem_box = (np.abs(x) <= 16) & (y >= -45) & (y <= -5) & (z <= -5)
         distance, nearest = ndimage.distance_transform_edt(cortex == 0, return_indices=True)
         nearest_code = cortex[tuple(nearest)]
