@@ -69,7 +69,8 @@ def _data(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
         (
             f"- Training: {fit.get('epochs_run', 'n/a')} epochs, weights of epoch "
             f"{fit.get('best_epoch', 'n/a')} kept (best {cfg.fit.monitor}); "
-            f"{fit.get('images_per_class', 'n/a')} augmented images per class per epoch."
+            f"{fit.get('images_per_class', 'n/a')} augmented images per class per epoch"
+            + (" (stopped early by fit.max_minutes)." if fit.get("stopped_by_time_budget") else ".")
         ),
         (
             f"- Augmentation: shift {aug.shift:g}, rotation {aug.rotation:g} deg, shear "

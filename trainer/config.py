@@ -96,6 +96,8 @@ class FitConfig:
     """Validation metric that picks the epoch whose weights are kept."""
     deterministic: bool = True
     """Deterministic TensorFlow kernels (same seed, same weights) at a small speed cost."""
+    max_minutes: float | None = None
+    """Stop after the epoch that passes this many minutes of fitting (None: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,8 @@ def _validate_fit(cfg: TrainConfig, problems: list[str]) -> None:
     _check_choice(problems, "fit.monitor", fit.monitor, MONITORS)
     if fit.warmup_epochs < 0:
         problems.append(f"At 'fit.warmup_epochs': must be 0 or more, got {fit.warmup_epochs}")
+    if fit.max_minutes is not None and fit.max_minutes <= 0:
+        problems.append(f"At 'fit.max_minutes': must be above 0, got {fit.max_minutes:g}")
     if fit.patience < 0:
         problems.append(f"At 'fit.patience': must be 0 or more, got {fit.patience}")
     _check_fraction(problems, "fit.label_smoothing", fit.label_smoothing, high=0.5)

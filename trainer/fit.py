@@ -34,6 +34,7 @@ class FitResult:
     seconds: float
     images_per_class: int
     steps_per_epoch: int
+    stopped_by_time: bool
 
 
 class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships no types
@@ -60,6 +61,27 @@ class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships n
             lr=float(np.asarray(lr)),
             **figures,
         )
+
+
+class TimeBudget(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships no types
+    """Stop training after the epoch that passes ``minutes`` of fitting."""
+
+    def __init__(self, minutes: float | None) -> None:
+        super().__init__()
+        self.limit = None if minutes is None else minutes * 60.0
+        self.started = time.monotonic()
+        self.reached = False
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:  # noqa: ARG002
+        """Start the clock."""
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: ARG002
+        """Stop when the budget is spent."""
+        if self.limit is not None and time.monotonic() - self.started > self.limit:
+            self.reached = True
+            self.model.stop_training = True
+            log.warning("time_budget_reached", epoch=epoch + 1, minutes=self.limit / 60.0)
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:
@@ -134,6 +156,7 @@ def fit(
         patience=cfg.fit.patience or cfg.fit.epochs,
         restore_best_weights=True,
     )
+    budget = TimeBudget(cfg.fit.max_minutes)
     log.info(
         "training",
         architecture=cfg.model.architecture,
@@ -151,7 +174,7 @@ def fit(
         steps_per_epoch=steps,
         validation_data=validation,
         validation_batch_size=256,
-        callbacks=[EpochLog(cfg.fit.epochs), keeper],
+        callbacks=[EpochLog(cfg.fit.epochs), keeper, budget],
         shuffle=False,  # the plan already shuffles, reproducibly
         verbose=0,
     )
@@ -168,4 +191,5 @@ def fit(
         seconds=seconds,
         images_per_class=plan.per_class,
         steps_per_epoch=steps,
+        stopped_by_time=budget.reached,
     )

@@ -286,6 +286,7 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
             "best_epoch": result.best_epoch,
             "images_per_class": result.images_per_class,
             "steps_per_epoch": result.steps_per_epoch,
+            "stopped_by_time_budget": result.stopped_by_time,
             "seconds": round(result.seconds, 1),
             "final": {k: v[-1] for k, v in result.history.items() if v},
         },
