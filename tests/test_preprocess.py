@@ -30,6 +30,23 @@ class TestBrainBox:
         assert 60 <= top <= 85 and 430 <= bottom <= 460
         assert 70 <= left <= 100 and 390 <= right <= 420
 
+    def test_a_solid_annotation_block_in_a_corner_is_left_out(self) -> None:
+        """A multi-line text block merges into a blob that survives the opening: still left out."""
+        image = _phantom(text=False)
+        image[8:60, 8:140] = 255  # five lines of annotation, merged by the box filter
+        top, left, bottom, right = brain_box(image, PreprocessSpec())
+        assert top >= 60 and left >= 70
+        assert bottom <= 460 and right <= 420
+
+    def test_split_low_slice_keeps_every_part_that_reaches_the_centre(self) -> None:
+        """Temporal lobes and cerebellum, apart on a low slice, all stay inside the box."""
+        image = np.zeros((256, 256), np.float32)
+        image[60:120, 30:90] = 100  # right temporal lobe (image left)
+        image[60:120, 166:226] = 100  # left temporal lobe
+        image[120:200, 90:166] = 100  # cerebellum, through the centre
+        top, left, bottom, right = brain_box(image, PreprocessSpec())
+        assert left <= 32 and right >= 224 and top <= 62 and bottom >= 198
+
     def test_box_of_a_featureless_noise_image_is_the_whole_image(self) -> None:
         """With nothing surviving the opening, the whole image is used."""
         rng = np.random.default_rng(1)
