@@ -7,6 +7,8 @@ import pytest
 
 from trainer.model import build_model
 
+pytestmark = pytest.mark.train
+
 
 def test_seed_network_is_the_studys_for_36_classes() -> None:
     """Every layer's output shape matches the study, and the total is exactly 190,308 parameters."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainer.augment import NO_MIRROR, Augmenter, mirror_table
 from trainer.config import AugmentConfig
 from trainer.labels import load_label_map
 from trainer.pipeline import balanced_epochs, steps_per_epoch, training_dataset
+
+pytestmark = pytest.mark.train
 
 LABELS = load_label_map()
 SIZE = 64

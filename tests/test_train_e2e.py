@@ -17,6 +17,8 @@ from daemon.preprocess import preprocess
 from trainer.cli import export_main, train_main
 from trainer.split import leaked_cases, read_split_csv
 
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import openvino as ov  # imported up front: its import-time telemetry thread is not this test's
+import pytest
 import structlog
 
 from daemon.bundle import load_bundle
@@ -17,6 +18,8 @@ from daemon.preprocess import preprocess
 from trainer.cli import train_main
 from trainer.labels import load_label_map
 from trainer.split import leaked_cases, read_split_csv
+
+pytestmark = [pytest.mark.train, pytest.mark.slow]
 
 if TYPE_CHECKING:
     from pathlib import Path
