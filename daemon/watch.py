@@ -186,7 +186,15 @@ class Watcher:
 
     def _make_observer(self) -> BaseObserver:
         from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux only
+        from watchdog.observers.inotify_move_event_grouper import (  # noqa: PLC0415
+            InotifyMoveEventGrouper,
+        )
 
+        # watchdog holds every IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, in a FIFO:
+        # each claim (a rename out of incoming/) delayed the next file's event by half a second.
+        # Unpaired, a rename inside the folder arrives as a move with only a destination, which
+        # `_Handler.on_moved` takes as "moved in", and a move out has only a source: ignored.
+        InotifyMoveEventGrouper.delay = 0.0
         filters: list[type[FileSystemEvent]] = [FileClosedEvent, FileMovedEvent, DirMovedEvent]
         if self._config.recursive:
             filters.append(DirCreatedEvent)
