@@ -1,4 +1,3 @@
-# ruff: noqa: INP001  (a script beside the data it makes, not a package)
 """Regenerate ``samples/``: a few synthetic DWI slices made by ``infarctwatch synth``.
 
 Run ``scripts/make-samples`` (needs the ``[train]`` extra, i.e. the repo's ``.venv``). It asks the
