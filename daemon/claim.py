@@ -115,12 +115,14 @@ class ClaimArea:
                 _remove_empty_tree(entry)
         return claims
 
-    def finish(self, claim: Claim, *, ok: bool, sha256: str | None) -> str:
+    def finish(self, claim: Claim, *, ok: bool, sha256: str | None, tidy: bool = True) -> str:
         """Apply the configured outcome to a reported claim; return what was done.
 
         Returns ``"moved"``, ``"kept"``, ``"deleted"`` or ``"duplicate"`` (an identical file was
         already at the destination, so this copy was dropped). A non-regular file that cannot be
-        renamed across devices is deleted.
+        renamed across devices is deleted. With ``tidy=False`` the claim's emptied folder is left
+        for the caller to remove with `tidy` (the pipeline does it off its writer thread: an
+        ``rmdir`` costs milliseconds on some file systems).
         """
         action = self._outcome.success if ok else self._outcome.failure
         if action == "delete":
@@ -137,8 +139,13 @@ class ClaimArea:
                 done = "deleted"
             else:
                 done = "moved" if action == "move" else "kept"
-        remove_empty_parents(claim.path.parent, self.processing)
+        if tidy:
+            self.tidy(claim)
         return done
+
+    def tidy(self, claim: Claim) -> None:
+        """Remove a finished claim's empty folder (and empty parents up to processing/)."""
+        remove_empty_parents(claim.path.parent, self.processing)
 
 
 def _remove_empty_tree(folder: Path) -> None:

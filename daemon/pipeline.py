@@ -240,7 +240,12 @@ class Pipeline:
                 log.exception("report_folder_sync_failed")
         for result, report in written:
             try:
-                action = self._area.finish(result.claim, ok=result.ok, sha256=result.source.sha256)
+                action = self._area.finish(
+                    result.claim, ok=result.ok, sha256=result.source.sha256, tidy=False
+                )
+                # Claims have a folder each, so removing them in parallel is safe; leftovers
+                # (a crash in between) are tidied at the next start.
+                self._report_io.submit(self._area.tidy, result.claim)
             except OSError as exc:
                 action = "left"  # stays in processing/, reported again (same report) at restart
                 log.warning("outcome_failed", scan=result.scan_id, error=exc.strerror or str(exc))
