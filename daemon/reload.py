@@ -45,7 +45,7 @@ from daemon.engine import Engine
 from daemon.errors import BundleError, EngineError, KeyFileError, SignatureError
 from daemon.signature import SignaturePolicy, check_signature
 from daemon.status import iso, utc_now
-from daemon.watch import WatchdogLogBridge
+from daemon.watch import WatchdogLogBridge, stop_observer
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -191,9 +191,7 @@ class ModelReloader:
         self._stop.set()
         self._wakeup.set()
         if self._observer is not None:
-            self._observer.stop()
-            self._observer.join()
-            logging.getLogger("watchdog").removeHandler(self._log_bridge)
+            stop_observer(self._observer, self._log_bridge)
             self._observer = None
         if self._thread.is_alive():
             self._thread.join()

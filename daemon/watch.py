@@ -91,6 +91,13 @@ class _Handler(FileSystemEventHandler):
             self._watcher.folder_arrived(Path(str(event.src_path)))
 
 
+def stop_observer(observer: BaseObserver, bridge: WatchdogLogBridge) -> None:
+    """Stop and join a watchdog observer, then detach its log bridge (kept until the join)."""
+    observer.stop()
+    observer.join()
+    logging.getLogger("watchdog").removeHandler(bridge)
+
+
 class WatchdogLogBridge(logging.Handler):
     """Forwards watchdog's own warnings to structlog while an observer runs; silent once it stops.
 
@@ -177,9 +184,7 @@ class Watcher:
         self._stop.set()
         self._wakeup.set()
         if self._observer is not None:
-            self._observer.stop()
-            self._observer.join()
-            logging.getLogger("watchdog").removeHandler(self._log_bridge)
+            stop_observer(self._observer, self._log_bridge)
             self._observer = None
         if self._thread.is_alive():
             self._thread.join()
