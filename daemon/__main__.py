@@ -1,5 +1,8 @@
+"""``python -m daemon``: the ``infarctwatch`` command."""
+
 import sys
 
 from daemon.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

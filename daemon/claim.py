@@ -5,14 +5,19 @@ on a network share, and it is hidden (a dot folder), so intake never sees it::
 
     <incoming>/.infarctwatch/
         lock                                 held by the running daemon (`daemon.files.hold_lock`)
-        processing/<claim-id>/<name>         claimed, report not yet written
+        processing/<claim-id>~<name>         claimed, report not yet written
         done/<name>, failed/<name>           outcome "keep": the file stays on this file system
 
-Each claim gets its own ``<claim-id>`` folder (time-ordered, random suffix), so two files of the
-same name can never collide in processing/ and the original name, sub-folders included, is kept
-exactly. Whatever a crash leaves in processing/ is taken up again at the next start
-(`ClaimArea.recover`); the report's name depends only on content and name, so redoing a scan
-replaces its report instead of adding a second one.
+``<claim-id>`` is time-ordered with a random suffix, so two files of the same name never collide
+in processing/, and ``<name>`` is the file's path relative to the incoming folder with ``%`` and
+``/`` escaped (``%25``, ``%2F``), so the original name, sub-folders included, comes back exactly.
+A claim is one ``rename`` and putting it away one more: no folder per claim (a ``mkdir`` and an
+``rmdir`` each cost more than the rename on ext4). A name too long for one directory entry gets
+a claim folder instead: ``processing/<claim-id>/<name>``.
+
+Whatever a crash leaves in processing/ is taken up again at the next start (`ClaimArea.recover`);
+the report's name depends only on content and name, so redoing a scan replaces its report instead
+of adding a second one.
 
 Outcomes (``outcome.success`` / ``outcome.failure``):
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import secrets
 import time
 from pathlib import Path, PurePosixPath
@@ -40,10 +46,26 @@ if TYPE_CHECKING:
     from daemon.config import OutcomeConfig
 
 PROCESSING = "processing"
+_SEPARATOR = "~"
+_FLAT = re.compile(r"(?P<id>[0-9a-f]{16}-[0-9a-f]{6})~(?P<name>.+)", re.DOTALL)
+_NAME_MAX = 255
 
 
 def _claim_id() -> str:
     return f"{time.time_ns():016x}-{secrets.token_hex(3)}"
+
+
+def flat_name(claim_id: str, name: str) -> str | None:
+    """The entry ``<claim-id>~<escaped name>`` of a claim; ``None`` when it would be too long."""
+    entry = claim_id + _SEPARATOR + name.replace("%", "%25").replace("/", "%2F")
+    return entry if len(os.fsencode(entry)) <= _NAME_MAX else None
+
+
+def _unflatten(entry: str) -> tuple[str, str] | None:
+    match = _FLAT.fullmatch(entry)
+    if match is None:
+        return None
+    return match["id"], match["name"].replace("%2F", "/").replace("%25", "%")
 
 
 class ClaimArea:
@@ -67,7 +89,7 @@ class ClaimArea:
         return [self.processing, *(self._destinations[k] for k in sorted(used) if k[0] != "delete")]
 
     def claim(self, path: Path) -> Claim | None:
-        """Take ``path`` (inside incoming) by renaming it into a fresh claim folder.
+        """Take ``path`` (inside incoming) by renaming it into processing/.
 
         Returns ``None`` when the file is gone (taken by an earlier event, or removed).
 
@@ -76,53 +98,71 @@ class ClaimArea:
         """
         name = path.relative_to(self.incoming).as_posix()
         claim_id = _claim_id()
-        folder = self.processing / claim_id
-        target = folder / name
-        target.parent.mkdir(parents=True)
+        target = self._place(claim_id, name)
         try:
             path.rename(target)
         except OSError as exc:
-            remove_empty_parents(target.parent, self.processing)
+            self._unplace(target)
             if isinstance(exc, FileNotFoundError):
                 return None
             raise
         return Claim(claim_id, target, name, dt.datetime.now(dt.UTC), time.monotonic())
 
+    def _place(self, claim_id: str, name: str) -> Path:
+        """Where a claim goes: its flat entry, or a new claim folder for a long name."""
+        entry = flat_name(claim_id, name)
+        if entry is not None:
+            return self.processing / entry
+        target = self.processing / claim_id / name
+        target.parent.mkdir(parents=True)
+        return target
+
+    def _unplace(self, target: Path) -> None:
+        if target.parent != self.processing:
+            remove_empty_parents(target.parent, self.processing)
+
     def recover(self) -> list[Claim]:
         """The claims a previous run left unfinished, oldest first; clears empty claim folders.
 
-        A stray file directly in processing/ (not in a claim folder) is given a claim folder.
+        A stray entry directly in processing/ (not named like a claim) is claimed anew.
         """
         claims: list[Claim] = []
         if not self.processing.is_dir():
             return claims
         now, mono = dt.datetime.now(dt.UTC), time.monotonic()
         for entry in sorted(self.processing.iterdir()):
-            if not entry.is_dir() or entry.is_symlink():
-                adopted = self.processing / _claim_id() / entry.name
-                adopted.parent.mkdir()
-                entry.rename(adopted)
-                claims.append(Claim(adopted.parent.name, adopted, entry.name, now, mono))
+            if entry.is_dir() and not entry.is_symlink():
+                claims.extend(self._recover_folder(entry, now, mono))
                 continue
-            found = False
-            for parent, folders, files in os.walk(entry):
-                for name in sorted(files + [f for f in folders if Path(parent, f).is_symlink()]):
-                    path = Path(parent, name)
-                    rel = path.relative_to(entry).as_posix()
-                    claims.append(Claim(entry.name, path, rel, now, mono))
-                    found = True
-            if not found:
-                _remove_empty_tree(entry)
+            parsed = _unflatten(entry.name)
+            if parsed is not None:
+                claims.append(Claim(parsed[0], entry, parsed[1], now, mono))
+                continue
+            claim_id = _claim_id()
+            adopted = self._place(claim_id, entry.name)
+            entry.rename(adopted)
+            claims.append(Claim(claim_id, adopted, entry.name, now, mono))
         return claims
 
-    def finish(self, claim: Claim, *, ok: bool, sha256: str | None, tidy: bool = True) -> str:
+    def _recover_folder(self, folder: Path, now: dt.datetime, mono: float) -> list[Claim]:
+        """The files of one claim folder (the layout for long names, and older versions')."""
+        claims = []
+        for parent, folders, files in os.walk(folder):
+            for name in sorted(files + [f for f in folders if Path(parent, f).is_symlink()]):
+                path = Path(parent, name)
+                claims.append(
+                    Claim(folder.name, path, path.relative_to(folder).as_posix(), now, mono)
+                )
+        if not claims:
+            _remove_empty_tree(folder)
+        return claims
+
+    def finish(self, claim: Claim, *, ok: bool, sha256: str | None) -> str:
         """Apply the configured outcome to a reported claim; return what was done.
 
         Returns ``"moved"``, ``"kept"``, ``"deleted"`` or ``"duplicate"`` (an identical file was
         already at the destination, so this copy was dropped). A non-regular file that cannot be
-        renamed across devices is deleted. With ``tidy=False`` the claim's emptied folder is left
-        for the caller to remove with `tidy` (the pipeline does it off its writer thread: an
-        ``rmdir`` costs milliseconds on some file systems).
+        renamed across devices is deleted. The claim's emptied folder is removed.
         """
         action = self._outcome.success if ok else self._outcome.failure
         if action == "delete":
@@ -139,13 +179,20 @@ class ClaimArea:
                 done = "deleted"
             else:
                 done = "moved" if action == "move" else "kept"
-        if tidy:
-            self.tidy(claim)
+        self.tidy(claim)
         return done
 
     def tidy(self, claim: Claim) -> None:
-        """Remove a finished claim's empty folder (and empty parents up to processing/)."""
-        remove_empty_parents(claim.path.parent, self.processing)
+        """Remove a finished claim's emptied folders, when it has any (a long name's claim)."""
+        folder = claim.path.parent
+        if folder == self.processing:
+            return
+        for _ in range(claim.name.count("/") + 1):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
 
 
 def _remove_empty_tree(folder: Path) -> None:

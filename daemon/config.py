@@ -104,6 +104,8 @@ class LimitsConfig:
 
     max_file_bytes: int = field(default=268_435_456, metadata=_bounds(1))
     max_pixels: int = field(default=40_000_000, metadata=_bounds(1, maximum=PILLOW_BOMB_PIXELS))
+    decode_timeout_s: float = field(default=30.0, metadata=_bounds(above=0, maximum=3600))
+    """A file whose decoding takes longer gets a ``DECODE_TIMEOUT`` report; its worker restarts."""
 
 
 @dataclass(frozen=True)

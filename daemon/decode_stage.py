@@ -5,9 +5,7 @@ only a regular file is opened, with ``O_NOFOLLOW | O_NONBLOCK``, then checked ag
 ``fstat`` (the name could have been swapped in between). A file larger than
 ``limits.max_file_bytes`` is refused from its size, without reading it.
 
-Runs on the decode worker threads: Pillow, zlib and numpy release the GIL for the heavy parts, so
-two workers decode about twice as fast as one on two cores (measured: 16-bit 512x512 PNG, read +
-decode + preprocess, 213/s with one worker, 402/s with two).
+Runs in the decode worker processes (`daemon.decode_workers`), and in the benchmarks.
 """
 
 from __future__ import annotations
@@ -56,7 +54,9 @@ class Rejected:
     decode_ms: float
 
 
-class _Refused(Exception):  # noqa: N818 - internal signal carrying what was learnt before failing
+class Refused(Exception):  # noqa: N818 - a signal carrying what was learnt before failing
+    """`read_claimed` could not read the file: why, and what is known about it."""
+
     def __init__(self, source: Source, error: ScanError) -> None:
         self.source = source
         self.error = error
@@ -66,19 +66,19 @@ def read_claimed(claim: Claim, max_bytes: int) -> tuple[bytes, Source]:
     """Read a claimed file's bytes; never follows links, never opens anything but a file.
 
     Raises:
-        _Refused: with the `ScanError` and what the report can say about the file.
+        Refused: with the `ScanError` and what the report can say about the file.
     """
     source = Source(name=claim.name)
     try:
         info = os.lstat(claim.path)
     except OSError as exc:
-        raise _Refused(source, ReadError(f"cannot stat the file: {exc.strerror}")) from exc
+        raise Refused(source, ReadError(f"cannot stat the file: {exc.strerror}")) from exc
     source = Source(name=claim.name, bytes=info.st_size)
     if not stat.S_ISREG(info.st_mode):
-        raise _Refused(source, NotRegularFileError(f"the path is {_kind(info.st_mode)}"))
+        raise Refused(source, NotRegularFileError(f"the path is {_kind(info.st_mode)}"))
     if info.st_size > max_bytes:
         message = f"the file has {info.st_size:,} bytes, more than {max_bytes:,} (max_file_bytes)"
-        raise _Refused(source, FileTooLargeError(message))
+        raise Refused(source, FileTooLargeError(message))
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(claim.path, flags)
@@ -88,19 +88,19 @@ def read_claimed(claim: Claim, max_bytes: int) -> tuple[bytes, Source]:
             if exc.errno == errno.ELOOP
             else ReadError(f"cannot open the file: {exc.strerror}")
         )
-        raise _Refused(source, error) from exc
+        raise Refused(source, error) from exc
     with os.fdopen(fd, "rb") as fh:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise _Refused(source, NotRegularFileError(f"the path became {_kind(mode)}"))
+            raise Refused(source, NotRegularFileError(f"the path became {_kind(mode)}"))
         try:
             data = fh.read(max_bytes + 1)
         except OSError as exc:
-            raise _Refused(source, ReadError(f"reading failed: {exc.strerror}")) from exc
+            raise Refused(source, ReadError(f"reading failed: {exc.strerror}")) from exc
     source = Source(name=claim.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     if len(data) > max_bytes:
         message = f"the file grew beyond {max_bytes:,} bytes (max_file_bytes) while being read"
-        raise _Refused(source, FileTooLargeError(message))
+        raise Refused(source, FileTooLargeError(message))
     return data, source
 
 
@@ -126,7 +126,7 @@ def decode_claim(
             dicom=image.dicom,
         )
         tensor = preprocess(image.pixels, spec)
-    except _Refused as refused:
+    except Refused as refused:
         source, error = refused.source, refused.error
     except ScanError as exc:
         error = exc

@@ -133,6 +133,18 @@ class InferenceError(ScanError):
     code = "INFERENCE_FAILED"
 
 
+class DecoderCrashedError(ScanError):
+    """The decode worker process died while reading this file (a crash in a native decoder)."""
+
+    code = "DECODER_CRASHED"
+
+
+class DecodeTimeoutError(ScanError):
+    """Decoding this file took longer than ``limits.decode_timeout_s``; the worker was stopped."""
+
+    code = "DECODE_TIMEOUT"
+
+
 class InternalError(ScanError):
     """An unexpected error while processing one scan; the service goes on."""
 
@@ -143,6 +155,14 @@ class EngineError(InfarctwatchError):
     """OpenVINO could not read or compile the bundle's network on the configured device.
 
     A start-up error like `BundleError`: the service stops with exit code 2.
+    """
+
+
+class DecoderStartError(InfarctwatchError):
+    """A decode worker process could not be started (at start-up: exit code 2).
+
+    After start-up, a worker that cannot be restarted stops the service with exit code 1, leaving
+    its claim in processing/ for the next start.
     """
 
 

@@ -6,16 +6,17 @@ Claim ──decode──> Decoded ──infer──> ScanResult ──report─�
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
 if TYPE_CHECKING:
     import datetime as dt
     from pathlib import Path
+
+    import numpy as np
+    import numpy.typing as npt
 
     from daemon.decode import DicomInfo
 
@@ -88,10 +89,10 @@ class Prediction:
     labels: tuple[str, ...]
     probabilities: tuple[float, ...]
 
-    @property
+    @functools.cached_property
     def index(self) -> int:
-        """Index of the most probable label."""
-        return int(np.argmax(self.probabilities))
+        """Index of the most probable label (the first one on a tie)."""
+        return max(range(len(self.probabilities)), key=self.probabilities.__getitem__)
 
     @property
     def label(self) -> str:

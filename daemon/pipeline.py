@@ -1,25 +1,25 @@
 """Wires the stages: claim -> decode workers -> OpenVINO -> report writer.
 
-Threads::
+Threads and processes::
 
     observer / scanner ──offer()──> claim (rename) ──> decode queue
-    decode workers (pipeline.decode_workers) ──> Engine.submit ──> OpenVINO's threads
-                         └──(bad input)─────────────────────────────┐
-    OpenVINO callback ──────────────────────────────────────> results queue
-    report writer (one thread) ──> report JSON, outcome (move/keep/delete), counters, one log line
+    decode worker threads (pipeline.decode_workers), each with its child process
+        (`daemon.decode_workers`: read, hash, decode, preprocess) ──> Engine.submit ──> OpenVINO
+                         └──(bad input, decoder crash or timeout)───────────┐
+    OpenVINO callback ──────────────────────────────────────────────> results queue
+    report writer (one thread) ──> reports (group commit), outcomes (move/keep/delete), logs
 
 Back-pressure: a claim takes one of ``pipeline.max_pending`` slots and gives it back once its
 report is written. With no free slot `Pipeline.offer` answers `Offer.BUSY` and the file stays in
 incoming/ (the watcher offers it again when `room` is called). Memory is therefore bounded by
-``max_pending`` claims (a path each, or a 196 kB tensor once decoded) plus one file's bytes per
-decode worker; inference back-pressures the workers itself (``start_async`` waits for a free
-request).
+``max_pending`` claims (a path each) plus one file and one 196 kB tensor per decode worker;
+inference back-pressures the workers itself (``start_async`` waits for a free request).
 
-The writer commits in groups: it writes every report that is ready (on `_REPORT_IO_THREADS`
-threads at once: concurrent fsyncs share the file system's journal commits, measured 2.6 ms per
-report alone, 0.46 ms four at a time on ext4), fsyncs the reports folder once, and only then moves
-or deletes the inputs. A report is durable before its input leaves processing/, so a crash can
-only cause a scan to be done again, never lost.
+The writer commits in groups: it takes every result that is ready, writes their reports as
+temporary files, makes them all durable with one flush of the file system
+(`daemon.files.write_atomic_group`), renames them into place, fsyncs the reports folder once, and
+only then moves or deletes the inputs. A report is durable before its input leaves processing/,
+so a crash can only cause a scan to be done again, never lost.
 """
 
 from __future__ import annotations
@@ -29,18 +29,16 @@ import functools
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.decode import DecodeLimits
-from daemon.decode_stage import Rejected, decode_claim
-from daemon.errors import InferenceError, InternalError
-from daemon.files import fsync_dir
+from daemon.decode_stage import Rejected
+from daemon.errors import DecoderStartError, InferenceError
+from daemon.files import write_atomic_group
 from daemon.intake import Offer
-from daemon.jobs import Decoded, Failure, ModelInfo, Prediction, ScanResult, Source
-from daemon.report import write_report
+from daemon.jobs import Decoded, Failure, ModelInfo, Prediction, ScanResult
+from daemon.report import encode_report, report_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -51,6 +49,7 @@ if TYPE_CHECKING:
 
     from daemon.claim import ClaimArea
     from daemon.config import DaemonConfig
+    from daemon.decode_workers import DecodeWorker
     from daemon.engine import EngineHolder
     from daemon.jobs import Claim
     from daemon.status import Counters
@@ -59,7 +58,6 @@ log = structlog.get_logger("infarctwatch.pipeline")
 
 _STOP: Any = object()
 _BATCH = 64
-_REPORT_IO_THREADS = 4
 _WRITE_FAILURES_UNHEALTHY = 3
 
 
@@ -72,12 +70,12 @@ class Pipeline:
         holder: EngineHolder,
         area: ClaimArea,
         counters: Counters,
+        decoders: list[DecodeWorker],
     ) -> None:
         self._config = config
         self._holder = holder
         self._area = area
         self._counters = counters
-        self._limits = DecodeLimits(max_pixels=config.limits.max_pixels)
         self._slots = threading.Semaphore(config.pipeline.max_pending)
         self._claims: queue.Queue[Claim] = queue.Queue()
         self._results: queue.SimpleQueue[ScanResult] = queue.SimpleQueue()
@@ -89,15 +87,18 @@ class Pipeline:
         self._write_failures = 0
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
-        workers = config.pipeline.decode_workers
         self._workers = [
-            threading.Thread(target=self._decode_loop, name=f"infarctwatch-decode-{i}", daemon=True)
-            for i in range(workers)
+            threading.Thread(
+                target=self._decode_loop,
+                args=(decoder,),
+                name=f"infarctwatch-decode-{decoder.index}",
+                daemon=True,
+            )
+            for decoder in decoders
         ]
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True
         )
-        self._report_io = ThreadPoolExecutor(_REPORT_IO_THREADS, "infarctwatch-report-io")
 
     def start(self) -> None:
         """Start the decode workers and the report writer."""
@@ -150,23 +151,21 @@ class Pipeline:
 
     # -- decode workers -----------------------------------------------------------------------
 
-    def _decode_loop(self) -> None:
-        max_bytes = self._config.limits.max_file_bytes
+    def _decode_loop(self, decoder: DecodeWorker) -> None:
         while True:
             claim = self._claims.get()
             if claim is _STOP:
                 return
             engine = self._holder.acquire()
-            started = time.perf_counter()
             try:
-                outcome = decode_claim(claim, engine.bundle.preprocess, self._limits, max_bytes)
-            except Exception as exc:
-                log.exception("decode_crashed", claim=claim.claim_id)
-                error = InternalError(f"unexpected {type(exc).__name__} while decoding: {exc}")
-                elapsed = (time.perf_counter() - started) * 1000.0
-                outcome = Rejected(
-                    claim, Source(name=claim.name), Failure(error.code, error.message), elapsed
-                )
+                outcome = decoder.decode(claim, engine.bundle.preprocess)
+            except DecoderStartError as exc:
+                # Without a decoder this thread is done: the service sees it (`healthy`) and stops
+                # with exit code 1; the claim stays in processing/ and is taken up at restart.
+                engine.release()
+                log.error("decoder_unavailable", worker=decoder.index, error=str(exc))  # noqa: TRY400 - the message says it all
+                self._forget(claim)
+                return
             if isinstance(outcome, Rejected):
                 engine.release()
                 self._results.put(
@@ -218,34 +217,24 @@ class Pipeline:
     def _commit(self, results: list[ScanResult]) -> None:
         folder = self._config.reports
         top_k = self._config.inference.top_k
-        written: list[tuple[ScanResult, dict[str, Any]]] = []
-        writes = [
-            self._report_io.submit(write_report, folder, result, top_k, sync_folder=False)
-            for result in results
-        ]
-        for result, write in zip(results, writes, strict=True):
-            try:
-                _, report = write.result()
-            except (OSError, ValueError):
+        encoded = [encode_report(result, top_k) for result in results]
+        errors = write_atomic_group(
+            [
+                (report_path(folder, result), data)
+                for result, (_, data) in zip(results, encoded, strict=True)
+            ]
+        )
+        for result, (report, _), error in zip(results, encoded, errors, strict=True):
+            if error is not None:
                 self._write_failures += 1
-                log.exception("report_write_failed", scan=result.scan_id)
+                log.error(
+                    "report_write_failed", scan=result.scan_id, error=error.strerror or str(error)
+                )
                 self._forget(result.claim)  # the file stays in processing/: retaken at restart
                 continue
             self._write_failures = 0
-            written.append((result, report))
-        if written:
             try:
-                fsync_dir(folder)
-            except OSError:
-                log.exception("report_folder_sync_failed")
-        for result, report in written:
-            try:
-                action = self._area.finish(
-                    result.claim, ok=result.ok, sha256=result.source.sha256, tidy=False
-                )
-                # Claims have a folder each, so removing them in parallel is safe; leftovers
-                # (a crash in between) are tidied at the next start.
-                self._report_io.submit(self._area.tidy, result.claim)
+                action = self._area.finish(result.claim, ok=result.ok, sha256=result.source.sha256)
             except OSError as exc:
                 action = "left"  # stays in processing/, reported again (same report) at restart
                 log.warning("outcome_failed", scan=result.scan_id, error=exc.strerror or str(exc))
@@ -320,6 +309,5 @@ class Pipeline:
         self._holder.current.close()  # wait_all(): in-flight requests deliver their results
         self._results.put(_STOP)
         self._writer.join(timeout=30.0)
-        self._report_io.shutdown(wait=True)
         with self._open_lock:
             return list(self._open.values())

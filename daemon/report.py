@@ -1,9 +1,10 @@
 """Stage 4: the JSON report, one per input, in the format ``schemas/report.schema.json`` publishes.
 
-A report is written atomically (temporary file in the reports folder, fsync, rename; the folder is
-fsynced by the caller once per batch, see `daemon.pipeline`), so a downstream reader never sees
-half of one. Its file name is ``<scan id>.json`` (`daemon.jobs.scan_id`): the same file under the
-same name always lands on the same report, which makes re-processing after a crash idempotent.
+A report is written atomically (temporary file in the reports folder, made durable, renamed into
+place, folder fsynced; the pipeline does this for a whole group of reports at once, see
+`daemon.files.write_atomic_group`), so a downstream reader never sees half of one. Its file
+name is ``<scan id>.json`` (`daemon.jobs.scan_id`): the same file under the same name always
+lands on the same report, which makes re-processing after a crash idempotent.
 
 What a report never holds: DICOM patient attributes (name, ID, birth date...). It does hold the
 file name the sender chose (``source.name``), as the site's own reference to the scan.
@@ -132,12 +133,19 @@ def report_path(folder: Path, result: ScanResult) -> Path:
     return folder / f"{result.scan_id}.json"
 
 
-def write_report(
-    folder: Path, result: ScanResult, top_k: int, *, sync_folder: bool = True
-) -> tuple[Path, dict[str, Any]]:
-    """Write the report of ``result`` atomically; return its path and content."""
+def encode_report(result: ScanResult, top_k: int) -> tuple[dict[str, Any], bytes]:
+    """The report of ``result`` and its file content (indented UTF-8 JSON, newline at the end)."""
     report = build_report(result, top_k)
-    path = report_path(folder, result)
     data = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    write_atomic(path, data + b"\n", sync_folder=sync_folder)
+    return report, data + b"\n"
+
+
+def write_report(folder: Path, result: ScanResult, top_k: int) -> tuple[Path, dict[str, Any]]:
+    """Write the report of ``result`` atomically on its own; return its path and content.
+
+    The pipeline writes its reports in groups instead (`daemon.files.write_atomic_group`).
+    """
+    report, data = encode_report(result, top_k)
+    path = report_path(folder, result)
+    write_atomic(path, data)
     return path, report

@@ -1,9 +1,9 @@
 """``infarctwatch run``: watch the incoming folder and write one report per scan.
 
 Only what an entry point does: parse flags, load and validate the configuration, configure
-logging and the decoders once for the process, install the signal handlers, run the service and
-turn the outcome into an exit code (0 stopped cleanly, 1 a stage died, 2 configuration / bundle /
-start-up error, 130 forced by a second Ctrl-C).
+logging and the allocator (`daemon.memory`) once for the process, install the signal handlers,
+run the service and turn the outcome into an exit code (0 stopped cleanly, 1 a stage died,
+2 configuration / bundle / start-up error, 130 forced by a second Ctrl-C).
 """
 
 from __future__ import annotations
@@ -15,14 +15,27 @@ from pathlib import Path
 import structlog
 
 from daemon.config import load_config
-from daemon.decode_stage import configure_decoders
-from daemon.errors import AlreadyRunningError, BundleError, ConfigError, EngineError
+from daemon.errors import (
+    AlreadyRunningError,
+    BundleError,
+    ConfigError,
+    DecoderStartError,
+    EngineError,
+)
 from daemon.logging_setup import configure_logging
+from daemon.memory import keep_freed_memory
 from daemon.sdnotify import Notifier
 from daemon.service import Service
 from daemon.signals import Shutdown, capture_signals
 
 EXIT_STARTUP = 2
+_STARTUP_ERRORS = (
+    ConfigError,
+    AlreadyRunningError,
+    BundleError,
+    EngineError,
+    DecoderStartError,
+)
 log = structlog.get_logger("infarctwatch")
 
 
@@ -68,12 +81,18 @@ def main(argv: list[str]) -> int:
         print(f"infarctwatch run: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     configure_logging(config.logging.level, config.logging.format)
-    configure_decoders()
+    keep_freed_memory()
     service = Service(config, once=args.once, notifier=Notifier.from_environ())
     with capture_signals(Shutdown()) as shutdown:
         try:
             return service.run(shutdown)
-        except (ConfigError, AlreadyRunningError, BundleError, EngineError) as exc:
+        except (
+            ConfigError,
+            AlreadyRunningError,
+            BundleError,
+            EngineError,
+            DecoderStartError,
+        ) as exc:
             failure = exc
     log.error("startup_failed", error=type(failure).__name__)
     print(f"infarctwatch run: {failure}", file=sys.stderr)

@@ -6,7 +6,7 @@ Start-up, in order, each failure stopping the service before it touches a scan:
    is readable, inotify is available; all problems are reported together (`ConfigError`);
 2. locks on the claim area and the work folder (`AlreadyRunningError`);
 3. the bundle is verified (sha256 of every file; signature policy) and compiled (`BundleError`,
-   `EngineError`);
+   `EngineError`), while the decode worker processes start (`DecoderStartError`);
 4. the pipeline and the watcher start; leftovers in processing/ are taken up first; the model
    reloader (`daemon.reload`) and, when configured, the model inbox (`daemon.inbox`) start; then
    ``READY=1``.
@@ -31,7 +31,8 @@ import structlog
 
 from daemon.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
 from daemon.claim import ClaimArea
-from daemon.decode_stage import warm_up
+from daemon.decode import DecodeLimits
+from daemon.decode_workers import DecodeWorker, close_workers, start_workers
 from daemon.engine import Engine, EngineHolder
 from daemon.errors import BundleError, ConfigError, KeyFileError, SignatureError
 from daemon.files import (
@@ -173,21 +174,39 @@ class Service:
             for folder in (config.reports, config.work, self.area.root):
                 remove_stale_temporaries(folder)
             bundle, signature = load_verified_bundle(config)
+            limits = DecodeLimits(max_pixels=config.limits.max_pixels)
+            decoders = start_workers(  # they start while the model compiles
+                config.pipeline.decode_workers,
+                limits,
+                config.limits.max_file_bytes,
+                config.limits.decode_timeout_s,
+            )
+            stack.callback(close_workers, decoders)
             engine = Engine.compile(bundle, config.inference, config.model.variant)
-            warm_up()
-            return self._serve(EngineHolder(engine), signature, shutdown)
+            for decoder in decoders:
+                decoder.wait_ready()
+            return self._serve(EngineHolder(engine), signature, shutdown, decoders)
         return EXIT_FAILED  # pragma: no cover - ExitStack does not swallow exceptions
 
-    def _serve(self, holder: EngineHolder, signature: str, shutdown: Shutdown) -> int:
+    def _serve(
+        self,
+        holder: EngineHolder,
+        signature: str,
+        shutdown: Shutdown,
+        decoders: list[DecodeWorker],
+    ) -> int:
         config = self.config
-        pipeline = Pipeline(config, holder, self.area, self.counters)
+        pipeline = Pipeline(config, holder, self.area, self.counters, decoders)
         rules = IntakeRules(config.incoming, config.watch.recursive, config.watch.ignore_suffixes)
 
+        # Listed now, before the watcher can claim anything: a file claimed by its first event
+        # must not be taken for a leftover of the previous run as well.
+        leftovers = self.area.recover()
+
         def recover(stop: threading.Event) -> None:
-            claims = self.area.recover()
-            if claims:
-                log.info("resuming", claims=len(claims))
-            pipeline.resume(claims, stop)
+            if leftovers:
+                log.info("resuming", claims=len(leftovers))
+            pipeline.resume(leftovers, stop)
 
         watcher = Watcher(
             config.watch, rules, pipeline.offer, once=self.once, before_first_scan=recover

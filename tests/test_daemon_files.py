@@ -145,8 +145,8 @@ class TestClaimArea:
             folder.mkdir(parents=True, exist_ok=True)
         return area
 
-    def test_claim_is_one_rename_into_a_private_folder(self, tmp_path) -> None:
-        """The file keeps its inode (no copy) and its name, in processing/<claim id>/."""
+    def test_claim_is_one_rename_into_processing(self, tmp_path) -> None:
+        """The file keeps its inode (no copy) and its name, as processing/<claim id>~<name>."""
         area = self._area(tmp_path)
         src = tmp_path / "in" / "scan.dcm"
         src.write_bytes(b"dicom")
@@ -154,12 +154,12 @@ class TestClaimArea:
         claim = area.claim(src)
         assert claim is not None
         assert not src.exists()
-        assert claim.path == area.processing / claim.claim_id / "scan.dcm"
+        assert claim.path == area.processing / f"{claim.claim_id}~scan.dcm"
         assert claim.path.stat().st_ino == inode
         assert claim.name == "scan.dcm"
 
     def test_a_file_already_taken_is_not_claimed_twice(self, tmp_path) -> None:
-        """The second claim of the same path finds nothing and leaves no empty folder."""
+        """The second claim of the same path finds nothing and leaves nothing behind."""
         area = self._area(tmp_path)
         src = tmp_path / "in" / "scan.dcm"
         src.write_bytes(b"x")
@@ -168,7 +168,7 @@ class TestClaimArea:
         assert len(list(area.processing.iterdir())) == 1
 
     def test_two_files_of_the_same_name_never_collide(self, tmp_path) -> None:
-        """Each claim has its own folder, so a second scan.png does not replace the first."""
+        """Each claim has its own id, so a second scan.png does not replace the first."""
         area = self._area(tmp_path)
         claims = []
         for content in (b"one", b"two"):
@@ -177,19 +177,44 @@ class TestClaimArea:
             claims.append(area.claim(src))
         assert sorted(c.path.read_bytes() for c in claims if c) == [b"one", b"two"]
 
-    def test_recover_returns_leftovers_and_clears_empty_claim_folders(self, tmp_path) -> None:
-        """After a crash: files in processing/ come back as claims, names intact; empty ones go."""
+    @pytest.mark.parametrize(
+        "name", ["study/series/a%2F b~1.dcm", "x" * 231, "x" * 232, "d/" + "é" * 120]
+    )
+    def test_any_name_survives_a_crash_exactly(self, tmp_path, name: str) -> None:
+        """Sub-folders, escapes, '~' and names too long for one entry all come back as they were."""
         area = self._area(tmp_path, success="keep")
-        (area.processing / "0001-aaaaaa" / "study").mkdir(parents=True)
-        (area.processing / "0001-aaaaaa" / "study" / "a.png").write_bytes(b"a")
-        (area.processing / "0002-bbbbbb").mkdir()
+        src = tmp_path / "in" / name
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(b"scan")
+        claim = area.claim(src)
+        assert claim is not None
+        assert claim.name == name
+        (recovered,) = area.recover()  # what a restart after kill -9 sees
+        assert (recovered.claim_id, recovered.path, recovered.name) == (
+            claim.claim_id,
+            claim.path,
+            name,
+        )
+        assert area.finish(recovered, ok=True, sha256=None) == "kept"
+        assert (area.root / "done" / name).read_bytes() == b"scan"
+        assert list(area.processing.iterdir()) == []
+
+    def test_recover_returns_leftovers_and_clears_empty_claim_folders(self, tmp_path) -> None:
+        """After a crash: claims come back, names intact, in either layout; empty folders go."""
+        area = self._area(tmp_path, success="keep")
+        (area.processing / "0000000000000001-aaaaaa" / "study").mkdir(parents=True)
+        (area.processing / "0000000000000001-aaaaaa" / "study" / "a.png").write_bytes(b"a")
+        (area.processing / "0000000000000002-bbbbbb").mkdir()
+        (area.processing / "0000000000000003-cccccc~sub%2Fb.png").write_bytes(b"b")
         (area.processing / "stray.png").write_bytes(b"s")
         claims = area.recover()
-        assert sorted(c.name for c in claims) == ["stray.png", "study/a.png"]
-        assert not (area.processing / "0002-bbbbbb").exists()
+        assert sorted(c.name for c in claims) == ["stray.png", "study/a.png", "sub/b.png"]
+        assert not (area.processing / "0000000000000002-bbbbbb").exists()
         for claim in claims:
-            assert claim.path == area.processing / claim.claim_id / claim.name
             assert claim.path.exists()
+            assert claim.path.is_relative_to(area.processing)
+        again = {(c.claim_id, c.path, c.name) for c in area.recover()}  # a second crash
+        assert again == {(c.claim_id, c.path, c.name) for c in claims}
 
     def test_outcomes_move_keep_delete(self, tmp_path) -> None:
         """Success moves to work/done, failure is kept beside incoming; delete removes."""

@@ -1,0 +1,48 @@
+"""Fault injection for the decode worker processes (imported in the spawned child, so kept light).
+
+`serve_with_faults` is the real child loop, with `decode_claim` wrapped so that a file whose name
+says so crashes the process (SIGSEGV, as a native decoder bug would), hangs, or raises an
+unexpected exception. Everything else is decoded for real.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from daemon import decode_workers
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from daemon.decode import DecodeLimits
+
+
+def _faulty(real: Any) -> Any:
+    def decode_claim(claim: Any, spec: Any, limits: Any, max_bytes: int) -> Any:
+        if "segfault" in claim.name:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the test folder
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if "hang" in claim.name:
+            time.sleep(3600)
+        if "bug" in claim.name:
+            raise ZeroDivisionError("injected bug")
+        return real(claim, spec, limits, max_bytes)
+
+    return decode_claim
+
+
+def serve_with_faults(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
+    """`daemon.decode_workers.serve` with the faults above."""
+    decode_workers.decode_claim = _faulty(decode_workers.decode_claim)  # type: ignore[assignment]
+    decode_workers.serve(conn, limits, max_bytes)
+
+
+def serve_nothing(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
+    """A child that dies before saying it is ready (a broken installation)."""
+    del conn, limits, max_bytes
+    sys.exit(3)

@@ -1,0 +1,149 @@
+"""The decode worker processes: same results as in-process decoding, crashes and hangs contained."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from daemon_support import files_under, image_bytes, make_config, reports, running, wait_for
+from decoder_faults import serve_nothing, serve_with_faults
+
+from daemon import decode_workers
+from daemon.decode import DecodeLimits
+from daemon.decode_stage import Rejected, configure_decoders, decode_claim
+from daemon.decode_workers import DecodeWorker
+from daemon.errors import DecoderStartError
+from daemon.jobs import Claim, Decoded
+from daemon.preprocess import PreprocessSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SPEC = PreprocessSpec()
+MAX_BYTES = 1 << 26
+
+
+def _claim(folder: Path, name: str, data: bytes) -> Claim:
+    path = folder / name
+    path.write_bytes(data)
+    return Claim("0000000000000001-abcdef", path, name, dt.datetime.now(dt.UTC), time.monotonic())
+
+
+@pytest.fixture
+def worker():
+    """A started worker with the fault-injecting child, stopped after the test."""
+    made = DecodeWorker(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_with_faults)
+    made.start()
+    yield made
+    made.close()
+
+
+class TestDecodeWorker:
+    def test_decodes_exactly_like_the_in_process_stage(self, tmp_path, worker) -> None:
+        """Tensor and source from the child equal `decode_claim` run here."""
+        configure_decoders()
+        claim = _claim(tmp_path, "scan.png", image_bytes("PNG"))
+        outcome = worker.decode(claim, SPEC)
+        here = decode_claim(claim, SPEC, DecodeLimits(), MAX_BYTES)
+        assert isinstance(outcome, Decoded)
+        assert isinstance(here, Decoded)
+        assert outcome.source == here.source
+        np.testing.assert_array_equal(outcome.tensor, here.tensor)
+        assert outcome.tensor.dtype == np.float32
+
+    def test_bad_input_is_rejected_with_its_code(self, tmp_path, worker) -> None:
+        """A scan error in the child comes back as a Rejected with the stable code."""
+        outcome = worker.decode(_claim(tmp_path, "x.png", b"not an image"), SPEC)
+        assert isinstance(outcome, Rejected)
+        assert outcome.failure.code == "NOT_AN_IMAGE"
+        assert worker.restarts == 0
+
+    def test_a_crash_costs_one_file_and_the_worker_is_replaced(self, tmp_path, worker) -> None:
+        """A segfault gives DECODER_CRASHED with the file's hash; the next file decodes."""
+        data = image_bytes("PNG", seed=1)
+        first_pid = worker.pid
+        outcome = worker.decode(_claim(tmp_path, "segfault.png", data), SPEC)
+        assert isinstance(outcome, Rejected)
+        assert outcome.failure.code == "DECODER_CRASHED"
+        assert "SIGSEGV" in outcome.failure.message
+        assert outcome.source.bytes == len(data)
+        assert outcome.source.sha256 is not None
+        assert worker.restarts == 1
+        after = worker.decode(_claim(tmp_path, "fine.png", data), SPEC)
+        assert isinstance(after, Decoded)
+        assert worker.pid != first_pid
+
+    def test_a_hang_is_cut_at_the_timeout(self, tmp_path, worker) -> None:
+        """A decoder stuck longer than decode_timeout_s is killed: DECODE_TIMEOUT, then work."""
+        outcome = worker.decode(_claim(tmp_path, "hang.png", image_bytes("PNG")), SPEC)
+        assert isinstance(outcome, Rejected)
+        assert outcome.failure.code == "DECODE_TIMEOUT"
+        assert worker.restarts == 1
+        assert isinstance(
+            worker.decode(_claim(tmp_path, "ok.png", image_bytes("PNG")), SPEC), Decoded
+        )
+
+    def test_an_unexpected_exception_is_an_internal_error_without_restart(
+        self, tmp_path, worker
+    ) -> None:
+        """A bug in decoding becomes INTERNAL_ERROR; the child lives on."""
+        pid = worker.pid
+        outcome = worker.decode(_claim(tmp_path, "bug.png", image_bytes("PNG")), SPEC)
+        assert isinstance(outcome, Rejected)
+        assert outcome.failure.code == "INTERNAL_ERROR"
+        assert "ZeroDivisionError" in outcome.failure.message
+        assert worker.restarts == 0
+        assert worker.pid == pid
+
+    def test_a_child_that_died_while_idle_is_replaced_without_blaming_a_file(
+        self, tmp_path, worker
+    ) -> None:
+        """Killed between files (the OOM killer, an admin): the next file is decoded normally."""
+        worker.wait_ready()
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        time.sleep(0.2)
+        outcome = worker.decode(_claim(tmp_path, "scan.png", image_bytes("PNG")), SPEC)
+        assert isinstance(outcome, Decoded)
+        assert worker.restarts == 1
+
+    def test_the_child_ignores_stop_signals_sent_to_the_whole_group(self, tmp_path, worker) -> None:
+        """SIGTERM and SIGINT (systemd stop, Ctrl-C) leave the child to the daemon's own stop."""
+        worker.wait_ready()
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+        outcome = worker.decode(_claim(tmp_path, "scan.png", image_bytes("PNG")), SPEC)
+        assert isinstance(outcome, Decoded)
+        assert worker.restarts == 0
+
+    def test_a_child_that_cannot_start_is_a_start_error(self) -> None:
+        """A child that exits before it is ready raises DecoderStartError, with its exit code."""
+        broken = DecodeWorker(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_nothing)
+        broken.start()
+        with pytest.raises(DecoderStartError, match="exit code 3"):
+            broken.wait_ready(timeout=30)
+        broken.close()
+
+
+def test_the_service_reports_a_crashing_file_and_goes_on(tmp_path, monkeypatch) -> None:
+    """In the running service, a file that kills its decoder gets an error report in failed/."""
+    monkeypatch.setattr(decode_workers, "serve", serve_with_faults)  # the children inject faults
+    config = make_config(tmp_path, pipeline={"decode_workers": 1})
+    config.incoming.mkdir(parents=True)
+    with running(config):
+        (config.incoming / "segfault.png").write_bytes(image_bytes("PNG", seed=2))
+        (config.incoming / "after.png").write_bytes(image_bytes("PNG", seed=3))
+        wait_for(lambda: len(list(config.reports.glob("*.json"))) == 2, what="two reports")
+    found = reports(config.reports)
+    assert found["segfault.png"]["status"] == "error"
+    assert found["segfault.png"]["error"]["code"] == "DECODER_CRASHED"
+    assert found["segfault.png"]["source"]["sha256"] is not None
+    assert found["after.png"]["status"] == "ok"
+    assert files_under(config.work / "failed") == ["segfault.png"]
+    assert files_under(config.work / "done") == ["after.png"]
