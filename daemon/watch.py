@@ -9,26 +9,37 @@ Three sources feed `Watcher`'s ``offer`` callable, so that nothing is missed:
 * **scans**: at start (what arrived while the service was down), every
   ``watch.reconcile_interval_s`` (the safety net: after an inotify queue overflow watchdog
   rebuilds its watches but tells the handler nothing; its log warning triggers an early scan
-  here), and when the pipeline has room again after turning files away.
+  here), and once the files waiting have been taken after some were left out (`MAX_TRACKED`).
 * **polling** (``watch.mode: polling``, for NFS/CIFS shares where inotify sees nothing): a scan
   every ``watch.poll_interval_s``.
 
-A file found by a scan counts as complete once its size and mtime have stayed the same for
-``watch.stable_s``, measured on this machine's clock (never by comparing a share's mtimes with
-it). Files the pipeline cannot take yet (``pipeline.max_pending``) stay in the folder and in a
-bounded tracker, and are offered again as soon as a slot frees: back-pressure never drops one.
+A file found by a scan *settles* first: it counts as complete once its size and mtime, looked at
+again every ``min(watch.poll_interval_s, watch.stable_s)``, have stayed the same for
+``watch.stable_s``, measured on this machine's clock (never by comparing a share's mtimes with it).
 
-One scanner thread does all the scanning; with ``once`` it takes what the first scan found, waits
-until each is complete and taken, sets `Watcher.finished` and ends (``infarctwatch run --once``).
+Complete files wait in one queue, oldest first (events in arrival order, scanned files by mtime),
+and are offered from its front until the pipeline answers `Offer.BUSY` (``pipeline.max_pending``
+claims); `Watcher.room`, called by the pipeline once per freed slot, wakes the scanner to go on.
+So the work per file does not depend on how many wait: a freed slot costs an ``lstat`` and an
+offer or two, and files still settling are looked at on their own clock, never per freed slot.
+Once the pipeline has said BUSY and freed no slot since, an event only queues its file (no offer).
+A file written to again while waiting goes back to settling. Back-pressure never drops a file:
+beyond `MAX_TRACKED` files remembered, the rest stay in the folder for a later scan.
+
+One scanner thread does all the scanning and offers the queue; with ``once`` it takes what the
+first scan found, waits until each is complete and taken, sets `Watcher.finished` and ends
+(``infarctwatch run --once``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import stat
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -56,17 +67,20 @@ if TYPE_CHECKING:
 log = structlog.get_logger("infarctwatch.watch")
 
 MAX_TRACKED = 100_000
-"""Files remembered while waiting to be stable or for a slot; beyond, a later scan finds them."""
+"""Files remembered while settling or waiting for a slot; beyond, a later scan finds them."""
+
+_MIN_CHECK_S = 0.05
+"""Settling files are looked at no more often than this, whatever ``stable_s``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Seen:
-    size: int
-    mtime_ns: int
+    """What the watcher knows of one file it remembers."""
+
+    signature: tuple[int, int] | None
+    """``(size, mtime_ns)`` when last looked at; None for a file queued by its event unlooked."""
     since: float
-    """Monotonic time since which size and mtime have not changed."""
-    complete: bool = False
-    """Known complete (closed or moved in) but turned away for lack of room."""
+    """Monotonic time: settling, since when the signature has not changed; queued, when queued."""
 
 
 class _Handler(FileSystemEventHandler):
@@ -128,7 +142,12 @@ class WatchdogLogBridge(logging.Handler):
 
 
 class Watcher:
-    """The observer and the scanner thread; a context manager that stops and joins both."""
+    """The observer and the scanner thread; a context manager that stops and joins both.
+
+    Files it remembers are either *settling* (found by a scan, size and mtime not yet stable for
+    ``stable_s``) or *queued* (complete, waiting for a pipeline slot, oldest first). Both sets
+    together hold at most `MAX_TRACKED` files.
+    """
 
     def __init__(
         self,
@@ -147,12 +166,22 @@ class Watcher:
         self._once = once
         self._before_first_scan = before_first_scan
         self._polling = config.mode == "polling"
-        self._tracked: dict[Path, _Seen] = {}
+        self._settling: dict[Path, _Seen] = {}
+        self._queued: OrderedDict[Path, _Seen] = OrderedDict()
+        """Complete files waiting for a slot, oldest first (O(1) at both ends, unlike a dict)."""
         self._lock = threading.Lock()
+        """Guards both sets; held only for dict operations, never across an offer or a stat."""
+        self._left_out = False
+        """Files were not remembered (`MAX_TRACKED`): scan again once the queue is empty."""
+        self._room_tickets = itertools.count(1)
+        self._rooms = 0
+        """Changes at each `room` call (a ticket from an atomic counter, so never reused)."""
+        self._full_at = -1
+        """The value of ``_rooms`` read before an offer answered BUSY: while ``_rooms`` still
+        holds it, no slot has freed since and the pipeline is known to be full."""
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._scan_requested = threading.Event()
-        self._turned_away = False
         self.finished = threading.Event()
         """Set in ``once`` mode when everything found by the first scan has been taken."""
         self._thread = threading.Thread(
@@ -226,12 +255,27 @@ class Watcher:
 
     @property
     def waiting(self) -> int:
-        """Files seen in the incoming folder and not yet taken (unstable, or no room yet)."""
-        return len(self._tracked)
+        """Files seen in the incoming folder and not yet taken (settling, or no room yet)."""
+        return len(self._settling) + len(self._queued)
 
     def arrived(self, path: Path) -> None:
-        """A file was closed or moved in (observer thread): offer it now."""
+        """A file was closed or moved in (observer thread): offer it now, or queue it.
+
+        It is queued without an offer behind files already queued (arrival order), and when the
+        pipeline answered BUSY and has freed no slot since (no BUSY round trip per event).
+        """
         if self._stop.is_set() or not self._rules.admits(path):
+            return
+        rooms = self._rooms
+        with self._lock:
+            self._settling.pop(path, None)  # complete: no need to wait for it to settle
+            queue_it = bool(self._queued) or rooms == self._full_at
+            if queue_it:
+                self._queue(path, None, time.monotonic())
+        if queue_it:
+            # Read after queueing: a `room` call that this misses sees the queue non-empty.
+            if self._rooms != self._full_at:
+                self._wakeup.set()  # there may be room: the scanner takes the queue in order
             return
         try:
             info = path.lstat()
@@ -241,10 +285,10 @@ class Watcher:
             return
         if self._offer(path) is Offer.BUSY:
             with self._lock:
-                if len(self._tracked) < MAX_TRACKED:
-                    seen = _Seen(info.st_size, info.st_mtime_ns, time.monotonic(), complete=True)
-                    self._tracked[path] = seen
-                self._turned_away = True
+                self._queue(path, (info.st_size, info.st_mtime_ns), time.monotonic())
+            self._full_at = rooms
+            if self._rooms != rooms:  # a slot freed while offering: the scanner takes it
+                self._wakeup.set()
 
     def folder_arrived(self, path: Path) -> None:
         """A folder appeared (recursive mode): scan, unless it is hidden (our claim area)."""
@@ -257,8 +301,12 @@ class Watcher:
         self._wakeup.set()
 
     def room(self) -> None:
-        """The pipeline has a free slot again: retry the files turned away, if any."""
-        if self._turned_away:
+        """A pipeline slot freed (its report writer, once per slot): wake the scanner if needed.
+
+        Constant time: a ticket and, when files are queued, setting an event.
+        """
+        self._rooms = next(self._room_tickets)
+        if self._queued:
             self._wakeup.set()
 
     # -- the scanner thread ------------------------------------------------------------------------
@@ -269,93 +317,173 @@ class Watcher:
                 self._before_first_scan(self._stop)
             except OSError:
                 log.exception("resume_failed", folder=self._name)
-        interval = (
-            self._config.poll_interval_s if self._polling else self._config.reconcile_interval_s
-        )
-        next_scan = time.monotonic()
-        first, overflowed = True, False
+        config = self._config
+        scan_every = config.poll_interval_s if self._polling else config.reconcile_interval_s
+        check_every = min(config.poll_interval_s, max(config.stable_s, _MIN_CHECK_S))
+        next_scan, next_check = time.monotonic(), 0.0
+        first = True
         while not self._stop.is_set():
             now = time.monotonic()
             try:
-                if now >= next_scan or self._scan_requested.is_set():
+                if (
+                    now >= next_scan
+                    or self._scan_requested.is_set()
+                    or (self._left_out and not self.waiting)
+                ):
                     self._scan_requested.clear()
-                    overflowed = self._scan(now, first=first)
+                    self._scan(now, first=first)
                     first = False
-                    next_scan = math.inf if self._once else now + interval
-                else:
+                    next_scan = math.inf if self._once else now + scan_every
+                    next_check = now + check_every
+                elif self._settling and now >= next_check:
                     self._refresh(now)
-                self._offer_ready(time.monotonic())
+                    next_check = now + check_every
+                self._offer_queued()
             except OSError:  # e.g. the share went away: log, and try again at the next turn
                 log.exception("scan_failed", folder=self._name)
-                next_scan = now + interval
-            if self._once and not first and not self._tracked:
-                if not overflowed:
-                    self.finished.set()
-                    return
-                next_scan = time.monotonic()  # more files than MAX_TRACKED: take the rest
-            self._wakeup.wait(self._sleep(next_scan))
+                next_scan = now + scan_every
+            if self._once and not first and not self.waiting and not self._left_out:
+                self.finished.set()
+                return
+            self._wakeup.wait(self._sleep(next_scan, next_check))
             self._wakeup.clear()
 
-    def _sleep(self, next_scan: float) -> float:
+    def _sleep(self, next_scan: float, next_check: float) -> float:
         now = time.monotonic()
-        timeout = next_scan - now
-        if self._tracked:  # look again at waiting files at least every poll interval
-            timeout = min(timeout, self._config.poll_interval_s, self._config.stable_s or 0.05)
-        return max(0.01, min(timeout, 3600.0))
+        deadline = next_scan
+        if self._left_out and not self.waiting:
+            deadline = now  # take the files left out now
+        if self._settling:
+            deadline = min(deadline, next_check)
+        if self._queued:  # retry now and then, should a slot ever free without `room`
+            deadline = min(deadline, now + self._config.poll_interval_s)
+        return max(0.01, min(deadline - now, 3600.0))
 
-    def _scan(self, now: float, *, first: bool) -> bool:
-        """Scan the folder into the tracker; True when it held more than `MAX_TRACKED` files."""
-        found = dict(self._rules.scan())
+    def _scan(self, now: float, *, first: bool) -> None:
+        """List the folder: forget what left, note what is new or changed, queue what settled."""
+        self._left_out = False  # before listing: whatever is left out after this, it will list
+        found = {path: (info.st_size, info.st_mtime_ns) for path, info in self._rules.scan()}
+        settled: list[tuple[int, Path, tuple[int, int]]] = []
         with self._lock:
-            for path in [p for p in self._tracked if p not in found]:
-                del self._tracked[path]
-            for path, info in found.items():
-                self._note(path, info.st_size, info.st_mtime_ns, now)
+            for path in [p for p in self._settling if p not in found]:
+                del self._settling[path]
+            # An event may have queued a file after the listing began: keep those.
+            gone = [p for p, seen in self._queued.items() if seen.since < now and p not in found]
+            for path in gone:
+                del self._queued[path]
+            for path, signature in found.items():
+                queued = self._queued.get(path)
+                if queued is None:
+                    self._observe(path, signature, now, settled, add=True)
+                elif queued.signature is None:  # queued by its event: remember what it looks like
+                    self._queued[path] = _Seen(signature, queued.since)
+                elif queued.signature != signature:  # written to again: settle again
+                    del self._queued[path]
+                    self._settling[path] = _Seen(signature, now)
+            self._settle(settled, now)
         if first:
             log.info("startup_scan", folder=self._name, found=len(found))
-        return len(found) > MAX_TRACKED
+        if self._left_out:
+            log.info("scan_left_out", folder=self._name, found=len(found), tracked=self.waiting)
 
     def _refresh(self, now: float) -> None:
-        """Look again at files still settling; complete ones only wait for a slot."""
-        stable_s = self._config.stable_s
+        """Look again at the files still settling; queue those that stayed the same long enough."""
         with self._lock:
-            paths = [
-                path
-                for path, seen in self._tracked.items()
-                if not seen.complete and now - seen.since < stable_s
-            ]
+            paths = list(self._settling)
+        settled: list[tuple[int, Path, tuple[int, int]]] = []
         for path in paths:
             try:
                 info = path.lstat()
-            except FileNotFoundError:
-                with self._lock:
-                    self._tracked.pop(path, None)
-                continue
+            except (FileNotFoundError, NotADirectoryError):
+                info = None
             with self._lock:
-                self._note(path, info.st_size, info.st_mtime_ns, now)
-
-    def _note(self, path: Path, size: int, mtime_ns: int, now: float) -> None:
-        """Track ``path`` (lock held); a change of size or mtime restarts its stability clock."""
-        seen = self._tracked.get(path)
-        if seen is not None and (seen.size, seen.mtime_ns) == (size, mtime_ns):
-            return
-        if seen is not None or len(self._tracked) < MAX_TRACKED:
-            self._tracked[path] = _Seen(size, mtime_ns, now)
-
-    def _offer_ready(self, now: float) -> None:
+                if info is None or stat.S_ISDIR(info.st_mode):
+                    self._settling.pop(path, None)
+                else:
+                    signature = (info.st_size, info.st_mtime_ns)
+                    self._observe(path, signature, now, settled, add=False)
         with self._lock:
-            ready = [
-                path
-                for path, seen in self._tracked.items()
-                if seen.complete or now - seen.since >= self._config.stable_s
-            ]
-        for path in ready:
-            if self._stop.is_set():
+            self._settle(settled, now)
+
+    def _observe(
+        self,
+        path: Path,
+        signature: tuple[int, int],
+        now: float,
+        settled: list[tuple[int, Path, tuple[int, int]]],
+        *,
+        add: bool,
+    ) -> None:
+        """Note a settling file's signature (lock held); a change restarts its stability clock.
+
+        A file whose signature has not changed for ``stable_s`` goes into ``settled``. With
+        ``add``, a file not remembered yet starts settling (if there is room in memory).
+        """
+        seen = self._settling.get(path)
+        if seen is None:
+            if not add:
+                return  # taken through an event meanwhile
+            if len(self._settling) + len(self._queued) >= MAX_TRACKED:
+                self._left_out = True
                 return
-            result = self._offer(path)
-            if result is Offer.BUSY:
-                self._turned_away = True
-                return
+        if seen is None or seen.signature != signature:
+            seen = self._settling[path] = _Seen(signature, now)
+        if now - seen.since >= self._config.stable_s:
+            settled.append((signature[1], path, signature))
+
+    def _settle(self, settled: list[tuple[int, Path, tuple[int, int]]], now: float) -> None:
+        """Move settled files to the back of the queue, oldest mtime first (lock held)."""
+        for _, path, signature in sorted(settled):
+            if self._settling.pop(path, None) is not None and path not in self._queued:
+                self._queued[path] = _Seen(signature, now)
+
+    def _queue(self, path: Path, signature: tuple[int, int] | None, now: float) -> None:
+        """Queue a complete file (lock held); one already queued keeps its place."""
+        queued = self._queued.get(path)
+        if queued is not None:
+            self._queued[path] = _Seen(signature, queued.since)  # complete again, as it is now
+        elif len(self._settling) + len(self._queued) < MAX_TRACKED:
+            self._queued[path] = _Seen(signature, now)
+        else:
+            self._left_out = True
+
+    def _offer_queued(self) -> None:
+        """Offer queued files from the front until the pipeline answers BUSY.
+
+        Each is looked at first: gone or turned into a folder, it is forgotten; written to since
+        it was found complete, it settles again.
+        """
+        while not self._stop.is_set():
+            rooms = self._rooms
             with self._lock:
-                self._tracked.pop(path, None)
-        self._turned_away = False
+                if not self._queued:
+                    return
+                path, seen = next(iter(self._queued.items()))
+            try:
+                info = path.lstat()
+            except (FileNotFoundError, NotADirectoryError):
+                info = None
+            if info is None or stat.S_ISDIR(info.st_mode):
+                self._forget(path, seen)
+                continue
+            signature = (info.st_size, info.st_mtime_ns)
+            if seen.signature is not None and seen.signature != signature:
+                with self._lock:
+                    if self._forget_locked(path, seen):
+                        self._settling[path] = _Seen(signature, time.monotonic())
+                continue
+            if self._offer(path) is Offer.BUSY:
+                self._full_at = rooms
+                return
+            self._forget(path, seen)  # claimed, gone, or failed (a later scan retries it)
+
+    def _forget(self, path: Path, seen: _Seen) -> None:
+        with self._lock:
+            self._forget_locked(path, seen)
+
+    def _forget_locked(self, path: Path, seen: _Seen) -> bool:
+        """Unqueue ``path`` unless an event queued it again meanwhile (a new file of that name)."""
+        if self._queued.get(path) is not seen:
+            return False
+        del self._queued[path]
+        return True

@@ -10,9 +10,12 @@ import hashlib
 import json
 import os
 import threading
-from typing import TYPE_CHECKING
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 from daemon_support import (
     image_bytes,
     make_config,
@@ -29,9 +32,12 @@ from daemon.intake import IntakeRules, Offer
 from daemon.watch import Watcher
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 SCAN = image_bytes("PNG", seed=1)
+QUIET = {"poll_interval_s": 3600.0, "reconcile_interval_s": 3600.0}
+"""No periodic scan or retry within a test: only events and `Watcher.room` move files."""
 
 
 def _report_count(folder: Path) -> int:
@@ -248,3 +254,232 @@ def test_once_takes_everything_beyond_the_watchers_memory_bound(tmp_path, monkey
         (config.incoming / f"many{i}.png").write_bytes(image_bytes("PNG", size=64, seed=i))
     assert run_once(config) == 0
     assert len(reports(config.reports)) == 8
+
+
+class Slots:
+    """A pacing fake of the pipeline: at most ``size`` claims at a time, each freed by `release`.
+
+    A claim renames the file out of the watched folder, as the real one does; every offer is
+    recorded with the file's size at that moment.
+    """
+
+    def __init__(self, tmp_path: Path, size: int) -> None:
+        self.claimed_dir = tmp_path / "claimed"
+        self.claimed_dir.mkdir()
+        self.watcher: Watcher | None = None
+        self.claimed: list[str] = []
+        self.offers: list[tuple[str, int]] = []
+        self._free = size
+        self._lock = threading.Lock()
+
+    def offer(self, path: Path) -> Offer:
+        size = path.stat().st_size if path.exists() else -1
+        with self._lock:
+            self.offers.append((path.name, size))
+            if self._free == 0:
+                return Offer.BUSY
+            self._free -= 1
+        try:
+            path.rename(self.claimed_dir / path.name)
+        except FileNotFoundError:
+            self.release()
+            return Offer.GONE
+        with self._lock:
+            self.claimed.append(path.name)
+        return Offer.CLAIMED
+
+    def release(self, count: int = 1) -> None:
+        """Free ``count`` slots, calling `Watcher.room` once per slot (as the report writer)."""
+        assert self.watcher is not None
+        for _ in range(count):
+            with self._lock:
+                self._free += 1
+            self.watcher.room()
+
+
+def _watcher(tmp_path: Path, slots: Slots, **config: Any) -> Watcher:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rules = IntakeRules(folder, recursive=False, ignore_suffixes=(".part",))
+    watcher = Watcher(WatchConfig(**config), rules, slots.offer)
+    slots.watcher = watcher
+    return watcher
+
+
+@contextmanager
+def _started(watcher: Watcher) -> Iterator[Watcher]:
+    """The watcher running, once its start-up scan is over (so that it sees only events)."""
+    with structlog.testing.capture_logs() as logs, watcher:
+        wait_for(lambda: any(e["event"] == "startup_scan" for e in logs), what="start-up scan")
+        yield watcher
+
+
+def _move_in(tmp_path: Path, names: list[str]) -> None:
+    """Write each file outside the folder, then rename them in one after the other."""
+    staging = tmp_path / "staging"
+    staging.mkdir(exist_ok=True)
+    for name in names:
+        (staging / name).write_bytes(name.encode())
+    for name in names:
+        (staging / name).rename(tmp_path / "in" / name)
+
+
+class _CountingDict(dict[Any, Any]):
+    """The settling set, counting every entry its iterations hand out."""
+
+    def __init__(self, counter: list[int]) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __iter__(self) -> Iterator[Any]:
+        for key in super().__iter__():
+            self.counter[0] += 1
+            yield key
+
+    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        for item in super().items():
+            self.counter[0] += 1
+            yield item
+
+
+class _CountingOrderedDict(OrderedDict[Any, Any]):
+    """The queue, counting every entry its iterations hand out."""
+
+    def __init__(self, counter: list[int]) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __iter__(self) -> Iterator[Any]:
+        for key in super().__iter__():
+            self.counter[0] += 1
+            yield key
+
+    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        for item in super().items():
+            self.counter[0] += 1
+            yield item
+
+
+class TestWatcherUnderBackPressure:
+    def test_a_burst_far_larger_than_the_room_is_taken_whole_in_arrival_order(
+        self, tmp_path
+    ) -> None:
+        """500 files into 3 slots freed by another thread: every file taken once, in order."""
+        slots = Slots(tmp_path, size=3)
+        names = [f"burst{i:04d}.png" for i in range(500)]
+        stop = threading.Event()
+
+        def finish() -> None:  # the pipeline's report writer: ends claims, freeing their slots
+            finished = 0
+            while not stop.is_set():
+                if len(slots.claimed) > finished:
+                    finished += 1
+                    slots.release()
+                else:
+                    stop.wait(0.001)
+
+        with _started(_watcher(tmp_path, slots, **QUIET)):
+            writer = threading.Thread(target=finish, name="test-finisher")
+            writer.start()
+            try:
+                _move_in(tmp_path, names)
+                wait_for(lambda: len(slots.claimed) == len(names), what="every file claimed")
+            finally:
+                stop.set()
+                writer.join()
+        assert slots.claimed == names
+        assert list((tmp_path / "in").iterdir()) == []
+
+    def test_files_turned_away_while_the_scanner_sleeps_are_offered_on_room(self, tmp_path) -> None:
+        """With no slot, an event offers once and the rest only queue; `room` takes them in order.
+
+        Nothing else wakes the scanner (no periodic scan or retry within the test), so the files
+        can only have been taken because `room` was called.
+        """
+        slots = Slots(tmp_path, size=0)
+        names = [f"wait{i:02d}.png" for i in range(20)]
+        with _started(_watcher(tmp_path, slots, **QUIET)) as watcher:
+            _move_in(tmp_path, names)
+            wait_for(lambda: watcher.waiting == len(names), what="every file queued")
+            assert slots.offers == [(names[0], len(names[0]))]  # known full: no offer per event
+            slots.release(len(names))
+            wait_for(lambda: len(slots.claimed) == len(names), what="the queued files claimed")
+            assert watcher.waiting == 0
+        assert slots.claimed == names
+
+    def test_polling_files_settle_for_stable_s_however_often_room_is_called(self, tmp_path) -> None:
+        """Polling: a growing file is never offered before it is stable, even under room() calls.
+
+        A complete file waits for a slot all along, so each `room` call wakes the scanner.
+        """
+        slots = Slots(tmp_path, size=0)
+        stop = threading.Event()
+        watcher = _watcher(tmp_path, slots, mode="polling", poll_interval_s=0.05, stable_s=0.5)
+        with _started(watcher):
+            (tmp_path / "in" / "complete.png").write_bytes(b"x" * 100)
+            wait_for(lambda: slots.offers != [], what="the complete file offered")
+
+            def knock() -> None:
+                while not stop.wait(0.005):
+                    watcher.room()
+
+            knocker = threading.Thread(target=knock, name="test-room-caller")
+            knocker.start()
+            try:
+                with (tmp_path / "in" / "growing.png").open("wb") as fh:
+                    for _ in range(8):
+                        fh.write(b"y" * 1000)
+                        fh.flush()
+                        threading.Event().wait(0.15)
+                        assert all(name == "complete.png" for name, _ in slots.offers)
+            finally:
+                stop.set()
+                knocker.join()
+            slots.release(2)
+            wait_for(lambda: len(slots.claimed) == 2, what="both files claimed")
+        assert slots.claimed == ["complete.png", "growing.png"]
+        assert ("growing.png", 8000) in slots.offers
+        assert all(size == 8000 for name, size in slots.offers if name == "growing.png")
+
+    def test_the_work_per_freed_slot_does_not_grow_with_the_files_waiting(self, tmp_path) -> None:
+        """Each `room` call looks at the same few tracker entries with 20 or 400 files waiting."""
+        slots = Slots(tmp_path, size=0)
+        examined = [0]
+        watcher = _watcher(tmp_path, slots, **QUIET)
+        watcher._settling = _CountingDict(examined)
+        watcher._queued = _CountingOrderedDict(examined)
+
+        def per_room(calls: int) -> list[int]:
+            counts = []
+            for _ in range(calls):
+                before, offers = examined[0], len(slots.offers)
+                slots.release()
+                wait_for(lambda o=offers: len(slots.offers) == o + 2, what="a claim and a BUSY")
+                counts.append(examined[0] - before)
+            return counts
+
+        with _started(watcher):
+            _move_in(tmp_path, [f"few{i:03d}.png" for i in range(30)])
+            wait_for(lambda: watcher.waiting == 30, what="30 files queued")
+            few = per_room(10)
+            _move_in(tmp_path, [f"many{i:03d}.png" for i in range(400)])
+            wait_for(lambda: watcher.waiting == 420, what="420 files queued")
+            many = per_room(10)
+        assert min(few) >= 1  # the counting sets are the ones in use
+        assert max(few) <= 4
+        assert max(many) == max(few)
+
+    def test_files_beyond_the_memory_bound_are_taken_by_a_scan_once_the_queue_empties(
+        self, tmp_path, monkeypatch
+    ) -> None:
+        """Past MAX_TRACKED, events are dropped from memory; a scan takes them when room allows."""
+        monkeypatch.setattr(watch, "MAX_TRACKED", 5)
+        slots = Slots(tmp_path, size=0)
+        names = [f"bound{i:02d}.png" for i in range(20)]
+        with _started(_watcher(tmp_path, slots, stable_s=0.0, **QUIET)) as watcher:
+            _move_in(tmp_path, names)
+            wait_for(lambda: len(slots.offers) == 1 and watcher.waiting == 5, what="5 queued")
+            slots.release(len(names))
+            wait_for(lambda: len(slots.claimed) == len(names), what="every file claimed")
+        assert slots.claimed[:5] == names[:5]
+        assert sorted(slots.claimed) == names
