@@ -4,8 +4,8 @@ Run from the repo with the dev venv (``.venv/bin/python bench/throughput.py --he
 on the same IR (the committed default bundle unless ``--model``) and device:
 
 1. **inference ceiling**: OpenVINO's ``benchmark_app -hint throughput`` on the IR;
-2. **decode-only**: read + sha256 + decode + preprocess with the daemon's own
-   `daemon.decode_stage.decode_claim`, on as many threads as the daemon has decode workers;
+2. **decode-only**: read + sha256 + decode + preprocess in the daemon's own decode worker
+   processes (`daemon.decode_workers`), as many as the daemon has (``--workers``);
 3. **combined ceiling** ``1 / (1/decode + 1/inference)``: both stages sharing the same cores;
 4. **daemon end-to-end**: a burst of ``--files`` distinct files renamed into the incoming folder of
    a real ``infarctwatch run`` process, timed until the last report is visible;
@@ -52,7 +52,8 @@ from folder_events import FolderEvents
 from daemon.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, resolve_model_path
 from daemon.config import load_config
 from daemon.decode import DecodeLimits
-from daemon.decode_stage import Rejected, configure_decoders, decode_claim, warm_up
+from daemon.decode_stage import Rejected, configure_decoders, warm_up
+from daemon.decode_workers import close_workers, start_workers
 from daemon.jobs import Claim
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,6 +93,17 @@ def _process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """`_process_cpu_s` of a process plus its children (the daemon's decode workers)."""
+    total = _process_cpu_s(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text(encoding="utf-8").split():
+                with contextlib.suppress(OSError):
+                    total += _process_cpu_s(int(child))
+    return total
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -179,22 +191,40 @@ def _claim(path: Path) -> Claim:
 def decode_only(
     files: tuple[Path, ...], bundle: Bundle, workers: int, cpus: set[int] | None = None
 ) -> dict[str, Any]:
-    """The daemon's read + hash + decode + preprocess over ``files`` on ``workers`` threads."""
+    """The daemon's decode stage alone, over ``files``.
+
+    Its own worker processes (`daemon.decode_workers`), each driven by one thread as in the
+    daemon; the CPU of the children is counted.
+    """
     spec, limits = bundle.preprocess, DecodeLimits()
-    max_bytes = load_config(None).limits.max_file_bytes
+    config = load_config(None).limits
     claims = [_claim(p) for p in files]
     affinity = os.sched_getaffinity(0)
     load = _load()
     try:
-        if cpus is not None:  # threads inherit the creating thread's affinity
+        if cpus is not None:  # the children inherit the spawning thread's affinity
             os.sched_setaffinity(0, cpus)
-        with ThreadPoolExecutor(workers, thread_name_prefix="bench-decode") as pool:
-            list(pool.map(lambda c: decode_claim(c, spec, limits, max_bytes), claims[:workers]))
-            cpu0, started = time.process_time(), time.perf_counter()
-            outcomes = list(pool.map(lambda c: decode_claim(c, spec, limits, max_bytes), claims))
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        decoders = start_workers(workers, limits, config.max_file_bytes, config.decode_timeout_s)
     finally:
         os.sched_setaffinity(0, affinity)
+    try:
+        for decoder in decoders:
+            decoder.wait_ready()
+
+        def run(index: int, part: list[Claim]) -> list[Any]:
+            return [decoders[index].decode(c, spec) for c in part]
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="bench-decode") as pool:
+            list(pool.map(run, range(workers), [claims[i : i + 1] for i in range(workers)]))
+            pids = [d.pid for d in decoders if d.pid is not None]
+            cpu0 = time.process_time() + sum(_process_cpu_s(pid) for pid in pids)
+            started = time.perf_counter()
+            parts = [claims[i::workers] for i in range(workers)]
+            outcomes = [o for done in pool.map(run, range(workers), parts) for o in done]
+            seconds = time.perf_counter() - started
+            cpu = time.process_time() + sum(_process_cpu_s(pid) for pid in pids) - cpu0
+    finally:
+        close_workers(decoders)
     rejected = [o for o in outcomes if isinstance(o, Rejected)]
     if rejected:
         msg = f"{len(rejected)} corpus files failed to decode: {rejected[0].failure}"
@@ -349,13 +379,13 @@ def daemon_burst(run: DaemonRun, files: tuple[Path, ...], timeout: float) -> dic
     staged = run.stage_files(files)
     load = _load()
     with FolderEvents(run.reports, ".json") as events:
-        cpu0 = _process_cpu_s(run.pid)
+        cpu0 = _tree_cpu_s(run.pid)
         started = time.perf_counter()
         for path in staged:
             path.rename(run.incoming / path.name)
         dropped = time.perf_counter() - started
         finished = events.wait_for(len(files), timeout)
-        cpu = _process_cpu_s(run.pid) - cpu0
+        cpu = _tree_cpu_s(run.pid) - cpu0
     if finished is None:
         count = len(list(run.reports.glob("*.json")))
         msg = f"only {count} of {len(files)} reports after {timeout} s (see {run.log})"
@@ -538,7 +568,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for number in range(1, args.rounds + 1):
         _progress(f"round {number}/{args.rounds}: benchmark_app -t {args.benchmark_seconds}")
         rounds["inference"].append(inference_ceiling(bundle, args.device, args.benchmark_seconds))
-        _progress(f"round {number}: decode-only, {args.files} files on {args.workers} threads")
+        _progress(f"round {number}: decode-only, {args.files} files on {args.workers} workers")
         rounds["decode"].append(decode_only(burst, bundle, args.workers))
         rounds["daemon"].append(
             _daemon_phase(args, f"main-{number}", settings, burst, latency if number == 1 else ())
@@ -575,7 +605,7 @@ def scaling(args: argparse.Namespace, bundle: Bundle, burst: tuple[Path, ...]) -
             "inference_1core",
             inference_ceiling(bundle, args.device, args.benchmark_seconds, cpus=one_cpu),
         )
-        _progress(f"scaling round {number}: decode-only on 1 core / 1 thread / all")
+        _progress(f"scaling round {number}: decode-only on 1 core / 1 worker / all")
         keep("decode_1core", decode_only(burst, bundle, 1, cpus={int(one_cpu)}))
         keep("decode_1worker", decode_only(burst, bundle, 1))
         keep("decode_all", decode_only(burst, bundle, args.workers))
@@ -670,7 +700,7 @@ def render(results: dict[str, Any]) -> str:
     rows = [
         ("inference ceiling (benchmark_app, throughput hint)", summary["inference_per_s"], "/s"),
         (
-            f"decode-only (read+decode+preprocess, {decode['workers']} threads)",
+            f"decode-only (read+decode+preprocess, {decode['workers']} processes)",
             summary["decode_per_s"],
             "/s",
         ),
@@ -755,7 +785,7 @@ def render_scaling(scaling_results: dict[str, Any]) -> list[str]:
         a, b = one["per_second"], many["per_second"]
         lines.append(f"{name:<44}{a:>8.0f}/s{b:>8.0f}/s{b / a:>9.2f}x")
     singles = [
-        ("decode-only, 1 thread", s["decode_1worker"]),
+        ("decode-only, 1 worker", s["decode_1worker"]),
         ("daemon, 1 decode worker", s["daemon_1worker"]),
     ]
     lines += [f"{name:<44}{'':>10}{one['per_second']:>8.0f}/s" for name, one in singles]
@@ -782,7 +812,7 @@ def main(argv: list[str]) -> int:
         "--workers",
         type=int,
         default=defaults.pipeline.decode_workers,
-        help=f"decode threads, for decode-only and the daemon (daemon default: "
+        help=f"decode worker processes, for decode-only and the daemon (daemon default: "
         f"{defaults.pipeline.decode_workers})",
     )
     parser.add_argument(
