@@ -16,8 +16,10 @@ Each worker is a pair: a thread in the daemon (`daemon.pipeline`) and a child st
 ``spawn`` method (the daemon runs OpenVINO's threads, so it never forks). They talk over a pipe,
 one request at a time::
 
-    daemon -> child   (Claim, PreprocessSpec)      or None: exit
-    child  -> daemon  Decoded | Rejected           (the tensor travels pickled, 196 kB)
+    daemon -> child   (Claim, PreprocessSpec or None when unchanged)     or None: exit
+    child  -> daemon  (Source, Failure or None, decode ms, tensor shape or None)
+                      then, for a decoded scan, the tensor's raw bytes (196 kB), received
+                      straight into a new array: no pickling of pixels on either side
 
 The child runs `daemon.decode_stage.decode_claim`, the very code the trainer's readers share, with
 the daemon's limits. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal or systemd's stop
@@ -33,8 +35,9 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import numpy as np
 import structlog
 
 from daemon.decode_stage import (
@@ -80,6 +83,7 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
     keep_freed_memory()
     configure_decoders()
     warm_up()
+    spec: PreprocessSpec | None = None
     conn.send(READY)
     while True:
         try:
@@ -88,15 +92,25 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
             return  # the daemon has gone
         if request is None:
             return
-        claim, spec = request
+        claim, new_spec = request
+        spec = new_spec if new_spec is not None else spec
+        if spec is None:
+            return  # a daemon that never sent a spec: not ours to guess
         try:
-            outcome: Any = decode_claim(claim, spec, limits, max_bytes)
-        except Exception as exc:  # noqa: BLE001 - any bug becomes an INTERNAL_ERROR report
-            outcome = _Unexpected(type(exc).__name__, str(exc), traceback.format_exc())
-        try:
-            conn.send(outcome)
+            _answer(conn, decode_claim(claim, spec, limits, max_bytes))
         except (BrokenPipeError, OSError):
             return
+        except Exception as exc:  # noqa: BLE001 - any bug becomes an INTERNAL_ERROR report
+            conn.send(_Unexpected(type(exc).__name__, str(exc), traceback.format_exc()))
+
+
+def _answer(conn: Connection, outcome: Decoded | Rejected) -> None:
+    if isinstance(outcome, Rejected):
+        conn.send((outcome.source, outcome.failure, outcome.decode_ms, None))
+        return
+    tensor = np.ascontiguousarray(outcome.tensor, dtype=np.float32)
+    conn.send((outcome.source, None, outcome.decode_ms, tensor.shape))
+    conn.send_bytes(memoryview(tensor).cast("B"))  # type: ignore[arg-type]  # numpy buffers
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,7 @@ class DecodeWorker:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._ready = False
+        self._spec_sent: PreprocessSpec | None = None
         self.restarts = 0
         """How many times the child was replaced after a crash or a timeout."""
 
@@ -158,6 +173,7 @@ class DecodeWorker:
         finally:
             child.close()
         self._process, self._conn, self._ready = process, parent, False
+        self._spec_sent = None
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Wait for the child's ready message.
@@ -193,10 +209,10 @@ class DecodeWorker:
             DecoderStartError: the child had to be (re)started and could not be.
         """
         started = time.perf_counter()
-        conn = self._send((claim, spec))
+        conn = self._send(claim, spec)
         try:
             answered = conn.poll(self._timeout_s)
-            outcome = conn.recv() if answered else None
+            outcome = self._receive(conn, claim) if answered else None
         except (EOFError, OSError):
             answered, outcome = True, None
         if isinstance(outcome, (Decoded, Rejected)):
@@ -222,14 +238,30 @@ class DecodeWorker:
         elapsed = (time.perf_counter() - started) * 1000.0
         return Rejected(claim, _source_of(claim, self._max_bytes), failure, elapsed)
 
-    def _send(self, request: tuple[Claim, PreprocessSpec]) -> Connection:
-        """Send a request to a ready child; one that died while idle is replaced first."""
+    @staticmethod
+    def _receive(conn: Connection, claim: Claim) -> Decoded | Rejected | _Unexpected:
+        answer = conn.recv()
+        if isinstance(answer, _Unexpected):
+            return answer
+        source, failure, decode_ms, shape = answer
+        if failure is not None:
+            return Rejected(claim, source, failure, decode_ms)
+        tensor = np.empty(shape, dtype=np.float32)
+        # The raw bytes follow as a message of their own.
+        conn.recv_bytes_into(memoryview(tensor).cast("B"))  # type: ignore[arg-type]  # numpy buffers
+        return Decoded(claim, source, tensor, decode_ms)
+
+    def _send(self, claim: Claim, spec: PreprocessSpec) -> Connection:
+        """Send a request to a ready child; one that died while idle is replaced first.
+
+        The spec travels only when it differs from the one this child last received.
+        """
         for attempt in (1, 2):
             self.wait_ready()
             conn = self._conn
             assert conn is not None  # noqa: S101 - wait_ready() guarantees a child
             try:
-                conn.send(request)
+                conn.send((claim, None if spec == self._spec_sent else spec))
             except OSError:
                 if attempt == 2:
                     raise
@@ -237,6 +269,7 @@ class DecodeWorker:
                 self.restarts += 1
                 log.warning("decoder_restarting", worker=self.index, reason=ended)
             else:
+                self._spec_sent = spec
                 return conn
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
