@@ -108,9 +108,13 @@ def decode(data: bytes, name: str = "", limits: DecodeLimits | None = None) -> D
         image = _decode_dicom(data, limits)
     else:
         image = _decode_raster(data, limits)
-    if not np.isfinite(image.pixels).all():
-        raise UnsupportedImageError("the pixel data holds NaN or infinite values")
     return image
+
+
+def _refuse_non_finite(pixels: npt.NDArray[np.float32]) -> None:
+    """Only float sources can hold NaN or infinity; integer pixels are not scanned again."""
+    if not np.isfinite(pixels).all():
+        raise UnsupportedImageError("the pixel data holds NaN or infinite values")
 
 
 def _check_dimensions(width: int, height: int, frames: int, limits: DecodeLimits) -> None:
@@ -163,14 +167,19 @@ def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
         except _CORRUPT as exc:
             raise TruncatedImageError(f"pixel data is truncated or corrupt: {exc}") from exc
         mode = image.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            array: npt.NDArray[Any] = np.array(image)
+        if mode == "F":  # float pixels: the one raster source that can hold NaN or infinity
+            pixels = np.array(image)  # float32 already: this writeable copy is the result
+            _refuse_non_finite(pixels)
+            return DecodedImage(pixels, fmt, width, height, 32)
+        # Integer pixels: a read-only view of Pillow's bytes, which _to_grey copies to float32.
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            array: npt.NDArray[Any] = np.asarray(image)
             bits = 16 if mode.startswith("I;16") else 32
         elif mode in ("L", "RGB"):
-            array = np.array(image)
+            array = np.asarray(image)
             bits = 8
         else:
-            array = np.array(
+            array = np.asarray(
                 image.convert(
                     "RGB" if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV") else "L"
                 )
@@ -203,10 +212,29 @@ def _dicom_grey(array: npt.NDArray[Any], ds: Any, photometric: str) -> npt.NDArr
         return _to_grey(np.asarray(apply_color_lut(array, ds)))
     grey = _to_grey(array)
     if photometric.startswith("MONOCHROME"):
-        grey = np.asarray(apply_modality_lut(grey, ds), dtype=np.float32)
+        if not (array.dtype.kind in "iu" and _identity_rescale(ds)):
+            grey = np.asarray(apply_modality_lut(grey, ds), dtype=np.float32)
         if photometric == "MONOCHROME1":
             grey = np.float32(grey.max() + grey.min()) - grey
     return grey
+
+
+def _identity_rescale(ds: Any) -> bool:
+    """True when pydicom's modality LUT would give integer pixels back unchanged.
+
+    That is: no Modality LUT Sequence, and either no rescale pair (pydicom returns the array) or
+    slope 1 and intercept 0 (``x * 1.0 + 0.0`` is ``x`` for every integer-valued float). Then the
+    float64 round trip through `apply_modality_lut` is skipped. Anything else, including values
+    pydicom would refuse, goes through pydicom as before.
+    """
+    if ds.get("ModalityLUTSequence"):
+        return False
+    if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return True
+    slope, intercept = ds.RescaleSlope, ds.RescaleIntercept
+    return (
+        isinstance(slope, float) and isinstance(intercept, float) and slope == 1 and intercept == 0
+    )
 
 
 def _infer_transfer_syntax(ds: Any) -> None:
@@ -256,7 +284,9 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     frame_used = frames // 2
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
-        array = pixel_array(ds, index=frame_used) if frames > 1 else ds.pixel_array
+        # The function rather than Dataset.pixel_array: same decoder, without the property's
+        # bookkeeping of element ids for its cache, which nothing here uses.
+        array = pixel_array(ds, index=frame_used if frames > 1 else None)
     except (NotImplementedError, RuntimeError) as exc:
         name = getattr(syntax, "name", str(syntax))
         raise DicomUnsupportedTransferSyntaxError(
@@ -279,4 +309,6 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         photometric=photometric,
     )
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
-    return DecodedImage(np.ascontiguousarray(grey), "dicom", cols, rows, bits, info)
+    pixels = np.ascontiguousarray(grey)
+    _refuse_non_finite(pixels)
+    return DecodedImage(pixels, "dicom", cols, rows, bits, info)

@@ -16,6 +16,12 @@ Steps, each a function below:
 4. resize with Pillow's antialiased bilinear filter (the one resize used by training and serving;
    OpenVINO's RESIZE_LINEAR gives different pixels, so it is not used), then normalise;
 5. repeat the grey channel to the model's channel count (the study trained on RGB screenshots).
+
+The code is written for CPU per scan (it runs once per file on the edge box): a selection instead
+of `np.percentile`'s generic machinery, a separable opening, run-based labelling. Every change
+keeps the tensors bit for bit: ``tests/test_preprocess_exact.py`` compares them with the version
+the default model was trained with (``tests/preprocessing_reference.py``), and
+``bench/preprocess.py`` measures both.
 """
 
 from __future__ import annotations
@@ -31,9 +37,14 @@ from PIL import Image
 from daemon.errors import BadDimensionsError, BlankImageError
 
 FloatImage = npt.NDArray[np.float32]
+Mask = npt.NDArray[np.bool_]
 
 PREPROCESS_VERSION = 1
 _MIN_SIDE = 16
+_CENTRE = 0.6
+"""The central fraction of the small copy a part of the mask must reach to count as brain."""
+_SAMPLE_STEP = 16
+"""Stride of the sample that picks the threshold in `_order_pair`."""
 
 
 @dataclass(frozen=True)
@@ -73,52 +84,161 @@ class PreprocessSpec:
         return spec
 
 
+def _order_pair(values: npt.NDArray[Any], low: int, high: int) -> tuple[Any, Any]:
+    """``sorted(values)[low]`` and ``sorted(values)[high]`` (``low <= high``), with no NaN present.
+
+    For a high percentile only the top of the order matters: the values at or above a threshold
+    are exactly the last ``c`` of the sorted order, so when there are at least ``n - low`` of them
+    the answer is found by partitioning those few. The threshold comes from a strided sample; when
+    it turns out too high, the whole array is partitioned. Either way the values are exact.
+    """
+    count = values.size
+    needed = count - low
+    if count >= 64 * _SAMPLE_STEP and needed * 8 < count:
+        sample = values[::_SAMPLE_STEP]
+        spare = min(sample.size - 1, 3 * needed // _SAMPLE_STEP + 8)  # about 3x what is needed
+        position = sample.size - 1 - spare
+        threshold = np.partition(sample, (position, position + 1))[position]
+        top = values[values >= threshold]
+        if top.size >= needed:
+            offset = count - top.size
+            values, low, high = top, low - offset, high - offset
+    # Two kth positions even when equal: numpy's multi-kth selection is the faster one here.
+    selected = np.partition(values, (low, high))
+    return selected[low], selected[high]
+
+
+def _robust_range(image: npt.NDArray[Any], high_percentile: float) -> tuple[float, float]:
+    """``image.min()`` and ``np.percentile(image, high_percentile)`` as floats, the same values.
+
+    `np.percentile` spends most of its time on its generality (any axis, many methods, arrays of
+    percentiles, a full partition). Here the two order statistics numpy interpolates between are
+    selected directly (`_order_pair`), then combined with numpy 2's own arithmetic: the virtual
+    index ``(n - 1) * q / 100`` and numpy's ``_lerp``, ``a + (b - a) * t``, or
+    ``b - (b - a) * (1 - t)`` when ``t >= 0.5``. The operands keep numpy's types (``t`` is a
+    Python float when the percentile is a Python ``float`` or ``int``, so the arithmetic runs in
+    the image's dtype). A NaN anywhere makes both NaN, as in numpy. (Only a zero result may come
+    out with the other sign, which neither a comparison nor a difference sees.)
+
+    Raises:
+        ValueError: the percentile is outside [0, 100] (numpy's message).
+    """
+    quantile = high_percentile / 100
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError("Percentiles must be in the range [0, 100]")
+    lo = float(image.min())
+    if math.isnan(lo):
+        return lo, lo
+    count = image.size
+    virtual = (count - 1) * quantile
+    if virtual >= count - 1:  # numpy takes the largest value on both sides, from index -1
+        low_index = -1
+        a, b = _order_pair(image.reshape(-1), count - 1, count - 1)
+    else:
+        low_index = math.floor(virtual)
+        a, b = _order_pair(image.reshape(-1), low_index, low_index + 1)
+    gamma = virtual - low_index
+    diff = b - a
+    hi = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+    return lo, float(hi)
+
+
+def _scaling(image: FloatImage, high_percentile: float) -> tuple[np.float32, np.float32]:
+    """``(offset, factor)`` that map the minimum to 0 and the percentile to 1.
+
+    Raises:
+        BlankImageError: every pixel has the same value.
+    """
+    lo, hi = _robust_range(image, high_percentile)
+    if hi <= lo:
+        hi = float(image.max())
+    if hi <= lo:
+        raise BlankImageError("every pixel has the same value")
+    return np.float32(lo), np.float32(1.0 / (hi - lo))
+
+
 def normalise(image: FloatImage, high_percentile: float) -> FloatImage:
     """Scale so the minimum maps to 0 and the given percentile to 1, clipping above.
 
     Raises:
         BlankImageError: every pixel has the same value.
     """
-    lo = float(image.min())
-    hi = float(np.percentile(image, high_percentile))
-    if hi <= lo:
-        hi = float(image.max())
-    if hi <= lo:
-        raise BlankImageError("every pixel has the same value")
-    out = (image - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    offset, factor = _scaling(image, high_percentile)
+    out = image - offset
+    out *= factor
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _shift_reduce(
-    mask: npt.NDArray[np.bool_], radius: int, *, erode: bool
-) -> npt.NDArray[np.bool_]:
-    """Binary erosion (AND) or dilation (OR) by a 3x3 square, ``radius`` times; outside is 0."""
-    out = mask
-    h, w = mask.shape
-    for _ in range(radius):
-        padded = np.pad(out, 1, constant_values=False)
-        acc = padded[1 : 1 + h, 1 : 1 + w].copy()
-        for dy in range(3):
-            for dx in range(3):
-                if erode:
-                    acc &= padded[dy : dy + h, dx : dx + w]
-                else:
-                    acc |= padded[dy : dy + h, dx : dx + w]
-        out = acc
-    return out
+def opening(mask: Mask, radius: int) -> Mask:
+    """Binary opening by a ``2 * radius + 1`` square, pixels outside the image counting as 0.
 
-
-def central_parts(mask: npt.NDArray[np.bool_], centre: float = 0.6) -> npt.NDArray[np.bool_]:
-    """Keep the 8-connected parts of ``mask`` that reach the central ``centre`` fraction.
-
-    Burned-in annotation blocks sit in the corners and survive the opening when their lines merge;
-    the brain always reaches the middle of the image. Labelling works on runs of each row joined by
-    union-find, so it costs well under a millisecond on the small copy. Returns ``mask`` unchanged
-    when no part reaches the centre.
+    A square is separable, so erosion and dilation each take one pass along rows and one along
+    columns, on a copy framed by ``radius`` zeros. This equals ``radius`` rounds of erosion by the
+    3x3 square followed by ``radius`` rounds of dilation (what preprocessing version 1 is defined
+    with): the square of side ``2r + 1`` is the r-fold Minkowski sum of the 3x3 one, and with
+    outside pixels 0 the rounds agree at the image's edge too (``tests/test_preprocess_exact.py``).
     """
+    if radius <= 0:
+        return mask
     h, w = mask.shape
-    runs: list[tuple[int, int, int]] = []  # (row, start, end)
-    parent: list[int] = []
+    side = 2 * radius + 1
+    framed = np.zeros((h + 2 * radius, w + 2 * radius), dtype=np.bool_)
+    inner = framed[radius : radius + h, radius : radius + w]
+    inner[...] = mask
+    for erode in (True, False):
+        along = framed[:, :w].copy()  # pass 1: the window along each row, on every framed row
+        for shift in range(1, side):
+            if erode:
+                along &= framed[:, shift : shift + w]
+            else:
+                along |= framed[:, shift : shift + w]
+        across = along[:h].copy()  # pass 2: the window down each column
+        for shift in range(1, side):
+            if erode:
+                across &= along[shift : shift + h]
+            else:
+                across |= along[shift : shift + h]
+        inner[...] = across  # the frame stays 0 for the dilation
+    return across
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Horizontal runs of a mask, in row-major order; ``stop`` is end-exclusive."""
+
+    row: npt.NDArray[np.intp]
+    start: npt.NDArray[np.intp]
+    stop: npt.NDArray[np.intp]
+    first: npt.NDArray[np.intp]
+    """Flat index of each run's first pixel in the mask with one 0 column appended."""
+    last: npt.NDArray[np.intp]
+    """Flat index one past each run's last pixel, in the same layout."""
+    stride: int
+
+
+def _runs(mask: Mask) -> _Runs:
+    """Every run of ``mask``, from the positions where a row-major scan changes value."""
+    h, w = mask.shape
+    stride = w + 1  # a 0 column after each row: no run crosses into the next row
+    padded = np.zeros((h, stride), dtype=np.bool_)
+    padded[:, :w] = mask
+    flat = padded.reshape(-1)
+    change = np.empty(flat.size, dtype=np.bool_)
+    change[0] = flat[0]
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    edges = np.flatnonzero(change)  # start, stop, start, stop... (every run stops in its row)
+    first, last = edges[::2], edges[1::2]
+    row = first // stride
+    return _Runs(row, first - row * stride, last - row * stride, first, last, stride)
+
+
+def _components(runs: _Runs) -> npt.NDArray[np.intp]:
+    """Label each run with the smallest run index of its 8-connected part."""
+    # The runs of the row above that touch run i (diagonals included) are the contiguous range
+    # [lo[i], hi[i]): their stop >= i's start and their start <= i's stop, in that row.
+    lo = np.searchsorted(runs.last, runs.first - runs.stride, side="left")
+    hi = np.searchsorted(runs.first, runs.last - runs.stride, side="right")
+    parent = list(range(len(runs.first)))  # always at or before the child: roots are smallest
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -126,40 +246,54 @@ def central_parts(mask: npt.NDArray[np.bool_], centre: float = 0.6) -> npt.NDArr
             i = parent[i]
         return i
 
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    edge_rows, edge_cols = np.nonzero(np.diff(padded, axis=1))  # row-major: start, end, start...
-    previous: list[int] = []
-    current: list[int] = []
-    row = -1
-    for y, start, end in zip(
-        edge_rows[::2].tolist(), edge_cols[::2].tolist(), edge_cols[1::2].tolist(), strict=True
-    ):
-        if y != row:
-            previous = current if y == row + 1 else []
-            current, row = [], y
-        index = len(runs)
-        runs.append((y, start, end))
-        parent.append(index)
-        for other in previous:
-            _, o_start, o_end = runs[other]
-            if o_start <= end and start <= o_end:  # touching, diagonals included
-                parent[find(index)] = find(other)
-        current.append(index)
+    for i, (above_lo, above_hi) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        if above_lo >= above_hi:
+            continue
+        root = parent[i] = find(above_lo)  # i joins the first part it touches
+        for j in range(above_lo + 1, above_hi):  # and merges the others into it
+            other = find(j)
+            if other < root:
+                parent[root] = other
+                root = other
+            elif other > root:
+                parent[other] = root
+    for i, up in enumerate(parent):  # in index order, each parent already points at its root
+        parent[i] = parent[up]
+    return np.array(parent, dtype=np.intp)
+
+
+def _central_runs(mask: Mask, centre: float) -> tuple[_Runs, Mask]:
+    """The runs of ``mask`` and which of them belong to a part that reaches the centre."""
+    h, w = mask.shape
+    runs = _runs(mask)
+    labels = _components(runs)
     lo_y, hi_y = round((1 - centre) / 2 * h), round((1 + centre) / 2 * h)
     lo_x, hi_x = round((1 - centre) / 2 * w), round((1 + centre) / 2 * w)
-    central = {
-        find(i)
-        for i, (y, start, end) in enumerate(runs)
-        if lo_y <= y < hi_y and start < hi_x and end > lo_x
-    }
-    if not central:
+    central = (lo_y <= runs.row) & (runs.row < hi_y) & (runs.start < hi_x) & (runs.stop > lo_x)
+    if not central.any():
+        return runs, np.ones(len(labels), dtype=np.bool_)
+    reached = np.zeros(len(labels), dtype=np.bool_)
+    reached[labels[central]] = True
+    return runs, reached[labels]
+
+
+def central_parts(mask: Mask, centre: float = _CENTRE) -> Mask:
+    """Keep the 8-connected parts of ``mask`` that reach the central ``centre`` fraction.
+
+    Burned-in annotation blocks sit in the corners and survive the opening when their lines merge;
+    the brain always reaches the middle of the image. Labelling works on the runs of each row,
+    joined by union-find, so it costs a few tens of microseconds on the small copy. Returns
+    ``mask`` unchanged when no part reaches the centre.
+    """
+    runs, kept = _central_runs(mask, centre)
+    if kept.all():
         return mask
-    kept = np.zeros_like(mask)
-    for i, (y, start, end) in enumerate(runs):
-        if find(i) in central:
-            kept[y, start:end] = True
-    return kept
+    h, w = mask.shape
+    steps = np.zeros(h * runs.stride, dtype=np.int8)  # +1 where a kept run starts, -1 after it
+    steps[runs.first[kept]] = 1
+    steps[runs.last[kept]] = -1
+    inside = np.cumsum(steps, dtype=np.int8).astype(np.bool_)
+    return np.ascontiguousarray(inside.reshape(h, runs.stride)[:, :w])
 
 
 def brain_box(image: FloatImage, spec: PreprocessSpec) -> tuple[int, int, int, int]:
@@ -167,35 +301,43 @@ def brain_box(image: FloatImage, spec: PreprocessSpec) -> tuple[int, int, int, i
 
     Works on a box-filtered copy whose long side is about ``spec.box_work_size``. Falls back to the
     whole image when nothing survives the opening (a tiny or unusual image).
+
+    Raises:
+        BlankImageError: the small copy holds a single value.
     """
     h, w = image.shape
     factor = max(1, math.ceil(max(h, w) / spec.box_work_size))
-    small_img = Image.fromarray(image)
+    small = image
     if factor > 1:
-        small_img = small_img.reduce(factor)
-    small = normalise(np.asarray(small_img, dtype=np.float32), spec.high_percentile)
-    mask = small > spec.tissue_threshold
-    radius = spec.opening_radius
-    opened = _shift_reduce(_shift_reduce(mask, radius, erode=True), radius, erode=False)
-    opened = central_parts(opened)
-    if not opened.any():
+        small = np.asarray(Image.fromarray(image).reduce(factor), dtype=np.float32)
+    offset, scale = _scaling(small, spec.high_percentile)
+    normed = small - offset
+    normed *= scale
+    # Above the threshold before clipping to [0, 1] exactly when after it (NaN is never above).
+    opened = opening(normed > spec.tissue_threshold, spec.opening_radius)
+    runs, kept = _central_runs(opened, _CENTRE)
+    if not kept.any():
         return 0, 0, h, w
-    rows = np.flatnonzero(opened.any(axis=1))
-    cols = np.flatnonzero(opened.any(axis=0))
+    rows = runs.row[kept]
     top, bottom = int(rows[0]) * factor, (int(rows[-1]) + 1) * factor
-    left, right = int(cols[0]) * factor, (int(cols[-1]) + 1) * factor
+    left, right = int(runs.start[kept].min()) * factor, int(runs.stop[kept].max()) * factor
     pad = round(spec.margin * max(bottom - top, right - left))
     return max(0, top - pad), max(0, left - pad), min(h, bottom + pad), min(w, right + pad)
 
 
 def _pad_square(image: FloatImage, fill: float) -> FloatImage:
+    """``image`` centred on a square filled with ``fill`` (C-contiguous float32 either way)."""
     h, w = image.shape
     if h == w:
-        return image
+        return np.ascontiguousarray(image, dtype=np.float32)
     side = max(h, w)
-    out = np.full((side, side), fill, dtype=np.float32)
+    out = np.empty((side, side), dtype=np.float32)
     top, left = (side - h) // 2, (side - w) // 2
     out[top : top + h, left : left + w] = image
+    out[:top] = fill  # only one pair of margins is not empty
+    out[top + h :] = fill
+    out[:, :left] = fill
+    out[:, left + w :] = fill
     return out
 
 
@@ -203,6 +345,17 @@ def resize(image: FloatImage, size: int) -> FloatImage:
     """Resize a float image to ``size`` x ``size`` with Pillow's antialiased bilinear filter."""
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
     return np.array(resized, dtype=np.float32)
+
+
+def _single_value(image: FloatImage) -> bool:
+    """``image.min() == image.max()`` (so False when a NaN is present), mostly without a full pass.
+
+    Every pixel equals the first one, NaN equalling nothing: the middle row settles it for any
+    real image, and only when that row holds nothing else is the whole image compared.
+    """
+    first = image[0, 0]
+    middle = image[image.shape[0] // 2]
+    return not (middle != first).any() and not (image != first).any()
 
 
 def preprocess(grey: npt.NDArray[Any], spec: PreprocessSpec) -> FloatImage:
@@ -219,12 +372,14 @@ def preprocess(grey: npt.NDArray[Any], spec: PreprocessSpec) -> FloatImage:
             f"image is {grey.shape[1]}x{grey.shape[0]} pixels; at least {_MIN_SIDE} per side needed"
         )
     image = np.ascontiguousarray(grey, dtype=np.float32)
-    if float(image.min()) == float(image.max()):
+    if _single_value(image):
         raise BlankImageError("every pixel has the same value")
     top, left, bottom, right = brain_box(image, spec)
     crop = image[top:bottom, left:right]
-    square = resize(_pad_square(np.ascontiguousarray(crop), float(crop.min())), spec.input_size)
+    square = resize(_pad_square(crop, float(crop.min())), spec.input_size)
     square = normalise(square, spec.high_percentile)
     if spec.channels == 1:
         return square[:, :, np.newaxis]
-    return np.repeat(square[:, :, np.newaxis], spec.channels, axis=2)
+    if spec.channels > 1:  # np.stack lays the planes out a little faster than np.repeat
+        return np.stack([square] * spec.channels, axis=2)
+    return np.repeat(square[:, :, np.newaxis], spec.channels, axis=2)  # as version 1 did
