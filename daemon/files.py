@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import itertools
 import os
 import secrets
 import shutil
@@ -47,8 +48,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_TEMPORARY_TAG = secrets.token_hex(4)  # once per process: no random bytes drawn per file
+_TEMPORARY_NUMBERS = itertools.count()
+
+
 def _temporary_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    """A fresh temporary name beside ``path`` (always created with ``O_EXCL`` all the same)."""
+    number = next(_TEMPORARY_NUMBERS)
+    return path.with_name(f".{path.name}.{_TEMPORARY_TAG}{number:x}{TMP_SUFFIX}")
 
 
 def write_atomic(path: Path, data: bytes, *, sync_folder: bool = True) -> None:

@@ -195,7 +195,7 @@ class Pipeline:
             failure = Failure(InferenceError.code, error or "inference failed")
             result = ScanResult(job.claim, job.source, model, None, failure, job.decode_ms)
         else:
-            prediction = Prediction(model.labels, tuple(float(p) for p in probabilities))
+            prediction = Prediction(model.labels, tuple(probabilities.tolist()))
             result = ScanResult(
                 job.claim, job.source, model, prediction, None, job.decode_ms, latency_ms
             )
