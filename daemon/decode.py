@@ -185,6 +185,10 @@ def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
                 )
             )
             bits = 8
+    # Drop Pillow's copy of the pixels before the float32 conversion allocates: freed later, it
+    # leaves glibc's heap shaped so that each JPEG's buffers come back as fresh pages (about 500
+    # page faults, ~1 ms of system CPU per 512x512 RGB file, measured with bench/preprocess.py).
+    del image
     return DecodedImage(_to_grey(array), fmt, width, height, bits)
 
 
