@@ -80,7 +80,8 @@ class _Seen:
     signature: tuple[int, int] | None
     """``(size, mtime_ns)`` when last looked at; None for a file queued by its event unlooked."""
     since: float
-    """Monotonic time: settling, since when the signature has not changed; queued, when queued."""
+    """Monotonic time: settling, since when the signature has not changed; queued, when last
+    found complete."""
 
 
 class _Handler(FileSystemEventHandler):
@@ -269,13 +270,16 @@ class Watcher:
         rooms = self._rooms
         with self._lock:
             self._settling.pop(path, None)  # complete: no need to wait for it to settle
-            queue_it = bool(self._queued) or rooms == self._full_at
+            first = not self._queued
+            queue_it = not first or rooms == self._full_at
             if queue_it:
                 self._queue(path, None, time.monotonic())
         if queue_it:
-            # Read after queueing: a `room` call that this misses sees the queue non-empty.
-            if self._rooms != self._full_at:
-                self._wakeup.set()  # there may be room: the scanner takes the queue in order
+            # Files queued before this one are the scanner's already (`room` wakes it while any
+            # wait). The first one is too, unless a `room` call came after the read above: it
+            # may have seen the queue still empty. So read again, after queueing.
+            if first and self._rooms != rooms:
+                self._wakeup.set()
             return
         try:
             info = path.lstat()
@@ -361,7 +365,7 @@ class Watcher:
 
     def _scan(self, now: float, *, first: bool) -> None:
         """List the folder: forget what left, note what is new or changed, queue what settled."""
-        self._left_out = False  # before listing: whatever is left out after this, it will list
+        left_out_before, self._left_out = self._left_out, False  # reset before listing
         found = {path: (info.st_size, info.st_mtime_ns) for path, info in self._rules.scan()}
         settled: list[tuple[int, Path, tuple[int, int]]] = []
         with self._lock:
@@ -375,6 +379,8 @@ class Watcher:
                 queued = self._queued.get(path)
                 if queued is None:
                     self._observe(path, signature, now, settled, add=True)
+                elif queued.since >= now:
+                    pass  # queued by an event during the listing, which may predate its close
                 elif queued.signature is None:  # queued by its event: remember what it looks like
                     self._queued[path] = _Seen(signature, queued.since)
                 elif queued.signature != signature:  # written to again: settle again
@@ -383,7 +389,7 @@ class Watcher:
             self._settle(settled, now)
         if first:
             log.info("startup_scan", folder=self._name, found=len(found))
-        if self._left_out:
+        if self._left_out and not left_out_before:
             log.info("scan_left_out", folder=self._name, found=len(found), tracked=self.waiting)
 
     def _refresh(self, now: float) -> None:
@@ -439,11 +445,8 @@ class Watcher:
 
     def _queue(self, path: Path, signature: tuple[int, int] | None, now: float) -> None:
         """Queue a complete file (lock held); one already queued keeps its place."""
-        queued = self._queued.get(path)
-        if queued is not None:
-            self._queued[path] = _Seen(signature, queued.since)  # complete again, as it is now
-        elif len(self._settling) + len(self._queued) < MAX_TRACKED:
-            self._queued[path] = _Seen(signature, now)
+        if path in self._queued or len(self._settling) + len(self._queued) < MAX_TRACKED:
+            self._queued[path] = _Seen(signature, now)  # complete (again): as it is now
         else:
             self._left_out = True
 
