@@ -163,7 +163,7 @@ class TestBlankAndUnusualImages:
     @pytest.mark.parametrize("shape", [(16, 16), (64, 300), (512, 512)])
     def test_constant_images_are_still_refused(self, dtype: type, shape: tuple[int, int]) -> None:
         """A constant image raises BlankImageError, as before."""
-        image = np.full(shape, 7, dtype)
+        image: np.ndarray = np.full(shape, 7, dtype)
         with pytest.raises(BlankImageError):
             current.preprocess(image, SPEC)
         _assert_same_preprocessing(image)
@@ -214,10 +214,10 @@ class TestPercentile:
                 values[: n // 2] = values.max()  # ties at the top
             if np.issubdtype(dtype, np.integer):
                 values = values % 200
-            array = values.astype(dtype).reshape((n, 1) if trial % 2 else (1, n))
-            q = [99.5, 0.0, 100.0, 50, 99.9, float(rng.uniform(0, 100)), np.float32(99.5)][
-                trial % 7
-            ]
+            array: np.ndarray = values.astype(dtype).reshape((n, 1) if trial % 2 else (1, n))
+            choices: list[Any] = [99.5, 0.0, 100.0, 50, 99.9, float(rng.uniform(0, 100))]
+            choices.append(np.float32(99.5))  # a strong numpy scalar: float32 arithmetic
+            q = choices[trial % 7]
             lo, hi = current._robust_range(array, q)
             assert hi == float(np.percentile(array, q)), (trial, q)
             assert lo == float(array.min())
