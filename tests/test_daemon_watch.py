@@ -273,7 +273,10 @@ class Slots:
         self._lock = threading.Lock()
 
     def offer(self, path: Path) -> Offer:
-        size = path.stat().st_size if path.exists() else -1
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
         with self._lock:
             self.offers.append((path.name, size))
             if self._free == 0:
