@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,19 +39,25 @@ class IntakeRules:
     root: Path
     recursive: bool
     ignore_suffixes: tuple[str, ...]
+    _prefix: str = field(init=False, repr=False, compare=False)
+    _suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Precomputed once: `admits` runs for every inotify event.
+        object.__setattr__(self, "_prefix", str(self.root).rstrip("/") + "/")
+        object.__setattr__(self, "_suffixes", tuple(s.lower() for s in self.ignore_suffixes))
 
     def admits(self, path: Path) -> bool:
         """True when ``path`` (absolute, inside ``root``) is a candidate by name."""
-        try:
-            parts = path.relative_to(self.root).parts
-        except ValueError:
+        text = str(path)
+        if not text.startswith(self._prefix):
             return False
-        if not parts or any(part.startswith(".") for part in parts):
+        parts = text[len(self._prefix) :].split("/")
+        if not parts[-1] or any(part.startswith(".") or not part for part in parts):
             return False
         if len(parts) > 1 and not self.recursive:
             return False
-        name = parts[-1].lower()
-        return not name.endswith(tuple(s.lower() for s in self.ignore_suffixes))
+        return not parts[-1].lower().endswith(self._suffixes)
 
     def scan(self) -> Iterator[tuple[Path, os.stat_result]]:
         """Every candidate now in the folder (never following links), with its ``lstat``."""

@@ -119,14 +119,22 @@ class Pipeline:
         try:
             claim = self._area.claim(path)
         except OSError as exc:
-            self._slots.release()
+            self._give_back()
             log.warning("claim_failed", error=exc.strerror or str(exc), errno=exc.errno)
             return Offer.FAILED
         if claim is None:
-            self._slots.release()
+            self._give_back()
             return Offer.GONE
         self._admit(claim)
         return Offer.CLAIMED
+
+    def _give_back(self) -> None:
+        """Return a slot taken for a claim that did not happen, and say there is room.
+
+        Another offer may have been turned away while the slot was held.
+        """
+        self._slots.release()
+        self.on_room()
 
     def resume(self, claims: Iterable[Claim], stop: threading.Event) -> int:
         """Queue claims left by a previous run, waiting for slots; returns how many were queued."""
