@@ -58,6 +58,8 @@ from daemon.jobs import Claim
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
+RUNS = "runs"
+"""Every run's folders, each used once and all removed when the benchmark ends (see `main`)."""
 TARGETS = {"ceiling_ratio": 0.8, "naive_ratio": 1.5, "p50_ms": 15.0, "p99_ms": 50.0}
 _THROUGHPUT_LINE = re.compile(r"Throughput:\s*([0-9.]+)\s*FPS")
 _MEDIAN_LINE = re.compile(r"Median:\s*([0-9.]+)\s*ms")
@@ -512,7 +514,7 @@ def _daemon_phase(
     burst: tuple[Path, ...],
     latency: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
-    with DaemonRun(args.out / f"run-{name}", settings) as run:
+    with DaemonRun(args.out / RUNS / name, settings) as run:
         _progress(f"daemon {name}: ready in {run.startup_s:.1f} s; burst of {len(burst)}")
         result: dict[str, Any] = {"startup_s": run.startup_s, "settings": settings.__dict__}
         result["burst"] = daemon_burst(run, burst, args.timeout)
@@ -577,7 +579,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             label = "naive" if fsync else "naive_no_fsync"
             _progress(f"round {number}: {label}, burst of {args.files}")
             rounds[label].append(
-                naive_burst(args.out / f"run-{label}", burst, bundle, args.device, fsync=fsync)
+                naive_burst(
+                    args.out / RUNS / f"{label}-{number}", burst, bundle, args.device, fsync=fsync
+                )
             )
     results["rounds"] = args.rounds
     results["daemon"] = _best_daemon(rounds.pop("daemon"))
@@ -837,11 +841,18 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    if (args.out / RUNS).exists():  # an interrupted benchmark's: see below
+        _progress("removing the folders an interrupted benchmark left")
+        shutil.rmtree(args.out / RUNS)
+    # Each run gets fresh folders, deleted only once every run is over: deleting thousands of
+    # files just before a timed run made the next files' inode allocations slow (ext4 without a
+    # journal skips inodes deleted in the last minute, reading inode tables to find them).
     try:
         results = measure(args)
     except (BenchError, OSError) as exc:
-        print(f"bench: FAILED: {exc}", file=sys.stderr)
+        print(f"bench: FAILED: {exc} (run folders kept in {args.out / RUNS})", file=sys.stderr)
         return 2
+    shutil.rmtree(args.out / RUNS, ignore_errors=True)
     results["command"] = " ".join(["bench/throughput.py", *argv])
     path = args.out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
