@@ -47,10 +47,10 @@ class NaiveResult:
 class NaiveLoop:
     """The loop, with its model compiled (outside the timed part)."""
 
-    def __init__(self, bundle: Bundle, device: str, *, fsync: bool) -> None:
+    def __init__(self, bundle: Bundle, device: str, variant_name: str, *, fsync: bool) -> None:
         self.bundle = bundle
         self.fsync = fsync
-        variant = bundle.variant("fp16")
+        variant = bundle.variant(variant_name)
         core = ov.Core()
         model = core.read_model(str(variant.xml), str(variant.bin))
         spec = bundle.preprocess

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -132,9 +133,10 @@ def _taskset(cpus: str | None) -> list[str]:
 
 
 def inference_ceiling(
-    bundle: Bundle, device: str, seconds: int, cpus: str | None = None
+    bundle: Bundle, settings: DaemonSettings, seconds: int, cpus: str | None = None
 ) -> dict[str, Any]:
-    """benchmark_app's throughput on the bundle's fp16 IR (batch 1, throughput hint)."""
+    """benchmark_app's throughput on the IR the daemon serves (batch 1, throughput hint)."""
+    device = settings.device
     tool = Path(sys.executable).with_name("benchmark_app")
     if not tool.exists():
         found = shutil.which("benchmark_app")
@@ -144,7 +146,7 @@ def inference_ceiling(
         tool = Path(found)
     spec = bundle.preprocess
     shape = f"[1,{spec.input_size},{spec.input_size},{spec.channels}]"
-    xml = bundle.variant("fp16").xml
+    xml = bundle.variant(settings.variant).xml
     command = [
         *_taskset(cpus),
         str(tool),
@@ -252,6 +254,7 @@ class DaemonSettings:
     model: Path | None
     device: str
     workers: int
+    variant: str
     cpus: str | None = None
 
 
@@ -271,11 +274,12 @@ class DaemonRun:
             "reports": str(self.reports),
             "work": str(self.work),
             "inference": {"device": settings.device},
+            "model": {"variant": settings.variant},
             "pipeline": {"decode_workers": settings.workers},
             "logging": {"format": "json"},
         }
         if settings.model is not None:
-            config["model"] = {"path": str(settings.model)}
+            config["model"]["path"] = str(settings.model)
         self.config = root / "daemon.yaml"
         self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.log = root / "daemon.log"
@@ -444,7 +448,7 @@ def daemon_latency(
 
 
 def naive_burst(
-    root: Path, files: tuple[Path, ...], bundle: Bundle, device: str, *, fsync: bool
+    root: Path, files: tuple[Path, ...], bundle: Bundle, settings: DaemonSettings, *, fsync: bool
 ) -> dict[str, Any]:
     """The same burst through `naive.NaiveLoop` (model compiled before the clock starts)."""
     shutil.rmtree(root, ignore_errors=True)
@@ -456,7 +460,7 @@ def naive_burst(
         shutil.copyfile(path, folders["stage"] / path.name)
         staged.append(folders["stage"] / path.name)
     os.sync()  # as for the daemon: the staged copies' write-back is not timed
-    loop = naive.NaiveLoop(bundle, device, fsync=fsync)
+    loop = naive.NaiveLoop(bundle, settings.device, settings.variant, fsync=fsync)
     load = _load()
     cpu0, started = time.process_time(), time.perf_counter()
     for path in staged:
@@ -480,7 +484,8 @@ def _bundle(model: Path | None) -> Bundle:
     return load_bundle(DEFAULT_BUNDLE if model is None else resolve_model_path(model))
 
 
-def _machine(bundle: Bundle, device: str) -> dict[str, Any]:
+def _machine(bundle: Bundle, settings: DaemonSettings) -> dict[str, Any]:
+    device = settings.device
     dirty = bool(_git("status", "--porcelain", "--", "daemon", "bench"))
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -497,9 +502,9 @@ def _machine(bundle: Bundle, device: str) -> dict[str, Any]:
             "name": bundle.name,
             "version": bundle.version,
             "bundle_sha256": bundle.sha256,
-            "ir": str(bundle.variant("fp16").xml.relative_to(REPO))
-            if REPO in bundle.variant("fp16").xml.parents
-            else str(bundle.variant("fp16").xml),
+            "ir": str(bundle.variant(settings.variant).xml.relative_to(REPO))
+            if REPO in bundle.variant(settings.variant).xml.parents
+            else str(bundle.variant(settings.variant).xml),
         },
         "device": device,
     }
@@ -554,7 +559,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     configure_decoders()
     warm_up()
     bundle = _bundle(args.model)
-    results: dict[str, Any] = {"machine": _machine(bundle, args.device)}
+    settings = DaemonSettings(args.model, args.device, args.workers, args.variant)
+    results: dict[str, Any] = {"machine": _machine(bundle, settings)}
     total = args.files + args.latency_files
     _progress(f"corpus: {total} distinct files from samples/")
     built = corpus.build(args.out / "corpus", total)
@@ -565,13 +571,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "mean_kb": round(built.total_bytes / total / 1000, 1),
         "source": "samples/ perturbed (bench/corpus.py)",
     }
-    settings = DaemonSettings(args.model, args.device, args.workers)
     rounds: dict[str, list[dict[str, Any]]] = {
         name: [] for name in ("inference", "decode", "daemon", "naive", "naive_no_fsync")
     }
     for number in range(1, args.rounds + 1):
         _progress(f"round {number}/{args.rounds}: benchmark_app -t {args.benchmark_seconds}")
-        rounds["inference"].append(inference_ceiling(bundle, args.device, args.benchmark_seconds))
+        rounds["inference"].append(inference_ceiling(bundle, settings, args.benchmark_seconds))
         _progress(f"round {number}: decode-only, {args.files} files on {args.workers} workers")
         rounds["decode"].append(decode_only(burst, bundle, args.workers))
         rounds["daemon"].append(
@@ -582,21 +587,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             _progress(f"round {number}: {label}, burst of {args.files}")
             rounds[label].append(
                 naive_burst(
-                    args.out / RUNS / f"{label}-{number}", burst, bundle, args.device, fsync=fsync
+                    args.out / RUNS / f"{label}-{number}", burst, bundle, settings, fsync=fsync
                 )
             )
     results["rounds"] = args.rounds
     results["daemon"] = _best_daemon(rounds.pop("daemon"))
     results.update({name: _best(values) for name, values in rounds.items()})
     if args.scaling:
-        results["scaling"] = scaling(args, bundle, burst[: args.scaling_files])
+        results["scaling"] = scaling(args, bundle, settings, burst[: args.scaling_files])
         results["scaling"]["inference_all"] = results["inference"]
     results["machine"]["load_at_end"] = _load()
     results["summary"] = summarise(results)
     return results
 
 
-def scaling(args: argparse.Namespace, bundle: Bundle, burst: tuple[Path, ...]) -> dict[str, Any]:
+def scaling(
+    args: argparse.Namespace, bundle: Bundle, everyday: DaemonSettings, burst: tuple[Path, ...]
+) -> dict[str, Any]:
     """The same stages on one core (taskset / affinity) and the daemon with one decode worker."""
     one_cpu = str(min(os.sched_getaffinity(0)))
     out: dict[str, Any] = {"files": len(burst), "one_core": one_cpu}
@@ -609,16 +616,16 @@ def scaling(args: argparse.Namespace, bundle: Bundle, burst: tuple[Path, ...]) -
         _progress(f"scaling round {number}/{args.rounds}: benchmark_app on CPU {one_cpu}")
         keep(
             "inference_1core",
-            inference_ceiling(bundle, args.device, args.benchmark_seconds, cpus=one_cpu),
+            inference_ceiling(bundle, everyday, args.benchmark_seconds, cpus=one_cpu),
         )
         _progress(f"scaling round {number}: decode-only on 1 core / 1 worker / all")
         keep("decode_1core", decode_only(burst, bundle, 1, cpus={int(one_cpu)}))
         keep("decode_1worker", decode_only(burst, bundle, 1))
         keep("decode_all", decode_only(burst, bundle, args.workers))
         daemons = {
-            "daemon_1core": DaemonSettings(args.model, args.device, args.workers, cpus=one_cpu),
-            "daemon_1worker": DaemonSettings(args.model, args.device, 1),
-            "daemon_all": DaemonSettings(args.model, args.device, args.workers),
+            "daemon_1core": dataclasses.replace(everyday, cpus=one_cpu),
+            "daemon_1worker": dataclasses.replace(everyday, workers=1),
+            "daemon_all": everyday,
         }
         for name, settings in daemons.items():
             keep(name, _daemon_phase(args, f"{name}-{number}", settings, burst)["burst"])
@@ -803,6 +810,12 @@ def main(argv: list[str]) -> int:
     defaults = load_config(None)
     parser = argparse.ArgumentParser(prog="bench/throughput.py", description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="bundle (default: the committed default bundle)")
+    parser.add_argument(
+        "--variant",
+        choices=("fp16", "int8"),
+        default=load_config(None).model.variant,
+        help="the bundle's IR to serve and measure everywhere (default: the daemon's default)",
+    )
     parser.add_argument("--device", default="CPU", help="OpenVINO device (default: CPU)")
     parser.add_argument("--files", type=int, default=2000, help="burst size (default: 2000)")
     parser.add_argument(
