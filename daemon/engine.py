@@ -185,11 +185,16 @@ class Engine:
         right here with an error if the request cannot be started. It must be quick and must not
         log (a foreign thread); the pipeline only queues the result.
         """
-        batch = tensor[np.newaxis]
         try:
             with self._submit_lock:  # one submitter at a time; blocks while every request is busy
-                self._queue.start_async({0: batch}, userdata=(job, done))
-        except RuntimeError as exc:
+                # The tensor is copied straight into the next idle request's input, which the
+                # argument-less start_async then runs: half the CPU of passing it as an input
+                # (measured 34 against 75 us). The idle queue is FIFO and only this lock's holder
+                # takes from it, so the request filled is the request started.
+                request = self._queue[self._queue.get_idle_request_id()]
+                request.get_input_tensor(0).data[0] = tensor
+                self._queue.start_async(userdata=(job, done))
+        except (RuntimeError, ValueError) as exc:  # ValueError: a tensor of the wrong shape
             self.release()
             done(job, None, 0.0, f"OpenVINO could not start inference: {str(exc).strip()[-300:]}")
 
