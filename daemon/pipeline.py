@@ -96,6 +96,7 @@ class Pipeline:
             )
             for decoder in decoders
         ]
+        self._decoders = decoders
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True
         )
@@ -106,6 +107,11 @@ class Pipeline:
             thread.start()
 
     # -- intake ---------------------------------------------------------------------------------
+
+    @property
+    def decoder_restarts(self) -> int:
+        """How many decode worker processes were replaced after a crash or a timeout."""
+        return sum(decoder.restarts for decoder in self._decoders)
 
     @property
     def pending(self) -> int:

@@ -373,6 +373,10 @@ class Service:
             "failed": snap.failed,
             "pending": pipeline.pending,
             "waiting": watcher.waiting,
+            "decoders": {
+                "workers": self.config.pipeline.decode_workers,
+                "restarts": pipeline.decoder_restarts,
+            },
             "last_scan_at": iso(snap.last_scan_at),
             "model": model,
             "inbox": self.inbox.snapshot() if self.inbox is not None else None,

@@ -164,6 +164,16 @@ def _model_lines(model: dict[str, Any], now: dt.datetime) -> list[str]:
     return lines
 
 
+def _decoder_lines(decoders: object) -> list[str]:
+    if not isinstance(decoders, dict):
+        return []
+    line = f"  decoders     {decoders.get('workers', '?')} worker processes"
+    restarts = decoders.get("restarts") or 0
+    if restarts:
+        line += f", {restarts:,} restarted after a crash or a timeout (see the log)"
+    return [line]
+
+
 def _inbox_lines(inbox: object) -> list[str]:
     if not isinstance(inbox, dict):
         return []
@@ -222,6 +232,7 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
             f"{document.get('waiting', 0):,} waiting in incoming"
         ),
         f"  last scan    {last_text}",
+        *_decoder_lines(document.get("decoders")),
         *_model_lines(model, now),
         *_inbox_lines(document.get("inbox")),
         f"  started at   {document.get('started_at', '?')}",

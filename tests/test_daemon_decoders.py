@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ from daemon.decode_workers import DecodeWorker
 from daemon.errors import DecoderStartError
 from daemon.jobs import Claim, Decoded
 from daemon.preprocess import PreprocessSpec
+from daemon.status import describe, utc_now
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -140,6 +142,10 @@ def test_the_service_reports_a_crashing_file_and_goes_on(tmp_path, monkeypatch) 
         (config.incoming / "segfault.png").write_bytes(image_bytes("PNG", seed=2))
         (config.incoming / "after.png").write_bytes(image_bytes("PNG", seed=3))
         wait_for(lambda: len(list(config.reports.glob("*.json"))) == 2, what="two reports")
+    status = json.loads((config.work / "status.json").read_text(encoding="utf-8"))
+    assert status["decoders"] == {"workers": 1, "restarts": 1}
+    text, _ = describe(status, config.work / "status.json", utc_now())
+    assert "1 worker processes, 1 restarted after a crash or a timeout" in text
     found = reports(config.reports)
     assert found["segfault.png"]["status"] == "error"
     assert found["segfault.png"]["error"]["code"] == "DECODER_CRASHED"
