@@ -262,9 +262,10 @@ class DecodeWorker:
             assert conn is not None  # noqa: S101 - wait_ready() guarantees a child
             try:
                 conn.send((claim, None if spec == self._spec_sent else spec))
-            except OSError:
+            except OSError as exc:
                 if attempt == 2:
-                    raise
+                    msg = f"decode worker {self.index} does not take requests: {exc}"
+                    raise DecoderStartError(msg) from exc
                 ended = self._stop_child(kill=True)  # not this file's fault: it was never sent
                 self.restarts += 1
                 log.warning("decoder_restarting", worker=self.index, reason=ended)
