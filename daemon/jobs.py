@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Claim:
-    """A file the daemon has taken: it sits in ``processing/<claim_id>/<name>`` until reported."""
+    """A file the daemon has taken: it sits in ``processing/<claim_id>~<name>`` until reported."""
 
     claim_id: str
     path: Path
@@ -145,7 +145,7 @@ def scan_id(claim: Claim, sha256: str | None) -> str:
     part keeps two files with the same bytes under different names apart ("one report per
     input") without putting the name, which may hold a patient name, into logs. A file that was
     never read has no content hash: ``unread<10 hex of the claim id's sha256>`` stands in, stable
-    across restarts because the claim folder is.
+    across restarts because the claim id is (it is part of the claimed file's name).
     """
     name_tag = _sha(claim.name)[:8]
     if sha256:
