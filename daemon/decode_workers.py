@@ -18,8 +18,9 @@ one request at a time::
 
     daemon -> child   (Claim, PreprocessSpec or None when unchanged)     or None: exit
     child  -> daemon  (Source, Failure or None, decode ms, tensor shape or None)
-                      then, for a decoded scan, the tensor's raw bytes (196 kB), received
-                      straight into a new array: no pickling of pixels on either side
+                      then, for a decoded scan, the raw bytes of the tensor's first channel
+                      (64 kB: the channels are copies of one grey plane), received straight
+                      into a new array: no pickling of pixels on either side
 
 The child runs `daemon.decode_stage.decode_claim`, the very code the trainer's readers share, with
 the daemon's limits. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal or systemd's stop
@@ -108,9 +109,12 @@ def _answer(conn: Connection, outcome: Decoded | Rejected) -> None:
     if isinstance(outcome, Rejected):
         conn.send((outcome.source, outcome.failure, outcome.decode_ms, None))
         return
-    tensor = np.ascontiguousarray(outcome.tensor, dtype=np.float32)
-    conn.send((outcome.source, None, outcome.decode_ms, tensor.shape))
-    conn.send_bytes(memoryview(tensor).cast("B"))  # type: ignore[arg-type]  # numpy buffers
+    # Preprocessing repeats one grey plane into every channel (`daemon.preprocess`, step 5): the
+    # first channel is the whole tensor, a third of the bytes (64 kB), and the daemon spreads it
+    # over the channels while copying it into the inference request.
+    plane = np.ascontiguousarray(outcome.tensor[:, :, :1], dtype=np.float32)
+    conn.send((outcome.source, None, outcome.decode_ms, plane.shape))
+    conn.send_bytes(memoryview(plane).cast("B"))  # type: ignore[arg-type]  # numpy buffers
 
 
 @dataclass(frozen=True)

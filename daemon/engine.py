@@ -181,16 +181,19 @@ class Engine:
     def submit(self, tensor: npt.NDArray[np.float32], job: Any, done: Done) -> None:
         """Start inference on one preprocessed ``(H, W, C)`` tensor; consumes the job's lease.
 
+        A ``(H, W, 1)`` tensor stands for C identical channels: it is spread over them.
+
         ``done(job, probabilities, latency_ms, error)`` is called later on an OpenVINO thread, or
         right here with an error if the request cannot be started. It must be quick and must not
         log (a foreign thread); the pipeline only queues the result.
         """
         try:
             with self._submit_lock:  # one submitter at a time; blocks while every request is busy
-                # The tensor is copied straight into the next idle request's input, which the
-                # argument-less start_async then runs: half the CPU of passing it as an input
-                # (measured 34 against 75 us). The idle queue is FIFO and only this lock's holder
-                # takes from it, so the request filled is the request started.
+                # The tensor is copied (and spread over the channels) straight into the next
+                # idle request's input, which the argument-less start_async then runs: half the
+                # CPU of passing it as an input (measured 34 against 75 us). The idle queue is
+                # FIFO and only this lock's holder takes from it, so the request filled is the
+                # request started.
                 request = self._queue[self._queue.get_idle_request_id()]
                 request.get_input_tensor(0).data[0] = tensor
                 self._queue.start_async(userdata=(job, done))

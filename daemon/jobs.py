@@ -71,6 +71,8 @@ class Decoded:
     claim: Claim
     source: Source
     tensor: npt.NDArray[np.float32]
+    """``(H, W, C)``, or ``(H, W, 1)`` standing for C identical channels (how the decode worker
+    processes send it); `daemon.engine.Engine.submit` takes either."""
     decode_ms: float
 
 
@@ -128,7 +130,7 @@ class ScanResult:
         """True when there is a prediction."""
         return self.failure is None
 
-    @property
+    @functools.cached_property
     def scan_id(self) -> str:
         """The scan's short id in logs and its report's file name (see `scan_id`)."""
         return scan_id(self.claim, self.source.sha256)

@@ -47,7 +47,7 @@ def worker():
 
 class TestDecodeWorker:
     def test_decodes_exactly_like_the_in_process_stage(self, tmp_path, worker) -> None:
-        """Tensor and source from the child equal `decode_claim` run here."""
+        """Tensor (sent as its one repeated channel) and source equal `decode_claim` run here."""
         configure_decoders()
         claim = _claim(tmp_path, "scan.png", image_bytes("PNG"))
         outcome = worker.decode(claim, SPEC)
@@ -55,7 +55,10 @@ class TestDecodeWorker:
         assert isinstance(outcome, Decoded)
         assert isinstance(here, Decoded)
         assert outcome.source == here.source
-        np.testing.assert_array_equal(outcome.tensor, here.tensor)
+        assert outcome.tensor.shape == (*here.tensor.shape[:2], 1)  # one channel travels
+        np.testing.assert_array_equal(
+            np.broadcast_to(outcome.tensor, here.tensor.shape), here.tensor
+        )
         assert outcome.tensor.dtype == np.float32
 
     def test_bad_input_is_rejected_with_its_code(self, tmp_path, worker) -> None:

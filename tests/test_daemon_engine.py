@@ -76,6 +76,17 @@ class TestEngine:
         assert abs(float(probabilities.sum()) - 1.0) < 1e-3
         assert latency > 0
 
+    def test_one_channel_stands_for_identical_channels(self, bundle) -> None:
+        """A (H, W, 1) tensor, as the decode workers send it, gives the (H, W, 3) result."""
+        engine = Engine.compile(bundle, CPU)
+        tensor = _tensor(bundle)
+        _, full, _, _ = _infer(engine, tensor)
+        _, plane, _, _ = _infer(engine, np.ascontiguousarray(tensor[:, :, :1]))
+        engine.close()
+        assert full is not None
+        assert plane is not None
+        np.testing.assert_array_equal(plane, full)
+
     def test_a_request_that_cannot_start_is_reported_to_its_job(self, bundle) -> None:
         """A tensor of the wrong shape becomes an error for that job, not an exception."""
         engine = Engine.compile(bundle, CPU)
