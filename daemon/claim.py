@@ -118,6 +118,7 @@ class ClaimArea:
         return target
 
     def _unplace(self, target: Path) -> None:
+        """Remove the emptied claim folder of ``target``, if it had one (see `_place`)."""
         if target.parent != self.processing:
             remove_empty_parents(target.parent, self.processing)
 
@@ -184,15 +185,7 @@ class ClaimArea:
 
     def tidy(self, claim: Claim) -> None:
         """Remove a finished claim's emptied folders, when it has any (a long name's claim)."""
-        folder = claim.path.parent
-        if folder == self.processing:
-            return
-        for _ in range(claim.name.count("/") + 1):
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
+        self._unplace(claim.path)
 
 
 def _remove_empty_tree(folder: Path) -> None:

@@ -22,7 +22,6 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from daemon import DISCLAIMER
-from daemon.files import write_atomic
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -138,14 +137,3 @@ def encode_report(result: ScanResult, top_k: int) -> tuple[dict[str, Any], bytes
     report = build_report(result, top_k)
     data = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
     return report, data + b"\n"
-
-
-def write_report(folder: Path, result: ScanResult, top_k: int) -> tuple[Path, dict[str, Any]]:
-    """Write the report of ``result`` atomically on its own; return its path and content.
-
-    The pipeline writes its reports in groups instead (`daemon.files.write_atomic_group`).
-    """
-    report, data = encode_report(result, top_k)
-    path = report_path(folder, result)
-    write_atomic(path, data)
-    return path, report
