@@ -13,7 +13,10 @@ on the same IR (the committed default bundle unless ``--model``) and device:
    (watched with inotify, see ``folder_events.py``);
 6. **naive loop**: the same burst through a synchronous poll/read/decode/infer/write loop
    (``naive.py``), with and without fsync of each report;
-7. with ``--scaling``: the same on one core (``taskset``) and with one decode worker.
+7. **orchestration-free bound**: the same burst through the daemon's per-scan work alone (read,
+   hash, decode, preprocess, infer, durable report, move), one sequential process per decode
+   worker and nothing else (``bound.py``): what any design could reach here;
+8. with ``--scaling``: the same on one core (``taskset``) and with one decode worker.
 
 The throughput phases run ``--rounds`` times, interleaved, and the best round of each is kept (the
 one least disturbed by other jobs); every round's figure is printed too. The CPU time each stage
@@ -48,6 +51,7 @@ import corpus
 import naive
 import openvino as ov
 import yaml
+from bound import bound_burst
 from folder_events import FolderEvents
 
 from daemon.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, resolve_model_path
@@ -572,7 +576,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "source": "samples/ perturbed (bench/corpus.py)",
     }
     rounds: dict[str, list[dict[str, Any]]] = {
-        name: [] for name in ("inference", "decode", "daemon", "naive", "naive_no_fsync")
+        name: [] for name in ("inference", "decode", "daemon", "naive", "naive_no_fsync", "bound")
     }
     for number in range(1, args.rounds + 1):
         _progress(f"round {number}/{args.rounds}: benchmark_app -t {args.benchmark_seconds}")
@@ -590,6 +594,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     args.out / RUNS / f"{label}-{number}", burst, bundle, settings, fsync=fsync
                 )
             )
+        _progress(f"round {number}: orchestration-free bound, {args.workers} processes")
+        rounds["bound"].append(_bound_phase(args, bundle, burst, number))
     results["rounds"] = args.rounds
     results["daemon"] = _best_daemon(rounds.pop("daemon"))
     results.update({name: _best(values) for name, values in rounds.items()})
@@ -599,6 +605,26 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     results["machine"]["load_at_end"] = _load()
     results["summary"] = summarise(results)
     return results
+
+
+def _bound_phase(
+    args: argparse.Namespace, bundle: Bundle, burst: tuple[Path, ...], number: int
+) -> dict[str, Any]:
+    config = load_config(None)
+    try:
+        return bound_burst(
+            burst,
+            args.out / RUNS / f"bound-{number}",
+            args.workers,
+            model=bundle.path,
+            variant=args.variant,
+            device=args.device,
+            max_bytes=config.limits.max_file_bytes,
+            top_k=config.inference.top_k,
+        )
+    except RuntimeError as exc:
+        msg = f"the orchestration-free bound failed: {exc}"
+        raise BenchError(msg) from exc
 
 
 def scaling(
@@ -651,11 +677,16 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "naive_ratio": daemon / naive_rate,
         "naive_no_fsync_per_s": results["naive_no_fsync"]["per_second"],
         "naive_no_fsync_ratio": daemon / results["naive_no_fsync"]["per_second"],
+        "bound_per_s": results["bound"]["per_second"],
+        "bound_ceiling_ratio": results["bound"]["per_second"] / combined,
+        "daemon_bound_ratio": daemon / results["bound"]["per_second"],
+        "bound_naive_ratio": results["bound"]["per_second"] / naive_rate,
         "cpu_ms_per_scan": {
             "decode": results["decode"]["cpu_ms_per_file"],
             "inference": results["inference"]["cpu_ms_per_inference"],
             "daemon": results["daemon"]["burst"]["daemon_cpu_ms_per_file"],
             "naive": results["naive"]["cpu_ms_per_file"],
+            "bound": results["bound"]["cpu_ms_per_file"],
         },
         "latency_p50_ms": latency["p50_ms"],
         "latency_p99_ms": latency["p99_ms"],
@@ -725,6 +756,14 @@ def render(results: dict[str, Any]) -> str:
         ("naive loop without fsync (weaker guarantee)", summary["naive_no_fsync_per_s"], "/s"),
         ("  daemon / naive without fsync", summary["naive_no_fsync_ratio"], "x"),
         (
+            f"orchestration-free bound ({results['bound']['workers']} processes, no daemon)",
+            summary["bound_per_s"],
+            "/s",
+        ),
+        ("  bound / combined ceiling", summary["bound_ceiling_ratio"], ""),
+        ("  bound / naive", summary["bound_naive_ratio"], "x"),
+        ("  daemon / bound", summary["daemon_bound_ratio"], ""),
+        (
             f"latency p50, rename -> report ({latency['files']} files)",
             latency["p50_ms"],
             " ms",
@@ -747,8 +786,8 @@ def render(results: dict[str, Any]) -> str:
             (
                 f"CPU per scan: decode {cpu['decode']:.2f} ms + inference {cpu['inference']:.2f} "
                 f"ms = {cpu['decode'] + cpu['inference']:.2f} ms of work; the daemon spends "
-                f"{cpu['daemon']:.2f} ms (efficiency {summary['cpu_efficiency']:.2f}), the naive "
-                f"loop {cpu['naive']:.2f} ms"
+                f"{cpu['daemon']:.2f} ms (efficiency {summary['cpu_efficiency']:.2f}), the bound "
+                f"{cpu['bound']:.2f} ms, the naive loop {cpu['naive']:.2f} ms"
             ),
         ]
     lines += [
@@ -773,6 +812,7 @@ def render(results: dict[str, Any]) -> str:
             ("daemon", "daemon"),
             ("naive", "naive"),
             ("naive without fsync", "naive_no_fsync"),
+            ("bound", "bound"),
         )
     )
     lines.append(f"every round (per second; the best is kept): {spread}")
