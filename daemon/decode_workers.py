@@ -26,12 +26,18 @@ The child runs `daemon.decode_stage.decode_claim`, the very code the trainer's r
 the daemon's limits. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal or systemd's stop
 signal reaches the whole process group, and a decoder killed by it would turn every scan in flight
 into a false ``DECODER_CRASHED``; the daemon stops its children itself once the pipeline is
-drained, and a child whose daemon has gone (even after ``kill -9``) reads end-of-file and exits.
+drained. A child dies with its daemon, even after ``kill -9`` (``PR_SET_PDEATHSIG``): it writes
+reports and moves inputs, and must not go on doing so beside the daemon that replaces its own and
+takes up the same claims. (Where that cannot be set, it reads end-of-file and exits, and it checks
+before each group commit that its daemon is still there.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
+import os
 import signal
 import time
 import traceback
@@ -42,11 +48,9 @@ import numpy as np
 import structlog
 
 from daemon.decode_stage import (
-    Refused,
     Rejected,
     configure_decoders,
     decode_claim,
-    read_claimed,
     warm_up,
 )
 from daemon.errors import (
@@ -56,8 +60,16 @@ from daemon.errors import (
     InternalError,
     ScanError,
 )
-from daemon.jobs import Decoded, Failure, Source
+from daemon.jobs import Decoded, Failure, Finished, scan_id
 from daemon.memory import keep_freed_memory
+from daemon.scan_worker import (
+    ModelChoice,
+    ModelFailed,
+    ScanRequest,
+    ScanSetup,
+    ScanWorker,
+    source_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,17 +86,24 @@ READY = "ready"
 START_TIMEOUT_S = 60.0
 """How long a new child may take to import its decoders and say it is ready."""
 _STOP_TIMEOUT_S = 5.0
+_PR_SET_PDEATHSIG = 1
 _CONTEXT = multiprocessing.get_context("spawn")
 
 
 def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
-    """The child's main loop: answer each request with a `Decoded` or a `Rejected`, until told."""
+    """The child's main loop until told to stop.
+
+    A `ScanRequest` is answered with a list of `Finished` (or `ModelFailed`); a ``(claim, spec)``
+    request (decoding only: the benchmark's decode-only stage) with a `Decoded` or a `Rejected`.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    daemon_pid = _die_with_parent()
     keep_freed_memory()
     configure_decoders()
     warm_up()
     spec: PreprocessSpec | None = None
+    worker = ScanWorker(limits, max_bytes, alive=lambda: os.getppid() == daemon_pid)
     conn.send(READY)
     while True:
         try:
@@ -93,6 +112,14 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
             return  # the daemon has gone
         if request is None:
             return
+        if isinstance(request, ScanRequest):
+            try:
+                conn.send(worker.handle(request))
+            except (BrokenPipeError, OSError):
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug outside one claim: the daemon retries
+                conn.send(_Unexpected(type(exc).__name__, str(exc), traceback.format_exc()))
+            continue
         claim, new_spec = request
         spec = new_spec if new_spec is not None else spec
         if spec is None:
@@ -103,6 +130,20 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
             return
         except Exception as exc:  # noqa: BLE001 - any bug becomes an INTERNAL_ERROR report
             conn.send(_Unexpected(type(exc).__name__, str(exc), traceback.format_exc()))
+
+
+def _die_with_parent() -> int:
+    """Ask the kernel to SIGKILL this process when the thread that started it ends (Linux).
+
+    Returns the daemon's pid; exits at once if the daemon is already gone.
+    """
+    parent = multiprocessing.parent_process()
+    daemon_pid = parent.pid if parent is not None and parent.pid is not None else os.getppid()
+    with contextlib.suppress(AttributeError, OSError):  # no prctl: EOF and `alive` still apply
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != daemon_pid:
+        os._exit(0)
+    return daemon_pid
 
 
 def _answer(conn: Connection, outcome: Decoded | Rejected) -> None:
@@ -147,6 +188,8 @@ class DecodeWorker:
         self._conn: Connection | None = None
         self._ready = False
         self._spec_sent: PreprocessSpec | None = None
+        self._setup_sent: ScanSetup | None = None
+        self._model_sent: ModelChoice | None = None
         self.restarts = 0
         """How many times the child was replaced after a crash or a timeout."""
 
@@ -177,7 +220,7 @@ class DecodeWorker:
         finally:
             child.close()
         self._process, self._conn, self._ready = process, parent, False
-        self._spec_sent = None
+        self._spec_sent, self._setup_sent, self._model_sent = None, None, None
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Wait for the child's ready message.
@@ -213,7 +256,8 @@ class DecodeWorker:
             DecoderStartError: the child had to be (re)started and could not be.
         """
         started = time.perf_counter()
-        conn = self._send(claim, spec)
+        conn = self._send(lambda: (claim, None if spec == self._spec_sent else spec))
+        self._spec_sent = spec
         try:
             answered = conn.poll(self._timeout_s)
             outcome = self._receive(conn, claim) if answered else None
@@ -221,26 +265,91 @@ class DecodeWorker:
             answered, outcome = True, None
         if isinstance(outcome, (Decoded, Rejected)):
             return outcome
-        error: ScanError
+        return self._rejected(claim, self._failed(claim, outcome, answered=answered), started)
+
+    def scan(
+        self, claims: tuple[Claim, ...], model: ModelChoice, setup: ScanSetup
+    ) -> list[Finished | Rejected]:
+        """Scan ``claims`` from end to end in the child (`daemon.scan_worker`): one `Finished` each.
+
+        When the child crashes, hangs past ``limits.decode_timeout_s`` or meets a bug outside any
+        one claim while a batch is in flight, it is replaced and each claim is scanned again on its
+        own; a claim that fails alone comes back as a `Rejected` (``DECODER_CRASHED``,
+        ``DECODE_TIMEOUT``, ``INTERNAL_ERROR``) for the daemon to report. A claim whose file has
+        left processing/ meanwhile was reported by the child before it died: ``action`` unknown.
+        An empty batch only makes the child load ``model``.
+
+        Raises:
+            DecoderStartError: the child could not be (re)started, or cannot load ``model``.
+        """
+        started = time.perf_counter()
+        outcome = self._scan_once(claims, model, setup)
+        if isinstance(outcome, list):
+            return list(outcome)
+        error = self._failed(claims[0] if len(claims) == 1 else None, outcome, answered=True)
+        if len(claims) == 1:
+            return [self._rejected(claims[0], error, started)]
+        log.warning("scan_batch_retried", worker=self.index, claims=len(claims), code=error.code)
+        answers: list[Finished | Rejected] = []
+        for claim in claims:
+            if not claim.path.is_symlink() and not claim.path.exists():
+                answers.append(Finished(claim, scan_id(claim, None), action="unknown"))
+                continue
+            answers.extend(self.scan((claim,), model, setup))
+        return answers
+
+    def _scan_once(
+        self, claims: tuple[Claim, ...], model: ModelChoice, setup: ScanSetup
+    ) -> list[Finished] | _Unexpected | bool:
+        """One request: the answer, an `_Unexpected`, False (none in time) or True (died)."""
+        conn = self._send(
+            lambda: ScanRequest(
+                claims,
+                None if model == self._model_sent else model,
+                None if setup == self._setup_sent else setup,
+            )
+        )
+        self._setup_sent, self._model_sent = setup, model
+        try:
+            if not conn.poll(self._timeout_s):
+                return False
+            answer = conn.recv()
+        except (EOFError, OSError):
+            return True
+        if isinstance(answer, ModelFailed):
+            self._stop_child(kill=True)
+            msg = f"decode worker {self.index} cannot serve the model: {answer.message}"
+            raise DecoderStartError(msg)
+        return answer  # type: ignore[no-any-return]
+
+    def _failed(self, claim: Claim | None, outcome: object, *, answered: bool) -> ScanError:
+        """The error for a request the child did not answer properly; replaces a dead child."""
         if isinstance(outcome, _Unexpected):
             log.error(
-                "decode_crashed", claim=claim.claim_id, error=outcome.kind, trace=outcome.trace
+                "decode_crashed",
+                claim=None if claim is None else claim.claim_id,
+                error=outcome.kind,
+                trace=outcome.trace,
             )
-            error = InternalError(f"unexpected {outcome.kind} while decoding: {outcome.message}")
+            return InternalError(f"unexpected {outcome.kind} while decoding: {outcome.message}")
+        timed_out = outcome is False or not answered
+        ended = self._stop_child(kill=True)
+        error: ScanError
+        if timed_out:
+            error = DecodeTimeoutError(
+                f"decoding took longer than {self._timeout_s:g} s (limits.decode_timeout_s); "
+                "the decode worker was stopped"
+            )
         else:
-            ended = self._stop_child(kill=True)
-            if answered:
-                error = DecoderCrashedError(f"the decode worker process died ({ended})")
-            else:
-                error = DecodeTimeoutError(
-                    f"decoding took longer than {self._timeout_s:g} s (limits.decode_timeout_s); "
-                    "the decode worker was stopped"
-                )
-            self.restarts += 1
-            log.warning("decoder_restarting", worker=self.index, code=error.code)
+            error = DecoderCrashedError(f"the decode worker process died ({ended})")
+        self.restarts += 1
+        log.warning("decoder_restarting", worker=self.index, code=error.code)
+        return error
+
+    def _rejected(self, claim: Claim, error: ScanError, started: float) -> Rejected:
         failure = Failure(error.code, error.message)
         elapsed = (time.perf_counter() - started) * 1000.0
-        return Rejected(claim, _source_of(claim, self._max_bytes), failure, elapsed)
+        return Rejected(claim, source_of(claim, self._max_bytes), failure, elapsed)
 
     @staticmethod
     def _receive(conn: Connection, claim: Claim) -> Decoded | Rejected | _Unexpected:
@@ -255,17 +364,18 @@ class DecodeWorker:
         conn.recv_bytes_into(memoryview(tensor).cast("B"))  # type: ignore[arg-type]  # numpy buffers
         return Decoded(claim, source, tensor, decode_ms)
 
-    def _send(self, claim: Claim, spec: PreprocessSpec) -> Connection:
-        """Send a request to a ready child; one that died while idle is replaced first.
+    def _send(self, build: Callable[[], object]) -> Connection:
+        """Send ``build()`` to a ready child; one that died while idle is replaced first.
 
-        The spec travels only when it differs from the one this child last received.
+        The request is built once the child is ready: a new child has been sent nothing, so the
+        spec, setup and model travel again (``build`` compares with what this child was sent).
         """
         for attempt in (1, 2):
             self.wait_ready()
             conn = self._conn
             assert conn is not None  # noqa: S101 - wait_ready() guarantees a child
             try:
-                conn.send((claim, None if spec == self._spec_sent else spec))
+                conn.send(build())
             except OSError as exc:
                 if attempt == 2:
                     msg = f"decode worker {self.index} does not take requests: {exc}"
@@ -274,7 +384,6 @@ class DecodeWorker:
                 self.restarts += 1
                 log.warning("decoder_restarting", worker=self.index, reason=ended)
             else:
-                self._spec_sent = spec
                 return conn
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
@@ -304,19 +413,6 @@ class DecodeWorker:
     def close(self) -> None:
         """Ask the child to exit and wait for it (killed after a few seconds)."""
         self._stop_child(kill=False)
-
-
-def _source_of(claim: Claim, max_bytes: int) -> Source:
-    """What an error report can say about a file the child could not finish: size and sha256.
-
-    Read here without decoding anything, so the report of a file that crashes its decoder gets the
-    same content-based name after a restart (idempotent) like every other report.
-    """
-    try:
-        _, source = read_claimed(claim, max_bytes)
-    except Refused as refused:
-        return refused.source
-    return source
 
 
 def _exit_text(code: int | None) -> str:

@@ -1,7 +1,9 @@
 """The values passed between pipeline stages. Frozen: a stage never changes another stage's data.
 
-Claim ──decode──> Decoded ──infer──> ScanResult ──report──> JSON + outcome
+Claim ──decode──> Decoded ──infer──> ScanResult ──report──> JSON + outcome ──> Finished
    └──────────────(bad input)──────> ScanResult(failure=...)
+
+A scan worker process goes the whole way and sends the daemon a `Finished` per claim.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -134,6 +136,34 @@ class ScanResult:
     def scan_id(self) -> str:
         """The scan's short id in logs and its report's file name (see `scan_id`)."""
         return scan_id(self.claim, self.source.sha256)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a scan worker tells the daemon about a claim it has reported (for logs and counters).
+
+    ``write_error`` set: the report could not be written, the input stays in processing/ (taken up
+    again at the next start) and nothing else is set beyond the claim and the scan id.
+    """
+
+    claim: Claim
+    scan_id: str
+    label: str | None = None
+    probability: float | None = None
+    failure: Failure | None = None
+    timing: dict[str, Any] | None = None
+    """The report's ``timing``."""
+    action: str = "left"
+    """What happened to the input: ``moved``, ``kept``, ``deleted``, ``duplicate``, ``left`` (it
+    stays in processing/), or ``unknown`` (a worker that died had already reported it)."""
+    write_error: str | None = None
+    outcome_error: str | None = None
+    """Why the input could not be moved or deleted (it stays in processing/)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the scan has a prediction."""
+        return self.failure is None
 
 
 def _sha(text: str) -> str:

@@ -1,31 +1,32 @@
-"""Wires the stages: claim -> decode workers -> OpenVINO -> report writer.
+"""Wires the stages: claim -> scan worker processes (decode, infer, report, outcome) -> log.
 
 Threads and processes::
 
-    observer / scanner ──offer()──> claim (rename) ──> decode queue
-    decode worker threads (pipeline.decode_workers), each with its child process
-        (`daemon.decode_workers`: read, hash, decode, preprocess) ──> Engine.submit ──> OpenVINO
-                         └──(bad input, decoder crash or timeout)───────────┐
-    OpenVINO callback ──────────────────────────────────────────────> results queue
-    report writer (one thread) ──> reports (group commit), outcomes (move/keep/delete), logs
+    observer / scanner ──offer()──> claim (rename) ──> claims queue
+    one thread per scan worker (pipeline.decode_workers): takes every queued claim, up to
+        `_MAX_BATCH`, and hands the batch to its worker process (`daemon.decode_workers`), which
+        decodes, infers, writes the reports (one group commit) and moves the inputs
+        (`daemon.scan_worker`); back come one `Finished` per claim: counted, logged, slot freed
+    report writer (one thread): the error reports of claims a worker died on or hung on
 
 Back-pressure: a claim takes one of ``pipeline.max_pending`` slots and gives it back once its
 report is written. With no free slot `Pipeline.offer` answers `Offer.BUSY` and the file stays in
 incoming/ (the watcher offers it again when `room` is called). Memory is therefore bounded by
-``max_pending`` claims (a path each) plus one file and one 196 kB tensor per decode worker;
-inference back-pressures the workers itself (``start_async`` waits for a free request).
+``max_pending`` claims (a path each) plus `_MAX_BATCH` files and tensors per worker process.
 
-The writer commits in groups: it takes every result that is ready, writes their reports as
-temporary files, makes them all durable with one flush of the file system
-(`daemon.files.write_atomic_group`), renames them into place, fsyncs the reports folder once, and
-only then moves or deletes the inputs. A report is durable before its input leaves processing/,
+A batch takes whatever is queued: one claim when scans arrive one by one (no waiting for company,
+so latency stays that of one scan), up to `_MAX_BATCH` in a burst, where one group commit then
+makes the whole batch's reports durable. A report is durable before its input leaves processing/,
 so a crash can only cause a scan to be done again, never lost.
+
+The daemon's own compiled model (`daemon.engine.EngineHolder`) checks a bundle before it goes into
+service and says which model is in service; each batch names that model (`ModelChoice`), and a
+worker compiles it when it changes (hot reload).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 import threading
 import time
@@ -34,30 +35,29 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.decode_stage import Rejected
-from daemon.errors import DecoderStartError, InferenceError
-from daemon.files import write_atomic_group
+from daemon.errors import DecoderStartError
 from daemon.intake import Offer
-from daemon.jobs import Decoded, Failure, ModelInfo, Prediction, ScanResult
-from daemon.report import encode_report, report_path
+from daemon.jobs import ScanResult
+from daemon.scan_worker import ModelChoice, ScanSetup, commit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
-    import numpy as np
-    import numpy.typing as npt
-
     from daemon.claim import ClaimArea
     from daemon.config import DaemonConfig
     from daemon.decode_workers import DecodeWorker
-    from daemon.engine import EngineHolder
-    from daemon.jobs import Claim
+    from daemon.engine import Engine, EngineHolder
+    from daemon.jobs import Claim, Finished
     from daemon.status import Counters
 
 log = structlog.get_logger("infarctwatch.pipeline")
 
 _STOP: Any = object()
 _BATCH = 64
+_MAX_BATCH = 8
+"""Claims per worker request at most: enough for the group commit to pay (one flush per report
+costs 17 % of the throughput, docs/performance.md), few enough to spread a burst over workers."""
 _WRITE_FAILURES_UNHEALTHY = 3
 
 
@@ -89,7 +89,7 @@ class Pipeline:
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
         self._workers = [
             threading.Thread(
-                target=self._decode_loop,
+                target=self._scan_loop,
                 args=(decoder,),
                 name=f"infarctwatch-decode-{decoder.index}",
                 daemon=True,
@@ -97,6 +97,7 @@ class Pipeline:
             for decoder in decoders
         ]
         self._decoders = decoders
+        self._setup = ScanSetup(config.reports, config.inference.top_k, area, config.inference)
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True
         )
@@ -163,59 +164,67 @@ class Pipeline:
         log.debug("claimed", claim=claim.claim_id)
         self._claims.put(claim)
 
-    # -- decode workers -----------------------------------------------------------------------
+    # -- scan workers -------------------------------------------------------------------------
 
-    def _decode_loop(self, decoder: DecodeWorker) -> None:
+    def _scan_loop(self, worker: DecodeWorker) -> None:
+        """Feed one worker process batches of claims and log what it finished, until stopped."""
+        try:
+            worker.scan((), self._model(), self._setup)  # compile the model before any scan
+        except DecoderStartError as exc:
+            log.error("decoder_unavailable", worker=worker.index, error=str(exc))  # noqa: TRY400 - the message says it all
+            return
         while True:
-            claim = self._claims.get()
-            if claim is _STOP:
+            batch, stop = self._take_batch()
+            if batch:
+                engine = self._holder.acquire()  # the model in service for this whole batch
+                try:
+                    answers = worker.scan(batch, _choice(engine), self._setup)
+                except DecoderStartError as exc:
+                    # Without a worker this thread is done: the service sees it (`healthy`) and
+                    # stops with exit code 1; the claims stay in processing/ for the next start.
+                    log.error("decoder_unavailable", worker=worker.index, error=str(exc))  # noqa: TRY400 - the message says it all
+                    for claim in batch:
+                        self._forget(claim)
+                    return
+                finally:
+                    engine.release()
+                for answer in answers:
+                    if isinstance(answer, Rejected):  # the worker died on it: reported from here
+                        self._results.put(
+                            ScanResult(
+                                answer.claim,
+                                answer.source,
+                                engine.info,
+                                failure=answer.failure,
+                                decode_ms=answer.decode_ms,
+                            )
+                        )
+                    else:
+                        self._finished(answer)
+            if stop:
                 return
-            engine = self._holder.acquire()
-            try:
-                outcome = decoder.decode(claim, engine.bundle.preprocess)
-            except DecoderStartError as exc:
-                # Without a decoder this thread is done: the service sees it (`healthy`) and stops
-                # with exit code 1; the claim stays in processing/ and is taken up at restart.
-                engine.release()
-                log.error("decoder_unavailable", worker=decoder.index, error=str(exc))  # noqa: TRY400 - the message says it all
-                self._forget(claim)
-                return
-            if isinstance(outcome, Rejected):
-                engine.release()
-                self._results.put(
-                    ScanResult(
-                        outcome.claim,
-                        outcome.source,
-                        engine.info,
-                        failure=outcome.failure,
-                        decode_ms=outcome.decode_ms,
-                    )
-                )
-            else:
-                engine.submit(
-                    outcome.tensor, outcome, functools.partial(self._inferred, engine.info)
-                )
 
-    def _inferred(
-        self,
-        model: ModelInfo,
-        job: Decoded,
-        probabilities: npt.NDArray[np.float32] | None,
-        latency_ms: float,
-        error: str | None,
-    ) -> None:
-        """OpenVINO's callback thread: only build the result and queue it (no logging here)."""
-        if probabilities is None:
-            failure = Failure(InferenceError.code, error or "inference failed")
-            result = ScanResult(job.claim, job.source, model, None, failure, job.decode_ms)
-        else:
-            prediction = Prediction(model.labels, tuple(probabilities.tolist()))
-            result = ScanResult(
-                job.claim, job.source, model, prediction, None, job.decode_ms, latency_ms
-            )
-        self._results.put(result)
+    def _take_batch(self) -> tuple[tuple[Claim, ...], bool]:
+        """The next claim (waiting for it) and those queued behind it, up to `_MAX_BATCH`.
 
-    # -- report writer ------------------------------------------------------------------------
+        Returns the batch and whether the stop marker came with it.
+        """
+        first = self._claims.get()
+        if first is _STOP:
+            return (), True
+        batch = [first]
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < _MAX_BATCH:
+                claim = self._claims.get_nowait()
+                if claim is _STOP:
+                    return tuple(batch), True
+                batch.append(claim)
+        return tuple(batch), False
+
+    def _model(self) -> ModelChoice:
+        return _choice(self._holder.current)
+
+    # -- reports of scans the workers could not finish -----------------------------------------
 
     def _write_loop(self) -> None:
         while True:
@@ -224,61 +233,54 @@ class Pipeline:
                 while len(batch) < _BATCH:
                     batch.append(self._results.get_nowait())
             stop = any(item is _STOP for item in batch)
-            self._commit([item for item in batch if item is not _STOP])
+            results = [item for item in batch if item is not _STOP]
+            if results:
+                for finished in commit(results, self._setup):
+                    self._finished(finished)
             if stop:
                 return
 
-    def _commit(self, results: list[ScanResult]) -> None:
-        folder = self._config.reports
-        top_k = self._config.inference.top_k
-        encoded = [encode_report(result, top_k) for result in results]
-        errors = write_atomic_group(
-            [
-                (report_path(folder, result), data)
-                for result, (_, data) in zip(results, encoded, strict=True)
-            ]
-        )
-        for result, (report, _), error in zip(results, encoded, errors, strict=True):
-            if error is not None:
-                self._write_failures += 1
-                log.error(
-                    "report_write_failed", scan=result.scan_id, error=error.strerror or str(error)
-                )
-                self._forget(result.claim)  # the file stays in processing/: retaken at restart
-                continue
-            self._write_failures = 0
-            try:
-                action = self._area.finish(result.claim, ok=result.ok, sha256=result.source.sha256)
-            except OSError as exc:
-                action = "left"  # stays in processing/, reported again (same report) at restart
-                log.warning("outcome_failed", scan=result.scan_id, error=exc.strerror or str(exc))
-            self._counters.record(ok=result.ok)
-            self._log_scan(result, report, action)
-            self._forget(result.claim)
+    def _finished(self, finished: Finished) -> None:
+        """Count and log a reported claim, and free its slot."""
+        if finished.write_error is not None:
+            self._write_failures += 1
+            log.error("report_write_failed", scan=finished.scan_id, error=finished.write_error)
+            self._forget(finished.claim)  # the file stays in processing/: retaken at restart
+            return
+        self._write_failures = 0
+        if finished.action == "unknown":
+            log.warning("scan_reported_before_worker_died", scan=finished.scan_id)
+            self._forget(finished.claim)
+            return
+        if finished.outcome_error is not None:
+            log.warning("outcome_failed", scan=finished.scan_id, error=finished.outcome_error)
+        self._counters.record(ok=finished.ok)
+        self._log_scan(finished)
+        self._forget(finished.claim)
 
-    def _log_scan(self, result: ScanResult, report: dict[str, Any], action: str) -> None:
-        timing = report["timing"]
-        if result.prediction is not None:
+    def _log_scan(self, finished: Finished) -> None:
+        timing = finished.timing or {}
+        if finished.failure is None:
             log.info(
                 "scan",
-                scan=result.scan_id,
+                scan=finished.scan_id,
                 status="ok",
-                label=result.prediction.label,
-                probability=round(result.prediction.probability, 4),
+                label=finished.label,
+                probability=round(finished.probability or 0.0, 4),
                 latency_ms=round(timing["total_ms"], 1),
                 decode_ms=round(timing["decode_ms"], 1),
                 infer_ms=round(timing["infer_ms"], 2),
-                input=action,
+                input=finished.action,
             )
-        elif result.failure is not None:
+        else:
             log.warning(
                 "scan",
-                scan=result.scan_id,
+                scan=finished.scan_id,
                 status="error",
-                code=result.failure.code,
-                message=result.failure.message,
+                code=finished.failure.code,
+                message=finished.failure.message,
                 latency_ms=round(timing["total_ms"], 1),
-                input=action,
+                input=finished.action,
             )
 
     def _forget(self, claim: Claim) -> None:
@@ -320,8 +322,12 @@ class Pipeline:
             self._claims.put(_STOP)
         for worker in self._workers:
             worker.join(timeout=None if self._idle.is_set() else 5.0)
-        self._holder.current.close()  # wait_all(): in-flight requests deliver their results
         self._results.put(_STOP)
         self._writer.join(timeout=30.0)
         with self._open_lock:
             return list(self._open.values())
+
+
+def _choice(engine: Engine) -> ModelChoice:
+    """What a worker must serve to match ``engine``."""
+    return ModelChoice(engine.bundle.path, engine.info.variant, engine.bundle.sha256)

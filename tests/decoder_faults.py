@@ -1,6 +1,7 @@
 """Fault injection for the decode worker processes (imported in the spawned child, so kept light).
 
-`serve_with_faults` is the real child loop, with `decode_claim` wrapped so that a file whose name
+`serve_with_faults` is the real child loop, with `decode_claim` wrapped (where the decode-only
+requests and the scan requests call it) so that a file whose name
 says so crashes the process (SIGSEGV, as a native decoder bug would), hangs, or raises an
 unexpected exception. Everything else is decoded for real.
 """
@@ -14,7 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from daemon import decode_workers
+from daemon import decode_workers, scan_worker
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -37,8 +38,9 @@ def _faulty(real: Any) -> Any:
 
 
 def serve_with_faults(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
-    """`daemon.decode_workers.serve` with the faults above."""
+    """`daemon.decode_workers.serve` with the faults above, in decode-only and in scan requests."""
     decode_workers.decode_claim = _faulty(decode_workers.decode_claim)  # type: ignore[assignment]
+    scan_worker.decode_claim = _faulty(scan_worker.decode_claim)  # type: ignore[assignment]
     decode_workers.serve(conn, limits, max_bytes)
 
 

@@ -15,12 +15,16 @@ from daemon_support import files_under, image_bytes, make_config, reports, runni
 from decoder_faults import serve_nothing, serve_with_faults
 
 from daemon import decode_workers
+from daemon.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.claim import ClaimArea
+from daemon.config import InferenceConfig, OutcomeConfig
 from daemon.decode import DecodeLimits
 from daemon.decode_stage import Rejected, configure_decoders, decode_claim
 from daemon.decode_workers import DecodeWorker
 from daemon.errors import DecoderStartError
-from daemon.jobs import Claim, Decoded
+from daemon.jobs import Claim, Decoded, Finished
 from daemon.preprocess import PreprocessSpec
+from daemon.scan_worker import ModelChoice, ScanSetup
 from daemon.status import describe, utc_now
 
 if TYPE_CHECKING:
@@ -136,6 +140,96 @@ class TestDecodeWorker:
         broken.close()
 
 
+class TestScanBatches:
+    """`DecodeWorker.scan`: whole scans in the child, and a failing claim blamed alone."""
+
+    @pytest.fixture
+    def area(self, tmp_path) -> ClaimArea:
+        made = ClaimArea(tmp_path / "incoming", tmp_path / "work", OutcomeConfig())
+        for folder in made.folders():
+            folder.mkdir(parents=True)
+        return made
+
+    @pytest.fixture
+    def setup(self, tmp_path, area) -> ScanSetup:
+        (tmp_path / "reports").mkdir()
+        return ScanSetup(tmp_path / "reports", 3, area, InferenceConfig(device="CPU"))
+
+    @pytest.fixture
+    def model(self) -> ModelChoice:
+        bundle = load_bundle(DEFAULT_BUNDLE)
+        return ModelChoice(bundle.path, "fp16", bundle.sha256)
+
+    @staticmethod
+    def _claims(area: ClaimArea, *names: str) -> tuple[Claim, ...]:
+        claims = []
+        for seed, name in enumerate(names):
+            path = area.incoming / name
+            path.write_bytes(image_bytes("PNG", seed=seed))
+            claim = area.claim(path)
+            assert claim is not None
+            claims.append(claim)
+        return tuple(claims)
+
+    def test_a_batch_is_reported_and_put_away(self, tmp_path, worker, area, setup, model) -> None:
+        """Each claim gets a valid report and goes to done/; the answers follow the claims."""
+        claims = self._claims(area, "a.png", "b.png", "c.png")
+        answers = worker.scan(claims, model, setup)
+        assert [a.claim for a in answers] == list(claims)
+        assert all(isinstance(a, Finished) and a.ok and a.action == "moved" for a in answers)
+        found = reports(setup.reports)
+        assert sorted(found) == ["a.png", "b.png", "c.png"]
+        assert {d["model"]["version"] for d in found.values()} == {"1.0.1"}
+        assert files_under(tmp_path / "work" / "done") == ["a.png", "b.png", "c.png"]
+        assert worker.restarts == 0
+
+    def test_a_crash_in_a_batch_blames_only_the_file_that_crashes_alone(
+        self, tmp_path, worker, area, setup, model
+    ) -> None:
+        """The batch is retried a claim at a time: one DECODER_CRASHED, the others reported."""
+        claims = self._claims(area, "first.png", "segfault.png", "last.png")
+        answers = worker.scan(claims, model, setup)
+        first, crashed, last = answers
+        assert isinstance(first, Finished) and first.ok
+        assert isinstance(last, Finished) and last.ok
+        assert isinstance(crashed, Rejected)
+        assert crashed.claim == claims[1]
+        assert crashed.failure.code == "DECODER_CRASHED"
+        assert crashed.source.sha256 is not None
+        assert worker.restarts == 2  # the batch's child, then the one it crashed alone
+        assert sorted(reports(setup.reports)) == ["first.png", "last.png"]
+        assert claims[1].path.exists()  # still in processing/: the daemon reports it
+
+    def test_a_hang_in_a_batch_times_out_alone(self, tmp_path, worker, area, setup, model) -> None:
+        """A batch stuck past the timeout is retried a claim at a time: one DECODE_TIMEOUT."""
+        hung, fine = worker.scan(self._claims(area, "hang.png", "fine.png"), model, setup)
+        assert isinstance(hung, Rejected)
+        assert hung.failure.code == "DECODE_TIMEOUT"
+        assert isinstance(fine, Finished) and fine.ok
+
+    def test_a_bug_on_one_claim_is_its_internal_error_report(
+        self, tmp_path, worker, area, setup, model
+    ) -> None:
+        """An unexpected exception while decoding one claim: that claim's error report, no retry."""
+        bug, fine = worker.scan(self._claims(area, "bug.png", "fine.png"), model, setup)
+        assert isinstance(bug, Finished)
+        assert bug.failure is not None
+        assert bug.failure.code == "INTERNAL_ERROR"
+        assert "ZeroDivisionError" in bug.failure.message
+        assert isinstance(fine, Finished) and fine.ok
+        assert reports(setup.reports)["bug.png"]["error"]["code"] == "INTERNAL_ERROR"
+        assert files_under(tmp_path / "work" / "failed") == ["bug.png"]
+        assert worker.restarts == 0
+
+    def test_a_model_the_worker_cannot_serve_is_a_start_error(
+        self, worker, area, setup, model
+    ) -> None:
+        """A bundle that is not the one the daemon checked (its sha256 differs) is refused."""
+        other = ModelChoice(model.path, model.variant, "0" * 64)
+        with pytest.raises(DecoderStartError, match="changed since the daemon loaded it"):
+            worker.scan(self._claims(area, "a.png"), other, setup)
+
+
 def test_the_service_reports_a_crashing_file_and_goes_on(tmp_path, monkeypatch) -> None:
     """In the running service, a file that kills its decoder gets an error report in failed/."""
     monkeypatch.setattr(decode_workers, "serve", serve_with_faults)  # the children inject faults
@@ -146,9 +240,13 @@ def test_the_service_reports_a_crashing_file_and_goes_on(tmp_path, monkeypatch) 
         (config.incoming / "after.png").write_bytes(image_bytes("PNG", seed=3))
         wait_for(lambda: len(list(config.reports.glob("*.json"))) == 2, what="two reports")
     status = json.loads((config.work / "status.json").read_text(encoding="utf-8"))
-    assert status["decoders"] == {"workers": 1, "restarts": 1}
+    # One restart when the crashing file was scanned alone, two when the two files shared a batch
+    # (the batch's worker, then the one the file crashed alone: see TestScanBatches).
+    restarts = status["decoders"]["restarts"]
+    assert status["decoders"]["workers"] == 1
+    assert restarts in (1, 2)
     text, _ = describe(status, config.work / "status.json", utc_now())
-    assert "1 worker processes, 1 restarted after a crash or a timeout" in text
+    assert f"1 worker processes, {restarts} restarted after a crash or a timeout" in text
     found = reports(config.reports)
     assert found["segfault.png"]["status"] == "error"
     assert found["segfault.png"]["error"]["code"] == "DECODER_CRASHED"

@@ -137,7 +137,9 @@ class TestStop:
             watch={"stable_s": 0},
             service={"drain_timeout_s": 0},
         )
-        names = _drop_burst(config.incoming, heavy_png)
+        # More than two batches (8 claims each): the batch in flight at SIGTERM is finished, the
+        # claims still queued behind it are abandoned.
+        names = _drop_burst(config.incoming, heavy_png, 4 * N_FILES)
         log = tmp_path / "daemon.log"
         daemon = spawn("run", "--config", str(path), log=log)
         processes.append(daemon)

@@ -1,0 +1,229 @@
+"""A scan from end to end inside a worker process: decode, infer, report, outcome.
+
+The daemon hands each worker process (`daemon.decode_workers`) a batch of claims: every claim
+that is queued, up to a handful. The worker
+
+1. reads, hashes, decodes and preprocesses each claim (`daemon.decode_stage.decode_claim`, the
+   code the trainer shares) and starts its inference on the worker's own compiled model
+   (`daemon.engine.Engine`, an ``AsyncInferQueue`` with a callback), so the next claim decodes
+   while the previous one infers;
+2. waits for the last inference, then writes the reports of the whole batch with one group commit
+   (`daemon.files.write_atomic_group`) and only then moves or deletes the inputs
+   (`daemon.claim.ClaimArea.finish`): a report is durable before its input leaves processing/;
+3. answers with a `Finished` per claim, from which the daemon logs and counts.
+
+Why here and not in the daemon process: handing the pixels, the probabilities and the reports
+between processes and threads cost the daemon about 1.6 ms of CPU per scan on 4 ms of work
+(docs/performance.md). A worker that owns its scans pays almost none of it.
+
+A worker's network runs in one stream of one thread (`Engine.compile` with ``one_thread``): the
+workers share the cores between them, one scan each at a time.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from daemon.bundle import load_bundle
+from daemon.decode_stage import Refused, Rejected, decode_claim, read_claimed
+from daemon.engine import Engine
+from daemon.errors import InferenceError, InternalError
+from daemon.files import write_atomic_group
+from daemon.jobs import Decoded, Failure, Finished, Prediction, ScanResult, Source
+from daemon.report import encode_report, report_path
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import numpy as np
+    import numpy.typing as npt
+
+    from daemon.claim import ClaimArea
+    from daemon.config import InferenceConfig
+    from daemon.decode import DecodeLimits
+    from daemon.jobs import Claim, ModelInfo
+
+
+@dataclass(frozen=True)
+class ScanSetup:
+    """What a worker needs to finish scans itself; fixed for the daemon's lifetime."""
+
+    reports: Path
+    top_k: int
+    area: ClaimArea
+    inference: InferenceConfig
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The bundle the daemon serves now: the worker compiles it when it changes."""
+
+    path: Path
+    variant: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """A batch for a worker. ``setup`` and ``model`` travel only when they change (else None)."""
+
+    claims: tuple[Claim, ...]
+    model: ModelChoice | None = None
+    setup: ScanSetup | None = None
+
+
+@dataclass(frozen=True)
+class ModelFailed:
+    """The worker's answer when it cannot load or compile the model it was told to serve."""
+
+    message: str
+
+
+class ScanWorker:
+    """The worker process's state: its limits, its setup and its compiled model."""
+
+    def __init__(
+        self, limits: DecodeLimits, max_bytes: int, alive: Callable[[], bool] = lambda: True
+    ) -> None:
+        self._limits = limits
+        self._alive = alive
+        self._max_bytes = max_bytes
+        self._setup: ScanSetup | None = None
+        self._model: ModelChoice | None = None
+        self._engine: Engine | None = None
+
+    def handle(self, request: ScanRequest) -> list[Finished] | ModelFailed:
+        """Scan a batch (an empty one only loads the model), or say the model cannot be served."""
+        if request.setup is not None:
+            self._setup = request.setup
+        if request.model is not None and request.model != self._model:
+            failed = self._load(request.model)
+            if failed is not None:
+                return failed
+        if self._setup is None or self._engine is None:
+            return ModelFailed("the daemon sent claims before a setup and a model")
+        return self._scan(request.claims, self._engine, self._setup)
+
+    def _load(self, model: ModelChoice) -> ModelFailed | None:
+        assert self._setup is not None  # noqa: S101 - sent with the first request
+        try:
+            bundle = load_bundle(model.path)
+            if bundle.sha256 != model.sha256:
+                return ModelFailed(f"bundle {model.path} changed since the daemon loaded it")
+            engine = Engine.compile(bundle, self._setup.inference, model.variant, one_thread=True)
+        except Exception as exc:  # noqa: BLE001 - any reason is reported to the daemon
+            return ModelFailed(f"{type(exc).__name__}: {exc}")
+        if self._engine is not None:
+            self._engine.close()
+        self._engine, self._model = engine, model
+        return None
+
+    def _scan(self, claims: tuple[Claim, ...], engine: Engine, setup: ScanSetup) -> list[Finished]:
+        info = engine.info
+        results: list[ScanResult | None] = [None] * len(claims)
+
+        def inferred(
+            job: tuple[int, Decoded],
+            probabilities: npt.NDArray[np.float32] | None,
+            latency_ms: float,
+            error: str | None,
+        ) -> None:  # OpenVINO's callback thread: only store the result
+            index, decoded = job
+            results[index] = inferred_result(info, decoded, probabilities, latency_ms, error)
+
+        spec = engine.bundle.preprocess
+        for index, claim in enumerate(claims):
+            outcome = self._decode(claim, spec)
+            if isinstance(outcome, Rejected):
+                results[index] = ScanResult(
+                    claim,
+                    outcome.source,
+                    info,
+                    failure=outcome.failure,
+                    decode_ms=outcome.decode_ms,
+                )
+            elif engine.lease():
+                engine.submit(outcome.tensor, (index, outcome), inferred)
+        engine.wait()
+        if not self._alive():  # the daemon died: its successor takes these claims up
+            raise SystemExit(0)
+        done = [r for r in results if r is not None]
+        return commit(done, setup)
+
+    def _decode(self, claim: Claim, spec: Any) -> Decoded | Rejected:
+        """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""
+        try:
+            return decode_claim(claim, spec, self._limits, self._max_bytes)
+        except Exception as exc:  # noqa: BLE001 - one claim's bug must not take the batch down
+            error = InternalError(f"unexpected {type(exc).__name__} while decoding: {exc}")
+            trace = traceback.format_exc(limit=-3)
+            failure = Failure(error.code, f"{error.message} ({trace.strip().splitlines()[-1]})")
+            return Rejected(claim, source_of(claim, self._max_bytes), failure, 0.0)
+
+
+def inferred_result(
+    model: ModelInfo,
+    job: Decoded,
+    probabilities: npt.NDArray[np.float32] | None,
+    latency_ms: float,
+    error: str | None,
+) -> ScanResult:
+    """The result of one inference: a prediction, or INFERENCE_FAILED."""
+    if probabilities is None:
+        failure = Failure(InferenceError.code, error or "inference failed")
+        return ScanResult(job.claim, job.source, model, None, failure, job.decode_ms)
+    prediction = Prediction(model.labels, tuple(probabilities.tolist()))
+    return ScanResult(job.claim, job.source, model, prediction, None, job.decode_ms, latency_ms)
+
+
+def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
+    """Write the reports of ``results`` (one group commit), then apply the outcomes."""
+    encoded = [encode_report(result, setup.top_k) for result in results]
+    errors = write_atomic_group(
+        [
+            (report_path(setup.reports, result), data)
+            for result, (_, data) in zip(results, encoded, strict=True)
+        ]
+    )
+    finished = []
+    for result, (report, _), error in zip(results, encoded, errors, strict=True):
+        if error is not None:
+            message = error.strerror or str(error)
+            finished.append(Finished(result.claim, result.scan_id, write_error=message))
+            continue
+        outcome_error = None
+        try:
+            action = setup.area.finish(result.claim, ok=result.ok, sha256=result.source.sha256)
+        except OSError as exc:
+            action = "left"  # stays in processing/, reported again (same report) at restart
+            outcome_error = exc.strerror or str(exc)
+        prediction = result.prediction
+        finished.append(
+            Finished(
+                result.claim,
+                result.scan_id,
+                label=None if prediction is None else prediction.label,
+                probability=None if prediction is None else prediction.probability,
+                failure=result.failure,
+                timing=report["timing"],
+                action=action,
+                outcome_error=outcome_error,
+            )
+        )
+    return finished
+
+
+def source_of(claim: Claim, max_bytes: int) -> Source:
+    """What an error report can say about a file that could not be decoded: size and sha256.
+
+    Read without decoding anything, so the report of a file that crashes its decoder gets the
+    same content-based name after a restart (idempotent) like every other report.
+    """
+    try:
+        _, source = read_claimed(claim, max_bytes)
+    except Refused as refused:
+        return refused.source
+    return source
