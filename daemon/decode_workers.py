@@ -1,35 +1,41 @@
-"""Stage 2 in child processes: each decode worker owns a process that reads, decodes, preprocesses.
+"""The worker processes: each scans batches of claims from end to end, isolated from the daemon.
 
 Why processes and not threads:
 
 * **throughput**: decoding holds the GIL for most of its time (Pillow's ``tobytes``, numpy's
   small-array overhead, pydicom's parser). On threads, two decode workers, the report writer and
   the watcher queued for one lock: the daemon spent 9 ms of CPU per scan on ~5 ms of work and
-  reached 0.47 of the combined decode + inference ceiling. In its own process each decoder runs
-  in parallel with the rest, and the daemon's own threads keep the GIL for themselves.
+  reached 0.47 of the combined decode + inference ceiling. Handing each decoded tensor back to the
+  daemon for inference and reporting still cost about 1.6 ms per scan; a worker that finishes its
+  scans itself (`daemon.scan_worker`) pays almost none of it.
 * **isolation**: decoding is the one place hostile bytes meet native code (zlib, libjpeg, libtiff,
-  pydicom's handlers). A decoder that crashes (a segfault), hangs or is killed costs that one file
-  an error report (``DECODER_CRASHED``, ``DECODE_TIMEOUT``) and the worker a restart; the service,
-  its model and every other scan go on.
+  pydicom's handlers). A worker that crashes (a segfault), hangs or is killed costs the file that
+  caused it an error report (``DECODER_CRASHED``, ``DECODE_TIMEOUT``) and itself a restart; the
+  service and every other scan go on. With a batch in flight nobody knows which claim caused it:
+  the batch is scanned again one claim at a time, and only a claim that fails alone is blamed.
 
 Each worker is a pair: a thread in the daemon (`daemon.pipeline`) and a child started with the
 ``spawn`` method (the daemon runs OpenVINO's threads, so it never forks). They talk over a pipe,
 one request at a time::
 
-    daemon -> child   (Claim, PreprocessSpec or None when unchanged)     or None: exit
+    daemon -> child   ScanRequest(claims, model or None, setup or None: when unchanged)
+    child  -> daemon  [Finished, ...] one per claim, ModelFailed, or _Unexpected (a bug)
+
+    daemon -> child   (Claim, PreprocessSpec or None when unchanged)    decoding only (benchmark)
     child  -> daemon  (Source, Failure or None, decode ms, tensor shape or None)
                       then, for a decoded scan, the raw bytes of the tensor's first channel
-                      (64 kB: the channels are copies of one grey plane), received straight
-                      into a new array: no pickling of pixels on either side
+                      (64 kB: the channels are copies of one grey plane)
 
-The child runs `daemon.decode_stage.decode_claim`, the very code the trainer's readers share, with
-the daemon's limits. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal or systemd's stop
-signal reaches the whole process group, and a decoder killed by it would turn every scan in flight
-into a false ``DECODER_CRASHED``; the daemon stops its children itself once the pipeline is
-drained. A child dies with its daemon, even after ``kill -9`` (``PR_SET_PDEATHSIG``): it writes
-reports and moves inputs, and must not go on doing so beside the daemon that replaces its own and
-takes up the same claims. (Where that cannot be set, it reads end-of-file and exits, and it checks
-before each group commit that its daemon is still there.)
+    daemon -> child   None: exit
+
+The child decodes with `daemon.decode_stage.decode_claim`, the very code the trainer's readers
+share, with the daemon's limits. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal or
+systemd's stop signal reaches the whole process group, and a worker killed by it would turn every
+scan in flight into a false ``DECODER_CRASHED``; the daemon stops its children itself once the
+pipeline is drained. A child dies with its daemon, even after ``kill -9``
+(``PR_SET_PDEATHSIG``): it writes reports and moves inputs, and must not go on doing so beside the
+daemon that replaces its own and takes up the same claims. (Where that cannot be set, it reads
+end-of-file and exits, and it checks before each group commit that its daemon is still there.)
 """
 
 from __future__ import annotations

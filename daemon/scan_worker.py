@@ -135,6 +135,7 @@ class ScanWorker:
             results[index] = inferred_result(info, decoded, probabilities, latency_ms, error)
 
         spec = engine.bundle.preprocess
+        decoded: list[Decoded | None] = [None] * len(claims)
         for index, claim in enumerate(claims):
             outcome = self._decode(claim, spec)
             if isinstance(outcome, Rejected):
@@ -145,13 +146,17 @@ class ScanWorker:
                     failure=outcome.failure,
                     decode_ms=outcome.decode_ms,
                 )
-            elif engine.lease():
-                engine.submit(outcome.tensor, (index, outcome), inferred)
+                continue
+            decoded[index] = outcome
+            engine.lease()  # never refused: a worker's engine is replaced only between batches
+            engine.submit(outcome.tensor, (index, outcome), inferred)
         engine.wait()
         if not self._alive():  # the daemon died: its successor takes these claims up
             raise SystemExit(0)
-        done = [r for r in results if r is not None]
-        return commit(done, setup)
+        for index, job in enumerate(decoded):
+            if results[index] is None and job is not None:  # no callback: never seen, but no loss
+                results[index] = inferred_result(info, job, None, 0.0, "OpenVINO never answered")
+        return commit([r for r in results if r is not None], setup)
 
     def _decode(self, claim: Claim, spec: Any) -> Decoded | Rejected:
         """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""

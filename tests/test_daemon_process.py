@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +33,6 @@ from daemon.sdnotify import Notifier
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.slow  # each test starts real daemon processes (a few seconds each)
 
@@ -74,6 +74,23 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
             process.wait(10)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its worker processes, multiprocessing's resource tracker)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text(encoding="ascii").split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _config(tmp_path: Path, **sections) -> tuple[Path, object]:
     path = write_config(tmp_path, **sections)
     return path, load_config(path)
@@ -89,9 +106,18 @@ class TestCrashAndRestart:
         daemon = spawn("run", "--config", str(path), log=tmp_path / "first.log")
         processes.append(daemon)
         wait_for(lambda: len(list(config.reports.glob("*.json"))) >= 2, 60, "the first reports")
+        workers = _children(daemon.pid)
+        assert workers, "the daemon should have its worker processes"
         daemon.kill()
         assert daemon.wait(10) == -signal.SIGKILL
         in_flight = files_under(config.claim_root / "processing")
+        reported = sorted(p.name for p in config.reports.iterdir())
+        # The workers die with it: none may go on reporting beside the daemon that restarts (a
+        # batch of these files takes a worker about a second).
+        wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "the workers to die")
+        time.sleep(1.5)
+        assert files_under(config.claim_root / "processing") == in_flight
+        assert sorted(p.name for p in config.reports.iterdir()) == reported
         assert in_flight, "the kill should have caught files in processing/"
         done_before = len(reports(config.reports))
         assert done_before < N_FILES
