@@ -4,13 +4,14 @@ The daemon hands each worker process (`daemon.decode_workers`) a batch of claims
 that is queued, up to a handful. The worker
 
 1. reads, hashes, decodes and preprocesses each claim (`daemon.decode_stage.decode_claim`, the
-   code the trainer shares) and starts its inference on the worker's own compiled model
-   (`daemon.engine.Engine`, an ``AsyncInferQueue`` with a callback), so the next claim decodes
-   while the previous one infers;
-2. waits for the last inference, then writes the reports of the whole batch with one group commit
+   code the trainer shares);
+2. runs the decoded ones through its own compiled model (`daemon.engine.Engine`: an
+   ``AsyncInferQueue`` whose callback stores each result) while the other workers decode: with
+   one worker per core, decoding and inference overlap across the workers;
+3. waits for the last inference, then writes the reports of the whole batch with one group commit
    (`daemon.files.write_atomic_group`) and only then moves or deletes the inputs
    (`daemon.claim.ClaimArea.finish`): a report is durable before its input leaves processing/;
-3. answers with a `Finished` per claim, from which the daemon logs and counts.
+4. answers with a `Finished` per claim, from which the daemon logs and counts.
 
 Why here and not in the daemon process: handing the pixels, the probabilities and the reports
 between processes and threads cost the daemon about 1.6 ms of CPU per scan on 4 ms of work
@@ -146,10 +147,15 @@ class ScanWorker:
                     failure=outcome.failure,
                     decode_ms=outcome.decode_ms,
                 )
-                continue
-            decoded[index] = outcome
-            engine.lease()  # never refused: a worker's engine is replaced only between batches
-            engine.submit(outcome.tensor, (index, outcome), inferred)
+            else:
+                decoded[index] = outcome
+        # Inference after decoding, not interleaved with it: the callbacks then never wait for this
+        # thread's GIL, and the other workers keep the cores busy meanwhile (measured faster: best
+        # of 8 interleaved rounds 388 against 323 scans/s).
+        for index, job in enumerate(decoded):
+            if job is not None:
+                engine.lease()  # never refused: a worker's engine is replaced only between batches
+                engine.submit(job.tensor, (index, job), inferred)
         engine.wait()
         if not self._alive():  # the daemon died: its successor takes these claims up
             raise SystemExit(0)
