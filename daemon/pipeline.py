@@ -55,9 +55,11 @@ log = structlog.get_logger("infarctwatch.pipeline")
 
 _STOP: Any = object()
 _BATCH = 64
-_MAX_BATCH = 8
-"""Claims per worker request at most: enough for the group commit to pay (one flush per report
-costs 17 % of the throughput, docs/performance.md), few enough to spread a burst over workers."""
+_MAX_BATCH = 16
+"""Claims per worker request at most. Larger batches mean fewer round trips and fewer flushes of
+the file system (one per batch): in interleaved 2000-file rounds 8 gave 329-338, 16 gave 376-386,
+32 gave 409 scans/s at best. 16 keeps half of the default 64 pending slots queued behind the
+two workers' batches, so a worker never waits for the watcher to claim its next batch."""
 _WRITE_FAILURES_UNHEALTHY = 3
 
 
