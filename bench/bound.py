@@ -10,8 +10,8 @@ and runs it through the daemon's own functions, one scan after another:
    OpenVINO's CPU pinning off (each process would otherwise pin its thread to the first core, and
    the processes would queue on it);
 3. `daemon.report.encode_report` of a real `ScanResult`, written with the daemon's group commit
-   (`daemon.files.write_atomic_group`, groups of `GROUP`), then the input moved to done/ with
-   `daemon.files.move_into`.
+   (`daemon.files.write_atomic_group`, groups of `GROUP`, the daemon's batch size), then the input
+   moved to done/ with `daemon.files.move_into`.
 
 Left out, and so the daemon's own cost (its *orchestration*): noticing files (watchdog), claiming
 them (one rename), handing claims, tensors and results between processes and threads, the log line,
@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from daemon.pipeline import MAX_BATCH
+
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-GROUP = 8
-"""Reports per group commit (the daemon commits whatever is ready: 5-10 per group in a burst)."""
+GROUP = MAX_BATCH
+"""Reports per group commit: as many as the daemon's workers take per batch in a burst."""
 _START_TIMEOUT_S = 120.0
 _CONTEXT = multiprocessing.get_context("spawn")
 

@@ -4,7 +4,7 @@ Threads and processes::
 
     observer / scanner ──offer()──> claim (rename) ──> claims queue
     one thread per scan worker (pipeline.decode_workers): takes every queued claim, up to
-        `_MAX_BATCH`, and hands the batch to its worker process (`daemon.decode_workers`), which
+        `MAX_BATCH`, and hands the batch to its worker process (`daemon.decode_workers`), which
         decodes, infers, writes the reports (one group commit) and moves the inputs
         (`daemon.scan_worker`); back come one `Finished` per claim: counted, logged, slot freed
     report writer (one thread): the error reports of claims a worker died on or hung on
@@ -12,10 +12,10 @@ Threads and processes::
 Back-pressure: a claim takes one of ``pipeline.max_pending`` slots and gives it back once its
 report is written. With no free slot `Pipeline.offer` answers `Offer.BUSY` and the file stays in
 incoming/ (the watcher offers it again when `room` is called). Memory is therefore bounded by
-``max_pending`` claims (a path each) plus `_MAX_BATCH` files and tensors per worker process.
+``max_pending`` claims (a path each) plus `MAX_BATCH` files and tensors per worker process.
 
 A batch takes whatever is queued: one claim when scans arrive one by one (no waiting for company,
-so latency stays that of one scan), up to `_MAX_BATCH` in a burst, where one group commit then
+so latency stays that of one scan), up to `MAX_BATCH` in a burst, where one group commit then
 makes the whole batch's reports durable. A report is durable before its input leaves processing/,
 so a crash can only cause a scan to be done again, never lost.
 
@@ -55,7 +55,7 @@ log = structlog.get_logger("infarctwatch.pipeline")
 
 _STOP: Any = object()
 _BATCH = 64
-_MAX_BATCH = 16
+MAX_BATCH = 16
 """Claims per worker request at most. Larger batches mean fewer round trips and fewer flushes of
 the file system (one per batch): in interleaved 2000-file rounds 8 gave 329-338, 16 gave 376-386,
 32 gave 409 scans/s at best. 16 keeps half of the default 64 pending slots queued behind the
@@ -207,7 +207,7 @@ class Pipeline:
                 return
 
     def _take_batch(self) -> tuple[tuple[Claim, ...], bool]:
-        """The next claim (waiting for it) and those queued behind it, up to `_MAX_BATCH`.
+        """The next claim (waiting for it) and those queued behind it, up to `MAX_BATCH`.
 
         Returns the batch and whether the stop marker came with it.
         """
@@ -216,7 +216,7 @@ class Pipeline:
             return (), True
         batch = [first]
         with contextlib.suppress(queue.Empty):
-            while len(batch) < _MAX_BATCH:
+            while len(batch) < MAX_BATCH:
                 claim = self._claims.get_nowait()
                 if claim is _STOP:
                     return tuple(batch), True
