@@ -87,6 +87,7 @@ class Pipeline:
         self._idle.set()
         self._accepting = True
         self._write_failures = 0
+        self._health_lock = threading.Lock()
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
         self._workers = [
@@ -244,12 +245,15 @@ class Pipeline:
 
     def _finished(self, finished: Finished) -> None:
         """Count and log a reported claim, and free its slot."""
+        with self._health_lock:  # the worker threads and the writer all report here
+            if finished.write_error is None:
+                self._write_failures = 0
+            else:
+                self._write_failures += 1
         if finished.write_error is not None:
-            self._write_failures += 1
             log.error("report_write_failed", scan=finished.scan_id, error=finished.write_error)
             self._forget(finished.claim)  # the file stays in processing/: retaken at restart
             return
-        self._write_failures = 0
         if finished.action == "unknown":
             log.warning("scan_reported_before_worker_died", scan=finished.scan_id)
             self._forget(finished.claim)
