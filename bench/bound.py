@@ -3,21 +3,19 @@
 What is the most *any* design of the service could reach on this machine, when it does the work
 the daemon must do for each scan and nothing else? Each of ``workers`` processes (the daemon's
 ``pipeline.decode_workers``) takes its share of the burst, already sitting in a folder of its own,
-and runs it through the daemon's own functions, one scan after another:
-
-1. `daemon.decode_stage.decode_claim`: read, sha256, decode, preprocess (the daemon's limits);
-2. inference on a model compiled in that process: the bundle's variant, one stream of one thread,
-   OpenVINO's CPU pinning off (each process would otherwise pin its thread to the first core, and
-   the processes would queue on it);
-3. `daemon.report.encode_report` of a real `ScanResult`, written with the daemon's group commit
-   (`daemon.files.write_atomic_group`, groups of `GROUP`, the daemon's batch size), then the input
-   moved to done/ with `daemon.files.move_into`.
+and hands it, in batches of `GROUP` (the daemon's batch size), straight to the daemon's own worker
+code, `daemon.scan_worker.ScanWorker`, as the daemon's worker processes run it: read, sha256,
+decode, preprocess, inference on the worker's own one-thread engine, the reports with one group
+commit per batch, the inputs moved to done/.
 
 Left out, and so the daemon's own cost (its *orchestration*): noticing files (watchdog), claiming
-them (one rename), handing claims, tensors and results between processes and threads, the log line,
-the counters and the status file. ``daemon / bound`` is the share of the reachable rate the daemon
-gets; ``bound / combined ceiling`` says whether the ceiling's assumption (decoding and inference
-share the cores with nothing lost) holds on this machine with durable reports added.
+them (one rename), the pipe between the daemon and its workers, the log line, the counters and the
+status file. ``daemon / bound`` is the share of the reachable rate the daemon gets; ``bound /
+combined ceiling`` says whether the ceiling's assumption (decoding and inference share the cores
+with nothing lost) holds on this machine with durable reports added.
+
+Until commit 5779fd8 the bound had its own copy of this work (a plain synchronous request, the
+same group commit); the figures in docs/performance.md say which they were measured with.
 """
 
 from __future__ import annotations
@@ -27,13 +25,13 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from daemon.pipeline import MAX_BATCH
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from pathlib import Path
 
 GROUP = MAX_BATCH
 """Reports per group commit: as many as the daemon's workers take per batch in a burst."""
@@ -50,108 +48,52 @@ class _Share:
     device: str
     incoming: Path
     reports: Path
-    done: Path
+    work: Path
     max_bytes: int
     top_k: int
-
-
-def _compile(share: _Share) -> tuple[Any, Any]:
-    """The bundle's network compiled for one sequential worker; its infer request and model info."""
-    import openvino as ov  # noqa: PLC0415 - in the worker process only
-    import openvino.properties as props  # noqa: PLC0415
-    import openvino.properties.hint as hints  # noqa: PLC0415
-
-    from daemon.bundle import load_bundle  # noqa: PLC0415
-    from daemon.jobs import ModelInfo  # noqa: PLC0415
-
-    bundle = load_bundle(share.model)
-    variant = bundle.variant(share.variant)
-    core = ov.Core()
-    model = core.read_model(str(variant.xml), str(variant.bin))
-    spec = bundle.preprocess
-    model.reshape([1, spec.input_size, spec.input_size, spec.channels])
-    options: dict[Any, Any] = {hints.performance_mode: hints.PerformanceMode.LATENCY}
-    if share.device == "CPU":
-        options = {
-            props.inference_num_threads: 1,
-            props.num_streams: 1,
-            hints.enable_cpu_pinning: False,
-        }
-    compiled = core.compile_model(model, share.device, options)
-    try:
-        precision = str(compiled.get_property(hints.inference_precision).to_string())
-    except RuntimeError:
-        precision = "unknown"
-    info = ModelInfo(
-        name=bundle.name,
-        version=bundle.version,
-        bundle_sha256=bundle.sha256,
-        variant=variant.name,
-        weights_precision=variant.precision,
-        precision=precision,
-        device_requested=share.device,
-        device_used=share.device,
-        labels=bundle.labels,
-    )
-    return compiled.create_infer_request(), (bundle, info)
 
 
 def _work(conn: Connection, share: _Share) -> None:
     """One worker: set up, say ready, wait for the start, do its share, send (seconds, cpu s)."""
     import datetime as dt  # noqa: PLC0415 - in the worker process only
 
-    import numpy as np  # noqa: PLC0415
-
+    from daemon.bundle import load_bundle  # noqa: PLC0415
+    from daemon.claim import ClaimArea  # noqa: PLC0415
+    from daemon.config import InferenceConfig, OutcomeConfig  # noqa: PLC0415
     from daemon.decode import DecodeLimits  # noqa: PLC0415
-    from daemon.decode_stage import (  # noqa: PLC0415
-        Rejected,
-        configure_decoders,
-        decode_claim,
-        warm_up,
-    )
-    from daemon.files import move_into, write_atomic_group  # noqa: PLC0415
-    from daemon.jobs import Claim, Prediction, ScanResult  # noqa: PLC0415
+    from daemon.decode_stage import configure_decoders, warm_up  # noqa: PLC0415
+    from daemon.jobs import Claim  # noqa: PLC0415
     from daemon.memory import keep_freed_memory  # noqa: PLC0415
-    from daemon.report import encode_report, report_path  # noqa: PLC0415
+    from daemon.scan_worker import ModelChoice, ScanRequest, ScanSetup, ScanWorker  # noqa: PLC0415
 
-    keep_freed_memory()  # as the daemon's decode workers do
+    keep_freed_memory()  # as the daemon's worker processes do
     configure_decoders()
     warm_up()
-    request, (bundle, info) = _compile(share)
-    limits, spec = DecodeLimits(), bundle.preprocess
-    names = sorted(path.name for path in share.incoming.iterdir())
+    bundle = load_bundle(share.model)
+    area = ClaimArea(share.incoming, share.work, OutcomeConfig())  # inputs go to work/done
+    setup = ScanSetup(share.reports, share.top_k, area, InferenceConfig(device=share.device))
+    worker = ScanWorker(DecodeLimits(), share.max_bytes)
+    model = ModelChoice(bundle.path, share.variant, bundle.sha256)
+    loaded = worker.handle(ScanRequest((), model, setup))  # compiles, as at the daemon's start
+    if not isinstance(loaded, list):
+        conn.send(f"the worker cannot serve the model: {loaded.message}")
+        return
+    now = dt.datetime.now(dt.UTC)
+    claims = [
+        Claim("bound", path, path.name, now, 0.0) for path in sorted(share.incoming.iterdir())
+    ]
     conn.send("ready")
     conn.recv()  # go
     started, cpu0 = time.perf_counter(), time.process_time()
-    group: list[ScanResult] = []
-    for index, name in enumerate(names):
-        claim = Claim("bound", share.incoming / name, name, dt.datetime.now(dt.UTC), 0.0)
-        outcome = decode_claim(claim, spec, limits, share.max_bytes)
-        if isinstance(outcome, Rejected):
-            conn.send(f"{name} failed to decode: {outcome.failure}")
+    for first in range(0, len(claims), GROUP):
+        answers = worker.handle(ScanRequest(tuple(claims[first : first + GROUP])))
+        if not isinstance(answers, list):
+            conn.send(f"the worker cannot serve the model: {answers.message}")
             return
-        infer_started = time.perf_counter()
-        output = request.infer(outcome.tensor[np.newaxis])[0]
-        infer_ms = (time.perf_counter() - infer_started) * 1000.0
-        prediction = Prediction(info.labels, tuple(output[0].tolist()))
-        group.append(
-            ScanResult(claim, outcome.source, info, prediction, None, outcome.decode_ms, infer_ms)
-        )
-        if len(group) == GROUP or index == len(names) - 1:
-            encoded = [encode_report(result, share.top_k)[1] for result in group]
-            paths = [report_path(share.reports, result) for result in group]
-            errors = write_atomic_group(list(zip(paths, encoded, strict=True)))
-            if any(errors):
-                conn.send(f"a report could not be written: {next(e for e in errors if e)}")
-                return
-            for result in group:
-                move_into(
-                    result.claim.path,
-                    share.done,
-                    PurePosixPath(result.claim.name),
-                    sha256=result.source.sha256,
-                )
-            group = []
+        failed = [a for a in answers if not a.ok or a.write_error or a.outcome_error]
+        if failed:
+            conn.send(f"a scan failed: {failed[0]}")
+            return
     conn.send((time.perf_counter() - started, time.process_time() - cpu0))
 
 
@@ -159,12 +101,12 @@ def _shares(files: tuple[Path, ...], root: Path, workers: int, **common: Any) ->
     """Split ``files`` over ``workers`` incoming folders under ``root``, copied and flushed."""
     shares = []
     for index in range(workers):
-        folders = [root / f"{kind}-{index}" for kind in ("incoming", "reports", "done")]
+        folders = [root / f"{kind}-{index}" for kind in ("incoming", "reports", "work")]
         for folder in folders:
             folder.mkdir(parents=True)
         for path in files[index::workers]:
             shutil.copyfile(path, folders[0] / path.name)
-        shares.append(_Share(incoming=folders[0], reports=folders[1], done=folders[2], **common))
+        shares.append(_Share(incoming=folders[0], reports=folders[1], work=folders[2], **common))
     os.sync()  # the files arrive complete: their write-back is not part of the timed burst
     return shares
 
