@@ -40,7 +40,6 @@ end-of-file and exits, and it checks before each group commit that its daemon is
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -119,23 +118,41 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
         if request is None:
             return
         if isinstance(request, ScanRequest):
-            try:
-                conn.send(worker.handle(request))
-            except (BrokenPipeError, OSError):
+            if not _send(conn, _scan(worker, request)):
                 return
-            except Exception as exc:  # noqa: BLE001 - a bug outside one claim: the daemon retries
-                conn.send(_Unexpected(type(exc).__name__, str(exc), traceback.format_exc()))
             continue
         claim, new_spec = request
         spec = new_spec if new_spec is not None else spec
         if spec is None:
             return  # a daemon that never sent a spec: not ours to guess
         try:
-            _answer(conn, decode_claim(claim, spec, limits, max_bytes))
-        except (BrokenPipeError, OSError):
-            return
+            outcome: Decoded | Rejected | _Unexpected = decode_claim(claim, spec, limits, max_bytes)
         except Exception as exc:  # noqa: BLE001 - any bug becomes an INTERNAL_ERROR report
-            conn.send(_Unexpected(type(exc).__name__, str(exc), traceback.format_exc()))
+            outcome = _Unexpected(type(exc).__name__, str(exc), traceback.format_exc())
+        try:
+            if isinstance(outcome, _Unexpected):
+                conn.send(outcome)
+            else:
+                _answer(conn, outcome)
+        except OSError:  # BrokenPipeError included: the daemon has gone
+            return
+
+
+def _scan(worker: ScanWorker, request: ScanRequest) -> object:
+    """The answer to a scan request; an exception (OSError too) is a bug for the daemon to log."""
+    try:
+        return worker.handle(request)
+    except Exception as exc:  # noqa: BLE001 - a bug outside one claim: the daemon retries
+        return _Unexpected(type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _send(conn: Connection, answer: object) -> bool:
+    """Send ``answer`` to the daemon; False when the pipe is gone (so is the daemon)."""
+    try:
+        conn.send(answer)
+    except OSError:  # BrokenPipeError included
+        return False
+    return True
 
 
 def _die_with_parent() -> int:
@@ -145,11 +162,21 @@ def _die_with_parent() -> int:
     """
     parent = multiprocessing.parent_process()
     daemon_pid = parent.pid if parent is not None and parent.pid is not None else os.getppid()
-    with contextlib.suppress(AttributeError, OSError):  # no prctl: EOF and `alive` still apply
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if not _set_parent_death_signal():  # EOF on the pipe and the `alive` check still apply
+        log.warning("worker_parent_death_signal_unavailable", pid=os.getpid())
     if os.getppid() != daemon_pid:
         os._exit(0)
     return daemon_pid
+
+
+def _set_parent_death_signal() -> bool:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)``; False when the call is missing or refused."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        result = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (AttributeError, OSError):
+        return False
+    return bool(result == 0)
 
 
 def _answer(conn: Connection, outcome: Decoded | Rejected) -> None:

@@ -38,7 +38,15 @@ class Shutdown:
 
 @contextlib.contextmanager
 def capture_signals(shutdown: Shutdown) -> Iterator[Shutdown]:
-    """Route SIGTERM, SIGINT and SIGHUP to ``shutdown`` for the ``with`` block (main thread)."""
+    """Route SIGTERM, SIGINT and SIGHUP to ``shutdown`` for the ``with`` block.
+
+    Signal handlers can only be installed from the main thread: elsewhere (a service embedded in
+    another program's thread, as uvicorn allows) nothing is installed and ``shutdown`` is driven by
+    its owner.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield shutdown
+        return
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         shutdown.signals.append(signal.Signals(signum).name)

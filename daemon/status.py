@@ -87,11 +87,27 @@ def write_status(path: Path, document: dict[str, Any]) -> None:
     write_atomic(path, data, sync_folder=False)
 
 
+class StatusUnreadableError(OSError):
+    """The status file exists but cannot be read (permissions, I/O): not the same as no file."""
+
+
 def read_status(path: Path) -> dict[str, Any] | None:
-    """The status document, or ``None`` when there is no (readable, valid) status file."""
+    """The status document, or ``None`` when there is no status file or it is not valid JSON.
+
+    Raises:
+        StatusUnreadableError: the file is there but cannot be read (e.g. permission denied).
+    """
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise StatusUnreadableError(
+            exc.errno, f"cannot read the status file {path}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        document = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return document if isinstance(document, dict) else None
 
@@ -132,6 +148,8 @@ def _ago(seconds: float) -> str:
 EXIT_RUNNING = 0
 EXIT_DEAD = 1
 EXIT_NOT_RUNNING = 3
+EXIT_UNKNOWN = 4
+"""LSB: the status cannot be determined (the status file is unreadable)."""
 
 
 def _one_line(text: object, limit: int = 240) -> str:

@@ -1,7 +1,8 @@
 """``infarctwatch status``: print the running daemon's counters from its status file.
 
 Exit codes follow LSB ``status``: 0 running, 1 the status file says running but the daemon is
-gone or has stopped updating it, 2 configuration error, 3 not running.
+gone or has stopped updating it, 2 configuration error, 3 not running, 4 unknown (the status file
+exists but cannot be read).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pathlib import Path
 
 from daemon.config import load_config
 from daemon.errors import ConfigError
-from daemon.status import EXIT_RUNNING, describe, read_status, utc_now
+from daemon.status import (
+    EXIT_RUNNING,
+    EXIT_UNKNOWN,
+    StatusUnreadableError,
+    describe,
+    read_status,
+    utc_now,
+)
 
 EXIT_CONFIG = 2
 
@@ -35,7 +43,14 @@ def main(argv: list[str]) -> int:
         print(f"infarctwatch status: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     path = config.status_path
-    document = read_status(path)
+    try:
+        document = read_status(path)
+    except StatusUnreadableError as exc:
+        print(
+            f"infarctwatch status: {exc.strerror}; run it as the service's user or root",
+            file=sys.stderr,
+        )
+        return EXIT_UNKNOWN
     text, code = describe(document, path, utc_now())
     if args.json:
         print(json.dumps({**(document or {}), "running": code == EXIT_RUNNING}, indent=2))

@@ -3,11 +3,13 @@
 `serve_with_faults` is the real child loop, with `decode_claim` wrapped (where the decode-only
 requests and the scan requests call it) so that a file whose name
 says so crashes the process (SIGSEGV, as a native decoder bug would), hangs, or raises an
-unexpected exception. Everything else is decoded for real.
+unexpected exception; and with `ScanWorker.handle` wrapped so that a batch holding a file named
+``oserror`` raises an OSError outside any one claim. Everything else is decoded for real.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import signal
@@ -37,8 +39,19 @@ def _faulty(real: Any) -> Any:
     return decode_claim
 
 
+def _faulty_handle(real: Any) -> Any:
+    def handle(self: Any, request: Any) -> Any:
+        if any("oserror" in claim.name for claim in request.claims):
+            real(self, dataclasses.replace(request, claims=()))  # take the setup and the model
+            raise OSError(5, "injected I/O error outside any one claim")
+        return real(self, request)
+
+    return handle
+
+
 def serve_with_faults(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
     """`daemon.decode_workers.serve` with the faults above, in decode-only and in scan requests."""
+    scan_worker.ScanWorker.handle = _faulty_handle(scan_worker.ScanWorker.handle)  # type: ignore[method-assign]
     decode_workers.decode_claim = _faulty(decode_workers.decode_claim)  # type: ignore[assignment]
     scan_worker.decode_claim = _faulty(scan_worker.decode_claim)  # type: ignore[assignment]
     decode_workers.serve(conn, limits, max_bytes)

@@ -221,6 +221,17 @@ class TestScanBatches:
         assert files_under(tmp_path / "work" / "failed") == ["bug.png"]
         assert worker.restarts == 0
 
+    def test_an_os_error_outside_a_claim_is_reported_not_a_silent_crash(
+        self, tmp_path, worker, area, setup, model
+    ) -> None:
+        """An OSError in the scan itself (not the pipe) is a bug report with its cause, no exit."""
+        fine, failing = worker.scan(self._claims(area, "fine.png", "oserror.png"), model, setup)
+        assert isinstance(fine, Finished) and fine.ok
+        assert isinstance(failing, Rejected)
+        assert failing.failure.code == "INTERNAL_ERROR"
+        assert "injected I/O error" in failing.failure.message
+        assert worker.restarts == 0  # the child answered: nothing crashed
+
     def test_a_model_the_worker_cannot_serve_is_a_start_error(
         self, worker, area, setup, model
     ) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,10 +16,10 @@ import pytest
 import structlog
 from daemon_support import SCHEMA
 
-from daemon import errors
+from daemon import errors, status_cli
 from daemon.logging_setup import configure_logging, use_json
 from daemon.signals import Shutdown, capture_signals
-from daemon.status import EXIT_DEAD, EXIT_NOT_RUNNING, EXIT_RUNNING, describe
+from daemon.status import EXIT_DEAD, EXIT_NOT_RUNNING, EXIT_RUNNING, EXIT_UNKNOWN, describe
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,6 +43,24 @@ class TestSignals:
             assert shutdown.force.wait(5)
         assert shutdown.signals == ["SIGTERM", "SIGINT"]
         assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+    def test_off_the_main_thread_nothing_is_installed(self) -> None:
+        """Embedded in another program's thread: no ValueError, the handlers stay as they were."""
+        before = signal.getsignal(signal.SIGTERM)
+        outcome: list[object] = []
+
+        def embedded() -> None:
+            try:
+                with capture_signals(Shutdown()) as shutdown:
+                    outcome.append(signal.getsignal(signal.SIGTERM))
+                    shutdown.stop.set()
+            except ValueError as exc:  # what signal.signal raises off the main thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=embedded)
+        thread.start()
+        thread.join(5)
+        assert outcome == [before]
 
     def test_a_second_sigterm_does_not_force(self) -> None:
         """systemd sends SIGTERM once; only Ctrl-C twice cuts the drain short."""
@@ -127,6 +146,21 @@ class TestStatus:
         _, stopped = describe(self._doc(state="stopped"), Path("s.json"), self.now)
         text, missing = describe(None, Path("s.json"), self.now)
         assert stopped == missing == EXIT_NOT_RUNNING and "no status file" in text
+
+
+class TestStatusCommand:
+    def test_an_unreadable_status_file_is_said_not_taken_for_a_stopped_daemon(
+        self, tmp_path, capsys
+    ) -> None:
+        """A status file that cannot be read: exit 4 (unknown) with the reason, not 'stopped'."""
+        status_file = tmp_path / "status.json"
+        status_file.mkdir()  # unreadable as a file, even for root (EISDIR)
+        config = tmp_path / "daemon.yaml"
+        config.write_text(f"service:\n  status_file: {status_file}\n", encoding="utf-8")
+        assert status_cli.main(["--config", str(config)]) == EXIT_UNKNOWN
+        err = capsys.readouterr().err
+        assert "cannot read the status file" in err and str(status_file) in err
+        assert "not running" not in err
 
 
 def test_published_schema_is_a_valid_2020_12_schema() -> None:
