@@ -11,7 +11,14 @@ Formats:
   intercept) is applied and MONOCHROME1 is inverted so that bright always means high signal;
   PALETTE COLOR is expanded through its lookup table, then reduced to grey like RGB.
   A multi-frame object is one scan: its **middle frame** (index ``frames // 2``) is classified,
-  and the report says which.
+  and the report says which. Every transfer syntax a PACS sends is decoded by pydicom and its
+  plugins: implicit/explicit VR little endian, explicit VR big endian and deflated (pydicom);
+  RLE Lossless (pylibjpeg-rle, else pydicom); JPEG Baseline (Pillow); JPEG Extended 12-bit and
+  JPEG Lossless process 14 and 14 SV1 (pylibjpeg-libjpeg); JPEG-LS lossless and near-lossless
+  (pyjpegls); JPEG 2000 lossless and lossy (Pillow, else pylibjpeg-openjpeg) and HTJ2K
+  (pylibjpeg-openjpeg). A syntax without an installed decoder (MPEG, H.264, a private one) is
+  refused from its header (``DICOM_UNSUPPORTED_TRANSFER_SYNTAX``); bytes that every installed
+  plugin refuses are corrupt (``TRUNCATED_IMAGE``).
 
 Every way a file can be bad maps to a `daemon.errors.ScanError` subclass with a stable code.
 The pixel count is checked from the header before any pixel is decoded (decompression bombs), only
@@ -26,6 +33,7 @@ own pixel limit at or below Pillow's threshold, the limit fires first either way
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -145,11 +153,23 @@ def _to_grey(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     raise UnsupportedImageError(f"pixel array of shape {array.shape} is not a grey or RGB image")
 
 
+def _bomb_message(exc: Exception, limits: DecodeLimits) -> str:
+    """The ``IMAGE_TOO_LARGE`` text for an image Pillow refused: the configured limit, not Pillow's.
+
+    Pillow checks its own, higher threshold while reading the header, before this module sees the
+    size; its message carries the pixel count, which is kept.
+    """
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    declared = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow accepts"
+    limit = f"{limits.max_pixels:,} (limits.max_pixels)"
+    return f"image declares {declared}, more than the limit of {limit}"
+
+
 def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
     try:
         image = Image.open(io.BytesIO(data), formats=_PILLOW_PARSERS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(str(exc)) from exc
+        raise ImageTooLargeError(_bomb_message(exc, limits)) from exc
     except UnidentifiedImageError as exc:
         raise NotAnImageError("not a PNG, JPEG, BMP, TIFF or DICOM file") from exc
     except _CORRUPT as exc:
@@ -262,6 +282,41 @@ def _infer_transfer_syntax(ds: Any) -> None:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+def _syntax_name(syntax: Any) -> str:
+    name = getattr(syntax, "name", "") or ""
+    return f"{name} ({syntax})" if name and name != str(syntax) else f"{syntax}"
+
+
+def _reasons(exc: BaseException) -> str:
+    """The reasons in a pydicom error: 'all plugins failed' lists each plugin's on its own line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[1:] if len(lines) > 1 else lines)[:300]
+
+
+def _require_decoder(syntax: Any) -> None:
+    """Refuse a compressed transfer syntax that no installed plugin decodes, before decoding.
+
+    Raises:
+        DicomUnsupportedTransferSyntaxError: naming the syntax and what it would need.
+    """
+    from pydicom.pixels import get_decoder  # type: ignore[attr-defined]  # noqa: PLC0415
+
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise DicomUnsupportedTransferSyntaxError(
+            f"transfer syntax {_syntax_name(syntax)} has no pixel data decoder "
+            "(supported: uncompressed, deflated, RLE, JPEG baseline/extended/lossless, JPEG-LS, "
+            "JPEG 2000, HTJ2K)"
+        ) from exc
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        raise DicomUnsupportedTransferSyntaxError(
+            f"transfer syntax {_syntax_name(syntax)} needs a decoder that is not installed "
+            f"({missing})"
+        )
+
+
 def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     # pydicom is imported here so that raster-only callers do not pay for it.
     import pydicom  # noqa: PLC0415
@@ -286,15 +341,17 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         raise BadDimensionsError(f"DICOM object declares {frames} frames")
     _check_dimensions(cols, rows, frames, limits)
     frame_used = frames // 2
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax = ds.file_meta.TransferSyntaxUID
+    _require_decoder(syntax)
     try:
         # The function rather than Dataset.pixel_array: same decoder, without the property's
         # bookkeeping of element ids for its cache, which nothing here uses.
         array = pixel_array(ds, index=frame_used if frames > 1 else None)
     except (NotImplementedError, RuntimeError) as exc:
-        name = getattr(syntax, "name", str(syntax))
-        raise DicomUnsupportedTransferSyntaxError(
-            f"cannot decode pixel data with transfer syntax {name}: {exc}"
+        # A decoder is installed (checked above): every plugin refused these bytes.
+        raise TruncatedImageError(
+            f"DICOM pixel data ({_syntax_name(syntax)}) is corrupt or non-conformant: "
+            f"{_reasons(exc)}"
         ) from exc
     except (*_CORRUPT, AttributeError, TypeError, KeyError) as exc:
         raise TruncatedImageError(f"DICOM pixel data is truncated or corrupt: {exc}") from exc
