@@ -15,9 +15,11 @@ What third parties say goes through structlog too, never straight to stderr:
   sanitised ``message`` (and ``exception``: its type and sanitised text, never a traceback).
   Its level is capped at warning: whether a file is an error for the service is said by the
   daemon's own events and the file's report, not by the library that failed to read it.
-  pydicom's warning-level records are dropped, because pydicom issues each of them as a Python
-  warning as well (``warn_and_log``): they are logged once, as ``library_warning``. The
-  ``watchdog`` logger is left to the watcher's own bridge (`daemon.watch.WatchdogLogBridge`).
+  What another channel already carries is not repeated: pydicom's warning-level records on its
+  ``pydicom`` logger (each comes with a Python warning of the same text, logged as
+  ``library_warning``) and a failing decoder plugin's traceback (its reason is in the file's
+  report). The ``watchdog`` logger is left to the watcher's own bridge
+  (`daemon.watch.WatchdogLogBridge`).
 * **uncaught exceptions** (the main thread, other threads) become one ``uncaught_exception``
   event with the traceback rendered as JSON, without local variables.
 
@@ -102,6 +104,19 @@ def _log_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
     )
 
 
+def _restated(record: logging.LogRecord) -> bool:
+    """Whether another channel already carries what ``record`` says (so it is not logged twice).
+
+    pydicom's warning-level records on its ``pydicom`` logger come with a Python warning of the
+    same text (``warn_and_log``); a decoding plugin that fails is logged by pydicom with its
+    traceback, and its reason is in the error pydicom then raises, which the file's report and
+    ``scan`` event carry.
+    """
+    if record.name == "pydicom":
+        return record.levelno < logging.ERROR
+    return record.name.startswith("pydicom.pixels.decoders") and record.exc_info is not None
+
+
 class LibraryLogHandler(logging.Handler):
     """Forwards stdlib logging records of third-party libraries to structlog, sanitised."""
 
@@ -110,7 +125,7 @@ class LibraryLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """One ``library_log`` event (nothing for loggers another handler forwards)."""
-        if record.name.split(".", 1)[0] in _OWN_BRIDGE:
+        if record.name.split(".", 1)[0] in _OWN_BRIDGE or _restated(record):
             return
         try:
             message = sanitise(record.getMessage())
@@ -150,8 +165,6 @@ def route_library_output() -> None:
             root.removeHandler(handler)
     root.addHandler(LibraryLogHandler())
     root.setLevel(logging.WARNING)
-    # pydicom pairs each warning-level record with a Python warning (logged as library_warning).
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
 
