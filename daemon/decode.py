@@ -13,10 +13,10 @@ Formats:
   A multi-frame object is one scan: its **middle frame** (index ``frames // 2``) is classified,
   and the report says which. Every transfer syntax a PACS sends is decoded by pydicom and its
   plugins: implicit/explicit VR little endian, explicit VR big endian and deflated (pydicom);
-  RLE Lossless (pylibjpeg-rle, else pydicom); JPEG Baseline (Pillow); JPEG Extended 12-bit and
-  JPEG Lossless process 14 and 14 SV1 (pylibjpeg-libjpeg); JPEG-LS lossless and near-lossless
-  (pyjpegls); JPEG 2000 lossless and lossy (Pillow, else pylibjpeg-openjpeg) and HTJ2K
-  (pylibjpeg-openjpeg). A syntax without an installed decoder (MPEG, H.264, a private one) is
+  RLE Lossless (pylibjpeg-rle, else pydicom's own); JPEG Baseline (Pillow); JPEG Extended
+  12-bit and JPEG Lossless process 14 and 14 SV1 (pylibjpeg-libjpeg); JPEG-LS lossless and
+  near-lossless (pyjpegls); JPEG 2000 lossless and lossy (Pillow, else pylibjpeg-openjpeg) and
+  HTJ2K (pylibjpeg-openjpeg). A syntax without an installed decoder (MPEG, H.264, a private one) is
   refused from its header (``DICOM_UNSUPPORTED_TRANSFER_SYNTAX``); bytes that every installed
   plugin refuses are corrupt (``TRUNCATED_IMAGE``).
 
@@ -60,6 +60,10 @@ _PILLOW_PARSERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG parser also yields 
 _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, ZeroDivisionError)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MAX_ASPECT = 8.0
+PREFERRED_PLUGINS = {"1.2.840.10008.1.2.5": "pylibjpeg"}
+"""Plugins tried before pydicom's own order, by transfer syntax: pydicom tries its numpy RLE
+decoder first, and pylibjpeg-rle decodes a 256x256 16-bit slice about 3x faster (0.23 against
+0.73 ms, bench/dicom_codecs.py). Elsewhere pydicom's order already puts the fastest first."""
 
 
 @dataclass(frozen=True)
@@ -293,8 +297,24 @@ def _reasons(exc: BaseException) -> str:
     return "; ".join(lines[1:] if len(lines) > 1 else lines)[:300]
 
 
-def _require_decoder(syntax: Any) -> None:
+def _pixel_array(ds: Any, index: int | None, plugin: str) -> npt.NDArray[Any]:
+    """The frame's pixels: with ``plugin`` first when one is preferred, else pydicom's order."""
+    from pydicom.pixels import pixel_array  # type: ignore[attr-defined]  # noqa: PLC0415
+
+    if plugin:
+        try:
+            # The function rather than Dataset.pixel_array: same decoder, without the property's
+            # bookkeeping of element ids for its cache, which nothing here uses.
+            return np.asarray(pixel_array(ds, index=index, decoding_plugin=plugin))
+        except (*_CORRUPT, RuntimeError, NotImplementedError, AttributeError, TypeError, KeyError):
+            pass  # the preferred plugin refused: every plugin, in pydicom's order, decides
+    return np.asarray(pixel_array(ds, index=index))
+
+
+def _require_decoder(syntax: Any) -> str:
     """Refuse a compressed transfer syntax that no installed plugin decodes, before decoding.
+
+    Returns the plugin to try first (`PREFERRED_PLUGINS`), or "" for pydicom's own order.
 
     Raises:
         DicomUnsupportedTransferSyntaxError: naming the syntax and what it would need.
@@ -315,13 +335,14 @@ def _require_decoder(syntax: Any) -> None:
             f"transfer syntax {_syntax_name(syntax)} needs a decoder that is not installed "
             f"({missing})"
         )
+    preferred = PREFERRED_PLUGINS.get(str(syntax), "")
+    return preferred if preferred in decoder.available_plugins else ""
 
 
 def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     # pydicom is imported here so that raster-only callers do not pay for it.
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
-    from pydicom.pixels import pixel_array  # type: ignore[attr-defined]  # noqa: PLC0415
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
@@ -342,11 +363,9 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     _check_dimensions(cols, rows, frames, limits)
     frame_used = frames // 2
     syntax = ds.file_meta.TransferSyntaxUID
-    _require_decoder(syntax)
+    plugin = _require_decoder(syntax)
     try:
-        # The function rather than Dataset.pixel_array: same decoder, without the property's
-        # bookkeeping of element ids for its cache, which nothing here uses.
-        array = pixel_array(ds, index=frame_used if frames > 1 else None)
+        array = _pixel_array(ds, frame_used if frames > 1 else None, plugin)
     except (NotImplementedError, RuntimeError) as exc:
         # A decoder is installed (checked above): every plugin refused these bytes.
         raise TruncatedImageError(

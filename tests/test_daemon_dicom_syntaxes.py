@@ -28,6 +28,7 @@ from daemon_support import PYDICOM_DATA, PYDICOM_FILES, REPO, make_config, repor
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.filewriter import dcmwrite
+from pydicom.pixels import get_decoder
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -40,7 +41,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from daemon.decode import DecodeLimits, decode
+from daemon.decode import PREFERRED_PLUGINS, DecodeLimits, decode
 from daemon.decode_stage import configure_decoders
 from daemon.errors import ScanError
 
@@ -276,3 +277,18 @@ class TestRealFilesDecodeExactly:
         with pytest.raises(ScanError) as caught:
             decode(_real("JPEGLSNearLossless_16.dcm").read_bytes(), "")
         assert caught.value.code == "BAD_DIMENSIONS"
+
+
+class TestPluginPreference:
+    def test_the_preferred_rle_plugin_is_installed(self) -> None:
+        """pylibjpeg-rle is offered for RLE, so the daemon's preference for it takes effect."""
+        for uid, plugin in PREFERRED_PLUGINS.items():
+            assert plugin in get_decoder(UID(uid)).available_plugins
+
+    def test_a_preferred_plugin_that_refuses_falls_back_to_the_others(self, monkeypatch) -> None:
+        """Pillow preferred for 12-bit JPEG Extended (it refuses them): libjpeg still decodes."""
+        monkeypatch.setitem(PREFERRED_PLUGINS, "1.2.840.10008.1.2.4.51", "pillow")
+        data = _real("JPGExtended.dcm").read_bytes()
+        image = decode(data, "JPGExtended.dcm")
+        expected = pydicom.dcmread(io.BytesIO(data)).pixel_array
+        np.testing.assert_array_equal(image.pixels, expected.astype(np.float32))
