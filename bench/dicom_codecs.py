@@ -11,9 +11,11 @@ For each real test file (pydicom's own and pydicom-data's, one or two per transf
 files a PACS archive is made of: MR, CT, NM in 8 to 16 bits) and each installed plugin that
 pydicom offers for its syntax, the pixels of the frame the daemon would classify (the middle one)
 are decoded ``--repeat`` times; the median wall time is printed, with the largest difference from
-the first plugin's pixels (0 means the plugins agree). Then the installed size of each candidate
-package (the sum of the files its wheel installed) and the licence its metadata declares. Prints
-figures only.
+the first plugin's pixels (0 means the plugins agree). Then the same for the project's DWI sample
+(256x256, the daemon's usual input) encoded into each syntax the installed encoders write
+(pyjpegls, pylibjpeg-openjpeg, pydicom's RLE), against its uncompressed pixels. Then the
+installed size of each candidate package (the sum of the files its wheel installed) and the
+licence its metadata declares. Prints figures only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom import uid
 from pydicom.pixels import get_decoder, pixel_array
 
 PACKAGES = (
@@ -106,12 +109,43 @@ def _decode_table(repeat: int) -> None:
             try:
                 pixels = pixel_array(ds, index=index, decoding_plugin=choice)
             except Exception as exc:  # noqa: BLE001 - a plugin's failure is a result too
-                print(f"{syntax.name[:44]:<44} {name:<32} {shape:>11} {plugin:<10} failed: {exc}")
+                reason = str(exc).strip().splitlines()[-1].strip()[:90]
+                print(
+                    f"{syntax.name[:44]:<44} {name:<32} {shape:>11} {plugin:<10} failed: {reason}"
+                )
                 continue
             reference = pixels if reference is None else reference
             diff = np.abs(pixels.astype(np.float64) - reference.astype(np.float64)).max()
             ms = _median_ms(ds, choice, index, repeat)
             print(f"{syntax.name[:44]:<44} {name:<32} {shape:>11} {plugin:<10} {ms:8.2f} {diff:6g}")
+
+
+def _sample_table(repeat: int) -> None:
+    """The project's DWI sample (256x256, 16-bit) encoded into each syntax pydicom can write."""
+    sample = Path(__file__).resolve().parent.parent / "samples" / "05-right-basal-ganglia.dcm"
+    original = pydicom.dcmread(sample).pixel_array.astype(np.float64)
+    print(f"\nDWI sample {sample.name}, 256x256 16-bit; diff against the uncompressed pixels")
+    print(f"{'transfer syntax':<44} {'bytes':>7} {'plugin':<10} {'ms':>8} {'diff':>6}")
+    options = {
+        uid.RLELossless: {},
+        uid.JPEGLSLossless: {},
+        uid.JPEGLSNearLossless: {"jls_error": 3},
+        uid.JPEG2000Lossless: {},
+        uid.JPEG2000: {"j2k_cr": [15]},
+    }
+    for syntax, kwargs in options.items():
+        ds = pydicom.dcmread(sample)
+        try:
+            ds.compress(syntax, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - no encoder installed: say so
+            print(f"{syntax.name[:44]:<44} cannot encode: {str(exc).splitlines()[0][:60]}")
+            continue
+        size = len(ds.PixelData)
+        for plugin in get_decoder(syntax).available_plugins:
+            pixels = pixel_array(ds, decoding_plugin=plugin).astype(np.float64)
+            diff = np.abs(pixels - original).max()
+            ms = _median_ms(ds, plugin, None, repeat)
+            print(f"{syntax.name[:44]:<44} {size:7} {plugin:<10} {ms:8.2f} {diff:6g}")
 
 
 def _package_table() -> None:
@@ -139,6 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"CPU: {_cpu_model()}; Python {platform.python_version()}; pydicom {pydicom.__version__}")
     _decode_table(args.repeat)
+    _sample_table(args.repeat)
     _package_table()
 
 
