@@ -143,12 +143,13 @@ class TestRouting:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             configure_logging("info", "json", json_log)  # inside: catch_warnings restores it
-            previous = pydicom.config.settings.writing_validation_mode
-            pydicom.config.settings.writing_validation_mode = pydicom.config.WARN
+            settings = pydicom.config.settings  # a new element is checked in the reading mode
+            previous = settings.reading_validation_mode
+            settings.reading_validation_mode = pydicom.config.WARN
             try:
                 ds.PatientBirthDate = birth_date
             finally:
-                pydicom.config.settings.writing_validation_mode = previous
+                settings.reading_validation_mode = previous
         events = _json_lines(json_log.getvalue())
         assert [e["event"] for e in events] == ["library_warning"]  # not twice (warn_and_log)
         assert events[0]["module"].startswith("pydicom/")
