@@ -66,6 +66,7 @@ from daemon.errors import (
     ScanError,
 )
 from daemon.jobs import Decoded, Failure, Finished, scan_id
+from daemon.logging_setup import configure_worker_logging, worker_settings
 from daemon.memory import keep_freed_memory
 from daemon.scan_worker import (
     ModelChoice,
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
 
     from daemon.decode import DecodeLimits
     from daemon.jobs import Claim
+    from daemon.logging_setup import LogSettings
     from daemon.preprocess import PreprocessSpec
 
 log = structlog.get_logger("infarctwatch.decode")
@@ -153,6 +155,27 @@ def _send(conn: Connection, answer: object) -> bool:
     except OSError:  # BrokenPipeError included
         return False
     return True
+
+
+def child_main(
+    target: Callable[[Connection, DecodeLimits, int], None],
+    settings: LogSettings | None,
+    conn: Connection,
+    limits: DecodeLimits,
+    max_bytes: int,
+) -> None:
+    """A worker process's entry point: log like the daemon, then run ``target`` (`serve`).
+
+    Logging comes first, so that what the decoders and OpenVINO warn while importing is JSON
+    too. A bug that escapes ``target`` is one ``worker_failed`` event and exit code 1, instead of
+    multiprocessing's raw traceback on stderr.
+    """
+    configure_worker_logging(settings)
+    try:
+        target(conn, limits, max_bytes)
+    except Exception:  # the process ends here either way: say why, as JSON
+        log.critical("worker_failed", exc_info=True)
+        raise SystemExit(1) from None
 
 
 def _die_with_parent() -> int:
@@ -239,8 +262,8 @@ class DecodeWorker:
         """
         parent, child = _CONTEXT.Pipe()
         process = _CONTEXT.Process(
-            target=self._target or serve,
-            args=(child, self._limits, self._max_bytes),
+            target=child_main,
+            args=(self._target or serve, worker_settings(), child, self._limits, self._max_bytes),
             name=f"infarctwatch-decoder-{self.index}",
             daemon=True,
         )

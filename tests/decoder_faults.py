@@ -61,3 +61,17 @@ def serve_nothing(conn: Connection, limits: DecodeLimits, max_bytes: int) -> Non
     """A child that dies before saying it is ready (a broken installation)."""
     del conn, limits, max_bytes
     sys.exit(3)
+
+
+def serve_noisily_then_fail(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
+    """A child that warns, logs through stdlib logging, then meets a bug outside any request.
+
+    The warning quotes a value the way pydicom quotes element values; the bug escapes `serve`.
+    """
+    import logging  # noqa: PLC0415 - kept light at import, like the module
+    import warnings  # noqa: PLC0415
+
+    del conn, limits, max_bytes
+    warnings.warn("Invalid value for VR PN: 'Doe^Jane'", UserWarning, stacklevel=1)
+    logging.getLogger("somelib").error("cannot open 'Doe^Jane.dcm'")
+    raise RuntimeError("injected bug outside any request")

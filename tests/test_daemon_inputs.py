@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pydicom
 import pytest
 from daemon_support import (
     BIRTH_DATE,
@@ -31,10 +32,12 @@ from daemon_support import (
     run_once,
 )
 from PIL import Image
+from pydicom.encaps import encapsulate
 from structlog.testing import capture_logs
 
-from daemon.decode import DecodeLimits
-from daemon.decode_stage import Rejected, decode_claim
+from daemon.decode import DecodeLimits, decode
+from daemon.decode_stage import Rejected, configure_decoders, decode_claim
+from daemon.errors import ImageTooLargeError
 from daemon.jobs import Claim
 from daemon.preprocess import PreprocessSpec
 
@@ -94,6 +97,7 @@ def _build_inputs() -> None:
             "inverted.dcm": dicom_bytes(photometric="MONOCHROME1"),
             "multiframe.dcm": dicom_bytes([brain_slice(128, seed=s) for s in range(5)]),
             "raw-dataset.dcm": dicom_bytes(raw=True),  # no preamble: recognised by its name
+            "jpeg_ls.dcm": (PYDICOM_FILES / "MR_small_jpeg_ls_lossless.dcm").read_bytes(),
         }
     )
     good_png = _png("I;16")
@@ -113,16 +117,24 @@ def _build_inputs() -> None:
                 (PYDICOM_FILES / "MR_truncated.dcm").read_bytes(),
                 "TRUNCATED_IMAGE",
             ),
-            "jpeg_ls.dcm": (
-                (PYDICOM_FILES / "MR_small_jpeg_ls_lossless.dcm").read_bytes(),
-                "DICOM_UNSUPPORTED_TRANSFER_SYNTAX",
-            ),
+            "mpeg2.dcm": (_mpeg2_dicom(), "DICOM_UNSUPPORTED_TRANSFER_SYNTAX"),
             "rtplan.dcm": ((PYDICOM_FILES / "rtplan.dcm").read_bytes(), "DICOM_NO_PIXEL_DATA"),
             "garbage.dcm": (b"\0" * 128 + b"DICM" + os.urandom(200), "DICOM_INVALID"),
             "link-to-passwd.png": (None, "NOT_A_REGULAR_FILE"),
             "a-fifo.png": (None, "NOT_A_REGULAR_FILE"),
         }
     )
+
+
+def _mpeg2_dicom() -> bytes:
+    """A DICOM slice whose pixel data claims MPEG-2 video, a syntax no plugin decodes."""
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes()))
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(200)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _gif() -> bytes:
@@ -179,6 +191,15 @@ def test_bad_input_gets_an_error_report_with_a_stable_code(outcome, name) -> Non
     assert report["error"]["code"] == BAD[name][1], report["error"]["message"]
     assert report["prediction"] is None
     assert name in files_under(outcome["config"].work / "failed")
+
+
+def test_image_too_large_names_the_configured_limit(outcome) -> None:
+    """A bomb that Pillow refuses from its header is reported against limits.max_pixels."""
+    message = outcome["reports"]["bomb.png"]["error"]["message"]
+    limit = f"{outcome['config'].limits.max_pixels:,}"
+    assert message == (
+        f"image declares 10,000,000,000 pixels, more than the limit of {limit} (limits.max_pixels)"
+    )
 
 
 def test_inputs_leave_the_incoming_folder(outcome) -> None:
@@ -278,3 +299,23 @@ def test_real_mr_series_from_pydicom_data_are_classified(tmp_path: Path) -> None
     assert {n: r["status"] for n, r in found.items()} == dict.fromkeys(
         [*names, "MR_small_RLE.dcm"], "ok"
     )
+
+
+class TestImageTooLarge:
+    @pytest.mark.parametrize(
+        ("width", "height", "declared"),
+        [
+            (5_000, 5_000, "5000x5000 pixels"),  # the daemon's own check, from the header
+            (10_000, 10_000, "100,000,000 pixels"),  # Pillow's warning threshold (an error here)
+            (100_000, 100_000, "10,000,000,000 pixels"),  # Pillow's hard limit
+        ],
+    )
+    def test_the_message_names_limits_max_pixels(self, width, height, declared) -> None:
+        """Whichever check fires first, the message gives the size and the configured limit."""
+        configure_decoders()
+        with pytest.raises(ImageTooLargeError) as caught:
+            decode(png_claiming(width, height), "big.png", DecodeLimits(max_pixels=20_000_000))
+        message = caught.value.message
+        assert declared in message
+        assert message.endswith("more than the limit of 20,000,000 (limits.max_pixels)")
+        assert "178956970" not in message and "89478485" not in message  # Pillow's own limits

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 import structlog
 from daemon_support import SCHEMA
+from logging_state import logging_restored
 
 from daemon import errors, status_cli
 from daemon.logging_setup import configure_logging, use_json
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def _restore_structlog() -> Iterator[None]:
-    yield
-    structlog.reset_defaults()
+    with logging_restored():
+        yield
 
 
 class TestSignals:

@@ -22,7 +22,12 @@ from PIL import Image
 from daemon import preprocess as current
 from daemon.bundle import DEFAULT_BUNDLE, load_bundle
 from daemon.decode import decode
-from daemon.errors import BlankImageError, ScanError
+from daemon.errors import (
+    BlankImageError,
+    DicomUnsupportedTransferSyntaxError,
+    ScanError,
+    TruncatedImageError,
+)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SPEC = current.PreprocessSpec()
@@ -329,12 +334,26 @@ class TestDecode:
         """pydicom's and pydicom-data's files (many syntaxes, LUTs, MONOCHROME1, bad ones) agree."""
         files = sorted({*PYDICOM_FILES.glob("*.dcm"), *PYDICOM_DATA.glob("*")})
         checked = 0
+        corrupt = []
         for path in files:
             if not path.is_file() or path.stat().st_size > _MAX_DICOM_BYTES:
                 continue
             data = path.read_bytes()
-            assert _decoded(data, path.name, decode) == _decoded(
-                data, path.name, reference.decode
-            ), path.name
+            got, expected = (
+                _decoded(data, path.name, decode),
+                _decoded(data, path.name, reference.decode),
+            )
+            if expected[:2] == ("error", DicomUnsupportedTransferSyntaxError) and got[:2] == (
+                "error",
+                TruncatedImageError,
+            ):
+                # Version 1 called every decoding failure unsupported; now bytes that every
+                # installed plugin refuses, in a syntax that has a decoder, are corrupt.
+                corrupt.append(path.name)
+                continue
+            assert got == expected, path.name
             checked += 1
         assert checked >= 100  # both collections, minus the largest files
+        # pydicom's known-bad streams: an invalid JPEG scan header; a J2K codestream cut by a
+        # sequence delimiter inside the pixel data.
+        assert corrupt == ["JPEG-lossy.dcm", "JPEG2000-embedded-sequence-delimiter.dcm"]
