@@ -13,8 +13,8 @@ import structlog
 import tensorflow as tf
 
 from trainer.augment import Augmenter
+from trainer.inputs import balanced_epochs, model_inputs, steps_per_epoch, training_dataset
 from trainer.model import build_model
-from trainer.pipeline import balanced_epochs, model_inputs, steps_per_epoch, training_dataset
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig

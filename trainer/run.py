@@ -1,4 +1,5 @@
-"""One training run, as clear steps: prepare -> fit -> evaluate -> export -> bundle.
+"""One training run, as named steps: `prepare` (scan, split by case, run folder, tensors) -> `fit`
+-> `evaluate_and_bundle` (evaluate, export, bundle).
 
 The run folder (``--out``)::
 
@@ -39,11 +40,11 @@ from trainer.card import model_card
 from trainer.config import TrainConfig, dump_config, load_config
 from trainer.dataset import Dataset, Sample, Tensors, class_counts, load_tensors, scan
 from trainer.errors import DatasetError, RunFolderError
-from trainer.fit import fit
-from trainer.labels import REPO_LABELS, load_label_map
+from trainer.fit import FitResult, fit
+from trainer.inputs import model_inputs
+from trainer.labels import REPO_LABELS, LabelMap, load_label_map
 from trainer.metrics import evaluate
 from trainer.package import BundleJob, build_bundle
-from trainer.pipeline import model_inputs
 from trainer.plots import plot_confusion, plot_curves
 from trainer.records import versions, write_json
 from trainer.split import (
@@ -191,6 +192,18 @@ def _dataset_summary(dataset: Dataset, skipped: list[Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A dataset scanned, split by case and preprocessed once, with its run folder made."""
+
+    paths: RunPaths
+    labels: LabelMap
+    dataset: Dataset
+    rows: list[SplitRow]
+    untrained: list[str]
+    tensors: dict[str, Tensors]
+
+
 def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
     """Run every step on a folder-per-class dataset; return the run and its bundle.
 
@@ -199,12 +212,53 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
     """
     started = time.monotonic()
     check_run_folder(out)
-    if cfg.data.labels:  # recorded absolute, so the run's config.yaml works from anywhere
-        absolute = str(Path(cfg.data.labels).resolve())
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labels=absolute))
+    cfg = _with_absolute_labels(cfg)
+    prepared = prepare(Path(data), cfg, out)
+    train_t, val_t = prepared.tensors[TRAIN], prepared.tensors[VALIDATION]
+    classes = prepared.labels.classes
+    result = fit(
+        cfg,
+        train_grey=train_t.grey,
+        train_labels=_label_indices(train_t.samples, classes),
+        val_grey=val_t.grey,
+        val_labels=_label_indices(val_t.samples, classes),
+        num_classes=len(classes),
+        mirror=mirror_table(prepared.labels),
+    )
+    paths = prepared.paths
+    result.model.save(paths.model)
+    write_json(paths.history, result.history)
+    plot_curves(result.history, result.best_epoch, paths.curves)
+    metrics = _training_metrics(prepared, cfg, result)
+    held_out = HeldOut(prepared.tensors[TEST], val_t, _calibration_inputs(train_t, classes, cfg))
+    bundle = evaluate_and_bundle(
+        paths, cfg, classes=classes, model=result.model, held_out=held_out, metrics=metrics
+    )
+    metrics["seconds_total"] = round(time.monotonic() - started, 1)
+    write_json(paths.metrics, metrics)
+    log.info("run_done", run=str(paths.root), seconds=metrics["seconds_total"])
+    return RunResult(paths.root, bundle, metrics)
+
+
+def _with_absolute_labels(cfg: TrainConfig) -> TrainConfig:
+    """The label map path made absolute, so that the run's config.yaml works from anywhere."""
+    if not cfg.data.labels:
+        return cfg
+    absolute = str(Path(cfg.data.labels).resolve())
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labels=absolute))
+
+
+def prepare(data: Path, cfg: TrainConfig, out: Path) -> Prepared:
+    """Scan the dataset, split it by case (before any augmentation), make the run folder, load.
+
+    The run folder is made only once the dataset and its split are known to be usable, so a
+    dataset problem leaves no half-made run.
+
+    Raises:
+        DatasetError: no usable dataset or split.
+    """
     labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else REPO_LABELS)
-    # prepare: scan, split by case (before any augmentation), preprocess once
-    dataset = scan(Path(data), cfg.data, labels)
+    dataset = scan(data, cfg.data, labels)
     counts = class_counts(dataset.samples)
     untrained = [c for c in labels.classes if c not in counts]
     log.info(
@@ -224,10 +278,6 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
     leaks = leaked_cases(rows)
     if leaks:  # cannot happen by construction; checked because the whole evaluation rests on it
         raise DatasetError(f"cases in more than one split: {sorted(leaks)[:10]}")
-    paths = prepare_run_folder(out)  # only now: a dataset problem leaves no half-made run
-    dump_config(cfg, paths.config)
-    write_json(paths.labels, list(labels.classes))
-    write_split_csv(paths.split, rows)
     parts = {
         name: tuple(s for s in dataset.samples if assignment[s.case_id] == name)
         for name in (TRAIN, VALIDATION, TEST)
@@ -239,6 +289,10 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
         raise DatasetError(
             "the split left no training or no test cases: a class needs at least 2 cases"
         )
+    paths = prepare_run_folder(out)
+    dump_config(cfg, paths.config)
+    write_json(paths.labels, list(labels.classes))
+    write_split_csv(paths.split, rows)
     tensors = {
         name: load_tensors(
             dataset.root,
@@ -249,7 +303,6 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
         )
         for name, samples in parts.items()
     }
-    skipped = [s for t in tensors.values() for s in t.skipped]
     write_json(
         paths.run_json,
         {
@@ -259,26 +312,18 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
             "git_commit": _git_commit(),
         },
     )
-    # fit
-    train_t, val_t = tensors[TRAIN], tensors[VALIDATION]
-    result = fit(
-        cfg,
-        train_grey=train_t.grey,
-        train_labels=_label_indices(train_t.samples, labels.classes),
-        val_grey=val_t.grey,
-        val_labels=_label_indices(val_t.samples, labels.classes),
-        num_classes=len(labels.classes),
-        mirror=mirror_table(labels),
-    )
-    result.model.save(paths.model)
-    write_json(paths.history, result.history)
-    plot_curves(result.history, result.best_epoch, paths.curves)
-    metrics: dict[str, Any] = {
+    return Prepared(paths, labels, dataset, rows, untrained, tensors)
+
+
+def _training_metrics(prepared: Prepared, cfg: TrainConfig, result: FitResult) -> dict[str, Any]:
+    """The run's metrics before evaluation: data, split and how the fit went."""
+    skipped = [s for t in prepared.tensors.values() for s in t.skipped]
+    return {
         "research_use_only": True,
-        "classes": list(labels.classes),
-        "data": _dataset_summary(dataset, skipped),
-        "split": summary(rows),
-        "classes_without_data": untrained,
+        "classes": list(prepared.labels.classes),
+        "data": _dataset_summary(prepared.dataset, skipped),
+        "split": summary(prepared.rows),
+        "classes_without_data": prepared.untrained,
         "training": {
             "architecture": cfg.model.architecture,
             "parameters": int(result.model.count_params()),
@@ -291,19 +336,6 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
             "final": {k: v[-1] for k, v in result.history.items() if v},
         },
     }
-    held_out = HeldOut(tensors[TEST], val_t, _calibration_inputs(train_t, labels.classes, cfg))
-    bundle = evaluate_and_bundle(
-        paths,
-        cfg,
-        classes=labels.classes,
-        model=result.model,
-        held_out=held_out,
-        metrics=metrics,
-    )
-    metrics["seconds_total"] = round(time.monotonic() - started, 1)
-    write_json(paths.metrics, metrics)
-    log.info("run_done", run=str(paths.root), seconds=metrics["seconds_total"])
-    return RunResult(paths.root, bundle, metrics)
 
 
 def _calibration_inputs(
