@@ -245,3 +245,34 @@ def test_filesystem_type_of_a_local_folder(tmp_path: Path) -> None:
     """The mount table names the file system of a folder (used to warn about inotify on NFS)."""
     kind = filesystem_type(tmp_path)
     assert kind is not None and kind not in ("nfs", "cifs")
+
+
+_MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export /mnt/scanner nfs4 rw,vers=4.2 0 0
+//pacs/dwi\\040export /mnt/dwi\\040export cifs rw 0 0
+tmpfs /mnt/scanner/cache tmpfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/srv/reports", "ext4"),  # only / holds it
+        ("/mnt/scanner", "nfs4"),  # the mount point itself
+        ("/mnt/scanner/incoming", "nfs4"),  # inside it
+        ("/mnt/scanner/cache/x", "tmpfs"),  # the longest prefix wins over /mnt/scanner
+        ("/mnt/scannerX/incoming", "ext4"),  # a longer name is not inside /mnt/scanner
+        ("/mnt/dwi export/incoming", "cifs"),  # \040 in the mount table is a space
+    ],
+)
+def test_filesystem_type_reads_the_mount_table(tmp_path: Path, path: str, kind: str) -> None:
+    """Longest mount-point prefix, whole path components only, octal-escaped spaces."""
+    mounts = tmp_path / "mounts"
+    mounts.write_text(_MOUNTS, encoding="utf-8")
+    assert filesystem_type(Path(path), mounts=mounts) == kind
+
+
+def test_filesystem_type_without_a_mount_table(tmp_path: Path) -> None:
+    """No readable mount table: unknown, never a guess."""
+    assert filesystem_type(tmp_path, mounts=tmp_path / "missing") is None

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from trainer.augment import NO_MIRROR, Augmenter, mirror_table
 from trainer.config import AugmentConfig
-from trainer.labels import load_label_map
 from trainer.inputs import balanced_epochs, steps_per_epoch, training_dataset
+from trainer.labels import load_label_map
 
 pytestmark = pytest.mark.train
 

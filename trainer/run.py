@@ -1,5 +1,7 @@
-"""One training run, as named steps: `prepare` (scan, split by case, run folder, tensors) -> `fit`
--> `evaluate_and_bundle` (evaluate, export, bundle).
+"""One training run in named steps: `prepare`, `fit`, `evaluate_and_bundle`.
+
+`prepare` scans the dataset, splits it by case, makes the run folder and loads the tensors;
+`evaluate_and_bundle` evaluates, exports the IR and builds the bundle.
 
 The run folder (``--out``)::
 
