@@ -1,9 +1,9 @@
 """The daemon's configuration file, from deploy's side: read its model keys, write a device's.
 
-Deploy reads only ``model.path`` (the models folder), ``model.public_key`` and
-``model.require_signature`` from ``/etc/infarctwatch/daemon.yaml``, so ``infarctwatch deploy
-install`` on a device applies exactly the signature policy the daemon applies. The daemon's own
-loader (`daemon.config`) validates the whole file when the service starts.
+Deploy takes ``model.path`` (the models folder), ``model.public_key`` and
+``model.require_signature`` from ``/etc/infarctwatch/daemon.yaml``, read with the daemon's own
+loader (`daemon.config`), so ``infarctwatch deploy install`` on a device applies exactly the
+signature policy the daemon applies.
 
 Writing: `render_device_config` takes the documented ``config/daemon.yaml`` and sets the device's
 paths in place, line by line, keeping every comment, then checks the result parses to the
@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from daemon.config import load_config
+from daemon.errors import ConfigError
 from daemon.signature import SignaturePolicy
 from deploy.errors import DeployConfigError, DeviceInstallError
 
@@ -35,47 +37,24 @@ class DeployPolicy:
     signature: SignaturePolicy
 
 
-def _resolve(value: Any, key: str, problems: list[str]) -> Path | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        problems.append(f"At 'model.{key}': expected a path or null, got {value!r}")
-        return None
-    return Path(value).expanduser().absolute()
-
-
 def read_policy(path: Path) -> DeployPolicy:
-    """Read ``model.path``, ``model.public_key`` and ``model.require_signature`` from ``path``.
+    """The models folder and the signature policy of the daemon configured by ``path``.
 
-    Relative paths are relative to the working folder, as for the daemon.
+    Read with the daemon's own loader (`daemon.config.load_config`), so deploy and the daemon
+    can never read one file two ways: a file the daemon would refuse is refused here too, with
+    the same messages.
 
     Raises:
-        DeployConfigError: the file is unreadable, not YAML, or those keys are malformed.
+        DeployConfigError: the file is unreadable, not YAML, or not a valid daemon configuration.
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DeployConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise DeployConfigError(f"{path} is not valid YAML: {exc}") from exc
-    data = data if data is not None else {}
-    model = data.get("model", {}) if isinstance(data, dict) else None
-    model = {} if model is None else model
-    if not isinstance(model, dict):
-        raise DeployConfigError(f"{path}: 'model' must be a mapping")
-    problems: list[str] = []
-    models_dir = _resolve(model.get("path"), "path", problems)
-    public_key = _resolve(model.get("public_key"), "public_key", problems)
-    require = model.get("require_signature", False)
-    if not isinstance(require, bool):
-        problems.append(f"At 'model.require_signature': expected true or false, got {require!r}")
-        require = True  # never weaken a policy we could not read
-    if require and public_key is None:
-        problems.append("At 'model.require_signature': true needs 'model.public_key'")
-    if problems:
-        raise DeployConfigError(f"{path}:\n" + "\n".join(f"  - {p}" for p in problems))
-    return DeployPolicy(path, models_dir, SignaturePolicy(public_key, require))
+        model = load_config(path).model
+    except ConfigError as exc:
+        raise DeployConfigError(str(exc)) from exc
+    return DeployPolicy(
+        path, model.path, SignaturePolicy(model.public_key, model.require_signature)
+    )
 
 
 # -------------------------------------------------------------------------------------- render
