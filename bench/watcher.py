@@ -1,7 +1,7 @@
 """The watcher's own CPU per file for a burst far larger than the pipeline's room.
 
 ``.venv/bin/python bench/watcher.py [--files 5000] [--slots 64] [--service-ms 1]
-[--mode inotify|polling] [--rounds 3] [--only-new]``
+[--mode inotify|polling] [--rounds 3] [--scale 4]``
 
 A burst of ``--files`` files is renamed at once into a real folder watched by
 `daemon.watch.Watcher`, whose ``offer`` is a fake pipeline holding at most ``--slots`` claims: a
@@ -19,34 +19,30 @@ Measured per file, in CPU time (``/proc/self/task/<tid>/schedstat`` before and a
   events; one move in and one move out per file), **claims**: the renames, **offers**: calls of
   ``offer`` per file (one claim, the rest answered BUSY).
 
-The same burst runs through the watcher as it was before its work per file was made constant
-(`OldWatcher`, a copy kept here only for this comparison) and through the current one, in
-interleaved rounds; the round with the least CPU in the watcher's code is kept for each.
+Two bursts run in interleaved rounds, ``--files`` files and ``--scale`` times as many: the
+watcher's work per file must not grow with the number of files waiting, so its own CPU per file
+should be about the same for both (the ratio printed last). The round with the least CPU in the
+watcher's code is kept for each size.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import stat
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
-from daemon import watch
 from daemon.config import WatchConfig
 from daemon.intake import IntakeRules, Offer
 from daemon.watch import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
 
-    from watchdog.observers.api import BaseObserver
 
 SCANNER = "infarctwatch-scan-bench"
 
@@ -138,21 +134,20 @@ class Burst:
 
 
 HEADER = (
-    f"{'':<4} {'scanner':>8} {'handler':>8} {'own':>8} {'watchdog':>9} {'claims':>7}"
+    f"{'':<6} {'scanner':>8} {'handler':>8} {'own':>8} {'watchdog':>9} {'claims':>7}"
     f" {'offers':>7} {'wall':>7}"
 )
 
 
 def row(label: str, burst: Burst) -> str:
     return (
-        f"{label:<4} {burst.scanner / 1000:8.1f} {burst.handler / 1000:8.1f}"
+        f"{label:<6} {burst.scanner / 1000:8.1f} {burst.handler / 1000:8.1f}"
         f" {burst.own / 1000:8.1f} {burst.watchdog / 1000:9.1f} {burst.claims / 1000:7.1f}"
         f" {burst.offers:7.2f} {burst.wall_s:6.2f}s"
     )
 
 
 def run_burst(
-    factory: Callable[..., Watcher | OldWatcher],
     files: int,
     slots: int,
     service_s: float,
@@ -175,7 +170,7 @@ def run_burst(
             reconcile_interval_s=3600.0,
         )
         rules = IntakeRules(folder, recursive=False, ignore_suffixes=())
-        watcher = factory(config, rules, pipeline.offer, name="bench")
+        watcher = Watcher(config, rules, pipeline.offer, name="bench")
         pipeline.room = watcher.room
         handler_ns = [0]
         arrived = watcher.arrived
@@ -232,172 +227,6 @@ def best(bursts: list[Burst]) -> Burst:
     return min(bursts, key=lambda b: b.own)
 
 
-# -- the watcher as it was (daemon/watch.py before the per-file work was made constant) ----------
-
-
-@dataclass(frozen=True)
-class _OldSeen:
-    size: int
-    mtime_ns: int
-    since: float
-    complete: bool = False
-
-
-class OldWatcher:
-    """The previous `Watcher`: one tracker, both list comprehensions over all of it per wake."""
-
-    def __init__(
-        self,
-        config: WatchConfig,
-        rules: IntakeRules,
-        offer: Callable[[Path], Offer],
-        *,
-        name: str = "incoming",
-    ) -> None:
-        self._config = config
-        self._name = name
-        self._rules = rules
-        self._offer = offer
-        self._once = False
-        self._polling = config.mode == "polling"
-        self._tracked: dict[Path, _OldSeen] = {}
-        self._lock = threading.Lock()
-        self._wakeup = threading.Event()
-        self._stop = threading.Event()
-        self._scan_requested = threading.Event()
-        self._turned_away = False
-        self._thread = threading.Thread(target=self._run, name=f"infarctwatch-scan-{name}")
-        self._observer: BaseObserver | None = None
-        self._log_bridge = watch.WatchdogLogBridge(name, self._stop.is_set)
-
-    def __enter__(self) -> Self:
-        if not self._polling:
-            self._observer = self._make_observer()
-            self._observer.start()
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._wakeup.set()
-        if self._observer is not None:
-            watch.stop_observer(self._observer, self._log_bridge)
-        self._thread.join()
-
-    def _make_observer(self) -> BaseObserver:
-        from watchdog.events import FileClosedEvent, FileMovedEvent  # noqa: PLC0415
-        from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
-        from watchdog.observers.inotify_move_event_grouper import (  # noqa: PLC0415
-            InotifyMoveEventGrouper,
-        )
-
-        InotifyMoveEventGrouper.delay = 0.0
-        observer = InotifyObserver(generate_full_events=True)
-        handler = watch._Handler(self)  # type: ignore[arg-type]  # noqa: SLF001 - duck-typed
-        observer.schedule(
-            handler, str(self._rules.root), event_filter=[FileClosedEvent, FileMovedEvent]
-        )
-        return observer
-
-    def arrived(self, path: Path) -> None:
-        if self._stop.is_set() or not self._rules.admits(path):
-            return
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(info.st_mode):
-            return
-        if self._offer(path) is Offer.BUSY:
-            with self._lock:
-                if len(self._tracked) < watch.MAX_TRACKED:
-                    seen = _OldSeen(info.st_size, info.st_mtime_ns, time.monotonic(), complete=True)
-                    self._tracked[path] = seen
-                self._turned_away = True
-
-    def room(self) -> None:
-        if self._turned_away:
-            self._wakeup.set()
-
-    def _run(self) -> None:
-        interval = (
-            self._config.poll_interval_s if self._polling else self._config.reconcile_interval_s
-        )
-        next_scan = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_scan or self._scan_requested.is_set():
-                self._scan_requested.clear()
-                self._scan(now)
-                next_scan = math.inf if self._once else now + interval
-            else:
-                self._refresh(now)
-            self._offer_ready(time.monotonic())
-            self._wakeup.wait(self._sleep(next_scan))
-            self._wakeup.clear()
-
-    def _sleep(self, next_scan: float) -> float:
-        timeout = next_scan - time.monotonic()
-        if self._tracked:
-            timeout = min(timeout, self._config.poll_interval_s, self._config.stable_s or 0.05)
-        return max(0.01, min(timeout, 3600.0))
-
-    def _scan(self, now: float) -> None:
-        found = dict(self._rules.scan())
-        with self._lock:
-            for path in [p for p in self._tracked if p not in found]:
-                del self._tracked[path]
-            for path, info in found.items():
-                self._note(path, info.st_size, info.st_mtime_ns, now)
-
-    def _refresh(self, now: float) -> None:
-        stable_s = self._config.stable_s
-        with self._lock:
-            paths = [
-                path
-                for path, seen in self._tracked.items()
-                if not seen.complete and now - seen.since < stable_s
-            ]
-        for path in paths:
-            try:
-                info = path.lstat()
-            except FileNotFoundError:
-                with self._lock:
-                    self._tracked.pop(path, None)
-                continue
-            with self._lock:
-                self._note(path, info.st_size, info.st_mtime_ns, now)
-
-    def _note(self, path: Path, size: int, mtime_ns: int, now: float) -> None:
-        seen = self._tracked.get(path)
-        if seen is not None and (seen.size, seen.mtime_ns) == (size, mtime_ns):
-            return
-        if seen is not None or len(self._tracked) < watch.MAX_TRACKED:
-            self._tracked[path] = _OldSeen(size, mtime_ns, now)
-
-    def _offer_ready(self, now: float) -> None:
-        with self._lock:
-            ready = [
-                path
-                for path, seen in self._tracked.items()
-                if seen.complete or now - seen.since >= self._config.stable_s
-            ]
-        for path in ready:
-            if self._stop.is_set():
-                return
-            if self._offer(path) is Offer.BUSY:
-                self._turned_away = True
-                return
-            with self._lock:
-                self._tracked.pop(path, None)
-        self._turned_away = False
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--files", type=int, default=5000, help="files in the burst")
@@ -407,33 +236,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mode", choices=("inotify", "polling"), default="inotify")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, interleaved; best kept")
-    parser.add_argument("--only-new", action="store_true", help="skip the old watcher")
+    parser.add_argument(
+        "--scale", type=int, default=4, help="the second burst has this many times the files"
+    )
     args = parser.parse_args(argv)
     print(
         f"burst of {args.files} files renamed in at once, {args.slots} slots, "
         f"{args.service_ms} ms per claim, {args.mode} mode; {os.cpu_count()} cores, "
         f"load {os.getloadavg()[0]:.1f}"
     )
-    factories: dict[str, Callable[..., Watcher | OldWatcher]] = {"new": Watcher}
-    if not args.only_new:
-        factories = {"old": OldWatcher, **factories}
-    rounds: dict[str, list[Burst]] = {label: [] for label in factories}
+    sizes = {f"{args.files}": args.files, f"{args.files * args.scale}": args.files * args.scale}
+    rounds: dict[str, list[Burst]] = {label: [] for label in sizes}
     print("CPU per file in microseconds (own = scanner + handler: the watcher's code)")
     print(HEADER)
     for _ in range(args.rounds):
-        for label, factory in factories.items():
-            burst = run_burst(factory, args.files, args.slots, args.service_ms / 1000, args.mode)
+        for label, files in sizes.items():
+            burst = run_burst(files, args.slots, args.service_ms / 1000, args.mode)
             rounds[label].append(burst)
             print(row(label, burst), flush=True)
     print(f"best of {args.rounds}:")
     for label, bursts in rounds.items():
         print(row(label, best(bursts)))
-    if "old" in rounds:
-        old, new = best(rounds["old"]), best(rounds["new"])
-        print(
-            f"old/new: scanner {old.scanner / max(new.scanner, 1):.1f}x,"
-            f" watcher's own code {old.own / max(new.own, 1):.1f}x"
-        )
+    small, large = (best(rounds[label]) for label in sizes)
+    print(
+        f"{args.scale}x the files: watcher's own code per file"
+        f" {large.own / max(small.own, 1):.2f}x,"
+        f" scanner {large.scanner / max(small.scanner, 1):.2f}x (about 1 when the work per file"
+        " is constant)"
+    )
     return 0
 
 
