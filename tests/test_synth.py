@@ -48,6 +48,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, synth_cache: Path) -> Path
         matrix=MATRIX,
         cache_dir=synth_cache,
         montage_dir=out.parent / "montage",
+        negative_share="balanced",
     )
     return out
 
@@ -175,8 +176,11 @@ class TestFormats:
             ds = pydicom.dcmread(dataset / row["file"])
             assert ds.Modality == "MR"
             assert ds.BitsAllocated == 16
-            assert float(ds.DiffusionBValue) == 1000.0
-            assert float(ds.PixelSpacing[0]) == pytest.approx(float(row["pixel_mm"]), abs=1e-3)
+            if "standard" in row["b_value_tags"].split(";"):
+                assert float(ds.DiffusionBValue) == float(row["b_value"])
+            assert float(ds.PixelSpacing[0]) == pytest.approx(
+                float(row["display_pixel_mm"]), abs=1e-3
+            )
             assert float(ds.SliceThickness) == float(row["slice_thickness_mm"])
             assert float(ds.SliceLocation) == pytest.approx(float(row["slice_location_mm"]), 0.01)
             assert str(ds.PatientName) == f"SYNTHETIC^{row['case_id'].upper()}"
@@ -217,6 +221,7 @@ class TestDeterminism:
             "classes": "Right pons,No acute infarct,Right frontal and parietal lobes",
             "matrix": 96,
             "cache_dir": synth_cache,
+            "negative_share": "balanced",
         }
         generate(tmp_path / "a", workers=1, **common)  # type: ignore[arg-type]
         generate(tmp_path / "b", workers=2, **common)  # type: ignore[arg-type]

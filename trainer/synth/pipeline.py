@@ -38,6 +38,7 @@ from trainer.synth.manifest import (
     write_provenance,
 )
 from trainer.synth.options import SynthOptions, check
+from trainer.synth.profiles import PROFILES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -189,6 +190,7 @@ def _provenance(
         "generator_version": GENERATOR_VERSION,
         "versions": _versions(),
         "options": options.content(),
+        "profile": PROFILES[options.profile].describe(),
         "anatomy_key": anatomy.key,
         "classes": {label: {"cases": cases[label], "slices": slices[label]} for label in cases},
         "files": len(rows),
@@ -242,6 +244,7 @@ def run(options: SynthOptions) -> list[ManifestRow]:
                 matrix=options.matrix,
                 adc=options.adc,
                 want_tile=options.montage_dir is not None and plan.index_in_class < TILES_PER_CLASS,
+                profile=PROFILES[options.profile],
             )
             for plan in plans
         ]
