@@ -7,7 +7,7 @@ See ``docs/synth.md`` for the model, the region rules, the layout and the credit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer.labels import REPO_LABELS, load_label_map
 from trainer.synth.manifest import ManifestRow
@@ -20,12 +20,13 @@ from trainer.synth.options import (
     parse_negative_share,
     parse_slices,
 )
+from trainer.synth.outofscope import OutOfScopeRow
 from trainer.synth.pipeline import run
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["ManifestRow", "SynthOptions", "generate"]
+__all__ = ["ManifestRow", "OutOfScopeRow", "SynthOptions", "generate"]
 
 
 def generate(
@@ -47,7 +48,7 @@ def generate(
     profile: str = "train",
     negative_share: float | str | None = NEGATIVE_SHARE,
     out_of_scope: int = 0,
-) -> list[ManifestRow]:
+) -> list[Any]:
     """Generate a dataset in ``out_dir`` and return its manifest rows (one per DWI file).
 
     ``formats`` is a spec like ``"png=0.5,jpeg=0.3,dicom=0.2"``; ``slices_per_case`` a count or

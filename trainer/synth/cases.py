@@ -105,7 +105,7 @@ def folder_variants(label_map: LabelMap, label: str) -> tuple[str, ...]:
     )
 
 
-def _allocate(formats: tuple[tuple[str, float], ...], total: int, seed: int) -> list[str]:
+def allocate_formats(formats: tuple[tuple[str, float], ...], total: int, seed: int) -> list[str]:
     """Exactly proportional format quotas (largest remainder), in a seeded random order."""
     quotas = [(name, share * total) for name, share in formats]
     counts = {name: int(q) for name, q in quotas}
@@ -138,7 +138,7 @@ def plan_cases(options: SynthOptions, label_map: LabelMap) -> list[CasePlan]:
     """Every case of the run, numbered in label-map class order."""
     classes = options.classes or label_map.classes
     counts = case_counts(options, tuple(classes))
-    formats = _allocate(options.formats, sum(counts.values()), options.seed)
+    formats = allocate_formats(options.formats, sum(counts.values()), options.seed)
     plans: list[CasePlan] = []
     low, high = options.slices_per_case
     salt = STREAM_SALT[options.profile]

@@ -49,7 +49,7 @@ class CaseGeometry:
     roll_deg: float = 0.0
     """Through-plane tilt: ear towards shoulder (about the front-back axis)."""
     size: float = 1.0
-    """Overall head scale relative to MNI152."""
+    """Overall head size relative to MNI152 (the mapping's ``scale`` is about 1 / size)."""
 
     def warp(self, points: Points) -> Points:
         """Elastic displacement (mm) at scanner points ``(..., 3)``."""
@@ -93,7 +93,8 @@ def random_geometry(rng: np.random.Generator, profile: Profile = TRAIN) -> CaseG
     pitch = signed(rng, profile.pitch_deg)
     roll = signed(rng, profile.roll_deg)
     size = draw(rng, profile.head_scale)
-    scale = size * rng.uniform(0.96, 1.04, size=3)
+    # scanner mm -> MNI mm: a head larger than MNI152 maps fewer MNI mm to each scanner mm
+    scale = rng.uniform(0.96, 1.04, size=3) / size
     directions = rng.normal(size=(_WAVES, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     wavelengths = rng.uniform(45.0, 110.0, size=(_WAVES, 1))

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 MANIFEST_NAME = "manifest.csv"
@@ -86,6 +87,15 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
         writer = csv.DictWriter(handle, fieldnames=ManifestRow.columns(), lineterminator="\n")
         writer.writeheader()
         for row in sorted(rows, key=lambda r: (r.case_id, r.slice_index)):
+            writer.writerow(asdict(row))
+
+
+def write_rows(path: Path, rows: Sequence[Any], columns: list[str]) -> None:
+    """Write dataclass rows in the given order with ``columns`` as the header."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
             writer.writerow(asdict(row))
 
 

@@ -408,6 +408,37 @@ def _slab(  # noqa: PLR0915 (one pass over the sub-planes keeps the sampling sha
     )
 
 
+def slab_fractions(
+    anatomy: Anatomy, geometry: CaseGeometry, scan: Scan, z: float
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Slab-averaged grey, white and CSF fractions of the plane at ``z``.
+
+    With the case's ventricle enlargement and sulcal widening: the input of the other contrasts
+    (`trainer.synth.contrasts`).
+    """
+    shape = (scan.matrix, scan.matrix)
+    total = [np.zeros(shape, np.float32) for _ in range(3)]
+    offsets = sub_plane_offsets(scan)
+    for dz in offsets:
+        channels = sampling.trilinear(anatomy.packed, plane_voxels(anatomy, geometry, scan, z + dz))
+        gm = channels[..., 0] / np.float32(255.0)
+        wm = channels[..., 1] / np.float32(255.0)
+        csf = channels[..., 2] / np.float32(255.0)
+        if scan.ventricle_enlargement_mm > 0:
+            grow = np.clip(scan.ventricle_enlargement_mm - channels[..., 3] + 0.5, 0.0, 1.0)
+            csf += grow * (gm + wm)
+            gm *= 1.0 - grow
+            wm *= 1.0 - grow
+        if scan.sulcal > 0:
+            widen = np.float32(scan.sulcal) * gm * np.clip(ndimage.maximum_filter(csf, 3) * 2, 0, 1)
+            gm -= widen
+            csf += widen
+        for index, part in enumerate((gm, wm, csf)):
+            total[index] += part
+    scale = np.float32(1.0 / len(offsets))
+    return total[0] * scale, total[1] * scale, total[2] * scale
+
+
 def render_slice(
     anatomy: Anatomy,
     geometry: CaseGeometry,

@@ -78,10 +78,10 @@ def write_png(path: Path, image: npt.NDArray[np.uint8] | npt.NDArray[np.uint16])
     Image.fromarray(image).save(path, format="PNG", compress_level=_PNG_LEVEL)
 
 
-def _uid(*parts: object) -> UID:
+def uid(*parts: object) -> UID:
     """A ``2.25.`` UID from a name-based (v5) UUID of the namespace and ``parts``.
 
-    Same inputs, same UID (pydicom's ``generate_uid(prefix=None)`` is random whatever its
+    Same inputs, same UID (pydicom's ``generateuid(prefix=None)`` is random whatever its
     entropy sources, so it is not used).
     """
     name = "/".join([UID_NAMESPACE, *map(str, parts)])
@@ -151,7 +151,7 @@ def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
     rows, cols = pixels.shape
     spacing = rendered.pixel_mm * rendered.b1000.shape[0] / rows
     black, white = window(rendered, display) if display is not None else (0.0, 2 * level)
-    sop_uid = _uid(meta.seed, meta.case_id, "image", meta.index)
+    sop_uid = uid(meta.seed, meta.case_id, "image", meta.index)
     file_meta = FileMetaDataset()
     file_meta.MediaStorageSOPClassUID = MRImageStorage
     file_meta.MediaStorageSOPInstanceUID = sop_uid
@@ -185,9 +185,9 @@ def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
     ds.SpacingBetweenSlices = f"{rendered.thickness_mm * 1.2:.1f}"
     ds.MagneticFieldStrength = "1.5"
     add_b_value_tags(ds, rendered.b_value, b_tags)
-    ds.StudyInstanceUID = _uid(meta.seed, meta.case_id, "study")
-    ds.SeriesInstanceUID = _uid(meta.seed, meta.case_id, "series")
-    ds.FrameOfReferenceUID = _uid(meta.seed, meta.case_id, "frame")
+    ds.StudyInstanceUID = uid(meta.seed, meta.case_id, "study")
+    ds.SeriesInstanceUID = uid(meta.seed, meta.case_id, "series")
+    ds.FrameOfReferenceUID = uid(meta.seed, meta.case_id, "frame")
     ds.StudyID = "1"
     ds.SeriesNumber = 5
     ds.InstanceNumber = meta.index
