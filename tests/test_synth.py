@@ -264,7 +264,9 @@ class TestOptions:
 
     def test_format_quotas_are_exact(self) -> None:
         """Formats are allocated by exact quotas over the whole run, not by coin flips."""
-        allocation = cases.allocate_formats((("png", 0.5), ("jpeg", 0.3), ("dicom", 0.2)), 10, seed=0)
+        allocation = cases.allocate_formats(
+            (("png", 0.5), ("jpeg", 0.3), ("dicom", 0.2)), 10, seed=0
+        )
         assert sorted(allocation) == ["dicom"] * 2 + ["jpeg"] * 3 + ["png"] * 5
 
     def test_unsafe_folder_names_are_skipped(self) -> None:

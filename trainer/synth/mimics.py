@@ -5,7 +5,7 @@ Grown in 3D like the infarcts (`trainer.synth.lesions`), with their own diffusio
 * ``wmh`` (white-matter hyperintensities of the elderly): 2-6 small patches in lobar and
   centrum semiovale white matter; ADC 0.9-1.2 (1e-3 mm2/s), S0 x 1.4-1.8: mildly bright on b1000;
 * ``chronic_infarct``: one lesion-sized site of any region; ADC 1.6-2.6, S0 x 1.5-2.2: dark;
-* ``shine_through`` (T2 shine-through): one lesion-sized site; ADC 0.8-1.15, S0 x 1.9-2.6:
+* ``shine_through`` (T2 shine-through): one lesion-sized site; ADC 0.85-1.15, S0 x 2.4-3.2:
   bright on b1000 like an infarct, with a normal or high ADC;
 * ``choroid_plexus``: the atria of both lateral ventricles (replacing CSF); ADC 0.6-1.2, S0
   1.0-1.4 x white matter's: bright against the CSF around it.
@@ -38,7 +38,7 @@ ANY_REGIONS = tuple(name for name in REGION_NAMES if name.split(" ", 1)[0] in ("
 DIFFUSION = {
     "wmh": ((0.9, 1.2), (1.4, 1.8)),
     "chronic_infarct": ((1.6, 2.6), (1.5, 2.2)),
-    "shine_through": ((0.8, 1.15), (1.9, 2.6)),
+    "shine_through": ((0.85, 1.15), (2.4, 3.2)),
     "choroid_plexus": ((0.6, 1.2), (1.0, 1.4)),
 }
 """(ADC range, S0-factor range) per look-alike."""
@@ -90,7 +90,7 @@ def _choroid(
     grid = np.stack(
         np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"), -1
     )
-    axes = rng.uniform(2.5, 5.5, size=3)
+    axes = rng.uniform(3.5, 6.5, size=3)
     blob = (((grid - centre) / axes) ** 2).sum(-1) <= 1.0
     mask = blob & inside[box]
     if int(mask.sum()) < _CHOROID_MIN_VOXELS:

@@ -171,6 +171,8 @@ class RenderedSlice:
     b_value: float = signal.B_VALUE
     findings: tuple[str, ...] = ()
     """Look-alikes and artefacts visible on this slice (`trainer.synth.mimics`, `artefacts`)."""
+    mimic_masks: tuple[npt.NDArray[np.bool_], ...] = ()
+    """In-slice mask of every look-alike of the case (same order as the case's mimics)."""
 
 
 def plane_points(scan: Scan, z: float, size: int | None = None) -> npt.NDArray[np.float64]:
@@ -512,4 +514,5 @@ def render_slice(
         b0=noisy_b0,
         b_value=scan.b_value,
         findings=tuple(dict.fromkeys(findings)),
+        mimic_masks=slab.mimics,
     )
