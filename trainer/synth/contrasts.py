@@ -20,7 +20,7 @@ MR signal per tissue from textbook 1.5 T relaxation times (PD relative, T1 and T
 * T1 spin echo (TR 450-600, TE 10-20 ms): ``PD (1 - e^(-TR/T1)) e^(-TE/T2)``; CSF dark, white
   matter brighter than grey, fat bright.
 * T2 turbo spin echo (TR 3500-6000, TE 80-110): same formula; CSF bright.
-* FLAIR (TR 8000-10000, TI 2300-2600, TE 100-130): ``PD |1 - 2 e^(-TI/T1) + e^(-TR/T1)|
+* FLAIR (TR 8000-10000, TI 2250-2450, TE 100-130): ``PD |1 - 2 e^(-TI/T1) + e^(-TR/T1)|
   e^(-TE/T2)``: the inversion nulls CSF (dark), grey brighter than white.
 * CT: Hounsfield units per tissue plus Gaussian noise (SD 3-8 HU); air -1000.
 """
@@ -71,7 +71,7 @@ def random_sequence(rng: np.random.Generator, kind: str) -> Sequence:
             kind,
             float(rng.uniform(8000, 10000)),
             float(rng.uniform(100, 130)),
-            float(rng.uniform(2300, 2600)),
+            float(rng.uniform(2250, 2450)),
         )
     raise ValueError(f"unknown MR kind {kind!r}")
 
