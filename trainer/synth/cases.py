@@ -50,7 +50,7 @@ SKULL_BASE_SHARE = 0.35
 """Share of 'No acute infarct' cases whose first slice is put at the skull base (air-bone
 interfaces: where susceptibility artefacts show)."""
 TILES_PER_CLASS = 8
-_CASE_TRIES = 12
+_CASE_TRIES = 30
 _SLICE_TRIES = 8
 _UNSAFE_FOLDER_CHARS = frozenset('/\\:*?"<>|\0')
 _STREAM_ANATOMY, _STREAM_SLICES, _STREAM_WRITER, _STREAM_COUNT, _STREAM_NOISE = 0, 1, 2, 3, 10
