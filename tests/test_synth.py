@@ -342,11 +342,17 @@ class TestCommandLine:
             [out, "--cases-per-class", "0"],
             [out, "--slices-per-case", "5-1"],
             [out, "--seed", "banana"],
+            [out, "--profile", "sideways"],
+            [out, "--negative-share", "lots"],
+            [out, "--negative-share", "0.99"],
+            [out, "--out-of-scope", "-1"],
         ):
             assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert "Left nose" in err
         assert "gif" in err
+        assert "lots" in err
+        assert "negative share must be 0..0.95" in err
         assert not (tmp_path / "new").exists()
 
     def test_help_describes_every_option(self, capsys: pytest.CaptureFixture[str]) -> None:
@@ -364,6 +370,9 @@ class TestCommandLine:
             "--montage",
             "--labels",
             "--force",
+            "--profile",
+            "--negative-share",
+            "--out-of-scope",
         ):
             assert option in text
 
