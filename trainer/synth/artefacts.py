@@ -46,10 +46,13 @@ VESSELS = {
 }
 SUSCEPTIBILITY_REACH_MM = 12.0
 """Through-plane reach: a slab this far from a source shows e^-1 of its strength."""
-VISIBLE_PILE_UP = 1.3
+VISIBLE_PILE_UP = 1.4
 """A slice counts as showing a susceptibility artefact when the field exceeds this in the brain."""
 FLOW_SHARE = {"negative": 0.3, "infarct": 0.12}
 """Share of cases with a visible flow artefact."""
+SUSCEPTIBILITY_SHARE = {"negative": 0.6, "infarct": 0.3}
+"""Share of cases with a marked susceptibility artefact (strength 0.5-2.5); the others get a
+faint one (0-0.3), as every EPI shows some distortion at the skull base."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Artefacts:
     """The artefacts of one case."""
 
     susceptibility: float
-    """Strength of the pile-up (0.4-2.5: 1.4-3.5 x the signal at its peak)."""
+    """Strength of the pile-up (marked 0.5-2.5: 1.5-3.5 x the signal at its peak; faint 0-0.3)."""
     susceptibility_jitter: tuple[tuple[float, float, float], ...]
     """Per-source offset (mm) of the interface from its nominal MNI point."""
     flow_vessel: str | None
@@ -65,12 +68,17 @@ class Artefacts:
 
 
 def random_artefacts(rng: np.random.Generator, *, negative: bool) -> Artefacts:
-    """Susceptibility strength for the case, and perhaps one vessel with a flow artefact."""
+    """Susceptibility strength for the case, and perhaps one vessel with a flow artefact.
+
+    Marked susceptibility and flow artefacts are more frequent in 'No acute infarct' cases
+    (``negative``): that is where a model must learn they are not infarcts.
+    """
     jitter = tuple(
         (float(a), float(b), float(c))
         for a, b, c in rng.normal(0.0, 3.0, size=(len(SUSCEPTIBILITY_SOURCES), 3))
     )
-    strength = float(rng.uniform(0.4, 2.5))
+    marked = rng.random() < SUSCEPTIBILITY_SHARE["negative" if negative else "infarct"]
+    strength = float(rng.uniform(0.5, 2.5) if marked else rng.uniform(0.0, 0.3))
     names = tuple(VESSELS)
     vessel = None
     if rng.random() < FLOW_SHARE["negative" if negative else "infarct"]:

@@ -22,7 +22,7 @@ from trainer.synth.display import random_display, resize, resize_mask
 from trainer.synth.geometry import BRAIN_CENTRE_MNI, CaseGeometry, random_geometry
 from trainer.synth.lesions import NEAR_Z_MM, Lesion, grow_lesion, shared_levels
 from trainer.synth.manifest import ManifestRow
-from trainer.synth.mimics import grow_mimics
+from trainer.synth.mimics import AGE_KINDS, grow_mimics
 from trainer.synth.montage import Tile
 from trainer.synth.profiles import STREAM_SALT, TRAIN, Profile
 from trainer.synth.regions import CLASS_REGIONS
@@ -46,6 +46,9 @@ NORMAL_AREA_FRACTION = 0.05
 """'No acute infarct' slices lie where the brain's axial area is >= this share of its largest:
 every level from the skull base (temporal poles, cerebellum) to the vertex."""
 NEGATIVE_LABEL = "No acute infarct"
+AGE_ANCHOR_SHARE = 0.5
+"""Share of 'No acute infarct' cases whose slices also go to their signs of age (WMH, chronic
+infarcts)."""
 SKULL_BASE_SHARE = 0.35
 """Share of 'No acute infarct' cases whose first slice is put at the skull base (air-bone
 interfaces: where susceptibility artefacts show)."""
@@ -251,12 +254,15 @@ def _anchors(
 ) -> list[float]:
     """Scanner z levels a normal case's first slices go to.
 
-    One per kind of look-alike, and the skull base in ``SKULL_BASE_SHARE`` of cases.
+    One per kind of hard negative, one per sign of age in ``AGE_ANCHOR_SHARE`` of cases (so that
+    they show about as often as on infarct cases' slices), and the skull base in
+    ``SKULL_BASE_SHARE`` of cases.
     """
     anchors: list[float] = []
     seen: set[str] = set()
+    age = rng.random() < AGE_ANCHOR_SHARE
     for blob in mimics:
-        if blob.kind not in seen:
+        if blob.kind not in seen and (age or blob.kind not in AGE_KINDS):
             seen.add(blob.kind)
             anchors.append(float(_scanner_z(geometry, blob.centre_mni)))
     if rng.random() < SKULL_BASE_SHARE:
@@ -331,7 +337,11 @@ def design_case(anatomy: Anatomy, job: Job) -> CaseDesign:
         scan = render.random_scan(rng, job.matrix, job.profile)
         lesions = _grow(rng, anatomy, plan.label, scan.ventricle_enlargement_mm)
         mimics = grow_mimics(
-            mimic_rng, anatomy, negative=negative, enlargement_mm=scan.ventricle_enlargement_mm
+            mimic_rng,
+            anatomy,
+            negative=negative,
+            enlargement_mm=scan.ventricle_enlargement_mm,
+            near_z=float(lesions[0].centre_mni[2]) if lesions else None,
         )
         artefacts = random_artefacts(mimic_rng, negative=negative)
         if lesions:

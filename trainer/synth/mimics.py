@@ -110,10 +110,27 @@ def _choroid(
     )
 
 
+AGE_KINDS = frozenset({"wmh", "chronic_infarct"})
+"""Signs of age: as frequent on the slices of infarct cases as on those of normal cases."""
+AGE_NEAR_MM = 20.0
+"""In infarct cases, signs of age are centred within this many mm (MNI z) of the first lesion,
+so that they show on the lesion's slices about as often as on a normal case's slices."""
+
+
 def grow_mimics(
-    rng: np.random.Generator, anatomy: Anatomy, *, negative: bool, enlargement_mm: float
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    *,
+    negative: bool,
+    enlargement_mm: float,
+    near_z: float | None = None,
 ) -> tuple[Lesion, ...]:
-    """The look-alikes of one case (see the module docstring); none that do not fit."""
+    """The look-alikes of one case (see the module docstring); none that do not fit.
+
+    ``near_z`` (MNI mm, infarct cases: the first lesion's centre) keeps the signs of age
+    (`AGE_KINDS`) near that level.
+    """
+    window = None if near_z is None else (near_z - AGE_NEAR_MM, near_z + AGE_NEAR_MM)
     shares = CASE_SHARE["negative" if negative else "infarct"]
     out: list[Lesion] = []
     for kind, share in shares.items():
@@ -133,6 +150,7 @@ def grow_mimics(
                             diffusion=diffusion,
                             kind=kind,
                             size="small",
+                            z_window=window,
                         )
                     )
             elif kind == "choroid_plexus":
@@ -152,6 +170,7 @@ def grow_mimics(
                         enlargement_mm=enlargement_mm,
                         diffusion=diffusion,
                         kind=kind,
+                        z_window=window if kind in AGE_KINDS else None,
                     )
                 )
         except SynthError:
