@@ -250,7 +250,7 @@ def write_slice(
             images=meta.count,
             slice_location_mm=rendered.z_scanner,
             thickness_mm=rendered.thickness_mm,
-            window=(round((black + white) * 250), round((white - black) * 500)),
+            window=(round((black + white) * 500), round((white - black) * 1000)),
             sequence=f"DWI b{b} TRACEW",
         )
         write_screenshot(directory / name, dwi8, note, rng, profile=profile)
