@@ -48,6 +48,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, synth_cache: Path) -> Path
         matrix=MATRIX,
         cache_dir=synth_cache,
         montage_dir=out.parent / "montage",
+        negative_share="balanced",
     )
     return out
 
@@ -175,8 +176,11 @@ class TestFormats:
             ds = pydicom.dcmread(dataset / row["file"])
             assert ds.Modality == "MR"
             assert ds.BitsAllocated == 16
-            assert float(ds.DiffusionBValue) == 1000.0
-            assert float(ds.PixelSpacing[0]) == pytest.approx(float(row["pixel_mm"]), abs=1e-3)
+            if "standard" in row["b_value_tags"].split(";"):
+                assert float(ds.DiffusionBValue) == float(row["b_value"])
+            assert float(ds.PixelSpacing[0]) == pytest.approx(
+                float(row["display_pixel_mm"]), abs=1e-3
+            )
             assert float(ds.SliceThickness) == float(row["slice_thickness_mm"])
             assert float(ds.SliceLocation) == pytest.approx(float(row["slice_location_mm"]), 0.01)
             assert str(ds.PatientName) == f"SYNTHETIC^{row['case_id'].upper()}"
@@ -217,6 +221,7 @@ class TestDeterminism:
             "classes": "Right pons,No acute infarct,Right frontal and parietal lobes",
             "matrix": 96,
             "cache_dir": synth_cache,
+            "negative_share": "balanced",
         }
         generate(tmp_path / "a", workers=1, **common)  # type: ignore[arg-type]
         generate(tmp_path / "b", workers=2, **common)  # type: ignore[arg-type]
@@ -259,7 +264,9 @@ class TestOptions:
 
     def test_format_quotas_are_exact(self) -> None:
         """Formats are allocated by exact quotas over the whole run, not by coin flips."""
-        allocation = cases._allocate((("png", 0.5), ("jpeg", 0.3), ("dicom", 0.2)), 10, seed=0)
+        allocation = cases.allocate_formats(
+            (("png", 0.5), ("jpeg", 0.3), ("dicom", 0.2)), 10, seed=0
+        )
         assert sorted(allocation) == ["dicom"] * 2 + ["jpeg"] * 3 + ["png"] * 5
 
     def test_unsafe_folder_names_are_skipped(self) -> None:
@@ -335,11 +342,17 @@ class TestCommandLine:
             [out, "--cases-per-class", "0"],
             [out, "--slices-per-case", "5-1"],
             [out, "--seed", "banana"],
+            [out, "--profile", "sideways"],
+            [out, "--negative-share", "lots"],
+            [out, "--negative-share", "0.99"],
+            [out, "--out-of-scope", "-1"],
         ):
             assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert "Left nose" in err
         assert "gif" in err
+        assert "lots" in err
+        assert "negative share must be 0..0.95" in err
         assert not (tmp_path / "new").exists()
 
     def test_help_describes_every_option(self, capsys: pytest.CaptureFixture[str]) -> None:
@@ -357,6 +370,9 @@ class TestCommandLine:
             "--montage",
             "--labels",
             "--force",
+            "--profile",
+            "--negative-share",
+            "--out-of-scope",
         ):
             assert option in text
 

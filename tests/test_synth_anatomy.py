@@ -177,13 +177,14 @@ class TestLesions:
                 sign = 1.0 if side == "Right" else -1.0
                 assert (sign * mni_x[mask] > -0.5).all(), (job.plan.case_id, lesion.region)
                 checked += 1
-                if abs(mni_x[mask].mean()) >= 15:
+                # the image halves split the patient only when the head lies nearly straight
+                if abs(mni_x[mask].mean()) >= 15 and abs(design.geometry.yaw_deg) <= 7:
                     centre_column = np.nonzero(mask)[1].mean()
-                    on_left = centre_column < MATRIX / 2
+                    on_left = centre_column < mask.shape[1] / 2
                     assert on_left == (side == "Right"), (job.plan.case_id, lesion.region)
                     lateral += 1
         assert checked >= 44
-        assert lateral >= 30
+        assert lateral >= 20  # heads within 7 degrees of straight (60 % of them)
 
     def test_lesion_is_bright_on_b1000_and_dark_on_adc(
         self, anatomy: Anatomy, designs: list[tuple[Job, CaseDesign]]

@@ -7,23 +7,26 @@ See ``docs/synth.md`` for the model, the region rules, the layout and the credit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer.labels import REPO_LABELS, load_label_map
 from trainer.synth.manifest import ManifestRow
 from trainer.synth.options import (
+    NEGATIVE_SHARE,
     SynthOptions,
     default_workers,
     parse_classes,
     parse_formats,
+    parse_negative_share,
     parse_slices,
 )
+from trainer.synth.outofscope import OutOfScopeRow
 from trainer.synth.pipeline import run
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["ManifestRow", "SynthOptions", "generate"]
+__all__ = ["ManifestRow", "OutOfScopeRow", "SynthOptions", "generate"]
 
 
 def generate(
@@ -35,19 +38,27 @@ def generate(
     seed: int = 0,
     workers: int | None = None,
     classes: str | Sequence[str] | None = None,
-    matrix: int = 256,
+    matrix: int | None = None,
     adc: bool = True,
     labels: str | Path = REPO_LABELS,
     montage_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     force: bool = False,
     progress: bool | None = False,
-) -> list[ManifestRow]:
+    profile: str = "train",
+    negative_share: float | str | None = NEGATIVE_SHARE,
+    out_of_scope: int = 0,
+) -> list[Any]:
     """Generate a dataset in ``out_dir`` and return its manifest rows (one per DWI file).
 
     ``formats`` is a spec like ``"png=0.5,jpeg=0.3,dicom=0.2"``; ``slices_per_case`` a count or
     ``"2-4"``; ``classes`` canonical names or raw variants (default: every class of the label
-    map). Same arguments, same files.
+    map). ``matrix`` fixes the acquired and displayed matrix (default: drawn from the profile).
+    ``profile`` is ``train`` or ``shifted`` (ranges outside train's, other random streams);
+    ``negative_share`` the share of all cases that are 'No acute infarct' (``"balanced"`` or
+    None: ``cases_per_class`` like any class). ``out_of_scope`` > 0 writes an out-of-scope
+    dataset instead (that many images of every kind, see docs/synth.md); its rows are then
+    `OutOfScopeRow`. Same arguments, same files.
 
     Raises:
         SynthError: bad options, an output folder that may not be replaced, missing anatomy.
@@ -69,5 +80,8 @@ def generate(
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
         force=force,
         progress=progress,
+        profile=profile,
+        negative_share=parse_negative_share(negative_share),
+        out_of_scope=out_of_scope,
     )
     return run(options)

@@ -17,13 +17,17 @@ import numpy.typing as npt
 
 from trainer.errors import SynthError
 from trainer.synth import render
+from trainer.synth.artefacts import SUSCEPTIBILITY_SOURCES, Artefacts, random_artefacts
+from trainer.synth.display import random_display, resize, resize_mask
 from trainer.synth.geometry import BRAIN_CENTRE_MNI, CaseGeometry, random_geometry
 from trainer.synth.lesions import NEAR_Z_MM, Lesion, grow_lesion, shared_levels
 from trainer.synth.manifest import ManifestRow
+from trainer.synth.mimics import AGE_KINDS, grow_mimics
 from trainer.synth.montage import Tile
+from trainer.synth.profiles import STREAM_SALT, TRAIN, Profile
 from trainer.synth.regions import CLASS_REGIONS
 from trainer.synth.screenshot import SITES
-from trainer.synth.writers import SliceMeta, write_slice
+from trainer.synth.writers import SliceMeta, random_b_tags, write_slice
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,13 +42,22 @@ MIN_LESION_CONTRAST = 1.3
 """...at least this much brighter (b1000, before noise) than the tissue around it..."""
 MAX_LESION_ADC_RATIO = 0.8
 """...and its mean ADC at most this share of that tissue's (partial volume with CSF can hide it)."""
-NORMAL_AREA_FRACTION = 0.25
-"""'No acute infarct' slices lie where the brain's axial area is >= this share of its largest."""
+NORMAL_AREA_FRACTION = 0.05
+"""'No acute infarct' slices lie where the brain's axial area is >= this share of its largest:
+every level from the skull base (temporal poles, cerebellum) to the vertex."""
+NEGATIVE_LABEL = "No acute infarct"
+AGE_ANCHOR_SHARE = 0.5
+"""Share of 'No acute infarct' cases whose slices also go to their signs of age (WMH, chronic
+infarcts)."""
+SKULL_BASE_SHARE = 0.35
+"""Share of 'No acute infarct' cases whose first slice is put at the skull base (air-bone
+interfaces: where susceptibility artefacts show)."""
 TILES_PER_CLASS = 8
-_CASE_TRIES = 12
+_CASE_TRIES = 30
 _SLICE_TRIES = 8
 _UNSAFE_FOLDER_CHARS = frozenset('/\\:*?"<>|\0')
 _STREAM_ANATOMY, _STREAM_SLICES, _STREAM_WRITER, _STREAM_COUNT, _STREAM_NOISE = 0, 1, 2, 3, 10
+_STREAM_MIMICS = 4
 
 
 @dataclass(frozen=True)
@@ -69,9 +82,11 @@ class Job:
     plan: CasePlan
     seed: int
     out_dir: Path
-    matrix: int
+    matrix: int | None
+    """Fixed acquired and displayed matrix, or None: drawn from the profile."""
     adc: bool
     want_tile: bool
+    profile: Profile = TRAIN
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,7 @@ def folder_variants(label_map: LabelMap, label: str) -> tuple[str, ...]:
     )
 
 
-def _allocate(formats: tuple[tuple[str, float], ...], total: int, seed: int) -> list[str]:
+def allocate_formats(formats: tuple[tuple[str, float], ...], total: int, seed: int) -> list[str]:
     """Exactly proportional format quotas (largest remainder), in a seeded random order."""
     quotas = [(name, share * total) for name, share in formats]
     counts = {name: int(q) for name, q in quotas}
@@ -106,18 +121,36 @@ def _allocate(formats: tuple[tuple[str, float], ...], total: int, seed: int) -> 
     return [order[i] for i in rng.permutation(len(order))]
 
 
+def case_counts(options: SynthOptions, classes: tuple[str, ...]) -> dict[str, int]:
+    """Cases per class: ``cases_per_class`` each, 'No acute infarct' set by the negative share.
+
+    With share ``f`` (of all cases) and ``k`` infarct classes, 'No acute infarct' gets
+    ``round(f / (1 - f) * k * cases_per_class)`` cases, at least ``cases_per_class``; with no
+    share (None) or without infarct classes it gets ``cases_per_class`` like every class.
+    """
+    counts = dict.fromkeys(classes, options.cases_per_class)
+    infarct_classes = sum(1 for label in classes if label != NEGATIVE_LABEL)
+    share = options.negative_share
+    if NEGATIVE_LABEL in counts and share is not None and infarct_classes:
+        wanted = round(share / (1.0 - share) * infarct_classes * options.cases_per_class)
+        counts[NEGATIVE_LABEL] = max(options.cases_per_class, wanted)
+    return counts
+
+
 def plan_cases(options: SynthOptions, label_map: LabelMap) -> list[CasePlan]:
     """Every case of the run, numbered in label-map class order."""
     classes = options.classes or label_map.classes
-    formats = _allocate(options.formats, len(classes) * options.cases_per_class, options.seed)
+    counts = case_counts(options, tuple(classes))
+    formats = allocate_formats(options.formats, sum(counts.values()), options.seed)
     plans: list[CasePlan] = []
     low, high = options.slices_per_case
+    salt = STREAM_SALT[options.profile]
     for label in classes:
         class_index = label_map.index(label)
         variants = folder_variants(label_map, label)
-        for k in range(options.cases_per_class):
+        for k in range(counts[label]):
             number = len(plans)
-            count_rng = np.random.default_rng([options.seed, class_index, k, _STREAM_COUNT])
+            count_rng = np.random.default_rng([*salt, options.seed, class_index, k, _STREAM_COUNT])
             plans.append(
                 CasePlan(
                     number=number,
@@ -135,7 +168,10 @@ def plan_cases(options: SynthOptions, label_map: LabelMap) -> list[CasePlan]:
 
 def _rng(job: Job, stream: int, *extra: int) -> np.random.Generator:
     plan = job.plan
-    return np.random.default_rng([job.seed, plan.class_index, plan.index_in_class, stream, *extra])
+    salt = STREAM_SALT[job.profile.name]
+    return np.random.default_rng(
+        [*salt, job.seed, plan.class_index, plan.index_in_class, stream, *extra]
+    )
 
 
 def _scanner_z(
@@ -152,6 +188,7 @@ def _lesion_slices(
     scan: render.Scan,
     lesions: tuple[Lesion, ...],
     count: int,
+    mimics: tuple[Lesion, ...] = (),
 ) -> list[float] | None:
     """``count`` slab positions that show every lesion clearly, or None.
 
@@ -175,7 +212,9 @@ def _lesion_slices(
         for attempt in range(_SLICE_TRIES):
             share = (index + rng.random()) / count if attempt == 0 else rng.random()
             z = low + (high - low) * share
-            views = render.lesion_views(anatomy, geometry, scan, lesions, z, window=window)
+            views = render.lesion_views(
+                anatomy, geometry, scan, lesions, z, window=window, mimics=mimics
+            )
             if all(
                 v.area_mm2 >= MIN_LESION_AREA_MM2
                 and v.contrast >= MIN_LESION_CONTRAST
@@ -190,14 +229,50 @@ def _lesion_slices(
 
 
 def _normal_slices(
-    rng: np.random.Generator, anatomy: Anatomy, geometry: CaseGeometry, count: int
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    geometry: CaseGeometry,
+    count: int,
+    anchors: list[float],
 ) -> list[float]:
+    """Slab positions spread over the brain's whole axial range, the first ones at ``anchors``.
+
+    Anchors are scanner z levels of look-alikes or of the skull base: the case shows them.
+    """
     area = (anatomy.gm.astype(np.float32) + anatomy.wm).sum(axis=(0, 1))
     levels = np.flatnonzero(area >= NORMAL_AREA_FRACTION * area.max()) + anatomy.affine[2, 3]
     x, y, _ = BRAIN_CENTRE_MNI
     ends = np.array([[x, y, float(levels.min())], [x, y, float(levels.max())]])
     low, high = sorted(_scanner_z(geometry, ends))
-    return [float(low + (high - low) * (i + rng.random()) / count) for i in range(count)]
+    spread = [float(low + (high - low) * (i + rng.random()) / count) for i in range(count)]
+    chosen = [float(np.clip(z + rng.uniform(-1.5, 1.5), low, high)) for z in anchors[:count]]
+    return chosen + spread[len(chosen) :]
+
+
+def _anchors(
+    rng: np.random.Generator, geometry: CaseGeometry, mimics: tuple[Lesion, ...]
+) -> list[float]:
+    """Scanner z levels a normal case's first slices go to.
+
+    One per kind of hard negative, one per sign of age in ``AGE_ANCHOR_SHARE`` of cases (so that
+    they show about as often as on infarct cases' slices), and the skull base in
+    ``SKULL_BASE_SHARE`` of cases.
+    """
+    anchors: list[float] = []
+    seen: set[str] = set()
+    age = rng.random() < AGE_ANCHOR_SHARE
+    for blob in mimics:
+        if blob.kind not in seen and (age or blob.kind not in AGE_KINDS):
+            seen.add(blob.kind)
+            anchors.append(float(_scanner_z(geometry, blob.centre_mni)))
+    if rng.random() < SKULL_BASE_SHARE:
+        names = tuple(SUSCEPTIBILITY_SOURCES)
+        point, _ = SUSCEPTIBILITY_SOURCES[names[int(rng.integers(len(names)))]]
+        anchors.insert(
+            0, float(_scanner_z(geometry, np.asarray(point) + np.array([0.0, 0.0, 8.0])))
+        )
+    order = rng.permutation(len(anchors))
+    return [anchors[i] for i in order]
 
 
 def _grow(
@@ -225,6 +300,9 @@ class CaseDesign:
     scan: render.Scan
     lesions: tuple[Lesion, ...]
     positions: tuple[float, ...]
+    mimics: tuple[Lesion, ...] = ()
+    """Look-alikes and signs of age (`trainer.synth.mimics`)."""
+    artefacts: Artefacts | None = None
 
     def render(self, anatomy: Anatomy, job: Job, index: int) -> render.RenderedSlice:
         """Render slice ``index`` (1-based) with its own noise stream."""
@@ -235,6 +313,8 @@ class CaseDesign:
             self.lesions,
             z=self.positions[index - 1],
             rng=_rng(job, _STREAM_NOISE, index),
+            mimics=self.mimics,
+            artefacts=self.artefacts,
         )
 
 
@@ -250,21 +330,38 @@ def design_case(anatomy: Anatomy, job: Job) -> CaseDesign:
     plan = job.plan
     rng = _rng(job, _STREAM_ANATOMY)
     slice_rng = _rng(job, _STREAM_SLICES)
+    negative = not CLASS_REGIONS[plan.label]
+    mimic_rng = _rng(job, _STREAM_MIMICS)
     for _ in range(_CASE_TRIES):
-        geometry = random_geometry(rng)
-        scan = render.random_scan(rng, job.matrix)
+        geometry = random_geometry(rng, job.profile)
+        scan = render.random_scan(rng, job.matrix, job.profile)
         lesions = _grow(rng, anatomy, plan.label, scan.ventricle_enlargement_mm)
+        mimics = grow_mimics(
+            mimic_rng,
+            anatomy,
+            negative=negative,
+            enlargement_mm=scan.ventricle_enlargement_mm,
+            near_z=float(lesions[0].centre_mni[2]) if lesions else None,
+        )
+        artefacts = random_artefacts(mimic_rng, negative=negative)
         if lesions:
             positions = _lesion_slices(
-                slice_rng, anatomy, geometry=geometry, scan=scan, lesions=lesions, count=plan.slices
+                slice_rng,
+                anatomy,
+                geometry=geometry,
+                scan=scan,
+                lesions=lesions,
+                count=plan.slices,
+                mimics=mimics,
             )
         else:
-            positions = _normal_slices(slice_rng, anatomy, geometry, plan.slices)
+            anchors = _anchors(slice_rng, geometry, mimics)
+            positions = _normal_slices(slice_rng, anatomy, geometry, plan.slices, anchors)
         if positions is not None:
             break
     else:
         raise SynthError(f"case {plan.case_id} ({plan.label}): no visible lesion layout found")
-    return CaseDesign(geometry, scan, lesions, tuple(positions))
+    return CaseDesign(geometry, scan, lesions, tuple(positions), mimics, artefacts)
 
 
 def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
@@ -289,18 +386,32 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
         study_date=str(date).replace("-", ""),
         study_time=f"{minutes // 60:02d}{minutes % 60:02d}00",
     )
+    scan = design.scan
+    display = random_display(
+        writer_rng, job.profile, matrix=scan.shown_matrix, nearest=scan.display_nearest
+    )
+    b_tags = random_b_tags(writer_rng) if plan.format == "dicom" else ()
     folder = job.out_dir / plan.raw_label
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[ManifestRow] = []
     tile = None
     volume = round(sum(lesion.volume_ml for lesion in lesions), 3)
     regions = ";".join(lesion.region for lesion in lesions)
+    geometry = design.geometry
     for index in range(1, len(design.positions) + 1):
         rendered = design.render(anatomy, job, index)
         stem = f"{plan.case_id}_{index:02d}"
         meta = replace(series, index=index)
         name, adc_name, dwi8 = write_slice(
-            folder / stem, plan.format, rendered, meta=meta, rng=writer_rng, adc=job.adc
+            folder / stem,
+            plan.format,
+            rendered,
+            meta=meta,
+            rng=writer_rng,
+            adc=job.adc,
+            display=display,
+            profile=job.profile,
+            b_tags=b_tags,
         )
         area = sum(int(mask.sum()) for mask in rendered.lesions) * rendered.pixel_mm**2
         rows.append(
@@ -315,20 +426,37 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
                 slice_location_mm=round(rendered.z_scanner, 2),
                 slice_thickness_mm=rendered.thickness_mm,
                 pixel_mm=round(rendered.pixel_mm, 4),
-                matrix=job.matrix,
+                matrix=scan.matrix,
                 format=plan.format,
                 lesion_count=len(lesions),
                 lesion_volume_ml=volume,
                 lesion_area_mm2=round(area, 1),
                 lesion_regions=regions,
-                snr=round(design.scan.snr, 1),
+                snr=round(scan.snr, 1),
+                profile=job.profile.name,
+                display_matrix=display.matrix,
+                display_pixel_mm=round(scan.fov_mm / display.matrix, 4),
+                fov_mm=round(scan.fov_mm, 1),
+                b_value=round(scan.b_value),
+                b_value_tags=";".join(b_tags),
+                window=display.method,
+                gamma=round(display.gamma, 3),
+                rotation_deg=round(geometry.yaw_deg, 2),
+                tilt_deg=round(geometry.pitch_deg, 2),
+                roll_deg=round(geometry.roll_deg, 2),
+                head_scale=round(geometry.size, 3),
+                bias_strength=round(scan.bias_strength, 3),
+                ventricle_mm=round(scan.ventricle_enlargement_mm, 2),
+                sulcal_atrophy=round(scan.sulcal, 3),
+                findings=";".join(rendered.findings),
             )
         )
         if job.want_tile and tile is None:
             lesion_mask = np.zeros(dwi8.shape, dtype=bool)
             for mask in rendered.lesions:
-                lesion_mask |= mask
-            adc8 = np.asarray(np.clip(rendered.adc * (255.0 / 3.5), 0, 255), dtype=np.uint8)
+                lesion_mask |= resize_mask(mask, dwi8.shape[0])
+            adc_shown = resize(rendered.adc, dwi8.shape[0], nearest=display.nearest)
+            adc8 = np.asarray(np.clip(adc_shown * (255.0 / 3.5), 0, 255), dtype=np.uint8)
             caption = f"{plan.case_id} z={rendered.z_mni:+.0f} {plan.format}"
             tile = Tile(dwi=dwi8, adc=adc8, lesion=lesion_mask, caption=caption)
     return CaseResult(rows=tuple(rows), tile=tile)

@@ -13,7 +13,8 @@ from trainer.errors import TrainerError
 from trainer.labels import REPO_LABELS
 from trainer.logs import configure_logging
 from trainer.synth import generate
-from trainer.synth.options import MATRIX_RANGE, MAX_SLICES_PER_CASE
+from trainer.synth.options import MATRIX_RANGE, MAX_SLICES_PER_CASE, NEGATIVE_SHARE
+from trainer.synth.profiles import PROFILES
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -70,9 +71,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--matrix",
         type=int,
-        default=256,
-        help=f"scanner matrix, pixels per side, {MATRIX_RANGE[0]}..{MATRIX_RANGE[1]} "
-        "(default: 256)",
+        default=None,
+        help=f"fix the scanner matrix (acquired = displayed), pixels per side, "
+        f"{MATRIX_RANGE[0]}..{MATRIX_RANGE[1]} (default: drawn from the profile, e.g. 96-256 "
+        "acquired, interpolated up to 512)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="train",
+        help="acquisition ranges: train (what sites produce) or shifted (outside the training "
+        "ranges, other random streams: a held-out shifted-acquisition test set); see "
+        "docs/synth.md (default: train)",
+    )
+    parser.add_argument(
+        "--negative-share",
+        default=str(NEGATIVE_SHARE),
+        metavar="F",
+        help="share of all cases that are 'No acute infarct' (0..0.95), or 'balanced' for "
+        f"cases-per-class like any class (default: {NEGATIVE_SHARE}: as many negative cases as "
+        "all infarct classes together)",
+    )
+    parser.add_argument(
+        "--out-of-scope",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write an out-of-scope dataset instead: N images of every kind that is not a DWI "
+        "b1000 brain slice (T1, T2, FLAIR, CT brain/bone, ADC, b0, photos, documents, noise, "
+        "blank frames, rulers), one folder per kind (default: 0, a DWI dataset)",
     )
     parser.add_argument(
         "--no-adc",
@@ -143,6 +170,9 @@ def main(argv: list[str]) -> int:
             cache_dir=args.cache_dir,
             force=args.force,
             progress=args.progress,
+            profile=args.profile,
+            negative_share=args.negative_share,
+            out_of_scope=args.out_of_scope,
         )
     except TrainerError as exc:
         print(f"infarctwatch synth: {exc}", file=sys.stderr)
@@ -150,6 +180,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("infarctwatch synth: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if args.out_of_scope:
+        print(f"wrote {len(rows)} out-of-scope image(s) to {args.out} (manifest.csv, synth.json)")
+        return EXIT_OK
     cases = len({row.case_id for row in rows})
     print(f"wrote {len(rows)} slice(s) of {cases} case(s) to {args.out} (manifest.csv, synth.json)")
     return EXIT_OK

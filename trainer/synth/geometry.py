@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from trainer.synth.profiles import TRAIN, Profile, draw, signed
+
 Points = npt.NDArray[np.float64]
 
 BRAIN_CENTRE_MNI = (0.0, -18.0, 8.0)
@@ -40,6 +42,14 @@ class CaseGeometry:
     wave_amplitudes: Points
     """(n, 3) displacement amplitude of each wave along x, y, z, mm."""
     wave_phases: Points
+    yaw_deg: float = 0.0
+    """In-plane rotation of the head (about the scanner's z axis)."""
+    pitch_deg: float = 0.0
+    """Through-plane tilt: nodding (about the left-right axis)."""
+    roll_deg: float = 0.0
+    """Through-plane tilt: ear towards shoulder (about the front-back axis)."""
+    size: float = 1.0
+    """Overall head size relative to MNI152 (the mapping's ``scale`` is about 1 / size)."""
 
     def warp(self, points: Points) -> Points:
         """Elastic displacement (mm) at scanner points ``(..., 3)``."""
@@ -71,19 +81,20 @@ def _rotation(yaw: float, pitch: float, roll: float) -> Points:
     return np.asarray(rz @ rx @ ry, dtype=np.float64)
 
 
-def random_geometry(rng: np.random.Generator) -> CaseGeometry:
-    """A plausible head: +-7 deg yaw, +-5 deg pitch, +-4 deg roll, 0.93-1.07 scale, 1-3 mm warp.
+def random_geometry(rng: np.random.Generator, profile: Profile = TRAIN) -> CaseGeometry:
+    """A plausible head drawn from ``profile``: rotation, tilt, size, a 1-3 mm warp, position.
 
-    Its centre lies a few mm off the field of view's: 1.5 mm SD left-right, 4 front-back,
-    3 up-down.
+    In-plane rotation: most heads (``yaw_core_share``) within ``yaw_core_deg``, the others
+    anywhere in ``yaw_deg``. The head's centre lies off the field of view's by ``centre_sd_mm``
+    (SD left-right, front-back, up-down).
     """
-    yaw, pitch, roll = (
-        np.deg2rad(rng.uniform(-7, 7)),
-        np.deg2rad(rng.uniform(-5, 5)),
-        np.deg2rad(rng.uniform(-4, 4)),
-    )
-    size = rng.uniform(0.93, 1.07)
-    scale = size * rng.uniform(0.96, 1.04, size=3)
+    core = rng.random() < profile.yaw_core_share
+    yaw = signed(rng, profile.yaw_core_deg if core else profile.yaw_deg)
+    pitch = signed(rng, profile.pitch_deg)
+    roll = signed(rng, profile.roll_deg)
+    size = draw(rng, profile.head_scale)
+    # scanner mm -> MNI mm: a head larger than MNI152 maps fewer MNI mm to each scanner mm
+    scale = rng.uniform(0.96, 1.04, size=3) / size
     directions = rng.normal(size=(_WAVES, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     wavelengths = rng.uniform(45.0, 110.0, size=(_WAVES, 1))
@@ -93,13 +104,16 @@ def random_geometry(rng: np.random.Generator) -> CaseGeometry:
         / np.sqrt(_WAVES)
         / np.linalg.norm(amplitudes, axis=1, keepdims=True).mean()
     )
-    # patients lie well centred left-right in the head coil; less so front-back and up-down
-    centre = np.array(BRAIN_CENTRE_MNI) + rng.normal(0.0, 1.0, size=3) * (1.5, 4.0, 3.0)
+    centre = np.array(BRAIN_CENTRE_MNI) + rng.normal(0.0, 1.0, size=3) * profile.centre_sd_mm
     return CaseGeometry(
         centre=centre,
-        rotation=_rotation(yaw, pitch, roll),
+        rotation=_rotation(np.deg2rad(yaw), np.deg2rad(pitch), np.deg2rad(roll)),
         scale=np.asarray(scale, dtype=np.float64),
         wave_vectors=directions * (2 * np.pi / wavelengths),
         wave_amplitudes=np.asarray(amplitudes, dtype=np.float64),
         wave_phases=rng.uniform(0, 2 * np.pi, size=_WAVES),
+        yaw_deg=yaw,
+        pitch_deg=pitch,
+        roll_deg=roll,
+        size=size,
     )

@@ -36,9 +36,10 @@ SEMI_AXES_MM = {
     "deep": (4.0, 8.5),
     "insula": (5.0, 10.0),
     "cortical": (6.0, 16.0),
+    "small": (2.5, 6.0),
 }
 """Range of the ellipsoid's semi-axes by kind of site."""
-MIN_VOXELS = {"deep": 60, "insula": 120, "cortical": 250}
+MIN_VOXELS = {"deep": 60, "insula": 120, "cortical": 250, "small": 20}
 ADC_RANGE = (0.38, 0.55)
 S0_FACTOR_RANGE = (1.05, 1.3)
 MIN_PURE_CONTRAST = 1.4
@@ -68,7 +69,11 @@ class Lesion:
     adc: float
     """Apparent diffusion coefficient, 1e-3 mm2/s."""
     s0_factor: float
-    """T2 (b0) signal relative to the tissue it replaces."""
+    """T2 (b0) signal relative to the tissue it replaces (white matter's for ``replaces='csf'``)."""
+    kind: str = "acute"
+    """``acute`` (the class's infarct) or a look-alike of `trainer.synth.mimics`."""
+    replaces: str = "tissue"
+    """``tissue`` (grey + white matter) or ``csf`` (choroid plexus inside a ventricle)."""
 
 
 def site_kind(region: str) -> str:
@@ -156,6 +161,13 @@ def _diffusion(rng: np.random.Generator) -> dict[str, float]:
             return {"adc": adc, "s0_factor": s0_factor}
 
 
+def _values(
+    rng: np.random.Generator, diffusion: tuple[tuple[float, float], tuple[float, float]]
+) -> dict[str, float]:
+    adc, s0 = diffusion
+    return {"adc": float(rng.uniform(*adc)), "s0_factor": float(rng.uniform(*s0))}
+
+
 def shared_levels(anatomy: Anatomy, regions: tuple[str, ...]) -> tuple[float, float]:
     """The MNI z range where every one of ``regions`` is well represented.
 
@@ -182,11 +194,15 @@ def grow_lesion(
     *,
     enlargement_mm: float = 0.0,
     z_window: tuple[float, float] | None = None,
+    diffusion: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    kind: str = "acute",
+    size: str | None = None,
 ) -> Lesion:
     """Grow one lesion in ``region`` (see the module docstring).
 
     ``z_window`` (MNI mm) restricts where the lesion's centre may lie, so that two lesions of a
-    case can share one slice.
+    case can share one slice. ``diffusion`` (ADC range, S0-factor range) replaces the acute
+    values for look-alikes of ``kind``; ``size`` picks another size class of ``SEMI_AXES_MM``.
 
     Raises:
         SynthError: no lesion of the minimum size fits (the region is too small or too thin).
@@ -201,8 +217,8 @@ def grow_lesion(
         candidates = inside if len(inside) else candidates
     if not len(candidates):
         raise SynthError(f"region {region!r} has no tissue left for a lesion")
-    kind = site_kind(region)
-    low, high = SEMI_AXES_MM[kind]
+    site = size or site_kind(region)
+    low, high = SEMI_AXES_MM[site]
     for _ in range(_TRIES):
         centre = candidates[rng.integers(len(candidates))]
         axes = rng.uniform(low, high, size=3)
@@ -221,17 +237,20 @@ def grow_lesion(
         if seed == 0:
             continue
         mask = labels == seed
-        if int(mask.sum()) < MIN_VOXELS[kind]:
+        if int(mask.sum()) < MIN_VOXELS[site]:
             continue
         soft = ndimage.gaussian_filter(mask.astype(np.float32), 0.8)
         fraction = np.asarray(np.clip(soft * 1.6, 0.0, 1.0) * mask, dtype=np.float32)
         voxels = np.argwhere(mask) + box_lo
+        values = _diffusion(rng) if diffusion is None else _values(rng, diffusion)
         return Lesion(
             region=region,
             origin=np.asarray(box_lo, dtype=np.int64),
             fraction=fraction,
             centre_mni=anatomy.voxel_to_world(voxels.mean(axis=0)),
             volume_ml=float(fraction.sum()) / 1000.0,
-            **_diffusion(rng),
+            adc=values["adc"],
+            s0_factor=values["s0_factor"],
+            kind=kind,
         )
     raise SynthError(f"could not fit a lesion into region {region!r} after {_TRIES} tries")

@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 MANIFEST_NAME = "manifest.csv"
 PROVENANCE_NAME = "synth.json"
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 """Bumped when the same options start producing different files."""
 
 
@@ -47,6 +48,32 @@ class ManifestRow:
     lesion_regions: str
     """The lesions' regions, ';'-separated."""
     snr: float
+    """The case's b-image signal-to-noise ratio (brain mean / noise sigma)."""
+    profile: str = "train"
+    """Acquisition profile the case was drawn from (`trainer.synth.profiles`)."""
+    display_matrix: int = 0
+    """Matrix of the written image (interpolated from ``matrix``)."""
+    display_pixel_mm: float = 0.0
+    """Pixel spacing of the written image (the DICOM PixelSpacing)."""
+    fov_mm: float = 0.0
+    b_value: int = 1000
+    b_value_tags: str = ""
+    """DICOM only: where the b-value is written (standard, siemens, ge, ge1e9, philips)."""
+    window: str = ""
+    """Window method of the 8-bit export (`trainer.synth.display`)."""
+    gamma: float = 1.0
+    rotation_deg: float = 0.0
+    """In-plane rotation of the head."""
+    tilt_deg: float = 0.0
+    """Through-plane tilt (nodding)."""
+    roll_deg: float = 0.0
+    head_scale: float = 1.0
+    bias_strength: float = 1.0
+    ventricle_mm: float = 0.0
+    """Ventricle enlargement (atrophy)."""
+    sulcal_atrophy: float = 0.0
+    findings: str = ""
+    """Look-alikes and artefacts visible on this slice, ';'-separated (see docs/synth.md)."""
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -60,6 +87,15 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
         writer = csv.DictWriter(handle, fieldnames=ManifestRow.columns(), lineterminator="\n")
         writer.writeheader()
         for row in sorted(rows, key=lambda r: (r.case_id, r.slice_index)):
+            writer.writerow(asdict(row))
+
+
+def write_rows(path: Path, rows: Sequence[Any], columns: list[str]) -> None:
+    """Write dataclass rows in the given order with ``columns`` as the header."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
             writer.writerow(asdict(row))
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.errors import LabelMapError, SynthError
 from trainer.labels import REPO_LABELS, LabelMap
+from trainer.synth.profiles import PROFILES
 from trainer.synth.regions import CLASS_REGIONS
 from trainer.synth.writers import FORMATS
 
@@ -17,7 +18,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 FORMAT_ALIASES = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "dicom": "dicom", "dcm": "dicom"}
-MATRIX_RANGE = (96, 512)
+MATRIX_RANGE = (64, 512)
+NEGATIVE_SHARE = 0.5
+"""Default share of all cases that are 'No acute infarct' (as many as all infarct classes
+together); per-class balance among the infarct classes is unchanged."""
+MAX_NEGATIVE_SHARE = 0.95
+MAX_OUT_OF_SCOPE = 10_000
 MAX_SLICES_PER_CASE = 32
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -45,8 +51,8 @@ class SynthOptions:
     """Content."""
     classes: tuple[str, ...] = ()
     """Content: canonical classes to generate, in label-map order; empty = all."""
-    matrix: int = 256
-    """Content: scanner matrix (pixels per side)."""
+    matrix: int | None = None
+    """Content: fixed scanner matrix (acquired = displayed), or None: drawn from the profile."""
     adc: bool = True
     """Content: also write the ADC map of every slice."""
     labels_path: Path = REPO_LABELS
@@ -56,6 +62,13 @@ class SynthOptions:
     force: bool = False
     progress: bool | None = False
     """True: always show a progress bar; None: only on a terminal; False: never."""
+    profile: str = "train"
+    """Content: acquisition profile (`trainer.synth.profiles`): ``train`` or ``shifted``."""
+    negative_share: float | None = NEGATIVE_SHARE
+    """Content: share of all cases that are 'No acute infarct'; None = cases_per_class like any
+    class."""
+    out_of_scope: int = 0
+    """Content: > 0 makes an out-of-scope dataset instead: this many images of every kind."""
 
     def content(self) -> dict[str, Any]:
         """The options that determine the output, for ``synth.json``."""
@@ -67,6 +80,9 @@ class SynthOptions:
             "classes": list(self.classes),
             "matrix": self.matrix,
             "adc": self.adc,
+            "profile": self.profile,
+            "negative_share": self.negative_share,
+            "out_of_scope": self.out_of_scope,
         }
 
 
@@ -122,6 +138,22 @@ def parse_slices(spec: str | int | tuple[int, int]) -> tuple[int, int]:
     return low, high
 
 
+def parse_negative_share(spec: str | float | None) -> float | None:
+    """``0.5`` (share of all cases) or ``balanced`` (None: cases_per_class like every class).
+
+    Raises:
+        SynthError: neither a number nor ``balanced``.
+    """
+    if spec is None or isinstance(spec, float | int):
+        return None if spec is None else float(spec)
+    if spec.strip().lower() == "balanced":
+        return None
+    try:
+        return float(spec)
+    except ValueError:
+        raise SynthError(f"negative share {spec!r} is not a number or 'balanced'") from None
+
+
 def parse_classes(spec: str | Sequence[str], label_map: LabelMap) -> tuple[str, ...]:
     """Comma-separated class names (canonical or any raw variant) -> canonical, label-map order.
 
@@ -155,8 +187,18 @@ def check(options: SynthOptions, label_map: LabelMap) -> None:
     if options.workers < 1:
         problems.append(f"workers must be at least 1, got {options.workers}")
     low, high = MATRIX_RANGE
-    if not low <= options.matrix <= high:
+    if options.matrix is not None and not low <= options.matrix <= high:
         problems.append(f"matrix must be {low}..{high} pixels, got {options.matrix}")
+    if options.profile not in PROFILES:
+        problems.append(f"unknown profile {options.profile!r}; use {', '.join(PROFILES)}")
+    share = options.negative_share
+    if share is not None and not 0.0 <= share <= MAX_NEGATIVE_SHARE:
+        problems.append(f"negative share must be 0..{MAX_NEGATIVE_SHARE}, got {share}")
+    if not 0 <= options.out_of_scope <= MAX_OUT_OF_SCOPE:
+        problems.append(
+            f"out-of-scope images per kind must be 0..{MAX_OUT_OF_SCOPE}, "
+            f"got {options.out_of_scope}"
+        )
     unsupported = [c for c in (options.classes or label_map.classes) if c not in CLASS_REGIONS]
     if unsupported:
         problems.append(

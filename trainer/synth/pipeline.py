@@ -28,7 +28,13 @@ from trainer.errors import SynthError
 from trainer.labels import load_label_map
 from trainer.synth import anatomy as anatomy_module
 from trainer.synth import montage
-from trainer.synth.cases import TILES_PER_CLASS, CaseResult, Job, make_case, plan_cases
+from trainer.synth.cases import (
+    TILES_PER_CLASS,
+    CaseResult,
+    Job,
+    make_case,
+    plan_cases,
+)
 from trainer.synth.manifest import (
     GENERATOR_VERSION,
     MANIFEST_NAME,
@@ -36,11 +42,20 @@ from trainer.synth.manifest import (
     ManifestRow,
     write_manifest,
     write_provenance,
+    write_rows,
 )
 from trainer.synth.options import SynthOptions, check
+from trainer.synth.outofscope import (
+    KINDS,
+    OutOfScopeJob,
+    OutOfScopeRow,
+    make_out_of_scope,
+    plan_out_of_scope,
+)
+from trainer.synth.profiles import PROFILES
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
     from trainer.synth.anatomy import Anatomy
 
@@ -75,10 +90,16 @@ def _init_worker(path: str, key: str) -> None:
         raise SynthError(f"worker cannot read the anatomy cache {path}")
 
 
-def _run_job(job: Job) -> CaseResult:
+def _dispatch(anatomy: Anatomy, job: Job | OutOfScopeJob) -> CaseResult | OutOfScopeRow:
+    if isinstance(job, OutOfScopeJob):
+        return make_out_of_scope(anatomy, job)
+    return make_case(anatomy, job)
+
+
+def _run_job(job: Job | OutOfScopeJob) -> CaseResult | OutOfScopeRow:
     if _worker_anatomy is None:
         raise SynthError("worker started without an anatomy")
-    return make_case(_worker_anatomy, job)
+    return _dispatch(_worker_anatomy, job)
 
 
 def _check_target(out: Path, *, force: bool) -> None:
@@ -133,11 +154,11 @@ class _Executor:
                 workers, initializer=_init_worker, initargs=(str(anatomy_path), anatomy.key)
             )
 
-    def run(self, jobs: list[Job]) -> Iterator[CaseResult]:
+    def run(self, jobs: Sequence[Job | OutOfScopeJob]) -> Iterator[Any]:
         """Results in completion order."""
         if self._pool is None:
             for job in jobs:
-                yield make_case(self._anatomy, job)
+                yield _dispatch(self._anatomy, job)
         else:
             yield from self._pool.imap_unordered(_run_job, jobs, chunksize=1)
 
@@ -189,6 +210,7 @@ def _provenance(
         "generator_version": GENERATOR_VERSION,
         "versions": _versions(),
         "options": options.content(),
+        "profile": PROFILES[options.profile].describe(),
         "anatomy_key": anatomy.key,
         "classes": {label: {"cases": cases[label], "slices": slices[label]} for label in cases},
         "files": len(rows),
@@ -209,7 +231,58 @@ def _write_montages(
             montage.class_montage(tiles, label, directory / f"{label.replace(' ', '_')}.png")
 
 
-def run(options: SynthOptions) -> list[ManifestRow]:
+def _run_out_of_scope(
+    options: SynthOptions, anatomy: Anatomy, anatomy_path: Path | None, staging: Path
+) -> list[OutOfScopeRow]:
+    """Render the out-of-scope images into ``staging`` and write their manifest and synth.json."""
+    total = options.out_of_scope * len(KINDS)
+    jobs = plan_out_of_scope(
+        options.out_of_scope,
+        options.formats,
+        options.seed,
+        staging,
+        matrix=options.matrix,
+        profile=PROFILES[options.profile],
+    )
+    workers = min(options.workers, len(jobs))
+    if anatomy_path is None and workers > 1:
+        anatomy_path = staging / ".anatomy.npz"
+        anatomy_module.save(anatomy, anatomy_path)
+    executor = _Executor(anatomy, anatomy_path, workers)
+    rows: list[OutOfScopeRow] = []
+    try:
+        with _progress(total, show=options.progress) as bar:
+            for row in executor.run(jobs):
+                rows.append(row)
+                bar.update(1)
+        executor.close(ok=True)
+    except BaseException:
+        executor.close(ok=False)
+        raise
+    (staging / ".anatomy.npz").unlink(missing_ok=True)
+    rows.sort(key=lambda r: r.image_id)
+    write_rows(staging / MANIFEST_NAME, rows, OutOfScopeRow.columns())
+    kinds = Counter(r.kind for r in rows)
+    write_provenance(
+        staging / PROVENANCE_NAME,
+        {
+            "generator": "infarctwatch synth",
+            "generator_version": GENERATOR_VERSION,
+            "dataset": "out_of_scope",
+            "versions": _versions(),
+            "options": options.content(),
+            "profile": PROFILES[options.profile].describe(),
+            "anatomy_key": anatomy.key,
+            "kinds": dict(sorted(kinds.items())),
+            "files": len(rows),
+            "credits": list(CREDITS),
+            "disclaimer": DISCLAIMER,
+        },
+    )
+    return rows
+
+
+def run(options: SynthOptions) -> list[Any]:  # noqa: PLR0915 (the run, start to end)
     """Generate the dataset described by ``options``; return its manifest rows.
 
     Raises:
@@ -222,6 +295,19 @@ def run(options: SynthOptions) -> list[ManifestRow]:
     _check_target(out, force=options.force)
     started = time.perf_counter()
     anatomy, anatomy_path = anatomy_module.load_anatomy(options.cache_dir)
+    if options.out_of_scope:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            oos_rows = _run_out_of_scope(options, anatomy, anatomy_path, staging)
+            _publish(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("synth.done", out=str(out), out_of_scope=len(oos_rows))
+        return oos_rows
     plans = plan_cases(options, label_map)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
@@ -242,6 +328,7 @@ def run(options: SynthOptions) -> list[ManifestRow]:
                 matrix=options.matrix,
                 adc=options.adc,
                 want_tile=options.montage_dir is not None and plan.index_in_class < TILES_PER_CLASS,
+                profile=PROFILES[options.profile],
             )
             for plan in plans
         ]

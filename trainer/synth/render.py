@@ -18,16 +18,21 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from trainer.synth import artefacts as artefacts_module
 from trainer.synth import sampling, signal
+from trainer.synth.profiles import TRAIN, Profile, draw
 
 if TYPE_CHECKING:
     from trainer.synth.anatomy import Anatomy
+    from trainer.synth.artefacts import Artefacts
     from trainer.synth.geometry import CaseGeometry
     from trainer.synth.lesions import Lesion
 
 LESION_PIXEL_FRACTION = 0.6
 """A pixel belongs to a lesion's in-slice mask when the slab-averaged fraction reaches this."""
 _SUB_PLANES = 3
+_MIMIC_PIXEL_FRACTION = 0.5
+_MIMIC_MIN_PIXELS = 3
 _RING_PARENCHYMA = 0.5
 
 
@@ -36,6 +41,7 @@ class Scan:
     """Acquisition parameters of one case (one series)."""
 
     matrix: int
+    """Acquired matrix: the image is rendered at this size."""
     fov_mm: float
     thickness_mm: float
     snr: float
@@ -45,24 +51,102 @@ class Scan:
     tissue: signal.TissueSignal
     bias: npt.NDArray[np.float64]
     """Five coefficients of `signal.bias_field`."""
+    b_value: float = signal.B_VALUE
+    """s/mm2 of the diffusion-weighted image (the contrast follows it)."""
+    display_matrix: int = 0
+    """Matrix of the exported image (zero-fill interpolation); 0 = ``matrix``."""
+    display_nearest: bool = False
+    """Upscale to the display matrix by pixel repetition instead of smoothly."""
+    bias_strength: float = 1.0
+    ghost: float = 0.0
+    """Amplitude of the Nyquist (N/2) ghost, 0 = none."""
+    motion_px: float = 0.0
+    """Largest shift (pixels) of the phase-encoding lines hit by motion, 0 = none."""
+    sulcal: float = 0.0
+    """Sulcal widening: share of grey matter next to CSF that turns into CSF."""
 
     @property
     def pixel_mm(self) -> float:
-        """Pixel spacing (square pixels)."""
+        """Acquired pixel spacing (square pixels)."""
         return self.fov_mm / self.matrix
 
+    @property
+    def shown_matrix(self) -> int:
+        """The exported image's matrix."""
+        return self.display_matrix or self.matrix
 
-def random_scan(rng: np.random.Generator, matrix: int) -> Scan:
-    """Plausible acquisition: FOV 210-240 mm, 4-6 mm slab, SNR 12-30, mild bias and blur."""
+
+_BIAS_SD = np.array([0.12, 0.12, 0.08, 0.08, 0.06])
+_MATRIX_TRIES = 50
+
+
+def _matrix_and_pixel(
+    rng: np.random.Generator, profile: Profile, matrix: int | None
+) -> tuple[int, float]:
+    """An acquired matrix and pixel size from the profile whose product is a head-sized FOV."""
+    fov_low, fov_high = profile.fov_mm
+    for _ in range(_MATRIX_TRIES):
+        size = matrix if matrix is not None else 2 * round(draw(rng, profile.matrix) / 2)
+        spans = tuple(
+            (max(low, fov_low / size), min(high, fov_high / size))
+            for low, high in profile.pixel_mm
+            if max(low, fov_low / size) < min(high, fov_high / size)
+        )
+        if spans:
+            return size, draw(rng, spans)
+    size = matrix if matrix is not None else 2 * round(draw(rng, profile.matrix) / 2)
+    return size, float(np.clip((fov_low + fov_high) / 2 / size, 0.3, 4.0))
+
+
+def _display_matrix(rng: np.random.Generator, profile: Profile, matrix: int) -> int:
+    """The reconstruction matrix: the acquired one, or interpolated up to ``display_max``."""
+    if rng.random() >= profile.interpolate_share:
+        return matrix
+    options = sorted(
+        {m for m in (2 * matrix, 256, 320, 384, 448, 512, 640) if matrix < m <= profile.display_max}
+    )
+    return int(rng.choice(options)) if options else matrix
+
+
+def random_scan(
+    rng: np.random.Generator, matrix: int | None = None, profile: Profile = TRAIN
+) -> Scan:
+    """An acquisition drawn from ``profile`` (see `trainer.synth.profiles`).
+
+    ``matrix`` fixes the acquired and the displayed matrix (no interpolation); the pixel size is
+    then drawn so that the field of view stays head-sized.
+    """
+    size, pixel = _matrix_and_pixel(rng, profile, matrix)
+    display = size if matrix is not None else _display_matrix(rng, profile, size)
+    nearest = display != size and rng.random() < profile.nearest_display_share
+    thickness = round(draw(rng, profile.slab_mm) * 2) / 2
+    snr = draw(rng, profile.snr, log=True)
+    b_value = float(round(draw(rng, profile.b_value) / 50) * 50)
+    blur = draw(rng, profile.blur_px)
+    atrophic = rng.random() < profile.atrophy_share
+    enlargement = draw(rng, profile.ventricle_mm) if atrophic else 0.0
+    sulcal = draw(rng, profile.sulcal) if atrophic else 0.0
+    tissue = signal.random_tissue(rng)
+    strength = draw(rng, profile.bias_strength)
+    bias = rng.normal(0.0, _BIAS_SD * strength)
+    ghost = draw(rng, profile.ghost_amplitude) if rng.random() < profile.ghost_share else 0.0
+    motion = draw(rng, profile.motion_px) if rng.random() < profile.motion_share else 0.0
     return Scan(
-        matrix=matrix,
-        fov_mm=float(rng.uniform(210.0, 240.0)),
-        thickness_mm=float(rng.choice([4.0, 5.0, 5.0, 6.0])),
-        snr=float(rng.uniform(12.0, 30.0)),
-        blur_px=float(rng.uniform(0.45, 1.0) * matrix / 256),
-        ventricle_enlargement_mm=float(rng.choice([0.0, rng.uniform(0.0, 4.0)])),
-        tissue=signal.random_tissue(rng),
-        bias=rng.normal(0.0, [0.12, 0.12, 0.08, 0.08, 0.06]),
+        matrix=size,
+        fov_mm=pixel * size,
+        thickness_mm=thickness,
+        snr=snr,
+        blur_px=blur,
+        ventricle_enlargement_mm=enlargement,
+        tissue=tissue,
+        bias=bias,
+        b_value=b_value,
+        display_matrix=display,
+        display_nearest=bool(nearest),
+        bias_strength=strength,
+        ghost=ghost,
+        motion_px=motion,
+        sulcal=sulcal,
     )
 
 
@@ -82,6 +166,13 @@ class RenderedSlice:
     """MNI z of the slice's centre point."""
     pixel_mm: float
     thickness_mm: float
+    b0: npt.NDArray[np.float32] | None = None
+    """The noisy b0 image (same scaling as ``b1000``)."""
+    b_value: float = signal.B_VALUE
+    findings: tuple[str, ...] = ()
+    """Look-alikes and artefacts visible on this slice (`trainer.synth.mimics`, `artefacts`)."""
+    mimic_masks: tuple[npt.NDArray[np.bool_], ...] = ()
+    """In-slice mask of every look-alike of the case (same order as the case's mimics)."""
 
 
 def plane_points(scan: Scan, z: float, size: int | None = None) -> npt.NDArray[np.float64]:
@@ -160,18 +251,17 @@ def lesion_views(
     z: float,
     *,
     window: Window | None = None,
+    mimics: tuple[Lesion, ...] = (),
 ) -> list[LesionView]:
     """How every lesion shows on the slab at ``z`` (used to place slices where lesions show).
 
     ``window`` limits the work to the pixels around the lesions (see `lesion_window`); the
     values are those of the full slab there.
     """
-    slab = _slab(anatomy, geometry, scan, lesions, z, window=window)
+    slab = _slab(anatomy, geometry, scan, lesions, z, window=window, mimics=mimics)
     b0 = signal.blur(slab.b0, scan.blur_px)
     b1000 = signal.blur(slab.b1000, scan.blur_px)
-    adc = np.log(np.maximum(b0, 1e-6) / np.maximum(b1000, 1e-6)) * np.float32(
-        1000.0 / signal.B_VALUE
-    )
+    adc = np.log(np.maximum(b0, 1e-6) / np.maximum(b1000, 1e-6)) * np.float32(1000.0 / scan.b_value)
     views = []
     for mask in slab.lesions:
         area = float(mask.sum()) * scan.pixel_mm**2
@@ -215,6 +305,7 @@ class _Slab:
     parenchyma: npt.NDArray[np.float32]
     """Slab-averaged grey + white (+ lesion) fraction."""
     lesions: tuple[npt.NDArray[np.bool_], ...]
+    mimics: tuple[npt.NDArray[np.bool_], ...] = ()
 
 
 def sub_plane_offsets(scan: Scan) -> npt.NDArray[np.float64]:
@@ -223,7 +314,7 @@ def sub_plane_offsets(scan: Scan) -> npt.NDArray[np.float64]:
     return np.asarray((np.arange(_SUB_PLANES) + 0.5) * step - scan.thickness_mm / 2.0, np.float64)
 
 
-def _slab(
+def _slab(  # noqa: PLR0915 (one pass over the sub-planes keeps the sampling shared)
     anatomy: Anatomy,
     geometry: CaseGeometry,
     scan: Scan,
@@ -231,14 +322,20 @@ def _slab(
     z: float,
     *,
     window: Window | None = None,
+    mimics: tuple[Lesion, ...] = (),
 ) -> _Slab:
-    """Noise-free b0 and b1000 of the slab at ``z``, averaged over its sub-planes."""
+    """Noise-free b0 and b1000 of the slab at ``z``, averaged over its sub-planes.
+
+    Acute lesions claim tissue first, then the look-alikes (``mimics``: tissue, or CSF for the
+    choroid plexus). Sulcal widening turns the case's share of grey matter next to CSF into CSF.
+    """
     rows, cols = window or (slice(0, scan.matrix), slice(0, scan.matrix))
     shape = (rows.stop - rows.start, cols.stop - cols.start)
     b0 = np.zeros(shape, np.float32)
     b1000 = np.zeros(shape, np.float32)
     parenchyma_sum = np.zeros(shape, np.float32)
-    lesion_sum = [np.zeros(shape, np.float32) for _ in lesions]
+    blobs = (*lesions, *mimics)
+    lesion_sum = [np.zeros(shape, np.float32) for _ in blobs]
     tissue = scan.tissue
     enlargement = scan.ventricle_enlargement_mm
     offsets = sub_plane_offsets(scan)
@@ -253,40 +350,95 @@ def _slab(
             csf += grow * (gm + wm)
             gm *= 1.0 - grow
             wm *= 1.0 - grow
+        if scan.sulcal > 0:
+            near_csf = ndimage.maximum_filter(csf, size=3)
+            widen = np.float32(scan.sulcal) * gm * np.clip(near_csf * 2.0, 0.0, 1.0)
+            gm -= widen
+            csf += widen
         lesion = np.zeros(shape, np.float32)
         lesion_s0 = np.zeros(shape, np.float32)
         lesion_adc = np.ones(shape, np.float32)
         parenchyma = gm + wm
         parenchyma_sum += parenchyma
-        for index, fraction in enumerate(sample_lesions(lesions, voxels)):
+        plexus = np.zeros(shape, np.float32)
+        plexus_s0 = np.zeros(shape, np.float32)
+        plexus_adc = np.ones(shape, np.float32)
+        for index, fraction in enumerate(sample_lesions(blobs, voxels)):
             lesion_sum[index] += fraction
+            blob = blobs[index]
+            if blob.replaces == "csf":
+                take = np.minimum(fraction, csf - plexus)
+                hit = take > 0
+                plexus_s0 = np.where(hit, np.float32(tissue.s0_wm * blob.s0_factor), plexus_s0)
+                plexus_adc = np.where(hit, np.float32(blob.adc), plexus_adc)
+                plexus += np.maximum(take, 0.0)
+                continue
             take = np.minimum(fraction, parenchyma - lesion)
             hit = take > 0
             if not hit.any():
                 continue
             grey_share = np.where(parenchyma > 0, gm / np.maximum(parenchyma, 1e-6), 0.0)
             base_s0 = grey_share * tissue.s0_gm + (1.0 - grey_share) * tissue.s0_wm
-            lesion_s0 = np.where(hit, base_s0 * lesions[index].s0_factor, lesion_s0)
-            lesion_adc = np.where(hit, lesions[index].adc, lesion_adc)
+            lesion_s0 = np.where(hit, base_s0 * blob.s0_factor, lesion_s0)
+            lesion_adc = np.where(hit, blob.adc, lesion_adc)
             lesion += np.maximum(take, 0.0)
         keep = np.where(parenchyma > 0, 1.0 - lesion / np.maximum(parenchyma, 1e-6), 1.0)
         fractions = signal.Fractions(
             gm=gm * keep,
             wm=wm * keep,
-            csf=csf,
+            csf=csf - plexus,
             lesion=lesion,
             lesion_s0=lesion_s0.astype(np.float32),
             lesion_adc=lesion_adc,
         )
         b0 += signal.signal(fractions, tissue, 0.0)
-        b1000 += signal.signal(fractions, tissue, signal.B_VALUE)
+        b1000 += signal.signal(fractions, tissue, scan.b_value)
+        if mimics and plexus.any():
+            b0 += plexus * plexus_s0
+            b1000 += plexus * plexus_s0 * np.exp(-scan.b_value / 1000.0 * plexus_adc)
     scale = np.float32(1.0 / len(offsets))
     return _Slab(
         b0=b0 * scale,
         b1000=b1000 * scale,
         parenchyma=parenchyma_sum * scale,
-        lesions=tuple(total * scale >= LESION_PIXEL_FRACTION for total in lesion_sum),
+        lesions=tuple(
+            total * scale >= LESION_PIXEL_FRACTION for total in lesion_sum[: len(lesions)]
+        ),
+        mimics=tuple(
+            total * scale >= _MIMIC_PIXEL_FRACTION for total in lesion_sum[len(lesions) :]
+        ),
     )
+
+
+def slab_fractions(
+    anatomy: Anatomy, geometry: CaseGeometry, scan: Scan, z: float
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Slab-averaged grey, white and CSF fractions of the plane at ``z``.
+
+    With the case's ventricle enlargement and sulcal widening: the input of the other contrasts
+    (`trainer.synth.contrasts`).
+    """
+    shape = (scan.matrix, scan.matrix)
+    total = [np.zeros(shape, np.float32) for _ in range(3)]
+    offsets = sub_plane_offsets(scan)
+    for dz in offsets:
+        channels = sampling.trilinear(anatomy.packed, plane_voxels(anatomy, geometry, scan, z + dz))
+        gm = channels[..., 0] / np.float32(255.0)
+        wm = channels[..., 1] / np.float32(255.0)
+        csf = channels[..., 2] / np.float32(255.0)
+        if scan.ventricle_enlargement_mm > 0:
+            grow = np.clip(scan.ventricle_enlargement_mm - channels[..., 3] + 0.5, 0.0, 1.0)
+            csf += grow * (gm + wm)
+            gm *= 1.0 - grow
+            wm *= 1.0 - grow
+        if scan.sulcal > 0:
+            widen = np.float32(scan.sulcal) * gm * np.clip(ndimage.maximum_filter(csf, 3) * 2, 0, 1)
+            gm -= widen
+            csf += widen
+        for index, part in enumerate((gm, wm, csf)):
+            total[index] += part
+    scale = np.float32(1.0 / len(offsets))
+    return total[0] * scale, total[1] * scale, total[2] * scale
 
 
 def render_slice(
@@ -297,14 +449,54 @@ def render_slice(
     *,
     z: float,
     rng: np.random.Generator,
+    mimics: tuple[Lesion, ...] = (),
+    artefacts: Artefacts | None = None,
 ) -> RenderedSlice:
-    """Render the slab centred at scanner ``z`` (see the module docstring)."""
-    slab = _slab(anatomy, geometry, scan, lesions, z)
+    """Render the slab centred at scanner ``z`` (see the module docstring).
+
+    Order: the noise-free slab; susceptibility and flow artefacts (both images); bias field and
+    blur; Nyquist ghost (both); motion (b1000); Rician noise (both).
+    """
+    slab = _slab(anatomy, geometry, scan, lesions, z, mimics=mimics)
     shape = (scan.matrix, scan.matrix)
     brain = slab.b0 > 0.3
+    findings = [
+        blob.kind
+        for blob, mask in zip(mimics, slab.mimics, strict=True)
+        if int(mask.sum()) >= _MIMIC_MIN_PIXELS
+    ]
+    b0_clean, b1000_clean = slab.b0, slab.b1000
+    if artefacts is not None:
+        field = artefacts_module.susceptibility_field(
+            artefacts, geometry, z=z, fov_mm=scan.fov_mm, matrix=scan.matrix
+        )
+        if brain.any() and float(field[brain].max()) >= artefacts_module.VISIBLE_PILE_UP:
+            findings.append("susceptibility")
+        b0_clean, b1000_clean = b0_clean * field, b1000_clean * field
+        level0 = float(b1000_clean[brain].mean()) if brain.any() else 0.5
+        spot = artefacts_module.flow_spot(
+            artefacts,
+            geometry,
+            z=z,
+            fov_mm=scan.fov_mm,
+            matrix=scan.matrix,
+            level=level0,
+            rng=rng,
+        )
+        if spot is not None:
+            findings.append("flow")
+            b0_clean = b0_clean + spot
+            b1000_clean = b1000_clean + spot
     field = signal.bias_field(shape, scan.bias)
-    b0 = signal.blur(slab.b0 * field, scan.blur_px)
-    b1000 = signal.blur(slab.b1000 * field, scan.blur_px)
+    b0 = signal.blur(b0_clean * field, scan.blur_px)
+    b1000 = signal.blur(b1000_clean * field, scan.blur_px)
+    if scan.ghost > 0:
+        b0 = artefacts_module.nyquist_ghost(b0, scan.ghost)
+        b1000 = artefacts_module.nyquist_ghost(b1000, scan.ghost)
+        findings.append("nyquist_ghost")
+    if scan.motion_px > 0:
+        b1000 = artefacts_module.motion(b1000, scan.motion_px, rng)
+        findings.append("motion")
     level = float(b1000[brain].mean()) if brain.any() else 1.0
     sigma = level / scan.snr
     noisy_b1000 = signal.rician(b1000, sigma, rng)
@@ -312,11 +504,15 @@ def render_slice(
     centre_mni = geometry.to_mni(np.array([0.0, 0.0, z]))
     return RenderedSlice(
         b1000=noisy_b1000,
-        adc=signal.adc_map(noisy_b0, noisy_b1000, sigma),
+        adc=signal.adc_map(noisy_b0, noisy_b1000, sigma, scan.b_value),
         lesions=slab.lesions,
         brain=brain,
         z_scanner=z,
         z_mni=float(centre_mni[2]),
         pixel_mm=scan.pixel_mm,
         thickness_mm=scan.thickness_mm,
+        b0=noisy_b0,
+        b_value=scan.b_value,
+        findings=tuple(dict.fromkeys(findings)),
+        mimic_masks=slab.mimics,
     )

@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
+
+from trainer.synth.profiles import TRAIN, Profile
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import numpy as np
-    import numpy.typing as npt
 
 CANVAS = 512
 SITES = (
@@ -50,21 +51,57 @@ class Annotation:
     thickness_mm: float
     window: tuple[int, int]
     """(centre, width) of the display window."""
+    sequence: str = "DWI b1000 TRACEW"
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+def burn_in(
+    image: npt.NDArray[np.uint8], lines: list[str], rng: np.random.Generator
+) -> npt.NDArray[np.uint8]:
+    """Grey viewer text in the top-left corner of an 8-bit image (a PNG export with overlay)."""
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    size = max(8, image.shape[0] // 24)
+    font = _font(size)
+    shade = int(rng.integers(180, 256))
+    for index, text in enumerate(lines):
+        draw.text((3, 2 + index * (size + 2)), text, fill=shade, font=font)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
 def render_screenshot(
-    dwi: npt.NDArray[np.uint8], note: Annotation, rng: np.random.Generator
+    dwi: npt.NDArray[np.uint8],
+    note: Annotation,
+    rng: np.random.Generator,
+    profile: Profile = TRAIN,
 ) -> Image.Image:
-    """Compose the RGB screenshot (see the module docstring)."""
-    side = int(rng.integers(400, 492))
-    canvas = Image.new("RGB", (CANVAS, CANVAS), (0, 0, 0))
+    """Compose the RGB screenshot (see the module docstring).
+
+    The canvas side comes from ``profile.screenshot_canvas``, the image's side inside it from
+    ``profile.viewport`` (a share of the canvas; above 1 the image is zoomed and cut).
+    """
+    size_choices = profile.screenshot_canvas
+    canvas_side = int(size_choices[int(rng.integers(len(size_choices)))])
+    spans = profile.viewport
+    low, high = spans[int(rng.integers(len(spans)))]
+    side = round(canvas_side * float(rng.uniform(low, high)))
+    return _compose(dwi, note, rng, canvas_side, side)
+
+
+def _compose(
+    dwi: npt.NDArray[np.uint8],
+    note: Annotation,
+    rng: np.random.Generator,
+    canvas_side: int,
+    side: int,
+) -> Image.Image:
+    canvas = Image.new("RGB", (canvas_side, canvas_side), (0, 0, 0))
     viewport = Image.fromarray(dwi).resize((side, side), Image.Resampling.BICUBIC)
-    left = (CANVAS - side) // 2 + int(rng.integers(-8, 9))
-    top = (CANVAS - side) // 2 + int(rng.integers(-8, 9))
+    left = (canvas_side - side) // 2 + int(rng.integers(-8, 9))
+    top = (canvas_side - side) // 2 + int(rng.integers(-8, 9))
     canvas.paste(viewport.convert("RGB"), (left, top))
     draw = ImageDraw.Draw(canvas)
     colour = _COLOURS[int(rng.integers(len(_COLOURS)))]
@@ -72,7 +109,7 @@ def render_screenshot(
     font = _font(size)
     line = size + 3
     corners = {
-        "tl": [note.site, "DWI b1000 TRACEW", f"Se {note.series}  Im {note.image}/{note.images}"],
+        "tl": [note.site, note.sequence, f"Se {note.series}  Im {note.image}/{note.images}"],
         "tr": [f"SYNTHETIC^{note.case_id.upper()}", f"ID SYNTH-{note.case_id.upper()}", "MR"],
         "bl": [
             f"Z {note.slice_location_mm:+.1f} mm",
@@ -84,13 +121,17 @@ def render_screenshot(
     for corner, lines in corners.items():
         for index, text in enumerate(lines):
             width = draw.textlength(text, font=font)
-            x = 6 if corner[1] == "l" else CANVAS - 6 - width
-            y = 5 + index * line if corner[0] == "t" else CANVAS - 5 - (len(lines) - index) * line
+            x = 6 if corner[1] == "l" else canvas_side - 6 - width
+            y = (
+                5 + index * line
+                if corner[0] == "t"
+                else canvas_side - 5 - (len(lines) - index) * line
+            )
             draw.text((x, y), text, fill=colour, font=font)
     marker = _font(size + 5)
-    draw.text((6, CANVAS // 2 - size), "R", fill=colour, font=marker)
+    draw.text((6, canvas_side // 2 - size), "R", fill=colour, font=marker)
     draw.text(
-        (CANVAS - 6 - draw.textlength("L", font=marker), CANVAS // 2 - size),
+        (canvas_side - 6 - draw.textlength("L", font=marker), canvas_side // 2 - size),
         "L",
         fill=colour,
         font=marker,
@@ -98,9 +139,9 @@ def render_screenshot(
     if rng.random() < 0.35:
         draw.rectangle((left - 1, top - 1, left + side, top + side), outline=(90, 90, 90))
     if rng.random() < 0.4:  # a 10 cm ruler with 1 cm ticks on the right
-        x = CANVAS - 24
+        x = canvas_side - 24
         length = side * 0.45
-        y0 = CANVAS // 2 + 30
+        y0 = canvas_side // 2 + 30
         draw.line((x, y0, x, y0 + length), fill=colour, width=1)
         for tick in range(11):
             at = y0 + tick * length / 10
@@ -109,10 +150,16 @@ def render_screenshot(
 
 
 def write_screenshot(
-    path: Path, dwi: npt.NDArray[np.uint8], note: Annotation, rng: np.random.Generator
+    path: Path,
+    dwi: npt.NDArray[np.uint8],
+    note: Annotation,
+    rng: np.random.Generator,
+    *,
+    profile: Profile = TRAIN,
 ) -> None:
-    """Write the screenshot as JPEG at quality 60-95 (4:2:0 or 4:4:4 chroma)."""
-    image = render_screenshot(dwi, note, rng)
-    quality = int(rng.integers(60, 96))
+    """Write the screenshot as JPEG at the profile's quality (4:2:0 or 4:4:4 chroma)."""
+    image = render_screenshot(dwi, note, rng, profile)
+    low, high = profile.jpeg_quality
+    quality = int(rng.integers(low, high + 1))
     subsampling = int(rng.choice([0, 2]))
     image.save(path, format="JPEG", quality=quality, subsampling=subsampling, optimize=False)

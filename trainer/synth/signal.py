@@ -94,9 +94,11 @@ def rician(image: FloatImage, sigma: float, rng: np.random.Generator) -> FloatIm
     return np.asarray(np.hypot(real, imag), dtype=np.float32)
 
 
-def adc_map(b0: FloatImage, b1000: FloatImage, noise_sigma: float) -> FloatImage:
-    """ADC (1e-3 mm2/s) from a noisy b0/b1000 pair; 0 where b0 is below 5 noise sigmas."""
+def adc_map(
+    b0: FloatImage, b1000: FloatImage, noise_sigma: float, b_value: float = B_VALUE
+) -> FloatImage:
+    """ADC (1e-3 mm2/s) from a noisy b0/b pair; 0 where b0 is below 5 noise sigmas."""
     valid = b0 > 5.0 * noise_sigma
     ratio = np.where(valid, b0 / np.maximum(b1000, np.float32(1e-6)), 1.0)
-    adc = np.log(ratio) * np.float32(1000.0 / B_VALUE)
+    adc = np.log(ratio) * np.float32(1000.0 / b_value)
     return np.asarray(np.where(valid, np.clip(adc, 0.0, 4.0), 0.0), dtype=np.float32)

@@ -29,7 +29,9 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from trainer.synth.screenshot import Annotation, write_screenshot
+from trainer.synth.display import Display, brain_level, export8, resize, window
+from trainer.synth.profiles import TRAIN, Profile
+from trainer.synth.screenshot import Annotation, burn_in, write_screenshot
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 FORMATS = ("png", "jpeg", "dicom")
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}
 UID_NAMESPACE = "infarctwatch-synth"
+VENDOR_B_TAGS = ("siemens", "ge", "philips")
+"""Vendors whose private b-value tag DWI (and b0) DICOM files may carry."""
 _PNG_LEVEL = 1
 """zlib level: 1 is ~4x faster than the default 6 for ~15 % larger files."""
 
@@ -59,13 +63,6 @@ class SliceMeta:
     """``HHMMSS``."""
 
 
-def display_window(rendered: RenderedSlice, rng: np.random.Generator) -> float:
-    """The b1000 value shown as white: normal brain ends up mid-grey, infarcts near white."""
-    brain = rendered.b1000[rendered.brain]
-    level = float(np.median(brain)) if brain.size else float(rendered.b1000.max() or 1.0)
-    return level * float(rng.uniform(1.7, 2.2))
-
-
 def to_uint8(image: npt.NDArray[np.float32], white: float) -> npt.NDArray[np.uint8]:
     """Scale ``[0, white]`` to ``[0, 255]``, clipping."""
     return np.asarray(np.clip(np.rint(image * (255.0 / white)), 0, 255), dtype=np.uint8)
@@ -81,26 +78,80 @@ def write_png(path: Path, image: npt.NDArray[np.uint8] | npt.NDArray[np.uint16])
     Image.fromarray(image).save(path, format="PNG", compress_level=_PNG_LEVEL)
 
 
-def _uid(*parts: object) -> UID:
+def uid(*parts: object) -> UID:
     """A ``2.25.`` UID from a name-based (v5) UUID of the namespace and ``parts``.
 
-    Same inputs, same UID (pydicom's ``generate_uid(prefix=None)`` is random whatever its
+    Same inputs, same UID (pydicom's ``generateuid(prefix=None)`` is random whatever its
     entropy sources, so it is not used).
     """
     name = "/".join([UID_NAMESPACE, *map(str, parts)])
     return UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, name).int}")
 
 
+def add_b_value_tags(ds: Dataset, b_value: float, tags: tuple[str, ...]) -> None:
+    """The b-value in the standard attribute and/or the vendors' private tags.
+
+    ``standard``: DiffusionBValue (0018,9087); ``siemens``: (0019,100C) IS under private creator
+    ``SIEMENS MR HEADER``; ``ge``: (0043,1039) IS, first of four values, b itself; ``ge1e9``: the
+    same tag with 1,000,000,000 + b (as some GE software writes it); ``philips``: (2001,1003) FL
+    under ``Philips Imaging DD 001``.
+    """
+    b = round(b_value)
+    if "standard" in tags:
+        ds.DiffusionBValue = float(b_value)
+    if "siemens" in tags:
+        block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+        block.add_new(0x0C, "IS", str(b))
+    if "ge" in tags or "ge1e9" in tags:
+        block = ds.private_block(0x0043, "GEMS_PARM_01", create=True)
+        first = b + 1_000_000_000 if "ge1e9" in tags else b
+        block.add_new(0x39, "IS", [str(first), "8", "0", "0"])
+    if "philips" in tags:
+        block = ds.private_block(0x2001, "Philips Imaging DD 001", create=True)
+        block.add_new(0x03, "FL", float(b_value))
+
+
+def random_b_tags(rng: np.random.Generator) -> tuple[str, ...]:
+    """Which b-value tags a DWI DICOM carries.
+
+    70 % the standard one only, 20 % the standard one and a vendor's private tag, 10 % only a
+    vendor's private tag.
+    """
+    roll = rng.random()
+    vendor = ("siemens", "ge", "ge1e9", "philips")[int(rng.integers(4))]
+    if roll < 0.7:
+        return ("standard",)
+    if roll < 0.9:
+        return ("standard", vendor)
+    return (vendor,)
+
+
 def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
-    path: Path, rendered: RenderedSlice, meta: SliceMeta, rng: np.random.Generator
+    path: Path,
+    rendered: RenderedSlice,
+    meta: SliceMeta,
+    rng: np.random.Generator,
+    *,
+    display: Display | None = None,
+    profile: Profile = TRAIN,
+    b_tags: tuple[str, ...] = ("standard",),
 ) -> None:
-    """Write an MR Image Storage object with the b1000 image (see the module docstring)."""
-    brain = rendered.b1000[rendered.brain]
-    level = float(np.median(brain)) if brain.size else 1.0
-    scale = float(rng.uniform(300.0, 700.0)) / level
-    pixels = np.asarray(np.clip(np.rint(rendered.b1000 * scale), 0, 65535), dtype=np.uint16)
+    """Write an MR Image Storage object with the b image (see the module docstring).
+
+    The pixels are the scanner's float image at the display matrix, scaled so that the brain's
+    median is ``profile.dicom_level``; the window attributes follow the display's method.
+    """
+    level = brain_level(rendered)
+    scale = float(rng.uniform(*profile.dicom_level[int(rng.integers(len(profile.dicom_level)))]))
+    scale /= level
+    matrix = display.matrix if display is not None else rendered.b1000.shape[0]
+    nearest = display.nearest if display is not None else False
+    shown = resize(rendered.b1000, matrix, nearest=nearest)
+    pixels = np.asarray(np.clip(np.rint(shown * scale), 0, 65535), dtype=np.uint16)
     rows, cols = pixels.shape
-    sop_uid = _uid(meta.seed, meta.case_id, "image", meta.index)
+    spacing = rendered.pixel_mm * rendered.b1000.shape[0] / rows
+    black, white = window(rendered, display) if display is not None else (0.0, 2 * level)
+    sop_uid = uid(meta.seed, meta.case_id, "image", meta.index)
     file_meta = FileMetaDataset()
     file_meta.MediaStorageSOPClassUID = MRImageStorage
     file_meta.MediaStorageSOPInstanceUID = sop_uid
@@ -119,7 +170,7 @@ def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
     ds.Manufacturer = "infarctwatch synth"
     ds.InstitutionName = meta.site
     ds.StudyDescription = "SYNTHETIC BRAIN MRI (research use only)"
-    ds.SeriesDescription = "ep2d_diff_b1000_TRACEW (synthetic)"
+    ds.SeriesDescription = f"ep2d_diff_b{round(rendered.b_value)}_TRACEW (synthetic)"
     ds.PatientName = f"SYNTHETIC^{meta.case_id.upper()}"
     ds.PatientID = f"SYNTH-{meta.case_id.upper()}"
     ds.PatientBirthDate = ""
@@ -129,18 +180,18 @@ def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
     ds.ScanningSequence = "EP"
     ds.SequenceVariant = "SK"
     ds.MRAcquisitionType = "2D"
-    ds.SequenceName = "*ep_b1000t"
+    ds.SequenceName = f"*ep_b{round(rendered.b_value)}t"
     ds.SliceThickness = f"{rendered.thickness_mm:.1f}"
     ds.SpacingBetweenSlices = f"{rendered.thickness_mm * 1.2:.1f}"
     ds.MagneticFieldStrength = "1.5"
-    ds.DiffusionBValue = 1000.0
-    ds.StudyInstanceUID = _uid(meta.seed, meta.case_id, "study")
-    ds.SeriesInstanceUID = _uid(meta.seed, meta.case_id, "series")
-    ds.FrameOfReferenceUID = _uid(meta.seed, meta.case_id, "frame")
+    add_b_value_tags(ds, rendered.b_value, b_tags)
+    ds.StudyInstanceUID = uid(meta.seed, meta.case_id, "study")
+    ds.SeriesInstanceUID = uid(meta.seed, meta.case_id, "series")
+    ds.FrameOfReferenceUID = uid(meta.seed, meta.case_id, "frame")
     ds.StudyID = "1"
     ds.SeriesNumber = 5
     ds.InstanceNumber = meta.index
-    half = (rows - 1) * rendered.pixel_mm / 2.0
+    half = (rows - 1) * spacing / 2.0
     # LPS: column 0 is the patient's right (x_L = -half), row 0 anterior (y_P = -half)
     ds.ImagePositionPatient = [f"{-half:.3f}", f"{-half:.3f}", f"{rendered.z_scanner:.3f}"]
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
@@ -148,13 +199,13 @@ def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = rows, cols
-    ds.PixelSpacing = [f"{rendered.pixel_mm:.6f}", f"{rendered.pixel_mm:.6f}"]
+    ds.PixelSpacing = [f"{spacing:.6f}", f"{spacing:.6f}"]
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.WindowCenter = str(round(level * scale))
-    ds.WindowWidth = str(round(2 * level * scale))
+    ds.WindowCenter = str(round((black + white) / 2 * scale))
+    ds.WindowWidth = str(max(1, round((white - black) * scale)))
     ds.RescaleIntercept = "0"
     ds.RescaleSlope = "1"
     ds.BurnedInAnnotation = "NO"
@@ -171,17 +222,22 @@ def write_slice(
     meta: SliceMeta,
     rng: np.random.Generator,
     adc: bool,
+    display: Display,
+    profile: Profile = TRAIN,
+    b_tags: tuple[str, ...] = ("standard",),
 ) -> tuple[str, str | None, npt.NDArray[np.uint8]]:
-    """Write ``<stem>_dwi.<ext>`` (and ``<stem>_adc.png``).
+    """Write ``<stem>_dwi.<ext>`` (and ``<stem>_adc.png``) at the display matrix.
 
     Returns:
         The two file names (the second None without ADC) and the 8-bit display image.
     """
     directory, stem_name = stem.parent, stem.name
-    white = display_window(rendered, rng)
-    dwi8 = to_uint8(rendered.b1000, white)
+    dwi8, (black, white) = export8(rendered, display)
     name = f"{stem_name}_dwi.{EXTENSIONS[fmt]}"
+    b = round(rendered.b_value)
     if fmt == "png":
+        if rng.random() < profile.png_text_share:
+            dwi8 = burn_in(dwi8, [meta.site, f"DWI b{b}", f"Im {meta.index}/{meta.count}"], rng)
         write_png(directory / name, dwi8)
     elif fmt == "jpeg":
         note = Annotation(
@@ -194,15 +250,19 @@ def write_slice(
             images=meta.count,
             slice_location_mm=rendered.z_scanner,
             thickness_mm=rendered.thickness_mm,
-            window=(round(white * 500), round(white * 1000)),
+            window=(round((black + white) * 500), round((white - black) * 1000)),
+            sequence=f"DWI b{b} TRACEW",
         )
-        write_screenshot(directory / name, dwi8, note, rng)
+        write_screenshot(directory / name, dwi8, note, rng, profile=profile)
     elif fmt == "dicom":
-        write_dicom(directory / name, rendered, meta, rng)
+        write_dicom(
+            directory / name, rendered, meta, rng, display=display, profile=profile, b_tags=b_tags
+        )
     else:
         raise ValueError(f"unknown format {fmt!r}")
     adc_name = None
     if adc:
         adc_name = f"{stem_name}_adc.png"
-        write_png(directory / adc_name, adc_uint16(rendered.adc))
+        shown = resize(rendered.adc, display.matrix, nearest=display.nearest)
+        write_png(directory / adc_name, adc_uint16(shown))
     return name, adc_name, dwi8
