@@ -34,6 +34,7 @@ kills the daemon is recognised at the next start.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -249,9 +250,19 @@ class Pipeline:
             self._attempts.unmark(stage)
 
     def _report_internal(self, claims: Iterable[Claim], message: str) -> None:
-        """Hand ``claims`` to the writer as ``INTERNAL_ERROR`` (a bug in this process)."""
+        """Hand ``claims`` to the writer as ``INTERNAL_ERROR`` (a bug in this process).
+
+        Only those still open and still in processing/: the others were reported already.
+        """
         info = self._holder.current.info
         for claim in claims:
+            with self._open_lock:
+                still_open = claim.claim_id + "/" + claim.name in self._open
+            if not still_open or self.storage.held_claim(claim):
+                continue
+            if not os.path.lexists(claim.path):
+                self._forget(claim)
+                continue
             source = source_of(claim, self._config.limits.max_file_bytes)
             failure = Failure(InternalError.code, message)
             self._results.put(ScanResult(claim, source, info, failure=failure))
@@ -318,7 +329,10 @@ class Pipeline:
 
     def _finished(self, finished: Finished) -> None:
         """Count and log a reported claim, and free its slot; storage trouble holds it instead."""
-        if finished.write_error is not None or finished.outcome_error is not None:
+        gone = finished.write_error is None and not os.path.lexists(finished.claim.path)
+        if finished.outcome_error is not None and gone:  # removed by someone: nothing to retry
+            log.warning("outcome_failed", scan=finished.scan_id, error=finished.outcome_error)
+        elif finished.write_error is not None or finished.outcome_error is not None:
             doing = (
                 f"writing a report into {self._config.reports}"
                 if finished.write_error is not None
@@ -358,9 +372,9 @@ class Pipeline:
                 status="ok",
                 label=finished.label,
                 probability=round(finished.probability or 0.0, 4),
-                latency_ms=round(timing["total_ms"], 1),
-                decode_ms=round(timing["decode_ms"], 1),
-                infer_ms=round(timing["infer_ms"], 2),
+                latency_ms=round(timing.get("total_ms") or 0.0, 1),
+                decode_ms=round(timing.get("decode_ms") or 0.0, 1),
+                infer_ms=round(timing.get("infer_ms") or 0.0, 2),
                 input=finished.action,
             )
         else:
@@ -370,7 +384,7 @@ class Pipeline:
                 status="error",
                 code=finished.failure.code,
                 message=finished.failure.message,
-                latency_ms=round(timing["total_ms"], 1),
+                latency_ms=round(timing.get("total_ms") or 0.0, 1),
                 input=finished.action,
             )
 

@@ -208,19 +208,24 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
             )
             continue
         outcome_error, code = None, None
+        failure = result.failure
+        if failure is None and report["status"] != "ok":  # a bug while building the report
+            failure = Failure(report["error"]["code"], report["error"]["message"])
         try:
-            action = setup.area.finish(result.claim, ok=result.ok, sha256=result.source.sha256)
+            action = setup.area.finish(
+                result.claim, ok=failure is None, sha256=result.source.sha256
+            )
         except OSError as exc:
             action = "left"  # stays in processing/: scanned again once storage is back
             outcome_error, code = exc.strerror or str(exc), exc.errno
-        prediction = result.prediction
+        prediction = result.prediction if failure is None else None
         finished.append(
             Finished(
                 result.claim,
                 result.scan_id,
                 label=None if prediction is None else prediction.label,
                 probability=None if prediction is None else prediction.probability,
-                failure=result.failure,
+                failure=failure,
                 timing=report["timing"],
                 action=action,
                 outcome_error=outcome_error,

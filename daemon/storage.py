@@ -117,6 +117,7 @@ class StorageGuard:
         self._delay = FIRST_RETRY_S
         self._next_probe = 0.0
         self._retries = 0
+        self._recovered_at = -1e9
         self.degraded = False
         """True from the first failure until a probe succeeds (read without the lock)."""
         self._thread = threading.Thread(target=self._run, name="infarctwatch-storage", daemon=True)
@@ -152,7 +153,10 @@ class StorageGuard:
             self.degraded = True
             self._reason = reason
             self._since, self._since_mono = utc_now(), time.monotonic()
-            self._delay = FIRST_RETRY_S
+            if time.monotonic() - self._recovered_at > 2 * MAX_RETRY_S:
+                self._delay = FIRST_RETRY_S
+            else:  # trouble again soon after a recovery: keep backing off, do not flap each second
+                self._delay = min(self._delay * 2, MAX_RETRY_S)
             self._next_probe = time.monotonic() + self._delay
             self._retries = 0
         log.error(
@@ -171,6 +175,11 @@ class StorageGuard:
                 return False
             self._held.extend(claims)
             return True
+
+    def held_claim(self, claim: Claim) -> bool:
+        """True when ``claim`` is held for storage."""
+        with self._lock:
+            return any(held is claim or held == claim for held in self._held)
 
     def snapshot(self) -> StorageState:
         """The state now."""
@@ -212,6 +221,7 @@ class StorageGuard:
             self.degraded = False
             reason, lasted = self._reason, time.monotonic() - self._since_mono
             self._reason, self._since = None, None
+            self._recovered_at = time.monotonic()
         log.info(
             "storage_recovered",
             was=reason,
