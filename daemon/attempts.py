@@ -16,7 +16,8 @@ flight*:
 * a claim whose count reached ``limits.max_attempts`` is not scanned again: it gets a
   ``REPEATED_CRASH`` error report and goes to failed/ (the outcome of a failure);
 * a claim with a count (a *suspect*) is scanned in a batch of its own, so the files that happened
-  to share its batch are reported and cleared, and only the suspect is counted again.
+  to share its batch are reported and cleared, and only the suspect is counted again;
+* a count is cleared once its claim is reported.
 
 Claims are keyed by their entry below processing/ (claim id and escaped name, as raw bytes): stable
 across restarts, unique to one claim.
@@ -28,6 +29,7 @@ import base64
 import contextlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,7 +78,8 @@ class AttemptLog:
         self.inflight = work / INFLIGHT_FOLDER
         self.processing = processing
         self.max_attempts = max_attempts
-        self._suspects: set[str] = set()
+        self._suspects: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def key(self, claim: Claim) -> str:
         """`claim_key` below this log's processing/."""
@@ -108,7 +111,7 @@ class AttemptLog:
             resume.append(claim)
         if kept or counts or self.path.exists():
             write_atomic(self.path, json.dumps(kept, indent=1).encode("ascii") + b"\n")
-        self._suspects = set(kept)
+        self._suspects = dict(kept)
         self._clear_inflight()
         if kept or aside:
             log.warning(
@@ -143,9 +146,20 @@ class AttemptLog:
             os.truncate(self.inflight / stage, 0)
 
     def forget(self, claim: Claim) -> None:
-        """A suspect was reported: it is no longer scanned alone (its count dies with its claim)."""
-        if self._suspects:
-            self._suspects.discard(self.key(claim))
+        """A claim left the pipeline: a suspect's count is cleared.
+
+        Best effort: a count left behind is dropped at the next start anyway (its claim is gone).
+        """
+        if not self._suspects:
+            return
+        with self._lock:
+            if self._suspects.pop(self.key(claim), None) is None:
+                return
+            data = json.dumps(self._suspects, indent=1).encode("ascii") + b"\n"
+            try:
+                write_atomic(self.path, data)
+            except OSError as exc:
+                log.debug("attempts_not_cleared", error=exc.strerror or str(exc))
 
     def _read_counts(self) -> dict[str, int]:
         try:
