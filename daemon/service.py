@@ -135,8 +135,10 @@ def folder_problems(config: DaemonConfig, area: ClaimArea) -> list[tuple[str, Pa
         folders.append(("model.inbox", config.model.inbox))
     problems: list[tuple[str, Path, str]] = []
     for key, folder in folders:
+        if any(bad == folder or bad in folder.parents for _, bad, _ in problems):
+            continue  # inside a folder already named: one line for both
         problem = folder_problem(folder)
-        if problem and not any(problem == p for _, _, p in problems):
+        if problem:
             problems.append((key, folder, problem))
     return problems
 

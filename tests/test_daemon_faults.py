@@ -307,11 +307,13 @@ def _tmpfs(folder: Path, size: str) -> Iterator[Path]:
 def _fill(folder: Path) -> Path:
     """Fill ``folder``'s file system to the last byte; return the filler file."""
     filler = folder / ".filler"
-    with filler.open("wb") as fh:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         with contextlib.suppress(OSError):
             while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
     return filler
 
 
