@@ -68,7 +68,7 @@ def _install_storage_faults() -> None:
 
     def write(fd: int, data: Any) -> int:
         try:
-            where = os.readlink(f"/proc/self/fd/{fd}")
+            where = str(Path(f"/proc/self/fd/{fd}").readlink())
         except OSError:
             where = ""
         error = _storage_error(where)
@@ -94,7 +94,7 @@ def install() -> None:
     if "storage" in faults:
         _install_storage_faults()
     if faults & {"hang", "segfault", "bug"}:
-        fake = decoder_faults._faulty  # noqa: SLF001 - the same injector the decoder tests use
+        fake = decoder_faults._faulty  # the same injector the decoder tests use
         scan_worker.decode_claim = fake(scan_worker.decode_claim)  # type: ignore[assignment]
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
     """``infarctwatch ARGV`` (``run ...``) with the faults installed in the daemon and workers."""
     install()
     decode_workers.serve = serve_with_faults  # type: ignore[assignment]
-    assert argv[0] == "run"  # noqa: S101 - a test helper
+    assert argv[0] == "run"
     return run_cli.main(argv[1:])
 
 
