@@ -95,6 +95,8 @@ class Pipeline:
         self._results: queue.SimpleQueue[ScanResult] = queue.SimpleQueue()
         self._open: dict[str, Claim] = {}
         self._open_lock = threading.Lock()
+        self._aside: dict[str, ScanResult] = {}
+        """Claims the repeat guard set aside, with their report (never scanned again)."""
         self._idle = threading.Event()
         self._idle.set()
         self._accepting = True
@@ -186,7 +188,9 @@ class Pipeline:
                 self._open[claim.claim_id + "/" + claim.name] = claim
                 self._idle.clear()
             source = source_of(claim, self._config.limits.max_file_bytes)
-            self._results.put(ScanResult(claim, source, engine.info, failure=failure))
+            result = ScanResult(claim, source, engine.info, failure=failure)
+            self._aside[claim.claim_id + "/" + claim.name] = result
+            self._results.put(result)
 
     def _admit(self, claim: Claim) -> None:
         with self._open_lock:
@@ -329,8 +333,8 @@ class Pipeline:
 
     def _finished(self, finished: Finished) -> None:
         """Count and log a reported claim, and free its slot; storage trouble holds it instead."""
-        gone = finished.write_error is None and not os.path.lexists(finished.claim.path)
-        if finished.outcome_error is not None and gone:  # removed by someone: nothing to retry
+        gone = finished.outcome_error is not None and not os.path.lexists(finished.claim.path)
+        if gone and finished.write_error is None:  # removed by someone: nothing to retry
             log.warning("outcome_failed", scan=finished.scan_id, error=finished.outcome_error)
         elif finished.write_error is not None or finished.outcome_error is not None:
             doing = (
@@ -358,9 +362,16 @@ class Pipeline:
         self._forget(finished.claim)
 
     def _requeue(self, claims: list[Claim]) -> None:
-        """Storage is back: scan the held claims again (they kept their slots), take new files."""
+        """Storage is back: scan the held claims again (they kept their slots), take new files.
+
+        A claim set aside by the repeat guard is reported again without a scan.
+        """
         for claim in claims:
-            self._claims.put(claim)
+            aside = self._aside.get(claim.claim_id + "/" + claim.name)
+            if aside is not None:
+                self._results.put(aside)
+            else:
+                self._claims.put(claim)
         self.on_room()
 
     def _log_scan(self, finished: Finished) -> None:
@@ -391,6 +402,8 @@ class Pipeline:
     def _forget(self, claim: Claim) -> None:
         if self._attempts is not None:
             self._attempts.forget(claim)
+        if self._aside:
+            self._aside.pop(claim.claim_id + "/" + claim.name, None)
         with self._open_lock:
             self._open.pop(claim.claim_id + "/" + claim.name, None)
             if not self._open:

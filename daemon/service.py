@@ -192,6 +192,7 @@ class Service:
         self._last_error: dict[str, str | None] | None = None
         self._waiting_for: list[str] = []
         self._storage_reason: str | None = None
+        self._status_error: str | None = None
 
     def note_error(self, message: str) -> None:
         """Remember ``message`` as the last error (the status file's ``last_error``)."""
@@ -518,7 +519,13 @@ class Service:
         try:
             write_status(self.config.status_path, document)
         except OSError as exc:
-            log.debug("status_write_failed", error=exc.strerror or str(exc))
+            if self._status_error is None:  # once per failure, not every 5 s
+                log.warning("status_write_failed", error=exc.strerror or str(exc))
+            self._status_error = exc.strerror or str(exc)
+        else:
+            if self._status_error is not None:
+                log.info("status_written_again", was=self._status_error)
+            self._status_error = None
 
     def _status_document(
         self,
