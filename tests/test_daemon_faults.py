@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -430,8 +431,10 @@ class TestStorageTrouble:
         assert code == 0 and error in document["storage"]["reason"], text
         assert files_under(config.work / "failed") == []
         assert list(config.reports.glob("*.json")) == []
+        freed = time.monotonic()
         switch.unlink()
         wait_for(lambda: len(list(config.reports.glob("*.json"))) == 6, 60, "6 reports")
+        print(f"{error}: 6 reports {time.monotonic() - freed:.1f} s after the fault was cleared")
         assert all(r["status"] == "ok" for r in reports(config.reports).values())
         assert files_under(config.claim_root / "processing") == []
         assert daemon.poll() is None
@@ -439,6 +442,28 @@ class TestStorageTrouble:
         assert daemon.wait(30) == 0
         events = [e["event"] for e in log_events(log)]
         assert events.count("storage_degraded") == 1 and events.count("storage_recovered") == 1
+
+    def test_reports_folder_deleted_while_running_comes_back(self, tmp_path, processes) -> None:
+        """ENOENT of the reports folder itself: degraded, the folder recreated, all reported."""
+        path = write_config(tmp_path)
+        config = load_config(path)
+        config.incoming.mkdir(parents=True)
+        log = tmp_path / "daemon.log"
+        daemon = spawn("run", "--config", str(path), log=log)
+        processes.append(daemon)
+        wait_for(lambda: _state(config) == "running", 60, "the daemon to start")
+        shutil.rmtree(config.reports)
+        gone = time.monotonic()
+        for i in range(4):
+            _put(config.incoming, f"scan-{i}.png".encode(), _png(i))
+        wait_for(lambda: len(list(config.reports.glob("*.json"))) == 4, 60, "4 reports")
+        print(f"reports folder deleted: 4 reports {time.monotonic() - gone:.1f} s after")
+        assert all(r["status"] == "ok" for r in reports(config.reports).values())
+        assert files_under(config.work / "failed") == []
+        assert daemon.poll() is None
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+        assert "stage_died" not in [e["event"] for e in log_events(log)]
 
     def test_unusable_folders_at_start_are_waited_for(self, tmp_path, processes) -> None:
         """reports and work cannot be created: one line each naming key and path, state waiting;
