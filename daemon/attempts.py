@@ -6,7 +6,7 @@ wait. So the daemon counts, per claim, how many times in a row it died with that
 flight*:
 
 * before a worker thread hands a batch to its worker process (or the report writer commits one),
-  it writes the batch's claims into ``<work>/inflight/<stage>`` and truncates the file once the
+  it writes the batch's claims into ``<work>/inflight/<stage>`` and blanks the file once the
   batch is answered. No fsync: the point is surviving the death of a process (``kill -9``, a
   segfault, the watchdog), and the page cache outlives any process;
 * at start, every leftover claim named in one of those files gets its count raised, in
@@ -77,12 +77,18 @@ class AttemptLog:
         self.path = work / ATTEMPTS_FILE
         self.inflight = work / INFLIGHT_FOLDER
         self.processing = processing
+        self._prefix = os.fsencode(processing) + b"/"
         self.max_attempts = max_attempts
         self._suspects: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._stages: dict[str, tuple[int, int]] = {}
+        """Per stage (one thread each): its open in-flight file and how many bytes it used."""
 
     def key(self, claim: Claim) -> str:
-        """`claim_key` below this log's processing/."""
+        """`claim_key` below this log's processing/ (the same value, cheaper: bytes, no pathlib)."""
+        raw = os.fsencode(claim.path)
+        if raw.startswith(self._prefix):
+            return base64.b64encode(raw[len(self._prefix) :]).decode("ascii")
         return claim_key(claim, self.processing)
 
     def is_suspect(self, claim: Claim) -> bool:
@@ -124,26 +130,48 @@ class AttemptLog:
         return TakeUp(resume, aside, set(kept))
 
     def mark(self, stage: str, claims: Iterable[Claim]) -> None:
-        """Record ``claims`` as in flight in ``stage`` (best effort: storage may be failing)."""
-        data = "\n".join(self.key(c) for c in claims).encode("ascii")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        """Record ``claims`` as in flight in ``stage`` (best effort: storage may be failing).
+
+        The stage's file stays open and is overwritten in place (blanks after the keys), never
+        truncated: a truncation makes ext4 flush the file on close (``auto_da_alloc``), 2 ms a
+        batch, where an overwrite in the page cache costs a few microseconds.
+        """
+        data = "\n".join(self.key(c) for c in claims).encode("ascii") + b"\n"
         try:
-            try:
-                fd = os.open(self.inflight / stage, flags, 0o600)
-            except FileNotFoundError:
-                self.inflight.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.inflight / stage, flags, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
+            fd, used = self._open_stage(stage)
+            os.pwrite(fd, data.ljust(used), 0)
+            self._stages[stage] = (fd, max(used, len(data)))
         except OSError as exc:
             log.debug("inflight_not_recorded", error=exc.strerror or str(exc))
 
     def unmark(self, stage: str) -> None:
         """Nothing is in flight in ``stage`` any more."""
-        with contextlib.suppress(OSError):
-            os.truncate(self.inflight / stage, 0)
+        opened = self._stages.get(stage)
+        if opened is not None:
+            with contextlib.suppress(OSError):
+                os.pwrite(opened[0], b" " * opened[1], 0)
+
+    def close(self) -> None:
+        """Close the stages' files (nothing is in flight after a clean stop: they are blanked)."""
+        for stage, (fd, _) in list(self._stages.items()):
+            self.unmark(stage)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._stages.clear()
+
+    def _open_stage(self, stage: str) -> tuple[int, int]:
+        opened = self._stages.get(stage)
+        if opened is not None:
+            return opened
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.inflight / stage, flags, 0o600)
+        except FileNotFoundError:
+            self.inflight.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.inflight / stage, flags, 0o600)
+        opened = (fd, os.fstat(fd).st_size)
+        self._stages[stage] = opened
+        return opened
 
     def forget(self, claim: Claim) -> None:
         """A claim left the pipeline: a suspect's count is cleared.

@@ -455,6 +455,8 @@ class Pipeline:
             worker.join(timeout=None if self._idle.is_set() else 5.0)
         self._results.put(_STOP)
         self._writer.join(timeout=30.0)
+        if self._attempts is not None:
+            self._attempts.close()
         with self._open_lock:
             return list(self._open.values())
 
