@@ -405,6 +405,34 @@ class TestStorageTrouble:
         assert events.count("storage_recovered") == 1
         assert "stage_died" not in events
 
+    def test_reports_remounted_read_only_degrades_then_recovers(self, tmp_path, processes) -> None:
+        """A real read-only remount of the reports file system (EROFS), then read-write again."""
+        reports_dir = tmp_path / "reports"
+        with _tmpfs(reports_dir, "4m"):
+            path = write_config(tmp_path)
+            config = load_config(path)
+            config.incoming.mkdir(parents=True)
+            log = tmp_path / "daemon.log"
+            daemon = spawn("run", "--config", str(path), log=log)
+            processes.append(daemon)
+            wait_for(lambda: _state(config) == "running", 60, "the daemon to start")
+            remount = ["mount", "-o", "remount,ro", str(reports_dir)]
+            subprocess.run(remount, check=True)
+            for i in range(5):
+                _put(config.incoming, f"scan-{i}.png".encode(), _png(i))
+            wait_for(lambda: _state(config) == "degraded", 30, "the degraded state")
+            code, text, document = _status(path)
+            assert code == 0 and "EROFS" in document["storage"]["reason"], text
+            assert files_under(config.work / "failed") == []
+            back = time.monotonic()
+            subprocess.run(["mount", "-o", "remount,rw", str(reports_dir)], check=True)
+            wait_for(lambda: len(list(reports_dir.glob("*.json"))) == 5, 60, "5 reports")
+            print(f"EROFS: 5 reports {time.monotonic() - back:.1f} s after remounting read-write")
+            assert all(r["status"] == "ok" for r in reports(reports_dir).values())
+            assert daemon.poll() is None
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(30) == 0
+
     @pytest.mark.parametrize("error", ["EIO", "EACCES", "ENOSPC"])
     def test_failing_filesystem_shim_degrades_and_recovers(
         self, tmp_path, processes, error
