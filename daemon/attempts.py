@@ -109,25 +109,25 @@ class AttemptLog:
         for claim in leftovers:
             key = self.key(claim)
             count = counts.get(key, 0) + (1 if key in in_flight else 0)
+            if count:  # kept until reported, set-aside ones too (a death meanwhile: still aside)
+                kept[key] = count
             if count >= self.max_attempts:
                 aside.append((claim, count))
-                continue
-            if count:
-                kept[key] = count
-            resume.append(claim)
+            else:
+                resume.append(claim)
         if kept or counts or self.path.exists():
             write_atomic(self.path, json.dumps(kept, indent=1).encode("ascii") + b"\n")
         self._suspects = dict(kept)
         self._clear_inflight()
-        if kept or aside:
+        if kept:
             log.warning(
                 "crash_suspects",
-                suspects=len(kept),
+                suspects=len(kept) - len(aside),
                 set_aside=len(aside),
                 max_attempts=self.max_attempts,
                 note="claims in flight when the daemon died: scanned alone, set aside at the limit",
             )
-        return TakeUp(resume, aside, set(kept))
+        return TakeUp(resume, aside, {self.key(c) for c in resume if self.key(c) in kept})
 
     def mark(self, stage: str, claims: Iterable[Claim]) -> None:
         """Record ``claims`` as in flight in ``stage`` (best effort: storage may be failing).

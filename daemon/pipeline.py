@@ -232,26 +232,28 @@ class Pipeline:
         stage = f"worker-{worker.index}"
         if self._attempts is not None:
             self._attempts.mark(stage, batch)
-        engine = self._holder.acquire()  # the model in service for this whole batch
         try:
-            answers = worker.scan(batch, _choice(engine), self._setup)
-        finally:
-            engine.release()
-        for answer in answers:
-            if isinstance(answer, Rejected):  # the worker died on it: reported from here
-                self._results.put(
-                    ScanResult(
-                        answer.claim,
-                        answer.source,
-                        engine.info,
-                        failure=answer.failure,
-                        decode_ms=answer.decode_ms,
+            engine = self._holder.acquire()  # the model in service for this whole batch
+            try:
+                answers = worker.scan(batch, _choice(engine), self._setup)
+            finally:
+                engine.release()
+            for answer in answers:
+                if isinstance(answer, Rejected):  # the worker died on it: reported from here
+                    self._results.put(
+                        ScanResult(
+                            answer.claim,
+                            answer.source,
+                            engine.info,
+                            failure=answer.failure,
+                            decode_ms=answer.decode_ms,
+                        )
                     )
-                )
-            else:
-                self._finished(answer)
-        if self._attempts is not None:
-            self._attempts.unmark(stage)
+                else:
+                    self._finished(answer)
+        finally:
+            if self._attempts is not None:
+                self._attempts.unmark(stage)
 
     def _report_internal(self, claims: Iterable[Claim], message: str) -> None:
         """Hand ``claims`` to the writer as ``INTERNAL_ERROR`` (a bug in this process).
@@ -326,10 +328,11 @@ class Pipeline:
             for result in results:
                 self._forget(result.claim)  # left in processing/: taken up at the next start
             return
+        finally:
+            if self._attempts is not None:
+                self._attempts.unmark("writer")
         for one in finished:
             self._finished(one)
-        if self._attempts is not None:
-            self._attempts.unmark("writer")
 
     def _finished(self, finished: Finished) -> None:
         """Count and log a reported claim, and free its slot; storage trouble holds it instead."""

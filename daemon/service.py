@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.attempts import AttemptLog
+from daemon.attempts import AttemptLog, TakeUp
 from daemon.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
 from daemon.claim import ClaimArea
 from daemon.decode import DecodeLimits
@@ -85,7 +85,7 @@ if TYPE_CHECKING:
 
     from daemon.bundle import Bundle
     from daemon.config import DaemonConfig
-    from daemon.jobs import ModelInfo
+    from daemon.jobs import Claim, ModelInfo
     from daemon.signals import Shutdown
 
 log = structlog.get_logger("infarctwatch.service")
@@ -320,7 +320,7 @@ class Service:
         # Listed now, before the watcher can claim anything: a file claimed by its first event
         # must not be taken for a leftover of the previous run as well. The deaths of the previous
         # run are counted durably before any leftover is taken up again.
-        taken_up = attempts.take_up(self.area.recover())
+        taken_up = _take_up(attempts, self.area.recover())
 
         def recover(stop: threading.Event) -> None:
             if taken_up.set_aside:
@@ -560,6 +560,15 @@ class Service:
             "watch": self.config.watch.mode,
             "infarctwatch_version": VERSION,
         }
+
+
+def _take_up(attempts: AttemptLog, leftovers: list[Claim]) -> TakeUp:
+    """`AttemptLog.take_up`; when the work folder fails since the start-up probe, unguarded."""
+    try:
+        return attempts.take_up(leftovers)
+    except OSError as exc:
+        log.error("attempts_not_recorded", error=exc.strerror or str(exc))  # noqa: TRY400 - said
+        return TakeUp(leftovers, [])
 
 
 def _repeated_crash(count: int, limit: int) -> Failure:
