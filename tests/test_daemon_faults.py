@@ -406,18 +406,25 @@ class TestStorageTrouble:
         assert "stage_died" not in events
 
     def test_reports_remounted_read_only_degrades_then_recovers(self, tmp_path, processes) -> None:
-        """A real read-only remount of the reports file system (EROFS), then read-write again."""
+        """A real read-only reports file system (EROFS): at start (waited for) and while running
+        (degraded), then read-write again: every report written, no restart."""
         reports_dir = tmp_path / "reports"
         with _tmpfs(reports_dir, "4m"):
             path = write_config(tmp_path)
             config = load_config(path)
             config.incoming.mkdir(parents=True)
+            read_only = ["mount", "-o", "remount,ro", str(reports_dir)]
+            read_write = ["mount", "-o", "remount,rw", str(reports_dir)]
+            subprocess.run(read_only, check=True)
             log = tmp_path / "daemon.log"
             daemon = spawn("run", "--config", str(path), log=log)
             processes.append(daemon)
+            wait_for(lambda: _state(config) == "waiting", 60, "the wait for reports/")
+            code, text, _ = _status(path)
+            assert code == 0 and "Read-only file system" in text, text
+            subprocess.run(read_write, check=True)
             wait_for(lambda: _state(config) == "running", 60, "the daemon to start")
-            remount = ["mount", "-o", "remount,ro", str(reports_dir)]
-            subprocess.run(remount, check=True)
+            subprocess.run(read_only, check=True)
             for i in range(5):
                 _put(config.incoming, f"scan-{i}.png".encode(), _png(i))
             wait_for(lambda: _state(config) == "degraded", 30, "the degraded state")
@@ -425,7 +432,7 @@ class TestStorageTrouble:
             assert code == 0 and "EROFS" in document["storage"]["reason"], text
             assert files_under(config.work / "failed") == []
             back = time.monotonic()
-            subprocess.run(["mount", "-o", "remount,rw", str(reports_dir)], check=True)
+            subprocess.run(read_write, check=True)
             wait_for(lambda: len(list(reports_dir.glob("*.json"))) == 5, 60, "5 reports")
             print(f"EROFS: 5 reports {time.monotonic() - back:.1f} s after remounting read-write")
             assert all(r["status"] == "ok" for r in reports(reports_dir).values())
