@@ -272,8 +272,10 @@ class TestRepeatGuard:
         # the next start); the file queued behind it was in flight only with it, in its batch.
         assert by_name == {"hang-me.png": 2, "z-good.png": 1}, by_name
 
+        began = time.monotonic()
         final = cli("run", "--config", str(path), "--once", env=env)
         assert final.returncode == 0, final.stderr
+        print(f"repeat guard: the 4th start (run --once) took {time.monotonic() - began:.1f} s")
         found = reports(config.reports)
         assert found["hang-me.png"]["error"]["code"] == "REPEATED_CRASH"
         assert "3 times in a row" in found["hang-me.png"]["error"]["message"]
