@@ -248,8 +248,12 @@ def encode_report(result: ScanResult, top_k: int) -> tuple[dict[str, Any], bytes
     scan's `internal_error_report`.
     """
     try:
-        report = _clean(build_report(result, top_k))
-        return report, _dumps(report)
+        report = build_report(result, top_k)
+        try:
+            return report, _dumps(report)
+        except UnicodeEncodeError:  # a lone surrogate in some text (a path in a message): escape
+            report = _clean(report)
+            return report, _dumps(report)
     except Exception as exc:  # noqa: BLE001 - one scan's bug is that scan's error report
         message = f"unexpected {type(exc).__name__} while building the report: {exc}"
         frames = traceback.extract_tb(exc.__traceback__)
