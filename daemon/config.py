@@ -106,6 +106,9 @@ class LimitsConfig:
     max_pixels: int = field(default=40_000_000, metadata=_bounds(1, maximum=PILLOW_BOMB_PIXELS))
     decode_timeout_s: float = field(default=30.0, metadata=_bounds(above=0, maximum=3600))
     """A file whose decoding takes longer gets a ``DECODE_TIMEOUT`` report; its worker restarts."""
+    max_attempts: int = field(default=3, metadata=_bounds(1, maximum=100))
+    """A claim that was in flight when the daemon (or its worker) died this many times in a row is
+    set aside into failed/ with a ``REPEATED_CRASH`` report instead of being taken up again."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,14 @@ class ServiceConfig:
     drain_timeout_s: float = field(default=15.0, metadata=_bounds(0, maximum=3600))
     status_file: Path | None = None
     """``None`` means ``<work>/status.json``."""
+    umask: str = field(default="0027", metadata={"octal": 0o777})
+    """The daemon's umask (an octal string), set at the start of ``run`` and inherited by the
+    worker processes: reports, the status file and the folders it creates are not world-readable."""
+
+    @property
+    def umask_bits(self) -> int:
+        """`umask` as a number."""
+        return int(self.umask, 8)
 
 
 @dataclass(frozen=True)
@@ -260,11 +271,20 @@ class _Checker:
             return self.problem(where, f"must be {wanted}, got {_describe(value)}")
         return make(value)
 
-    def refine(self, value: Any, rules: Mapping[str, Any], where: str) -> Any:
+    def refine(self, value: Any, rules: Mapping[str, Any], where: str) -> Any:  # noqa: PLR0911 - one return per rule
         if value is _INVALID or not rules:
             return value
         if rules.get("upper"):
             return value.upper()
+        if "octal" in rules:
+            try:
+                number = int(value, 8)
+            except ValueError:
+                number = -1
+            if not 0 <= number <= rules["octal"]:
+                top = f"{rules['octal']:04o}"
+                return self.problem(where, f"must be an octal string 0000-{top}, got {value!r}")
+            return value
         minimum, above, maximum = rules["minimum"], rules["above"], rules["maximum"]
         if minimum is not None and value < minimum:
             return self.problem(where, f"must be at least {minimum:g}, got {value!r}")

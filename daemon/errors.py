@@ -151,6 +151,12 @@ class InternalError(ScanError):
     code = "INTERNAL_ERROR"
 
 
+class RepeatedCrashError(ScanError):
+    """The daemon or its worker died ``limits.max_attempts`` times in a row on this file."""
+
+    code = "REPEATED_CRASH"
+
+
 class EngineError(InfarctwatchError):
     """OpenVINO could not read or compile the bundle's network on the configured device.
 

@@ -302,7 +302,7 @@ def remove_empty_parents(path: Path, stop: Path) -> None:
 
 
 def folder_problem(folder: Path) -> str | None:
-    """Create ``folder`` if missing and prove it writable; return a problem message or ``None``."""
+    """Create ``folder`` if missing and prove it takes a durable write; a problem or ``None``."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -310,9 +310,14 @@ def folder_problem(folder: Path) -> str | None:
     if not folder.is_dir():
         return f"{folder} is not a folder"
     probe = folder / f".write-test-{secrets.token_hex(4)}{TMP_SUFFIX}"
-    try:
-        probe.touch(exist_ok=False)
-        probe.unlink()
+    try:  # a page of data, made durable: a full disk still lets an empty file be created
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, bytes(4096))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
     except OSError as exc:
         return f"{folder} is not writable: {exc.strerror or exc}"
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +160,8 @@ class Finished:
     write_error: str | None = None
     outcome_error: str | None = None
     """Why the input could not be moved or deleted (it stays in processing/)."""
+    errno: int | None = None
+    """The ``errno`` of ``write_error`` or ``outcome_error`` (the storage guard's reason)."""
 
     @property
     def ok(self) -> bool:
@@ -167,7 +170,12 @@ class Finished:
 
 
 def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    """sha256 of a name's raw bytes (`os.fsencode`: the bytes the file system holds)."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate no file system produced
+        raw = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()
 
 
 def scan_id(claim: Claim, sha256: str | None) -> str:

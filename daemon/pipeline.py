@@ -22,11 +22,19 @@ so a crash can only cause a scan to be done again, never lost.
 The daemon's own compiled model (`daemon.engine.EngineHolder`) checks a bundle before it goes into
 service and says which model is in service; each batch names that model (`ModelChoice`), and a
 worker compiles it when it changes (hot reload).
+
+Faults: a report that cannot be written or an input that cannot be put away hands its claim to
+the storage guard (`daemon.storage`): the service is degraded, claims wait in processing/ and are
+scanned again once storage is back. A bug in this process while handling a batch makes each of
+its claims an ``INTERNAL_ERROR`` report; no stage thread ends before `drain`. Every batch is
+recorded as in flight (`daemon.attempts`) while a worker or the writer has it, so a file that
+kills the daemon is recognised at the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -35,15 +43,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.decode_stage import Rejected
-from daemon.errors import DecoderStartError
+from daemon.errors import DecoderStartError, InternalError
 from daemon.intake import Offer
-from daemon.jobs import ScanResult
-from daemon.scan_worker import ModelChoice, ScanSetup, commit
+from daemon.jobs import Failure, ScanResult
+from daemon.scan_worker import ModelChoice, ScanSetup, commit, source_of
+from daemon.storage import StorageGuard, errno_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
+    from daemon.attempts import AttemptLog
     from daemon.claim import ClaimArea
     from daemon.config import DaemonConfig
     from daemon.decode_workers import DecodeWorker
@@ -60,7 +70,6 @@ MAX_BATCH = 16
 the file system (one per batch): in interleaved 2000-file rounds 8 gave 329-338, 16 gave 376-386,
 32 gave 409 scans/s at best. 16 keeps half of the default 64 pending slots queued behind the
 two workers' batches, so a worker never waits for the watcher to claim its next batch."""
-_WRITE_FAILURES_UNHEALTHY = 3
 
 
 class Pipeline:
@@ -73,8 +82,11 @@ class Pipeline:
         area: ClaimArea,
         counters: Counters,
         decoders: list[DecodeWorker],
+        *,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self._config = config
+        self._attempts = attempts
         self._holder = holder
         self._area = area
         self._counters = counters
@@ -83,11 +95,13 @@ class Pipeline:
         self._results: queue.SimpleQueue[ScanResult] = queue.SimpleQueue()
         self._open: dict[str, Claim] = {}
         self._open_lock = threading.Lock()
+        self._aside: dict[str, ScanResult] = {}
+        """Claims the repeat guard set aside, with their report (never scanned again)."""
         self._idle = threading.Event()
         self._idle.set()
         self._accepting = True
-        self._write_failures = 0
-        self._health_lock = threading.Lock()
+        self.storage = StorageGuard([config.reports, *area.folders()], on_recovered=self._requeue)
+        """Holds claims while reports or outcomes cannot be written; probes; hands them back."""
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
         self._workers = [
@@ -106,9 +120,10 @@ class Pipeline:
         )
 
     def start(self) -> None:
-        """Start the decode workers and the report writer."""
+        """Start the decode workers, the report writer and the storage guard."""
         for thread in (*self._workers, self._writer):
             thread.start()
+        self.storage.start()
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -123,8 +138,10 @@ class Pipeline:
         return len(self._open)
 
     def offer(self, path: Path) -> Offer:
-        """Claim ``path`` if there is room (any thread)."""
-        if not self._accepting or not self._slots.acquire(blocking=False):
+        """Claim ``path`` if there is room and storage works (any thread)."""
+        if not self._accepting or self.storage.degraded:
+            return Offer.BUSY
+        if not self._slots.acquire(blocking=False):
             return Offer.BUSY
         try:
             claim = self._area.claim(path)
@@ -160,6 +177,21 @@ class Pipeline:
             queued += 1
         return queued
 
+    def set_aside(self, claims: Iterable[tuple[Claim, Failure]], stop: threading.Event) -> None:
+        """Report ``claims`` with their failure without scanning them (the repeat guard)."""
+        engine = self._holder.current
+        for claim, failure in claims:
+            while not self._slots.acquire(timeout=0.2):
+                if stop.is_set():
+                    return
+            with self._open_lock:
+                self._open[claim.claim_id + "/" + claim.name] = claim
+                self._idle.clear()
+            source = source_of(claim, self._config.limits.max_file_bytes)
+            result = ScanResult(claim, source, engine.info, failure=failure)
+            self._aside[claim.claim_id + "/" + claim.name] = result
+            self._results.put(result)
+
     def _admit(self, claim: Claim) -> None:
         with self._open_lock:
             self._open[claim.claim_id + "/" + claim.name] = claim
@@ -176,53 +208,96 @@ class Pipeline:
         except DecoderStartError as exc:
             log.error("decoder_unavailable", worker=worker.index, error=str(exc))  # noqa: TRY400 - the message says it all
             return
+        carry: Claim | None = None
         while True:
-            batch, stop = self._take_batch()
-            if batch:
-                engine = self._holder.acquire()  # the model in service for this whole batch
+            batch, stop, carry = self._take_batch(carry)
+            if batch and not self.storage.hold(batch):  # held: scanned once storage is back
                 try:
-                    answers = worker.scan(batch, _choice(engine), self._setup)
+                    self._scan_batch(worker, batch)
                 except DecoderStartError as exc:
-                    # Without a worker this thread is done: the service sees it (`healthy`) and
-                    # stops with exit code 1; the claims stay in processing/ for the next start.
+                    # Without a worker this thread is done: the service sees it (`dead_stages`)
+                    # and stops with exit code 1; the claims stay in processing/ for the next start.
                     log.error("decoder_unavailable", worker=worker.index, error=str(exc))  # noqa: TRY400 - the message says it all
                     for claim in batch:
                         self._forget(claim)
                     return
-                finally:
-                    engine.release()
-                for answer in answers:
-                    if isinstance(answer, Rejected):  # the worker died on it: reported from here
-                        self._results.put(
-                            ScanResult(
-                                answer.claim,
-                                answer.source,
-                                engine.info,
-                                failure=answer.failure,
-                                decode_ms=answer.decode_ms,
-                            )
-                        )
-                    else:
-                        self._finished(answer)
+                except Exception as exc:  # a bug here: each claim gets its own error report
+                    log.exception("batch_failed", worker=worker.index, claims=len(batch))
+                    self._report_internal(batch, f"unexpected {type(exc).__name__}: {exc}")
             if stop:
                 return
 
-    def _take_batch(self) -> tuple[tuple[Claim, ...], bool]:
+    def _scan_batch(self, worker: DecodeWorker, batch: tuple[Claim, ...]) -> None:
+        """One batch through ``worker``: logged and counted, or handed to the writer."""
+        stage = f"worker-{worker.index}"
+        if self._attempts is not None:
+            self._attempts.mark(stage, batch)
+        try:
+            engine = self._holder.acquire()  # the model in service for this whole batch
+            try:
+                answers = worker.scan(batch, _choice(engine), self._setup)
+            finally:
+                engine.release()
+            for answer in answers:
+                if isinstance(answer, Rejected):  # the worker died on it: reported from here
+                    self._results.put(
+                        ScanResult(
+                            answer.claim,
+                            answer.source,
+                            engine.info,
+                            failure=answer.failure,
+                            decode_ms=answer.decode_ms,
+                        )
+                    )
+                else:
+                    self._finished(answer)
+        finally:
+            if self._attempts is not None:
+                self._attempts.unmark(stage)
+
+    def _report_internal(self, claims: Iterable[Claim], message: str) -> None:
+        """Hand ``claims`` to the writer as ``INTERNAL_ERROR`` (a bug in this process).
+
+        Only those still open and still in processing/: the others were reported already.
+        """
+        info = self._holder.current.info
+        for claim in claims:
+            with self._open_lock:
+                still_open = claim.claim_id + "/" + claim.name in self._open
+            if not still_open or self.storage.held_claim(claim):
+                continue
+            if not os.path.lexists(claim.path):
+                self._forget(claim)
+                continue
+            source = source_of(claim, self._config.limits.max_file_bytes)
+            failure = Failure(InternalError.code, message)
+            self._results.put(ScanResult(claim, source, info, failure=failure))
+
+    def _alone(self, claim: Claim) -> bool:
+        return self._attempts is not None and self._attempts.is_suspect(claim)
+
+    def _take_batch(self, carry: Claim | None) -> tuple[tuple[Claim, ...], bool, Claim | None]:
         """The next claim (waiting for it) and those queued behind it, up to `MAX_BATCH`.
 
-        Returns the batch and whether the stop marker came with it.
+        A crash suspect (`daemon.attempts`) is a batch of its own; one met while collecting is
+        carried over to the next batch. Returns the batch, whether the stop marker came with it,
+        and the claim carried over.
         """
-        first = self._claims.get()
+        first = carry if carry is not None else self._claims.get()
         if first is _STOP:
-            return (), True
+            return (), True, None
         batch = [first]
+        if self._alone(first):
+            return tuple(batch), False, None
         with contextlib.suppress(queue.Empty):
             while len(batch) < MAX_BATCH:
                 claim = self._claims.get_nowait()
                 if claim is _STOP:
-                    return tuple(batch), True
+                    return tuple(batch), True, None
+                if self._alone(claim):
+                    return tuple(batch), False, claim
                 batch.append(claim)
-        return tuple(batch), False
+        return tuple(batch), False, None
 
     def _model(self) -> ModelChoice:
         return _choice(self._holder.current)
@@ -238,31 +313,69 @@ class Pipeline:
             stop = any(item is _STOP for item in batch)
             results = [item for item in batch if item is not _STOP]
             if results:
-                for finished in commit(results, self._setup):
-                    self._finished(finished)
+                self._commit(results)
             if stop:
                 return
 
+    def _commit(self, results: list[ScanResult]) -> None:
+        """The writer's group commit; a bug in it leaves the claims in processing/, logged."""
+        if self._attempts is not None:
+            self._attempts.mark("writer", (r.claim for r in results))
+        try:
+            finished = commit(results, self._setup)
+        except Exception:  # never seen: `encode_report` does not raise
+            log.exception("report_commit_failed", claims=len(results))
+            for result in results:
+                self._forget(result.claim)  # left in processing/: taken up at the next start
+            return
+        finally:
+            if self._attempts is not None:
+                self._attempts.unmark("writer")
+        for one in finished:
+            self._finished(one)
+
     def _finished(self, finished: Finished) -> None:
-        """Count and log a reported claim, and free its slot."""
-        with self._health_lock:  # the worker threads and the writer all report here
-            if finished.write_error is None:
-                self._write_failures = 0
-            else:
-                self._write_failures += 1
-        if finished.write_error is not None:
-            log.error("report_write_failed", scan=finished.scan_id, error=finished.write_error)
-            self._forget(finished.claim)  # the file stays in processing/: retaken at restart
+        """Count and log a reported claim, and free its slot; storage trouble holds it instead."""
+        gone = finished.outcome_error is not None and not os.path.lexists(finished.claim.path)
+        if gone and finished.write_error is None:  # removed by someone: nothing to retry
+            log.warning("outcome_failed", scan=finished.scan_id, error=finished.outcome_error)
+        elif finished.write_error is not None or finished.outcome_error is not None:
+            doing = (
+                f"writing a report into {self._config.reports}"
+                if finished.write_error is not None
+                else "moving an input to its outcome folder"
+            )
+            error = finished.write_error or finished.outcome_error
+            log.warning(
+                "report_write_failed" if finished.write_error else "outcome_failed",
+                scan=finished.scan_id,
+                error=error,
+                errno=errno_name(finished.errno),
+                note="kept in processing/, scanned again once storage works",
+            )
+            reason = f"{errno_name(finished.errno)} ({error}) {doing}"
+            self.storage.trouble([finished.claim], reason)
             return
         if finished.action == "unknown":
             log.warning("scan_reported_before_worker_died", scan=finished.scan_id)
             self._forget(finished.claim)
             return
-        if finished.outcome_error is not None:
-            log.warning("outcome_failed", scan=finished.scan_id, error=finished.outcome_error)
         self._counters.record(ok=finished.ok)
         self._log_scan(finished)
         self._forget(finished.claim)
+
+    def _requeue(self, claims: list[Claim]) -> None:
+        """Storage is back: scan the held claims again (they kept their slots), take new files.
+
+        A claim set aside by the repeat guard is reported again without a scan.
+        """
+        for claim in claims:
+            aside = self._aside.get(claim.claim_id + "/" + claim.name)
+            if aside is not None:
+                self._results.put(aside)
+            else:
+                self._claims.put(claim)
+        self.on_room()
 
     def _log_scan(self, finished: Finished) -> None:
         timing = finished.timing or {}
@@ -273,9 +386,9 @@ class Pipeline:
                 status="ok",
                 label=finished.label,
                 probability=round(finished.probability or 0.0, 4),
-                latency_ms=round(timing["total_ms"], 1),
-                decode_ms=round(timing["decode_ms"], 1),
-                infer_ms=round(timing["infer_ms"], 2),
+                latency_ms=round(timing.get("total_ms") or 0.0, 1),
+                decode_ms=round(timing.get("decode_ms") or 0.0, 1),
+                infer_ms=round(timing.get("infer_ms") or 0.0, 2),
                 input=finished.action,
             )
         else:
@@ -285,11 +398,15 @@ class Pipeline:
                 status="error",
                 code=finished.failure.code,
                 message=finished.failure.message,
-                latency_ms=round(timing["total_ms"], 1),
+                latency_ms=round(timing.get("total_ms") or 0.0, 1),
                 input=finished.action,
             )
 
     def _forget(self, claim: Claim) -> None:
+        if self._attempts is not None:
+            self._attempts.forget(claim)
+        if self._aside:
+            self._aside.pop(claim.claim_id + "/" + claim.name, None)
         with self._open_lock:
             self._open.pop(claim.claim_id + "/" + claim.name, None)
             if not self._open:
@@ -299,10 +416,20 @@ class Pipeline:
 
     # -- health and shutdown ------------------------------------------------------------------
 
+    def dead_stages(self) -> list[str]:
+        """The names of the stage threads that have ended (none while the pipeline runs).
+
+        Storage trouble is not in it: that is the storage guard's degraded state.
+        """
+        threads = (*self._workers, self._writer)
+        dead = [t.name for t in threads if not t.is_alive()]
+        if not self.storage.alive:
+            dead.append("infarctwatch-storage")
+        return dead
+
     def healthy(self) -> bool:
-        """Every stage thread alive, and reports can be written."""
-        alive = all(t.is_alive() for t in (*self._workers, self._writer))
-        return alive and self._write_failures < _WRITE_FAILURES_UNHEALTHY
+        """Every stage thread alive."""
+        return not self.dead_stages()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no claim is pending; False at the timeout."""
@@ -318,9 +445,10 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         while not self._idle.is_set() and not force.is_set():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            if remaining <= 0 or (self.storage.degraded and self.pending <= self.storage.held):
+                break  # what is left waits for storage: it stays in processing/
             self._idle.wait(min(remaining, 0.1))
+        self.storage.close()
         with contextlib.suppress(queue.Empty):  # not started yet: leave them in processing/
             while True:
                 self._claims.get_nowait()
@@ -330,6 +458,8 @@ class Pipeline:
             worker.join(timeout=None if self._idle.is_set() else 5.0)
         self._results.put(_STOP)
         self._writer.join(timeout=30.0)
+        if self._attempts is not None:
+            self._attempts.close()
         with self._open_lock:
             return list(self._open.values())
 

@@ -11,24 +11,40 @@ file name the sender chose (``source.name``), as the site's own reference to the
 
 ``schema_version`` is ``MAJOR.MINOR``: a reader written for 1.x reads any 1.y (fields are only
 ever added within a major version).
+
+**File names are bytes.** A POSIX name is any sequence of bytes but ``/`` and NUL; Python holds the
+bytes that are not UTF-8 as lone surrogates (``surrogateescape``), which JSON cannot carry.
+``source.name`` is the name as UTF-8 text with each undecodable byte written ``%XX`` (upper-case
+hex), and ``source.name_base64`` then holds the exact raw bytes (base64); it is ``null`` when the
+name is valid UTF-8 (``name`` is then the name itself, a ``%`` included). Every other string in a
+report (an error message quoting a path, say) gets the same escape.
+
+**A report is always written.** A bug while building one (`build_report` raising) becomes that
+scan's ``INTERNAL_ERROR`` report, built by `internal_error_report` from the claim alone, so one
+file can never take the worker or the writer down.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import os
+import re
 import time
+import traceback
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from daemon import DISCLAIMER
+from daemon.errors import InternalError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from daemon.jobs import ModelInfo, ScanResult, Source
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 GENERATOR = "infarctwatch"
 
 
@@ -42,6 +58,50 @@ def _version() -> str:
 VERSION = _version()
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def raw_name(name: str) -> bytes:
+    """The bytes of a file name as the file system holds them (`os.fsencode`)."""
+    try:
+        return os.fsencode(name)
+    except UnicodeEncodeError:  # a surrogate no file system produced: keep what can be kept
+        return name.encode("utf-8", "surrogatepass")
+
+
+def text_of(value: str) -> str:
+    """``value`` as valid Unicode.
+
+    Each undecodable byte (a ``surrogateescape`` surrogate) becomes ``%XX``, any other lone
+    surrogate U+FFFD.
+    """
+    if not _SURROGATE.search(value):
+        return value
+    value = _UNDECODABLE.sub(lambda m: f"%{ord(m[0]) - 0xDC00:02X}", value)
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def name_fields(name: str) -> tuple[str, str | None]:
+    """``source.name`` and ``source.name_base64`` (``None`` when the name is valid UTF-8)."""
+    raw = raw_name(name)
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return text_of(raw.decode("utf-8", "surrogateescape")), base64.b64encode(raw).decode()
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with every string made valid Unicode (`text_of`), recursively."""
+    if isinstance(value, str):
+        return text_of(value)
+    if isinstance(value, dict):
+        return {text_of(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -52,8 +112,10 @@ def _ms(value: float | None) -> float | None:
 
 def _source(source: Source) -> dict[str, Any]:
     dicom = source.dicom
+    name, name_base64 = name_fields(source.name)
     return {
-        "name": source.name,
+        "name": name,
+        "name_base64": name_base64,
         "sha256": source.sha256,
         "bytes": source.bytes,
         "format": source.format,
@@ -132,8 +194,71 @@ def report_path(folder: Path, result: ScanResult) -> Path:
     return folder / f"{result.scan_id}.json"
 
 
+def internal_error_report(result: ScanResult, message: str) -> dict[str, Any]:
+    """An ``INTERNAL_ERROR`` report of ``result`` that needs nothing but the claim and the model.
+
+    What `encode_report` writes when building the real report failed: the scan still gets its
+    report (under the same id), the bug its message.
+    """
+    model, claim = result.model, result.claim
+    name, name_base64 = name_fields(claim.name)
+    sha256 = result.source.sha256
+    report: dict[str, Any] = _clean(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "id": result.scan_id,
+            "status": "error",
+            "source": {
+                "name": name,
+                "name_base64": name_base64,
+                "sha256": sha256 if isinstance(sha256, str) else None,
+                "bytes": result.source.bytes if isinstance(result.source.bytes, int) else None,
+                "format": None,
+                "width": None,
+                "height": None,
+                "bits": None,
+                "dicom": None,
+            },
+            "model": _model(model),
+            "device": {"requested": model.device_requested, "used": model.device_used},
+            "prediction": None,
+            "error": {"code": InternalError.code, "message": message},
+            "timing": {
+                "received_at": _iso(claim.received_at),
+                "reported_at": _iso(dt.datetime.now(dt.UTC)),
+                "decode_ms": None,
+                "infer_ms": None,
+                "total_ms": _ms(max(0.0, time.monotonic() - claim.received_monotonic) * 1000.0),
+            },
+            "generator": {"name": GENERATOR, "version": VERSION},
+            "disclaimer": DISCLAIMER,
+        }
+    )
+    return report
+
+
+def _dumps(report: dict[str, Any]) -> bytes:
+    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n"
+
+
 def encode_report(result: ScanResult, top_k: int) -> tuple[dict[str, Any], bytes]:
-    """The report of ``result`` and its file content (indented UTF-8 JSON, newline at the end)."""
-    report = build_report(result, top_k)
-    data = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    return report, data + b"\n"
+    """The report of ``result`` and its file content (indented UTF-8 JSON, newline at the end).
+
+    Never raises for one scan's sake: a report that cannot be built or encoded becomes the
+    scan's `internal_error_report`.
+    """
+    try:
+        report = build_report(result, top_k)
+        try:
+            return report, _dumps(report)
+        except UnicodeEncodeError:  # a lone surrogate in some text (a path in a message): escape
+            report = _clean(report)
+            return report, _dumps(report)
+    except Exception as exc:  # noqa: BLE001 - one scan's bug is that scan's error report
+        message = f"unexpected {type(exc).__name__} while building the report: {exc}"
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            last = frames[-1]
+            message += f" (at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"  # noqa: PTH119
+        report = internal_error_report(result, message)
+        return report, _dumps(report)

@@ -3,7 +3,8 @@
 Only what an entry point does: parse flags, load and validate the configuration, configure
 logging and the allocator (`daemon.memory`) once for the process, install the signal handlers,
 run the service and turn the outcome into an exit code (0 stopped cleanly, 1 a stage died,
-2 configuration / bundle / start-up error, 130 forced by a second Ctrl-C).
+2 configuration / lock / bundle / start-up error, 130 forced by a second Ctrl-C). Folders that are
+missing or unwritable at start are waited for, not an exit (`daemon.service`).
 """
 
 from __future__ import annotations
@@ -95,5 +96,7 @@ def main(argv: list[str]) -> int:
         ) as exc:
             failure = exc
     log.error("startup_failed", error=type(failure).__name__)
+    if not isinstance(failure, AlreadyRunningError):  # never overwrite the other daemon's status
+        service.record_failure(EXIT_STARTUP, f"{type(failure).__name__}: {failure}")
     print(f"infarctwatch run: {failure}", file=sys.stderr)
     return EXIT_STARTUP

@@ -203,25 +203,33 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
     for result, (report, _), error in zip(results, encoded, errors, strict=True):
         if error is not None:
             message = error.strerror or str(error)
-            finished.append(Finished(result.claim, result.scan_id, write_error=message))
+            finished.append(
+                Finished(result.claim, result.scan_id, write_error=message, errno=error.errno)
+            )
             continue
-        outcome_error = None
+        outcome_error, code = None, None
+        failure = result.failure
+        if failure is None and report["status"] != "ok":  # a bug while building the report
+            failure = Failure(report["error"]["code"], report["error"]["message"])
         try:
-            action = setup.area.finish(result.claim, ok=result.ok, sha256=result.source.sha256)
+            action = setup.area.finish(
+                result.claim, ok=failure is None, sha256=result.source.sha256
+            )
         except OSError as exc:
-            action = "left"  # stays in processing/, reported again (same report) at restart
-            outcome_error = exc.strerror or str(exc)
-        prediction = result.prediction
+            action = "left"  # stays in processing/: scanned again once storage is back
+            outcome_error, code = exc.strerror or str(exc), exc.errno
+        prediction = result.prediction if failure is None else None
         finished.append(
             Finished(
                 result.claim,
                 result.scan_id,
                 label=None if prediction is None else prediction.label,
                 probability=None if prediction is None else prediction.probability,
-                failure=result.failure,
+                failure=failure,
                 timing=report["timing"],
                 action=action,
                 outcome_error=outcome_error,
+                errno=code,
             )
         )
     return finished

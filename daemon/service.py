@@ -2,17 +2,27 @@
 
 Start-up, in order, each failure stopping the service before it touches a scan:
 
-1. preflight: every folder exists (created if missing) and is writable, the public key (if any)
-   is readable, inotify is available; all problems are reported together (`ConfigError`);
-2. locks on the claim area and the work folder (`AlreadyRunningError`);
+1. preflight: the public key (if any) is readable, inotify is available; all problems are
+   reported together (`ConfigError`). Then every folder exists (created if missing) and is
+   writable: a folder that is not (a share not mounted yet, a full or read-only disk) is **waited
+   for**, with one ``folder_unavailable`` line naming its key and path, a retry after 1 s, 2, 4...
+   at most 30 s apart, the ``waiting`` state in the status file and ``STATUS=`` (and ``READY=1``
+   so systemd's start timeout does not kill a daemon that waits), until it works or a stop is
+   asked for;
+2. the daemon's umask (``service.umask``), then locks on the claim area and the work folder
+   (`AlreadyRunningError`);
 3. the bundle is verified (sha256 of every file; signature policy) and compiled (`BundleError`,
    `EngineError`), while the decode worker processes start (`DecoderStartError`);
-4. the pipeline and the watcher start; leftovers in processing/ are taken up first; the model
+4. the pipeline and the watcher start; leftovers in processing/ are taken up first, after the
+   repeat guard (`daemon.attempts`) has counted the deaths of the previous run (a claim that
+   reached ``limits.max_attempts`` is reported ``REPEATED_CRASH`` instead); the model
    reloader (`daemon.reload`) and, when configured, the model inbox (`daemon.inbox`) start; then
    ``READY=1``.
 
 The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
-thread is alive), passes SIGHUP on to the reloader, and waits for `Shutdown.stop`. Stopping:
+thread is alive; storage trouble is a state, ``degraded``, during which the watchdog is still
+fed), passes SIGHUP on to the reloader, and waits for `Shutdown.stop`. A stage thread that ends
+stops the service with exit code 1 and the final status ``failed`` naming it. Stopping:
 ``STOPPING=1``, stop watching (incoming, inbox, models folder), let pending scans finish for up to
 ``service.drain_timeout_s`` (`Shutdown.force` cuts it short), log what was abandoned (it stays in
 processing/ for the next start), write the final status.
@@ -29,12 +39,20 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from daemon.attempts import AttemptLog, TakeUp
 from daemon.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
 from daemon.claim import ClaimArea
 from daemon.decode import DecodeLimits
 from daemon.decode_workers import DecodeWorker, close_workers, start_workers
 from daemon.engine import Engine, EngineHolder
-from daemon.errors import BundleError, ConfigError, KeyFileError, SignatureError
+from daemon.errors import (
+    AlreadyRunningError,
+    BundleError,
+    ConfigError,
+    KeyFileError,
+    RepeatedCrashError,
+    SignatureError,
+)
 from daemon.files import (
     NETWORK_FILESYSTEMS,
     filesystem_type,
@@ -44,6 +62,7 @@ from daemon.files import (
 )
 from daemon.inbox import ModelInbox
 from daemon.intake import IntakeRules
+from daemon.jobs import Failure
 from daemon.pipeline import Pipeline
 from daemon.reload import ModelReloader
 from daemon.report import VERSION
@@ -57,6 +76,7 @@ from daemon.status import (
     utc_now,
     write_status,
 )
+from daemon.storage import FIRST_RETRY_S, MAX_RETRY_S
 from daemon.watch import Watcher
 
 if TYPE_CHECKING:
@@ -65,7 +85,7 @@ if TYPE_CHECKING:
 
     from daemon.bundle import Bundle
     from daemon.config import DaemonConfig
-    from daemon.jobs import ModelInfo
+    from daemon.jobs import Claim, ModelInfo
     from daemon.signals import Shutdown
 
 log = structlog.get_logger("infarctwatch.service")
@@ -75,11 +95,31 @@ EXIT_FAILED = 1
 EXIT_FORCED = 130
 
 
-def preflight(config: DaemonConfig, area: ClaimArea) -> None:
-    """Check (and create) every folder, the public key and the watch mode; all problems at once.
+def preflight(config: DaemonConfig) -> None:
+    """Check the public key and the watch mode; all problems at once (folders: `folder_problems`).
 
     Raises:
         ConfigError: listing every problem with the key it comes from.
+    """
+    problems: list[str] = []
+    if config.model.public_key is not None:
+        try:
+            load_public_key(config.model.public_key)
+        except KeyFileError as exc:
+            problems.append(f"At 'model.public_key': {exc}")
+    if config.watch.mode == "inotify":
+        try:
+            from watchdog.observers.inotify import InotifyObserver  # noqa: F401, PLC0415
+        except ImportError:
+            problems.append("At 'watch.mode': inotify is not available here; use polling")
+    if problems:
+        raise ConfigError(problems)
+
+
+def folder_problems(config: DaemonConfig, area: ClaimArea) -> list[tuple[str, Path, str]]:
+    """Create every folder the daemon writes into and prove it writable.
+
+    Returns ``(config key, folder, problem)`` for each one that is not (one entry per problem).
     """
     folders: list[tuple[str, Path]] = [
         ("incoming", config.incoming),
@@ -93,23 +133,14 @@ def preflight(config: DaemonConfig, area: ClaimArea) -> None:
         folders.append(("inference.cache_dir", config.inference.cache_dir))
     if config.model.inbox is not None:
         folders.append(("model.inbox", config.model.inbox))
-    problems: list[str] = []
+    problems: list[tuple[str, Path, str]] = []
     for key, folder in folders:
+        if any(bad == folder or bad in folder.parents for _, bad, _ in problems):
+            continue  # inside a folder already named: one line for both
         problem = folder_problem(folder)
-        if problem and not any(problem in p for p in problems):
-            problems.append(f"At '{key}': {problem}")
-    if config.model.public_key is not None:
-        try:
-            load_public_key(config.model.public_key)
-        except KeyFileError as exc:
-            problems.append(f"At 'model.public_key': {exc}")
-    if config.watch.mode == "inotify":
-        try:
-            from watchdog.observers.inotify import InotifyObserver  # noqa: F401, PLC0415
-        except ImportError:
-            problems.append("At 'watch.mode': inotify is not available here; use polling")
-    if problems:
-        raise ConfigError(problems)
+        if problem:
+            problems.append((key, folder, problem))
+    return problems
 
 
 def load_verified_bundle(config: DaemonConfig) -> tuple[Bundle, str]:
@@ -157,6 +188,27 @@ class Service:
         """Installs archives dropped into ``model.inbox`` (when configured, not with ``once``)."""
         self._started = time.monotonic()
         self._state = "starting"
+        self._exit_code: int | None = None
+        self._last_error: dict[str, str | None] | None = None
+        self._waiting_for: list[str] = []
+        self._storage_reason: str | None = None
+        self._status_error: str | None = None
+
+    def note_error(self, message: str) -> None:
+        """Remember ``message`` as the last error (the status file's ``last_error``)."""
+        self._last_error = {"at": iso(utc_now()), "message": message}
+
+    def record_failure(self, code: int, message: str) -> None:
+        """A start-up failure: a final ``failed`` status with the exit code.
+
+        Best effort: the status folder may be the problem.
+        """
+        self._state, self._exit_code = "failed", code
+        self.note_error(message)
+        document = self._status_document({}, None, None, 0)
+        if self.config.status_path.parent.is_dir():
+            with contextlib.suppress(OSError):
+                write_status(self.config.status_path, document)
 
     def run(self, shutdown: Shutdown) -> int:
         """Start, serve until ``shutdown.stop`` (or, with ``once``, until the folder is done).
@@ -167,7 +219,72 @@ class Service:
             ConfigError, AlreadyRunningError, BundleError, EngineError: start-up failed.
         """
         config = self.config
-        preflight(config, self.area)
+        preflight(config)
+        previous_umask = os.umask(config.service.umask_bits)  # inherited by the workers
+        try:
+            if not self._wait_for_folders(shutdown):
+                self._state = "stopped"
+                return EXIT_OK
+            return self._start(shutdown)
+        except AlreadyRunningError:
+            raise
+        except BaseException as exc:
+            if self._state not in ("stopped", "failed"):
+                self.record_failure(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            os.umask(previous_umask)
+
+    def _wait_for_folders(self, shutdown: Shutdown) -> bool:
+        """Wait until every folder is usable (`folder_problems`); False when asked to stop."""
+        delay, next_check = FIRST_RETRY_S, 0.0
+        watchdog = self.notifier.watchdog_interval_s
+        next_watchdog, waited_since = 0.0, time.monotonic()
+        reported: list[tuple[str, Path, str]] | None = None
+        while True:
+            now = time.monotonic()
+            if now >= next_check:
+                problems = folder_problems(self.config, self.area)
+                if not problems:
+                    break
+                if problems != reported:
+                    self._report_waiting(problems)
+                    reported = problems
+                next_check, delay = now + delay, min(delay * 2, MAX_RETRY_S)
+            if watchdog is not None and now >= next_watchdog:
+                self.notifier.watchdog()
+                next_watchdog = now + watchdog
+            if shutdown.stop.wait(min(1.0, watchdog or 1.0)):
+                log.info("stopped_while_waiting", waiting_for=self._waiting_for)
+                return False
+        if reported is not None:
+            log.info("folders_available", waited_s=round(time.monotonic() - waited_since, 1))
+            self._waiting_for = []
+            self._state = "starting"
+        return True
+
+    def _report_waiting(self, problems: list[tuple[str, Path, str]]) -> None:
+        """Log, notify and (where it can) write the status of a wait for folders."""
+        for key, folder, problem in problems:
+            log.error(
+                "folder_unavailable",
+                key=key,
+                path=str(folder),
+                problem=problem,
+                note="waiting for it: retried after 1 s, 2 s, 4 s... at most 30 s apart",
+            )
+        self._state = "waiting"
+        self._waiting_for = [f"At '{key}': {problem}" for key, _, problem in problems]
+        self.note_error("; ".join(self._waiting_for))
+        line = "waiting for folders: " + "; ".join(self._waiting_for)
+        self.notifier.ready(line)  # started: the wait is the service's to do, not systemd's
+        self.notifier.status(line)
+        with contextlib.suppress(OSError):
+            if self.config.status_path.parent.is_dir():
+                write_status(self.config.status_path, self._status_document({}, None, None, 0))
+
+    def _start(self, shutdown: Shutdown) -> int:
+        config = self.config
         with contextlib.ExitStack() as stack:
             stack.enter_context(hold_lock(self.area.root / "lock", "this incoming folder"))
             stack.enter_context(hold_lock(config.work / "lock", "this work folder"))
@@ -196,17 +313,23 @@ class Service:
         decoders: list[DecodeWorker],
     ) -> int:
         config = self.config
-        pipeline = Pipeline(config, holder, self.area, self.counters, decoders)
+        attempts = AttemptLog(config.work, self.area.processing, config.limits.max_attempts)
+        pipeline = Pipeline(config, holder, self.area, self.counters, decoders, attempts=attempts)
         rules = IntakeRules(config.incoming, config.watch.recursive, config.watch.ignore_suffixes)
 
         # Listed now, before the watcher can claim anything: a file claimed by its first event
-        # must not be taken for a leftover of the previous run as well.
-        leftovers = self.area.recover()
+        # must not be taken for a leftover of the previous run as well. The deaths of the previous
+        # run are counted durably before any leftover is taken up again.
+        taken_up = _take_up(attempts, self.area.recover())
 
         def recover(stop: threading.Event) -> None:
-            if leftovers:
-                log.info("resuming", claims=len(leftovers))
-            pipeline.resume(leftovers, stop)
+            if taken_up.set_aside:
+                limit = config.limits.max_attempts
+                aside = [(claim, _repeated_crash(n, limit)) for claim, n in taken_up.set_aside]
+                pipeline.set_aside(aside, stop)
+            if taken_up.resume:
+                log.info("resuming", claims=len(taken_up.resume), suspects=len(taken_up.suspects))
+            pipeline.resume(taken_up.resume, stop)
 
         watcher = Watcher(
             config.watch, rules, pipeline.offer, once=self.once, before_first_scan=recover
@@ -226,7 +349,12 @@ class Service:
             if self.inbox is not None:
                 self.inbox.__enter__()
             code = self._loop(shutdown, pipeline, watcher, holder)
+        except BaseException as exc:
+            code = EXIT_FAILED
+            self.note_error(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
+            self._exit_code = code
             self._shut_down(shutdown, pipeline, watcher, holder)
         if shutdown.force.is_set():
             return EXIT_FORCED
@@ -252,10 +380,16 @@ class Service:
                 claims=[c.claim_id for c in abandoned],
                 note="left in processing/, taken up again at the next start",
             )
-        self._state = "stopped"
+        failed = self._exit_code not in (None, EXIT_OK)
+        self._state = "failed" if failed else "stopped"
         self._write_status(pipeline, watcher, holder.current.info)
         snapshot = self.counters.snapshot()
-        log.info("stopped", processed=snapshot.processed, failed=snapshot.failed)
+        log.info(
+            "stopped",
+            processed=snapshot.processed,
+            failed=snapshot.failed,
+            exit_code=self._exit_code,
+        )
 
     def _announce(self, info: ModelInfo, requests: int, signature: str) -> None:
         config = self.config
@@ -288,13 +422,27 @@ class Service:
             once=self.once,
         )
 
-    def _healthy(self, pipeline: Pipeline, watcher: Watcher) -> bool:
-        return (
-            pipeline.healthy()
-            and watcher.alive
-            and (self.reloader is None or self.reloader.alive)
-            and (self.inbox is None or self.inbox.alive)
-        )
+    def _dead_stages(self, pipeline: Pipeline, watcher: Watcher) -> list[str]:
+        """The stage threads that have ended (each stage's own thread names)."""
+        dead = pipeline.dead_stages()
+        if not watcher.alive:
+            dead.append("watcher")
+        if self.reloader is not None and not self.reloader.alive:
+            dead.append("model reloader")
+        if self.inbox is not None and not self.inbox.alive:
+            dead.append("model inbox")
+        return dead
+
+    def _track_storage(self, pipeline: Pipeline) -> None:
+        """Follow the storage guard: the state, and the reason as the last error."""
+        storage = pipeline.storage.snapshot()
+        if storage.degraded:
+            self._state = "degraded"
+            if storage.reason != self._storage_reason:
+                self._storage_reason = storage.reason
+                self.note_error(f"storage: {storage.reason}")
+        elif self._state == "degraded":
+            self._state, self._storage_reason = "running", None
 
     def _loop(
         self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: EngineHolder
@@ -311,9 +459,12 @@ class Service:
             if self.once and watcher.finished.is_set() and pipeline.pending == 0:
                 log.info("once_done")
                 return EXIT_OK
-            if not self._healthy(pipeline, watcher):
-                log.error("stage_died", note="a pipeline thread is gone; stopping")
+            dead = self._dead_stages(pipeline, watcher)
+            if dead:
+                log.error("stage_died", stages=dead, note="a stage thread has ended; stopping")
+                self.note_error(f"stage thread(s) ended: {', '.join(dead)}")
                 return EXIT_FAILED
+            self._track_storage(pipeline)
             if shutdown.reload.is_set():
                 shutdown.reload.clear()
                 log.info("reload_requested", signal="SIGHUP", once=self.once)
@@ -341,6 +492,7 @@ class Service:
             self.counters.snapshot(),
             self.reloader.snapshot() if self.reloader is not None else None,
             self.inbox.snapshot() if self.inbox is not None else None,
+            self._state,
         )
 
     def _status_line(self, pipeline: Pipeline, info: ModelInfo) -> str:
@@ -353,15 +505,37 @@ class Service:
         error = self.reloader.snapshot().error if self.reloader is not None else None
         if error is not None:
             line += f"; reload of {error.version} FAILED"
+        if self._state == "degraded" and self._storage_reason:
+            held = pipeline.storage.held
+            line = f"degraded: storage: {self._storage_reason}; {held} claim(s) held; " + line
         return line
 
     def _write_status(self, pipeline: Pipeline, watcher: Watcher, info: ModelInfo) -> None:
-        snap = self.counters.snapshot()
         model = _model_status(info)
         if self.reloader is not None:  # the model and its reload state from one snapshot
             reload = self.reloader.snapshot()
             model = {**_model_status(reload.model), **reload.to_status()}
-        document = {
+        document = self._status_document(model, pipeline, watcher, pipeline.decoder_restarts)
+        try:
+            write_status(self.config.status_path, document)
+        except OSError as exc:
+            if self._status_error is None:  # once per failure, not every 5 s
+                log.warning("status_write_failed", error=exc.strerror or str(exc))
+            self._status_error = exc.strerror or str(exc)
+        else:
+            if self._status_error is not None:
+                log.info("status_written_again", was=self._status_error)
+            self._status_error = None
+
+    def _status_document(
+        self,
+        model: dict[str, Any],
+        pipeline: Pipeline | None,
+        watcher: Watcher | None,
+        restarts: int,
+    ) -> dict[str, Any]:
+        snap = self.counters.snapshot()
+        return {
             "version": 1,
             "state": self._state,
             "pid": os.getpid(),
@@ -371,21 +545,36 @@ class Service:
             "uptime_s": round(time.monotonic() - self._started, 1),
             "processed": snap.processed,
             "failed": snap.failed,
-            "pending": pipeline.pending,
-            "waiting": watcher.waiting,
-            "decoders": {
-                "workers": self.config.pipeline.decode_workers,
-                "restarts": pipeline.decoder_restarts,
-            },
+            "pending": pipeline.pending if pipeline is not None else 0,
+            "waiting": watcher.waiting if watcher is not None else 0,
+            "decoders": {"workers": self.config.pipeline.decode_workers, "restarts": restarts},
             "last_scan_at": iso(snap.last_scan_at),
             "model": model,
             "inbox": self.inbox.snapshot() if self.inbox is not None else None,
+            "storage": pipeline.storage.snapshot().to_status() if pipeline is not None else None,
+            "waiting_for": self._waiting_for,
+            "exit_code": self._exit_code,
+            "last_error": self._last_error,
             "incoming": str(self.config.incoming),
             "reports": str(self.config.reports),
             "watch": self.config.watch.mode,
             "infarctwatch_version": VERSION,
         }
-        try:
-            write_status(self.config.status_path, document)
-        except OSError as exc:
-            log.warning("status_write_failed", error=exc.strerror or str(exc))
+
+
+def _take_up(attempts: AttemptLog, leftovers: list[Claim]) -> TakeUp:
+    """`AttemptLog.take_up`; when the work folder fails since the start-up probe, unguarded."""
+    try:
+        return attempts.take_up(leftovers)
+    except OSError as exc:
+        log.error("attempts_not_recorded", error=exc.strerror or str(exc))  # noqa: TRY400 - said
+        return TakeUp(leftovers, [])
+
+
+def _repeated_crash(count: int, limit: int) -> Failure:
+    """The failure of a claim the repeat guard sets aside."""
+    return Failure(
+        RepeatedCrashError.code,
+        f"the daemon or its worker process died {count} times in a row while this file was being "
+        f"scanned (limits.max_attempts {limit}); set aside without scanning it again",
+    )

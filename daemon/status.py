@@ -6,6 +6,11 @@ A reader decides from it
 whether the daemon is running: the state says so, the pid is alive, and the file is fresh (a
 daemon that stopped updating it for three intervals is hung or gone).
 
+``state``: ``starting``, ``waiting`` (for a folder that is missing or unwritable: ``waiting_for``
+says which), ``running``, ``degraded`` (storage fails: ``storage`` holds the reason, since when,
+the claims held and the next retry), ``stopping``, ``stopped`` (cleanly) or ``failed`` (with
+``exit_code``). ``last_error`` is the last error the daemon met (``at``, ``message``) or null.
+
 Counters: ``processed`` scans got a prediction, ``failed`` scans got an error report; ``pending``
 are claimed and not yet reported (the queue depth); ``waiting`` are seen in incoming/ but not yet
 taken (still being written, or no free slot).
@@ -182,6 +187,23 @@ def _model_lines(model: dict[str, Any], now: dt.datetime) -> list[str]:
     return lines
 
 
+def _trouble_lines(document: dict[str, Any]) -> list[str]:
+    """Storage trouble, folders waited for and the last error, when there are any."""
+    lines = []
+    storage = document.get("storage")
+    if isinstance(storage, dict) and storage.get("state") == "degraded":
+        lines.append(
+            f"  storage      DEGRADED since {storage.get('since', '?')}: "
+            f"{_one_line(storage.get('reason'), 200)}; {storage.get('held', 0):,} claim(s) held "
+            f"in processing/, next retry in {storage.get('retry_in_s', '?')} s"
+        )
+    lines += [f"  waiting for  {_one_line(w, 200)}" for w in document.get("waiting_for") or ()]
+    error = document.get("last_error")
+    if isinstance(error, dict):
+        lines.append(f"  last error   {error.get('at', '?')}: {_one_line(error.get('message'))}")
+    return lines
+
+
 def _decoder_lines(decoders: object) -> list[str]:
     if not isinstance(decoders, dict):
         return []
@@ -212,8 +234,9 @@ def _inbox_lines(inbox: object) -> list[str]:
 def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> tuple[str, int]:
     """Human-readable status and the exit code of ``infarctwatch status``.
 
-    Exit codes follow LSB ``status``: 0 running, 1 the file says running but the daemon is gone
-    or no longer updates it, 3 not running.
+    Exit codes follow LSB ``status``: 0 running (degraded or waiting included: the daemon is up
+    and recovers by itself), 1 failed (it exited with an error, or the file says running but the
+    daemon is gone or no longer updates it), 3 stopped cleanly (or no status file).
     """
     if document is None:
         return f"infarctwatch: not running (no status file at {path})", EXIT_NOT_RUNNING
@@ -223,8 +246,14 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
     age = (now - updated).total_seconds() if updated else float("inf")
     interval = float(document.get("interval_s") or STATUS_INTERVAL_S)
     if state == "stopped":
-        headline = f"infarctwatch: not running (stopped {_ago(age)} ago; last counters below)"
+        headline = f"infarctwatch: not running (stopped cleanly {_ago(age)} ago; counters below)"
         code = EXIT_NOT_RUNNING
+    elif state == "failed":
+        headline = (
+            f"infarctwatch: FAILED: exited with code {document.get('exit_code', '?')} "
+            f"{_ago(age)} ago (last counters below)"
+        )
+        code = EXIT_DEAD
     elif not pid_alive(pid):
         headline = (
             f"infarctwatch: NOT RUNNING: pid {pid} is gone (stale status from {_ago(age)} ago)"
@@ -236,7 +265,8 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
     else:
         started = _parse(document.get("started_at"))
         uptime = _ago((now - started).total_seconds()) if started else "?"
-        headline = f"infarctwatch: {state} (pid {pid}), up {uptime}"
+        shown = state.upper() if state in ("degraded", "waiting") else state
+        headline = f"infarctwatch: {shown} (pid {pid}), up {uptime}"
         code = EXIT_RUNNING
     model = document.get("model") or {}
     last = _parse(document.get("last_scan_at"))
@@ -250,6 +280,7 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
             f"{document.get('waiting', 0):,} waiting in incoming"
         ),
         f"  last scan    {last_text}",
+        *_trouble_lines(document),
         *_decoder_lines(document.get("decoders")),
         *_model_lines(model, now),
         *_inbox_lines(document.get("inbox")),

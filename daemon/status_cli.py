@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +54,18 @@ def main(argv: list[str]) -> int:
         return EXIT_UNKNOWN
     text, code = describe(document, path, utc_now())
     if args.json:
-        print(json.dumps({**(document or {}), "running": code == EXIT_RUNNING}, indent=2))
-    else:
-        print(text)
+        text = json.dumps({**(document or {}), "running": code == EXIT_RUNNING}, indent=2)
+    _print_quietly(text)
     return code
+
+
+def _print_quietly(text: str) -> None:
+    """Print ``text``; a reader that closed the pipe early (``| head -1``) is not an error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it at /dev/null so that flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -178,16 +178,6 @@ class TestRunCommand:
             assert f"At '{key}'" in err
         assert not (tmp_path / "incoming").exists(), "nothing is created for an invalid config"
 
-    def test_unusable_folders_are_reported_together(self, tmp_path, capsys) -> None:
-        """Folders that cannot be created are all named, each with its key; exit code 2."""
-        blocker = tmp_path / "a-file"
-        blocker.write_text("not a folder", encoding="utf-8")
-        path = write_config(tmp_path, reports=str(blocker / "reports"), work=str(blocker / "work"))
-        code = run_cli.main(["--config", str(path)])
-        err = capsys.readouterr().err
-        assert code == 2
-        assert "At 'reports':" in err and "At 'work':" in err
-
     def test_usage_error_returns_2_without_raising(self, capsys) -> None:
         """An unknown flag is a usage error: exit code 2, no SystemExit escapes main()."""
         assert run_cli.main(["--frobnicate"]) == 2
