@@ -8,6 +8,9 @@ Threads and processes::
         decodes, infers, writes the reports (one group commit) and moves the inputs
         (`daemon.scan_worker`); back come one `Finished` per claim: counted, logged, slot freed
     report writer (one thread): the error reports of claims a worker died on or hung on
+    recheck (one thread, `daemon.recheck`): claims found truncated or empty, looked at again
+        after ``watch.grace_s``: changed, put back into incoming (the watcher lets them settle
+        again); unchanged, reported by the report writer
 
 Back-pressure: a claim takes one of ``pipeline.max_pending`` slots and gives it back once its
 report is written. With no free slot `Pipeline.offer` answers `Offer.BUSY` and the file stays in
@@ -34,10 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.decode_stage import Rejected
+from daemon.decode_stage import Rejected, fingerprint
 from daemon.errors import DecoderStartError
 from daemon.intake import Offer
 from daemon.jobs import ScanResult
+from daemon.recheck import Rechecker
 from daemon.scan_worker import ModelChoice, ScanSetup, commit
 
 if TYPE_CHECKING:
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
     from daemon.config import DaemonConfig
     from daemon.decode_workers import DecodeWorker
     from daemon.engine import Engine, EngineHolder
-    from daemon.jobs import Claim, Finished
+    from daemon.jobs import Claim, Finished, ModelInfo
     from daemon.status import Counters
 
 log = structlog.get_logger("infarctwatch.pipeline")
@@ -90,6 +94,11 @@ class Pipeline:
         self._health_lock = threading.Lock()
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
+        self.on_return: Callable[[Path], None] = lambda _path: None
+        """Called before a claim is put back into incoming; the watcher's `expect_return`."""
+        self._recheck: Rechecker[tuple[Rejected, ModelInfo]] = Rechecker(
+            config.watch.grace_s, self._decide
+        )
         self._workers = [
             threading.Thread(
                 target=self._scan_loop,
@@ -109,6 +118,7 @@ class Pipeline:
         """Start the decode workers and the report writer."""
         for thread in (*self._workers, self._writer):
             thread.start()
+        self._recheck.start()
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -192,7 +202,9 @@ class Pipeline:
                 finally:
                     engine.release()
                 for answer in answers:
-                    if isinstance(answer, Rejected):  # the worker died on it: reported from here
+                    if isinstance(answer, Rejected) and answer.fingerprint is not None:
+                        self._recheck.add((answer, engine.info))  # maybe still being written
+                    elif isinstance(answer, Rejected):  # the worker died on it: reported here
                         self._results.put(
                             ScanResult(
                                 answer.claim,
@@ -226,6 +238,31 @@ class Pipeline:
 
     def _model(self) -> ModelChoice:
         return _choice(self._holder.current)
+
+    def _decide(self, item: tuple[Rejected, ModelInfo]) -> None:
+        """A claim found truncated or empty, ``watch.grace_s`` later: put back or report it."""
+        rejected, model = item
+        claim = rejected.claim
+        now = fingerprint(claim.path)
+        if now is not None and now != rejected.fingerprint:
+            self.on_return(self._area.incoming / claim.name)
+            try:
+                self._area.unclaim(claim)
+            except OSError as exc:
+                log.warning("put_back_failed", claim=claim.claim_id, error=exc.strerror or str(exc))
+            else:
+                log.info("put_back", claim=claim.claim_id, code=rejected.failure.code)
+                self._forget(claim)
+                return
+        self._results.put(
+            ScanResult(
+                claim,
+                rejected.source,
+                model,
+                failure=rejected.failure,
+                decode_ms=rejected.decode_ms,
+            )
+        )
 
     # -- reports of scans the workers could not finish -----------------------------------------
 
@@ -301,7 +338,7 @@ class Pipeline:
 
     def healthy(self) -> bool:
         """Every stage thread alive, and reports can be written."""
-        alive = all(t.is_alive() for t in (*self._workers, self._writer))
+        alive = all(t.is_alive() for t in (*self._workers, self._writer)) and self._recheck.alive
         return alive and self._write_failures < _WRITE_FAILURES_UNHEALTHY
 
     def wait_idle(self, timeout: float) -> bool:
@@ -321,6 +358,7 @@ class Pipeline:
             if remaining <= 0:
                 break
             self._idle.wait(min(remaining, 0.1))
+        self._recheck.close()  # claims still waiting for their second look stay in processing/
         with contextlib.suppress(queue.Empty):  # not started yet: leave them in processing/
             while True:
                 self._claims.get_nowait()

@@ -12,7 +12,9 @@ Start-up, in order, each failure stopping the service before it touches a scan:
    ``READY=1``.
 
 The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
-thread is alive), passes SIGHUP on to the reloader, and waits for `Shutdown.stop`. Stopping:
+thread is alive), passes SIGHUP on to the reloader, checks once a second that the folders it owns
+are still the ones it started with (`daemon.folders`: recreated and watched again if not; exit 1
+if that is impossible), and waits for `Shutdown.stop`. Stopping:
 ``STOPPING=1``, stop watching (incoming, inbox, models folder), let pending scans finish for up to
 ``service.drain_timeout_s`` (`Shutdown.force` cuts it short), log what was abandoned (it stays in
 processing/ for the next start), write the final status.
@@ -39,9 +41,9 @@ from daemon.files import (
     NETWORK_FILESYSTEMS,
     filesystem_type,
     folder_problem,
-    hold_lock,
     remove_stale_temporaries,
 )
+from daemon.folders import FolderGuard, FolderLostError
 from daemon.inbox import ModelInbox
 from daemon.intake import IntakeRules
 from daemon.pipeline import Pipeline
@@ -112,6 +114,22 @@ def preflight(config: DaemonConfig, area: ClaimArea) -> None:
         raise ConfigError(problems)
 
 
+def owned_folders(config: DaemonConfig, area: ClaimArea) -> list[tuple[str, Path]]:
+    """The folders the daemon creates and keeps, parents first, each with its config key."""
+    folders: list[tuple[str, Path]] = [
+        ("incoming", config.incoming),
+        ("incoming/.infarctwatch", area.root),
+    ]
+    for folder in area.folders():
+        key = "incoming" if config.incoming in folder.parents else "work"
+        base = config.incoming if key == "incoming" else config.work
+        folders.append((f"{key}/{folder.relative_to(base).as_posix()}", folder))
+    folders += [("reports", config.reports), ("work", config.work)]
+    if config.status_path.parent != config.work:
+        folders.append(("service.status_file", config.status_path.parent))
+    return folders
+
+
 def load_verified_bundle(config: DaemonConfig) -> tuple[Bundle, str]:
     """The bundle ``model.path`` designates, verified, and what its signature check said.
 
@@ -157,6 +175,15 @@ class Service:
         """Installs archives dropped into ``model.inbox`` (when configured, not with ``once``)."""
         self._started = time.monotonic()
         self._state = "starting"
+        self.guard = FolderGuard(
+            owned_folders(config, self.area),
+            [
+                (self.area.root / "lock", "this incoming folder"),
+                (config.work / "lock", "this work folder"),
+            ],
+        )
+        """The folders the daemon owns and their locks; recreated when they vanish."""
+        self._folders_checked = 0.0
 
     def run(self, shutdown: Shutdown) -> int:
         """Start, serve until ``shutdown.stop`` (or, with ``once``, until the folder is done).
@@ -169,8 +196,7 @@ class Service:
         config = self.config
         preflight(config, self.area)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(hold_lock(self.area.root / "lock", "this incoming folder"))
-            stack.enter_context(hold_lock(config.work / "lock", "this work folder"))
+            stack.enter_context(self.guard)  # the locks, and each folder's identity
             for folder in (config.reports, config.work, self.area.root):
                 remove_stale_temporaries(folder)
             bundle, signature = load_verified_bundle(config)
@@ -212,6 +238,7 @@ class Service:
             config.watch, rules, pipeline.offer, once=self.once, before_first_scan=recover
         )
         pipeline.on_room = watcher.room
+        pipeline.on_return = watcher.expect_return
         if not self.once:
             self.reloader = ModelReloader(config, holder, signature)
             if config.model.inbox is not None:
@@ -314,6 +341,8 @@ class Service:
             if not self._healthy(pipeline, watcher):
                 log.error("stage_died", note="a pipeline thread is gone; stopping")
                 return EXIT_FAILED
+            if not self._folders_kept(pipeline, watcher):
+                return EXIT_FAILED
             if shutdown.reload.is_set():
                 shutdown.reload.clear()
                 log.info("reload_requested", signal="SIGHUP", once=self.once)
@@ -335,10 +364,26 @@ class Service:
             shutdown.stop.wait(tick)
         return EXIT_OK
 
+    def _folders_kept(self, pipeline: Pipeline, watcher: Watcher) -> bool:
+        """Once a second: recover the owned folders that vanished; False when impossible."""
+        now = time.monotonic()
+        if now - self._folders_checked < 1.0:
+            return True
+        self._folders_checked = now
+        try:
+            keys = self.guard.check(pipeline.pending)
+        except FolderLostError as exc:
+            log.error("folder_lost", error=str(exc), note="stopping; systemd restarts the service")  # noqa: TRY400 - the message says it all
+            return False
+        if any(key.startswith("incoming") for key in keys):
+            watcher.rewatch()
+        return True
+
     def _change_marker(self) -> tuple[object, ...]:
         """What, when it changes, makes the status file worth rewriting at once."""
         return (
             self.counters.snapshot(),
+            self.guard.to_status()["recoveries"],
             self.reloader.snapshot() if self.reloader is not None else None,
             self.inbox.snapshot() if self.inbox is not None else None,
         )
@@ -373,6 +418,8 @@ class Service:
             "failed": snap.failed,
             "pending": pipeline.pending,
             "waiting": watcher.waiting,
+            "ignored": watcher.ignored.count,
+            "folders": self.guard.to_status(),
             "decoders": {
                 "workers": self.config.pipeline.decode_workers,
                 "restarts": pipeline.decoder_restarts,

@@ -1,0 +1,146 @@
+"""Noticing that a folder the daemon works in was deleted, replaced or unmounted, and recovering.
+
+`FolderGuard` remembers the identity (``st_dev``, ``st_ino``) of each folder the daemon owns: the
+incoming folder, its claim area (``.infarctwatch`` with processing/, done/, failed/), the reports
+folder and the work folder (with its done/, failed/ and the status file's folder). The service
+calls `FolderGuard.check` once a second (and so at every reconciliation scan): a folder that is
+missing or is another folder now (deleted and recreated, or a file system unmounted from under
+it) is
+
+1. created again, with its parents (`daemon.files.folder_problem`: created and proved writable);
+2. locked again when it holds a lock (the claim area's and the work folder's), so two daemons
+   still never share one;
+3. logged at error level (``folder_replaced``, naming each folder by its config key, with the
+   claims in flight) and counted in the status file (``folders``).
+
+The caller then re-establishes the incoming folder's watch (`daemon.watch.Watcher.rewatch`). When
+a folder cannot be created or written to, or another daemon took its lock, `check` raises
+`FolderLostError` and the service exits with code 1, which systemd restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+import structlog
+
+from daemon.errors import AlreadyRunningError
+from daemon.files import folder_problem, hold_lock
+from daemon.status import iso, utc_now
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from pathlib import Path
+
+log = structlog.get_logger("infarctwatch.folders")
+
+_Identity = tuple[int, int] | None
+
+
+class FolderLostError(Exception):
+    """A folder the daemon owns vanished and cannot be made again; the message names it."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One recovery: when, which folders (config keys) and what had happened to them."""
+
+    at: dt.datetime
+    folders: tuple[str, ...]
+    what: tuple[str, ...]
+    """Per folder: ``missing`` (deleted) or ``replaced`` (another folder, or unmounted)."""
+
+
+def _identity(path: Path) -> _Identity:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+class FolderGuard:
+    """The owned folders, their identities and their locks; a context manager for the locks.
+
+    ``folders`` are ``(config key, path)`` pairs, parents before children; ``locks`` are
+    ``(lock file, what it guards)`` pairs, held from `__enter__` to `__exit__`.
+    """
+
+    def __init__(self, folders: list[tuple[str, Path]], locks: list[tuple[Path, str]]) -> None:
+        unique = {path: key for key, path in reversed(folders)}  # the first key of each path
+        self._folders = [(key, path) for path, key in reversed(unique.items())]
+        self._locks = locks
+        self._stack = contextlib.ExitStack()
+        self._identities: dict[Path, _Identity] = {}
+        self._lock = threading.Lock()
+        self._recoveries = 0
+        self._last: Recovery | None = None
+
+    def __enter__(self) -> Self:
+        """Take every lock and remember every folder's identity (call after preflight)."""
+        for path, what in self._locks:
+            self._stack.enter_context(hold_lock(path, what))
+        self._identities = {path: _identity(path) for _, path in self._folders}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def check(self, claims_in_flight: int = 0) -> tuple[str, ...]:
+        """Recover every folder that vanished or was replaced; return their config keys.
+
+        Raises:
+            FolderLostError: a folder cannot be created or written to, or its lock is taken.
+        """
+        changed = [
+            (key, path, "missing" if now is None else "replaced")
+            for key, path in self._folders
+            if (now := _identity(path)) != self._identities.get(path)
+        ]
+        if not changed:
+            return ()
+        for key, path, _ in changed:
+            problem = folder_problem(path)
+            if problem is not None:
+                log.error("folder_lost", folder=key, path=str(path), error=problem)
+                msg = f"the folder '{key}' ({path}) vanished and cannot be made again: {problem}"
+                raise FolderLostError(msg)
+        changed_paths = {path for _, path, _ in changed}
+        for lock, what in self._locks:
+            if lock.parent in changed_paths:
+                try:
+                    self._stack.enter_context(hold_lock(lock, what))
+                except (AlreadyRunningError, OSError) as exc:
+                    raise FolderLostError(str(exc)) from exc
+        self._identities = {path: _identity(path) for _, path in self._folders}
+        keys = tuple(dict.fromkeys(key for key, _, _ in changed))
+        changes = tuple(f"{key}: {why}" for key, _, why in changed)
+        with self._lock:
+            self._recoveries += 1
+            self._last = Recovery(utc_now(), keys, changes)
+        log.error(
+            "folder_replaced",
+            folders=list(keys),
+            changes=list(changes),
+            claims_in_flight=claims_in_flight,
+            note="recreated; files claimed from a vanished folder get an error report",
+        )
+        return keys
+
+    def to_status(self) -> dict[str, Any]:
+        """The ``folders`` field of the status file."""
+        with self._lock:
+            last = self._last
+            return {
+                "recoveries": self._recoveries,
+                "last_recovery": None
+                if last is None
+                else {
+                    "at": iso(last.at),
+                    "folders": list(last.folders),
+                    "changes": list(last.what),
+                },
+            }
