@@ -1,7 +1,8 @@
 """Saying, once per name, that something in incoming is ignored, without saying its name.
 
-The intake never takes dotfiles, names with an ignored suffix, or folders (when not recursive):
-`IgnoredNames` counts each such name once and logs ``ignored_in_incoming`` with the reason and a
+The intake never takes dotfiles, names with an ignored suffix, or folders (when not recursive).
+Each scan (start-up, reconciliation, polling) tells `IgnoredNames` of those it finds; it counts
+each name once and logs ``ignored_in_incoming`` with the reason and a
 short hash of the name (never the name: it may carry a patient's identity), at most
 `LINES_PER_MINUTE` lines a minute; lines held back are counted in the next line's
 ``suppressed``. The count of distinct names since start-up goes into the status file.

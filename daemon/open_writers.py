@@ -35,12 +35,13 @@ class WriterCheck:
     complete: bool
 
 
-def held_for_writing(paths: Iterable[Path], proc: Path = _PROC) -> WriterCheck:
+def held_for_writing(paths: Iterable[Path], proc: Path | None = None) -> WriterCheck:
     """The ``paths`` that a process (this one included) holds open for writing.
 
     Paths are compared as the kernel reports them (absolute, links resolved), so pass paths
     whose folders are resolved already (`resolved_folder`).
     """
+    proc = _PROC if proc is None else proc
     wanted = {str(path): path for path in paths}
     if not wanted:
         return WriterCheck(frozenset(), complete=True)

@@ -95,7 +95,8 @@ class Pipeline:
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
         self.on_return: Callable[[Path], None] = lambda _path: None
-        """Called before a claim is put back into incoming; the watcher's `expect_return`."""
+        """Called when a claim was put back into incoming, with its path; the watcher's
+        `returned`."""
         self._recheck: Rechecker[tuple[Rejected, ModelInfo]] = Rechecker(
             config.watch.grace_s, self._decide
         )
@@ -245,13 +246,13 @@ class Pipeline:
         claim = rejected.claim
         now = fingerprint(claim.path)
         if now is not None and now != rejected.fingerprint:
-            self.on_return(self._area.incoming / claim.name)
             try:
-                self._area.unclaim(claim)
+                path = self._area.unclaim(claim)
             except OSError as exc:
                 log.warning("put_back_failed", claim=claim.claim_id, error=exc.strerror or str(exc))
             else:
                 log.info("put_back", claim=claim.claim_id, code=rejected.failure.code)
+                self.on_return(path)
                 self._forget(claim)
                 return
         self._results.put(

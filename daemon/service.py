@@ -238,7 +238,7 @@ class Service:
             config.watch, rules, pipeline.offer, once=self.once, before_first_scan=recover
         )
         pipeline.on_room = watcher.room
-        pipeline.on_return = watcher.expect_return
+        pipeline.on_return = watcher.returned
         if not self.once:
             self.reloader = ModelReloader(config, holder, signature)
             if config.model.inbox is not None:

@@ -24,8 +24,9 @@ came with a close event, must stay 0 bytes for ``max(watch.stable_s, watch.grace
 placeholder that its writer fills in place later is taken once, complete. A file the pipeline
 puts back (`Watcher.returned`: found truncated or empty, and changed since) settles again.
 
-Names the intake ignores (dotfiles, ignored suffixes, folders when not recursive) are counted
-and logged once each without their name (`daemon.ignored`).
+Names the intake ignores (dotfiles, ignored suffixes, folders when not recursive) that a scan
+finds are counted and logged once each without their name (`daemon.ignored`): a scan, not an
+event, so that the dotfile a careful sender renames into place a moment later is not counted.
 
 Complete files wait in one queue, oldest first (events in arrival order, scanned files by mtime),
 and are offered from its front until the pipeline answers `Offer.BUSY` (``pipeline.max_pending``
@@ -112,14 +113,14 @@ class _Handler(FileSystemEventHandler):
     def on_moved(self, event: FileSystemEvent) -> None:
         if not event.dest_path:
             return  # moved out of the folder
-        if event.is_directory:  # a folder moved in: scan its content (recursive mode)
+        if event.is_directory:  # a folder moved in (recursive mode): scan its content
             self._watcher.folder_arrived(Path(str(event.dest_path)))
         else:
             self._watcher.arrived(Path(str(event.dest_path)))
 
     def on_created(self, event: FileSystemEvent) -> None:
-        # Only folders are subscribed: files written into a new folder before its watch existed
-        # get no close event, so scan it (recursive mode). A created *file* is never acted on.
+        # Only folders are subscribed (recursive mode): files written into a new folder before
+        # its watch existed get no close event, so scan it. A created *file* is never acted on.
         if event.is_directory:
             self._watcher.folder_arrived(Path(str(event.src_path)))
 
@@ -198,6 +199,7 @@ class Watcher:
         """Files put back by the pipeline: their move event settles them instead of taking them."""
         self._writers_partial_logged = False
         self._observer_lock = threading.Lock()
+        self._handler = _Handler(self)
         self._rewatch = threading.Event()
         self._settling: dict[Path, _Seen] = {}
         self._queued: OrderedDict[Path, _Seen] = OrderedDict()
@@ -289,13 +291,14 @@ class Watcher:
             FileClosedEvent,
             FileMovedEvent,
             DirMovedEvent,
-            DirCreatedEvent,
             DirDeletedEvent,
             EventsLostEvent,
         ]
+        if self._config.recursive:
+            filters.append(DirCreatedEvent)
         observer = InotifyObserver(generate_full_events=True)
         observer.schedule(
-            _Handler(self),
+            self._handler,
             str(self._rules.root),
             recursive=self._config.recursive,
             event_filter=filters,
@@ -357,7 +360,6 @@ class Watcher:
     def _wanted(self, path: Path) -> bool:
         """False for an ignored name (told) and for a file put back (it settles again)."""
         if not self._rules.admits(path):
-            self._tell_ignored(path, is_dir=False)
             return False
         if path in self._returned:
             self._returned.discard(path)
@@ -373,16 +375,9 @@ class Watcher:
         return False
 
     def folder_arrived(self, path: Path) -> None:
-        """A folder appeared: scan it (recursive mode), or say it is ignored."""
-        if self._config.recursive and self._rules.admits(path):
+        """A folder appeared (recursive mode): scan, unless it is hidden (our claim area)."""
+        if self._rules.admits(path):
             self.request_scan()
-        else:
-            self._tell_ignored(path, is_dir=True)
-
-    def _tell_ignored(self, path: Path, *, is_dir: bool) -> None:
-        reason = self._rules.ignored_reason(path, is_dir=is_dir)
-        if reason is not None:
-            self.ignored.tell(path, reason)
 
     def events_lost(self) -> None:
         """Inotify dropped events (observer thread): say so once, and scan at once."""
@@ -390,9 +385,14 @@ class Watcher:
             log.warning("inotify_overflow", folder=self.name, note="events lost; scanning")
             self.request_scan()
 
-    def expect_return(self, path: Path) -> None:
-        """The pipeline is about to put ``path`` back: it settles again when it arrives."""
+    def returned(self, path: Path) -> None:
+        """The pipeline put ``path`` back (any thread): it settles again, whatever event follows.
+
+        A hard link (how it is put back) gives no close or move event, so it settles from here;
+        a move event for it (a rename where links are not supported) is not taken as complete.
+        """
         self._returned.add(path)
+        self._settle_again(path)
 
     def _settle_again(self, path: Path) -> None:
         """Make ``path`` settle (again) from now, as a file found by a scan."""
