@@ -15,13 +15,15 @@ it) is
 
 The caller then re-establishes the incoming folder's watch (`daemon.watch.Watcher.rewatch`). When
 a folder cannot be created or written to, or another daemon took its lock, `check` raises
-`FolderLostError` and the service exits with code 1, which systemd restarts.
+`FolderLostError` (after a few attempts over a second: a deletion may still be under way) and the
+service exits with code 1, which systemd restarts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -60,6 +62,19 @@ def _identity(path: Path) -> _Identity:
     except OSError:
         return None
     return (info.st_dev, info.st_ino)
+
+
+_ATTEMPTS = 5
+_PAUSE_S = 0.2
+
+
+def _make_again(path: Path) -> str | None:
+    """`folder_problem`, tried a few times: a deletion may still be under way (``rm -r``)."""
+    for _ in range(_ATTEMPTS - 1):
+        if folder_problem(path) is None:
+            return None
+        time.sleep(_PAUSE_S)
+    return folder_problem(path)
 
 
 class FolderGuard:
@@ -103,7 +118,7 @@ class FolderGuard:
         if not changed:
             return ()
         for key, path, _ in changed:
-            problem = folder_problem(path)
+            problem = _make_again(path)
             if problem is not None:
                 log.error("folder_lost", folder=key, path=str(path), error=problem)
                 msg = f"the folder '{key}' ({path}) vanished and cannot be made again: {problem}"
