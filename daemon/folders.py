@@ -13,7 +13,10 @@ it) is
 3. logged at error level (``folder_replaced``, naming each folder by its config key, with the
    claims in flight) and counted in the status file (``folders``).
 
-The caller then re-establishes the incoming folder's watch (`daemon.watch.Watcher.rewatch`). When
+The identity check is what notices, not watchdog: deleting incoming with the claim area inside
+makes watchdog 7.1.1 report the sub-folder's deletion only, and its emitter lives on, watching
+nothing. The caller then re-establishes the incoming folder's watch
+(`daemon.watch.Watcher.rewatch`). When
 a folder cannot be created or written to, or another daemon took its lock, `check` raises
 `FolderLostError` (after a few attempts over a second: a deletion may still be under way) and the
 service exits with code 1, which systemd restarts.

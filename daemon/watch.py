@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Self
 import structlog
 from watchdog.events import (
     DirCreatedEvent,
-    DirDeletedEvent,
     DirMovedEvent,
     EventsLostEvent,
     FileClosedEvent,
@@ -123,11 +122,6 @@ class _Handler(FileSystemEventHandler):
         # its watch existed get no close event, so scan it. A created *file* is never acted on.
         if event.is_directory:
             self._watcher.folder_arrived(Path(str(event.src_path)))
-
-    def on_deleted(self, event: FileSystemEvent) -> None:
-        # Only folders are subscribed; the watched folder itself going away ends the emitter.
-        if event.is_directory and Path(str(event.src_path)) == self._watcher.root:
-            log.warning("watch_lost", folder=self._watcher.name, note="the folder was deleted")
 
     def on_events_lost(self, event: EventsLostEvent) -> None:  # noqa: ARG002 - one watch only
         self._watcher.events_lost()
@@ -255,7 +249,12 @@ class Watcher:
             self._thread.join()
 
     def rewatch(self) -> None:
-        """The folder was replaced (`daemon.folders`): watch the new one, then scan it (soon)."""
+        """The folder was replaced (`daemon.folders`): watch the new one, then scan it (soon).
+
+        watchdog's own signal cannot be relied on: when the folder is deleted with the claim
+        area inside it, watchdog 7.1.1 reports the sub-folder's deletion but not the watched
+        folder's, and its emitter lives on, watching nothing. The identity check notices.
+        """
         self._rewatch.set()
         self.request_scan()
 
@@ -286,12 +285,14 @@ class Watcher:
         # each claim (a rename out of incoming/) delayed the next file's event by half a second.
         # Unpaired, a rename inside the folder arrives as a move with only a destination, which
         # `_Handler.on_moved` takes as "moved in", and a move out has only a source: ignored.
+        # watchdog 7.1.1 has no parameter for it (each watch builds its grouper from this class
+        # attribute), so it is set for the process: the daemon's other observer (the models
+        # folder, `daemon.reload`) acts on any event alike and needs no pairing either.
         InotifyMoveEventGrouper.delay = 0.0
         filters: list[type[FileSystemEvent]] = [
             FileClosedEvent,
             FileMovedEvent,
             DirMovedEvent,
-            DirDeletedEvent,
             EventsLostEvent,
         ]
         if self._config.recursive:

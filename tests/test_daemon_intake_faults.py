@@ -218,12 +218,33 @@ class TestFoldersComeBack:
         assert _events(log, "folder_replaced")
         print(f"incoming recreated {recreated_s:.2f} s after it was removed")
 
+    def test_a_folder_that_cannot_be_made_again_exits_1_naming_it(self, tmp_path) -> None:
+        config = write_config(tmp_path, watch=_watch())
+        log = tmp_path / "daemon.log"
+        process = spawn("run", "--config", str(config), log=log)
+        try:
+            wait_for(lambda: _events(log, "started"), 60, "the daemon to start")
+            incoming = tmp_path / "incoming"
+            shutil.rmtree(incoming, ignore_errors=True)
+            incoming.write_bytes(b"a file where the folder was")  # no folder can be made there
+            assert process.wait(30) == 1  # systemd restarts on 1 (never on 2)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        lost = _events(log, "folder_lost")
+        assert lost
+        assert lost[0]["level"] == "error"
+        assert "'incoming'" in lost[-1]["error"]
+
     def test_reports_folder_deleted_reports_still_written(self, tmp_path, daemon) -> None:
         _, log = daemon(watch=_watch())
         out = tmp_path / "reports"
         shutil.rmtree(out)
+        dropped = time.monotonic()
         drop(tmp_path / "incoming", "x.png", small_png(8))
         wait_for(lambda: out.exists() and "x.png" in reports(out), 15, "the report")
+        print(f"reports folder deleted: report written {time.monotonic() - dropped:.2f} s after")
         wait_for(lambda: _events(log, "folder_replaced"), 5, "the error line")
         assert not _events(log, "report_write_failed")
 
@@ -273,14 +294,20 @@ class TestOverflow:
             with capture_logs() as logged, Watcher(config, rules, offer) as w:
                 wait_for(lambda: w.waiting == 0, 10)
                 time.sleep(0.3)  # the start-up scan is done
-                (folder / "missed.png").write_bytes(b"x")
-                os.utime(folder / "missed.png", ns=(0, 0))
-                # as if its close event had been lost: no event handler saw it; then the loss
+                outside = tmp_path / "outside.png"
+                outside.write_bytes(b"x")
+                os.utime(outside, ns=(0, 0))
+                os.link(outside, folder / "missed.png")  # a hard link: no close or move event
+                time.sleep(2 * STABLE_S)
+                assert taken == []  # no event took it: only a scan can
+                # as if its events had been lost in an overflow: the loss is reported
+                lost = time.monotonic()
                 w._handler.dispatch(EventsLostEvent(str(folder), is_directory=True))
                 logging.getLogger("watchdog.observers.inotify_c").warning(
                     "Inotify queue overflowed; filesystem events were lost"
                 )
                 wait_for(lambda: taken, 10, "the file found by the scan")
+                print(f"overflow: the missed file taken {time.monotonic() - lost:.2f} s after it")
         finally:
             logging.getLogger("watchdog").removeHandler(other)
         events = [e["event"] for e in logged]
