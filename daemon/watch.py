@@ -359,7 +359,7 @@ class Watcher:
                 self._wakeup.set()
 
     def _wanted(self, path: Path) -> bool:
-        """False for an ignored name (told) and for a file put back (it settles again)."""
+        """False for a name the intake ignores, and for a file put back (it settles again)."""
         if not self._rules.admits(path):
             return False
         if path in self._returned:

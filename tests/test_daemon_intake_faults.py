@@ -227,7 +227,11 @@ class TestFoldersComeBack:
             incoming = tmp_path / "incoming"
             shutil.rmtree(incoming, ignore_errors=True)
             incoming.write_bytes(b"a file where the folder was")  # no folder can be made there
+            blocked = time.monotonic()
             assert process.wait(30) == 1  # systemd restarts on 1 (never on 2)
+            print(
+                f"folder that cannot be made again: exit 1 after {time.monotonic() - blocked:.2f} s"
+            )
         finally:
             if process.poll() is None:
                 process.kill()
