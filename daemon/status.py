@@ -184,8 +184,9 @@ def _intake_lines(document: dict[str, Any]) -> list[str]:
     folders = document.get("folders")
     last = folders.get("last_recovery") if isinstance(folders, dict) else None
     if isinstance(folders, dict) and isinstance(last, dict):
+        count = folders.get("recoveries", 0)
         lines.append(
-            f"  folders      RECREATED {folders.get('recoveries', 0):,} times; last at "
+            f"  folders      RECREATED ({count:,} recover{'y' if count == 1 else 'ies'}); last at "
             f"{last.get('at', '?')}: {_one_line(', '.join(map(str, last.get('changes', []))))}"
         )
     return lines
