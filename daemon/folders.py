@@ -25,6 +25,7 @@ service exits with code 1, which systemd restarts.
 from __future__ import annotations
 
 import contextlib
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -59,25 +60,22 @@ class Recovery:
     """Per folder: ``missing`` (deleted) or ``replaced`` (another folder, or unmounted)."""
 
 
-def _identity(path: Path) -> _Identity:
+_NOT_A_FOLDER = (-1, -1)
+
+
+def _identity(path: Path, *, folder: bool = True) -> _Identity:
+    """``(st_dev, st_ino)``; None when missing; `_NOT_A_FOLDER` for a file in a folder's place."""
     try:
         info = path.stat()
     except OSError:
         return None
+    if folder and not stat.S_ISDIR(info.st_mode):
+        return _NOT_A_FOLDER
     return (info.st_dev, info.st_ino)
 
 
 _ATTEMPTS = 5
 _PAUSE_S = 0.2
-
-
-def _make_again(path: Path) -> str | None:
-    """`folder_problem`, tried a few times: a deletion may still be under way (``rm -r``)."""
-    for _ in range(_ATTEMPTS - 1):
-        if folder_problem(path) is None:
-            return None
-        time.sleep(_PAUSE_S)
-    return folder_problem(path)
 
 
 class FolderGuard:
@@ -90,9 +88,11 @@ class FolderGuard:
     def __init__(self, folders: list[tuple[str, Path]], locks: list[tuple[Path, str]]) -> None:
         unique = {path: key for key, path in reversed(folders)}  # the first key of each path
         self._folders = [(key, path) for path, key in reversed(unique.items())]
+        self._order = {path: index for index, (_, path) in enumerate(self._folders)}
         self._locks = locks
         self._stack = contextlib.ExitStack()
         self._identities: dict[Path, _Identity] = {}
+        self._lock_files: dict[Path, _Identity] = {}
         self._lock = threading.Lock()
         self._recoveries = 0
         self._last: Recovery | None = None
@@ -101,8 +101,12 @@ class FolderGuard:
         """Take every lock and remember every folder's identity (call after preflight)."""
         for path, what in self._locks:
             self._stack.enter_context(hold_lock(path, what))
-        self._identities = {path: _identity(path) for _, path in self._folders}
+        self._remember()
         return self
+
+    def _remember(self) -> None:
+        self._identities = {path: _identity(path) for _, path in self._folders}
+        self._lock_files = {path: _identity(path, folder=False) for path, _ in self._locks}
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
@@ -113,27 +117,22 @@ class FolderGuard:
         Raises:
             FolderLostError: a folder cannot be created or written to, or its lock is taken.
         """
-        changed = [
-            (key, path, "missing" if now is None else "replaced")
-            for key, path in self._folders
-            if (now := _identity(path)) != self._identities.get(path)
-        ]
+        changed = self._changed()
         if not changed:
             return ()
-        for key, path, _ in changed:
-            problem = _make_again(path)
-            if problem is not None:
-                log.error("folder_lost", folder=key, path=str(path), error=problem)
-                msg = f"the folder '{key}' ({path}) vanished and cannot be made again: {problem}"
-                raise FolderLostError(msg)
-        changed_paths = {path for _, path, _ in changed}
-        for lock, what in self._locks:
-            if lock.parent in changed_paths:
-                try:
-                    self._stack.enter_context(hold_lock(lock, what))
-                except (AlreadyRunningError, OSError) as exc:
-                    raise FolderLostError(str(exc)) from exc
-        self._identities = {path: _identity(path) for _, path in self._folders}
+        for attempt in range(_ATTEMPTS):  # a deletion may still be under way (``rm -r``)
+            if attempt:
+                again = {path for _, path, _ in changed}
+                changed += [c for c in self._changed() if c[1] not in again]
+                changed.sort(key=lambda c: self._order[c[1]])
+            try:
+                self._make_again(changed)
+                break
+            except FolderLostError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                time.sleep(_PAUSE_S)
+        self._remember()
         keys = tuple(dict.fromkeys(key for key, _, _ in changed))
         changes = tuple(f"{key}: {why}" for key, _, why in changed)
         with self._lock:
@@ -147,6 +146,52 @@ class FolderGuard:
             note="recreated; files claimed from a vanished folder get an error report",
         )
         return keys
+
+    def _make_again(self, changed: list[tuple[str, Path, str]]) -> None:
+        """Create the changed folders (parents first) and take their locks again.
+
+        A lock taken is remembered at once, so that a second attempt does not take it twice.
+
+        Raises:
+            FolderLostError: naming the folder that cannot be made, or the lock that is taken.
+        """
+        for key, path, _ in changed:
+            problem = folder_problem(path)
+            if problem is not None:
+                msg = f"the folder '{key}' ({path}) vanished and cannot be made again: {problem}"
+                raise FolderLostError(msg)
+        for lock, what in self._locks:
+            now = _identity(lock, folder=False)
+            if now is not None and now == self._lock_files.get(lock):
+                continue  # still (or already again) ours
+            try:
+                self._stack.enter_context(hold_lock(lock, what))
+            except (AlreadyRunningError, OSError) as exc:
+                raise FolderLostError(str(exc)) from exc
+            self._lock_files[lock] = _identity(lock, folder=False)
+
+    def _changed(self) -> list[tuple[str, Path, str]]:
+        """The folders missing or not the ones remembered: ``(key, path, what happened)``.
+
+        A held lock file that is gone or another file marks its folder replaced too: the lock
+        keeps its inode alive, so unlike a folder's inode number, it cannot be reused by a folder
+        made again in its place.
+        """
+        changed = [
+            (key, path, "missing" if now is None else "replaced")
+            for key, path in self._folders
+            if (now := _identity(path)) != self._identities.get(path)
+        ]
+        seen = {path for _, path, _ in changed}
+        for lock in self._locks:
+            lock_path = lock[0]
+            if lock_path.parent in seen or (
+                _identity(lock_path, folder=False) == self._lock_files.get(lock_path)
+            ):
+                continue
+            key = next((k for k, p in self._folders if p == lock_path.parent), "?")
+            changed.append((key, lock_path.parent, "replaced"))
+        return changed
 
     def to_status(self) -> dict[str, Any]:
         """The ``folders`` field of the status file."""

@@ -33,7 +33,9 @@ from structlog.testing import capture_logs
 from watchdog.events import EventsLostEvent
 
 from daemon import open_writers
-from daemon.config import load_config
+from daemon.claim import ClaimArea
+from daemon.config import OutcomeConfig, load_config
+from daemon.ignored import IgnoredNames
 from daemon.intake import IntakeRules, Offer
 from daemon.open_writers import held_for_writing
 from daemon.watch import WatchdogLogBridge, Watcher
@@ -64,7 +66,9 @@ def daemon(tmp_path: Path) -> Iterator[Any]:
     for process in started:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        code = process.wait(60)
+        errors = [e for e in log_events(tmp_path / "daemon.log") if e.get("level") == "error"]
+        assert code == 0, errors
 
 
 def _events(log: Path, name: str) -> list[dict[str, Any]]:
@@ -341,3 +345,32 @@ class TestOpenWriters:
 def test_config_default_grace_is_documented(tmp_path) -> None:
     config = load_config(write_config(tmp_path))
     assert config.watch.grace_s == 5.0
+
+
+class TestIgnoredNamesRateLimit:
+    def test_one_line_per_name_at_most_ten_a_minute_all_counted(self, tmp_path) -> None:
+        names = IgnoredNames("incoming")
+        with capture_logs() as logged:
+            for i in range(15):
+                names.tell(tmp_path / f".secret-{i}.png", "dotfile")
+            names.tell(tmp_path / ".secret-0.png", "dotfile")  # the same name again
+        assert names.count == 15
+        assert len(logged) == 10
+        assert all("secret" not in str(entry) for entry in logged)
+
+
+class TestPutBack:
+    def test_a_claim_put_back_never_replaces_a_file_that_took_its_name(self, tmp_path) -> None:
+        incoming, work = tmp_path / "incoming", tmp_path / "work"
+        incoming.mkdir()
+        area = ClaimArea(incoming, work, OutcomeConfig())
+        area.processing.mkdir(parents=True)
+        (incoming / "scan.png").write_bytes(b"first")
+        claim = area.claim(incoming / "scan.png")
+        assert claim is not None
+        (incoming / "scan.png").write_bytes(b"newcomer")
+        back = area.unclaim(claim)
+        assert back == incoming / "scan~1.png"
+        assert back.read_bytes() == b"first"
+        assert (incoming / "scan.png").read_bytes() == b"newcomer"
+        assert files_under(area.processing) == []
