@@ -5,7 +5,7 @@ incoming folder, its claim area (``.infarctwatch`` with processing/, done/, fail
 folder and the work folder (with its done/, failed/ and the status file's folder). The service
 calls `FolderGuard.check` once a second (and so at every reconciliation scan): a folder that is
 missing or is another folder now (deleted and recreated, or a file system unmounted from under
-it) is
+it), or whose held lock file is gone, is
 
 1. created again, with its parents (`daemon.files.folder_problem`: created and proved writable);
 2. locked again when it holds a lock (the claim area's and the work folder's), so two daemons
@@ -13,18 +13,23 @@ it) is
 3. logged at error level (``folder_replaced``, naming each folder by its config key, with the
    claims in flight) and counted in the status file (``folders``).
 
-The identity check is what notices, not watchdog: deleting incoming with the claim area inside
-makes watchdog 7.1.1 report the sub-folder's deletion only, and its emitter lives on, watching
-nothing. The caller then re-establishes the incoming folder's watch
-(`daemon.watch.Watcher.rewatch`). When
+The caller then re-establishes the incoming folder's watch (`daemon.watch.Watcher.rewatch`). When
 a folder cannot be created or written to, or another daemon took its lock, `check` raises
 `FolderLostError` (after a few attempts over a second: a deletion may still be under way) and the
 service exits with code 1, which systemd restarts.
+
+The identity check is what notices, not watchdog: deleting incoming with the claim area inside
+makes watchdog 7.1.1 report the sub-folder's deletion only, and its emitter lives on, watching
+nothing. The guard holds each folder open (a descriptor) so that a folder deleted and made again
+cannot take its inode number; a plain ``umount`` under a running daemon therefore fails with
+"target is busy" (as it already did for incoming and work, whose lock files are held): stop the
+daemon first, or ``umount -l``, which the check then sees as a replaced folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import stat
 import threading
 import time
@@ -93,6 +98,7 @@ class FolderGuard:
         self._stack = contextlib.ExitStack()
         self._identities: dict[Path, _Identity] = {}
         self._lock_files: dict[Path, _Identity] = {}
+        self._held: list[int] = []
         self._lock = threading.Lock()
         self._recoveries = 0
         self._last: Recovery | None = None
@@ -105,10 +111,25 @@ class FolderGuard:
         return self
 
     def _remember(self) -> None:
+        """Note each folder's identity, and hold it open so that its inode number stays its own.
+
+        A deleted folder's inode number is soon reused by the next one created (a folder made
+        again in its place could look the same); an open descriptor keeps the deleted one alive.
+        """
+        self._close_folders()
+        for _, path in self._folders:
+            with contextlib.suppress(OSError):
+                self._held.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         self._identities = {path: _identity(path) for _, path in self._folders}
         self._lock_files = {path: _identity(path, folder=False) for path, _ in self._locks}
 
+    def _close_folders(self) -> None:
+        for fd in self._held:
+            os.close(fd)
+        self._held.clear()
+
     def __exit__(self, *exc: object) -> None:
+        self._close_folders()
         self._stack.close()
 
     def check(self, claims_in_flight: int = 0) -> tuple[str, ...]:

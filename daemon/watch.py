@@ -44,6 +44,7 @@ first scan found, waits until each is complete and taken, sets `Watcher.finished
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -223,9 +224,11 @@ class Watcher:
 
     def __enter__(self) -> Self:
         if not self._polling and not self._once:
-            self._observer = self._make_observer()
-            logging.getLogger("watchdog").addHandler(self._log_bridge)
-            self._observer.start()  # watch first, then scan: nothing falls in between
+            try:
+                self._observer = self._start_observer()  # watch first, then scan
+            except OSError as exc:  # the folder vanished meanwhile: the scanner tries again
+                log.error("watch_failed", folder=self.name, error=exc.strerror or str(exc))  # noqa: TRY400 - no traceback needed
+                self._rewatch.set()
         self._thread.start()
         return self
 
@@ -269,11 +272,25 @@ class Watcher:
             if self._observer is not None:
                 stop_observer(self._observer, self._log_bridge)
                 self._observer = None
-            observer = self._make_observer()
-            logging.getLogger("watchdog").addHandler(self._log_bridge)
-            observer.start()
-            self._observer = observer
+            self._observer = self._start_observer()
         log.info("watch_restored", folder=self.name)
+
+    def _start_observer(self) -> BaseObserver:
+        """A started observer of ``root``.
+
+        Raises:
+            OSError: the folder cannot be watched (gone); nothing is left running.
+        """
+        observer = self._make_observer()
+        logging.getLogger("watchdog").addHandler(self._log_bridge)
+        try:
+            observer.start()
+        except OSError:
+            logging.getLogger("watchdog").removeHandler(self._log_bridge)
+            with contextlib.suppress(Exception):
+                observer.stop()  # never started: nothing to join
+            raise
+        return observer
 
     def _make_observer(self) -> BaseObserver:
         from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux only

@@ -68,7 +68,7 @@ def daemon(tmp_path: Path) -> Iterator[Any]:
             process.send_signal(signal.SIGTERM)
         code = process.wait(60)
         errors = [e for e in log_events(tmp_path / "daemon.log") if e.get("level") == "error"]
-        assert code == 0, errors
+        assert code == 0, (errors, (tmp_path / "daemon.log").read_text(encoding="utf-8")[-3000:])
 
 
 def _events(log: Path, name: str) -> list[dict[str, Any]]:
