@@ -27,11 +27,16 @@ Outcomes (``outcome.success`` / ``outcome.failure``):
 * ``delete``: removed once the report is durable.
 
 A name already used in a destination by a *different* file gets a ``~N`` suffix; never replaced.
+
+`ClaimArea.unclaim` undoes a claim: the file goes back into incoming under its name (``~N`` when a
+new file took that name meanwhile), for a file found truncated or empty that was still being
+written (`daemon.recheck`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import re
 import secrets
@@ -107,6 +112,37 @@ class ClaimArea:
                 return None
             raise
         return Claim(claim_id, target, name, dt.datetime.now(dt.UTC), time.monotonic())
+
+    def unclaim(self, claim: Claim) -> Path:
+        """Put a claimed file back into incoming; return where it went.
+
+        Never replaces a file: a name taken meanwhile gives ``stem~N.ext``. The move is a hard
+        link then an unlink (atomic, refused when the name exists); where links are not
+        supported, a rename after checking that the name is free.
+
+        Raises:
+            OSError: the file cannot be put back (it stays claimed).
+        """
+        target = self.incoming / claim.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 100_000):
+            try:
+                os.link(claim.path, target, follow_symlinks=False)
+            except FileExistsError:
+                target = target.with_name(f"{Path(claim.name).stem}~{n}{target.suffix}")
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                if os.path.lexists(target):
+                    target = target.with_name(f"{Path(claim.name).stem}~{n}{target.suffix}")
+                    continue
+                claim.path.rename(target)
+            else:
+                claim.path.unlink()
+            self.tidy(claim)
+            return target
+        raise FileExistsError(errno.EEXIST, "no free name left", str(target))
 
     def _place(self, claim_id: str, name: str) -> Path:
         """Where a claim goes: its flat entry, or a new claim folder for a long name."""

@@ -72,6 +72,9 @@ class WatchConfig:
     poll_interval_s: float = field(default=1.0, metadata=_bounds(above=0, maximum=3600))
     stable_s: float = field(default=2.0, metadata=_bounds(0, maximum=3600))
     reconcile_interval_s: float = field(default=60.0, metadata=_bounds(above=0, maximum=86400))
+    grace_s: float = field(default=5.0, metadata=_bounds(0, maximum=3600))
+    """A 0-byte file waits this long unchanged before it is taken; a file found truncated or
+    empty is looked at again after this long, and put back to wait if it changed meanwhile."""
     ignore_suffixes: tuple[str, ...] = (
         ".part",
         ".tmp",

@@ -5,6 +5,10 @@ only a regular file is opened, with ``O_NOFOLLOW | O_NONBLOCK``, then checked ag
 ``fstat`` (the name could have been swapped in between). A file larger than
 ``limits.max_file_bytes`` is refused from its size, without reading it.
 
+A file found truncated or empty (`RECHECK_CODES`) comes back with its *fingerprint*: size, mtime
+and inode as they were before it was read. The daemon looks again after ``watch.grace_s``
+(`daemon.recheck`): a file that changed since was still being written and goes back to wait.
+
 Runs in the decode worker processes (`daemon.decode_workers`), and in the benchmarks.
 """
 
@@ -22,10 +26,12 @@ from pathlib import PurePosixPath
 
 from daemon.decode import DecodeLimits, decode
 from daemon.errors import (
+    EmptyFileError,
     FileTooLargeError,
     NotRegularFileError,
     ReadError,
     ScanError,
+    TruncatedImageError,
 )
 from daemon.jobs import Claim, Decoded, Failure, Source
 from daemon.preprocess import PreprocessSpec, preprocess
@@ -40,6 +46,22 @@ _KINDS = (
 )
 
 
+RECHECK_CODES = frozenset({TruncatedImageError.code, EmptyFileError.code})
+"""Failures that a file still being written also gives: looked at again before reporting."""
+
+Fingerprint = tuple[int, int, int]
+"""``(size, mtime_ns, inode)`` of a file."""
+
+
+def fingerprint(path: os.PathLike[str] | str) -> Fingerprint | None:
+    """The file's ``(size, mtime_ns, inode)`` now (``lstat``), or None when it is gone."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns, info.st_ino)
+
+
 def _kind(mode: int) -> str:
     return next((text for test, text in _KINDS if test(mode)), "not a regular file")
 
@@ -52,6 +74,8 @@ class Rejected:
     source: Source
     failure: Failure
     decode_ms: float
+    fingerprint: Fingerprint | None = None
+    """Set for `RECHECK_CODES`: the file before it was read, to see whether it changes."""
 
 
 class Refused(Exception):  # noqa: N818 - a signal carrying what was learnt before failing
@@ -114,6 +138,7 @@ def decode_claim(
     """
     started = time.perf_counter()
     source = Source(name=claim.name)
+    before = fingerprint(claim.path)
     try:
         data, source = read_claimed(claim, max_bytes)
         image = decode(data, PurePosixPath(claim.name).name, limits)
@@ -132,7 +157,9 @@ def decode_claim(
         error = exc
     else:
         return Decoded(claim, source, tensor, _ms_since(started))
-    return Rejected(claim, source, Failure(error.code, error.message), _ms_since(started))
+    failure = Failure(error.code, error.message)
+    again = before if error.code in RECHECK_CODES else None
+    return Rejected(claim, source, failure, _ms_since(started), again)
 
 
 def configure_decoders() -> None:

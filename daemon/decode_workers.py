@@ -356,7 +356,7 @@ class DecodeWorker:
 
     def _scan_once(
         self, claims: tuple[Claim, ...], model: ModelChoice, setup: ScanSetup
-    ) -> list[Finished] | _Unexpected | bool:
+    ) -> list[Finished | Rejected] | _Unexpected | bool:
         """One request: the answer, an `_Unexpected`, False (none in time) or True (died)."""
         conn = self._send(
             lambda: ScanRequest(

@@ -121,7 +121,7 @@ def write_atomic_group(files: Sequence[tuple[Path, bytes]]) -> list[OSError | No
     staged: list[tuple[int, Path]] = []
     for index, (path, data) in enumerate(files):
         try:
-            staged.append((index, _write_temporary(path, data)))
+            staged.append((index, _stage(path, data)))
         except OSError as exc:
             errors[index] = exc
     if not staged:
@@ -148,6 +148,17 @@ def write_atomic_group(files: Sequence[tuple[Path, bytes]]) -> list[OSError | No
     finally:
         os.close(dir_fd)
     return errors
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    """`_write_temporary`, making the folder again first when it vanished (`daemon.folders`)."""
+    try:
+        return _write_temporary(path, data)
+    except FileNotFoundError:
+        if path.parent.exists():
+            raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_temporary(path, data)
 
 
 def _write_temporary(path: Path, data: bytes) -> Path:

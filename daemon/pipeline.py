@@ -8,6 +8,9 @@ Threads and processes::
         decodes, infers, writes the reports (one group commit) and moves the inputs
         (`daemon.scan_worker`); back come one `Finished` per claim: counted, logged, slot freed
     report writer (one thread): the error reports of claims a worker died on or hung on
+    recheck (one thread, `daemon.recheck`): claims found truncated or empty, looked at again
+        after ``watch.grace_s``: changed, put back into incoming (the watcher lets them settle
+        again); unchanged, reported by the report writer
 
 Back-pressure: a claim takes one of ``pipeline.max_pending`` slots and gives it back once its
 report is written. With no free slot `Pipeline.offer` answers `Offer.BUSY` and the file stays in
@@ -42,10 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.decode_stage import Rejected
+from daemon.decode_stage import Rejected, fingerprint
 from daemon.errors import DecoderStartError, InternalError
 from daemon.intake import Offer
 from daemon.jobs import Failure, ScanResult
+from daemon.recheck import Rechecker
 from daemon.scan_worker import ModelChoice, ScanSetup, commit, source_of
 from daemon.storage import StorageGuard, errno_name
 
@@ -58,7 +62,7 @@ if TYPE_CHECKING:
     from daemon.config import DaemonConfig
     from daemon.decode_workers import DecodeWorker
     from daemon.engine import Engine, EngineHolder
-    from daemon.jobs import Claim, Finished
+    from daemon.jobs import Claim, Finished, ModelInfo
     from daemon.status import Counters
 
 log = structlog.get_logger("infarctwatch.pipeline")
@@ -104,6 +108,12 @@ class Pipeline:
         """Holds claims while reports or outcomes cannot be written; probes; hands them back."""
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
+        self.on_return: Callable[[Path], None] = lambda _path: None
+        """Called when a claim was put back into incoming, with its path; the watcher's
+        `returned`."""
+        self._recheck: Rechecker[tuple[Rejected, ModelInfo]] = Rechecker(
+            config.watch.grace_s, self._decide
+        )
         self._workers = [
             threading.Thread(
                 target=self._scan_loop,
@@ -124,6 +134,7 @@ class Pipeline:
         for thread in (*self._workers, self._writer):
             thread.start()
         self.storage.start()
+        self._recheck.start()
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -239,7 +250,9 @@ class Pipeline:
             finally:
                 engine.release()
             for answer in answers:
-                if isinstance(answer, Rejected):  # the worker died on it: reported from here
+                if isinstance(answer, Rejected) and answer.fingerprint is not None:
+                    self._recheck.add((answer, engine.info))  # maybe still being written
+                elif isinstance(answer, Rejected):  # the worker died on it: reported from here
                     self._results.put(
                         ScanResult(
                             answer.claim,
@@ -301,6 +314,31 @@ class Pipeline:
 
     def _model(self) -> ModelChoice:
         return _choice(self._holder.current)
+
+    def _decide(self, item: tuple[Rejected, ModelInfo]) -> None:
+        """A claim found truncated or empty, ``watch.grace_s`` later: put back or report it."""
+        rejected, model = item
+        claim = rejected.claim
+        now = fingerprint(claim.path)
+        if now is not None and now != rejected.fingerprint:
+            try:
+                path = self._area.unclaim(claim)
+            except OSError as exc:
+                log.warning("put_back_failed", claim=claim.claim_id, error=exc.strerror or str(exc))
+            else:
+                log.info("put_back", claim=claim.claim_id, code=rejected.failure.code)
+                self.on_return(path)
+                self._forget(claim)
+                return
+        self._results.put(
+            ScanResult(
+                claim,
+                rejected.source,
+                model,
+                failure=rejected.failure,
+                decode_ms=rejected.decode_ms,
+            )
+        )
 
     # -- reports of scans the workers could not finish -----------------------------------------
 
@@ -425,6 +463,8 @@ class Pipeline:
         dead = [t.name for t in threads if not t.is_alive()]
         if not self.storage.alive:
             dead.append("infarctwatch-storage")
+        if not self._recheck.alive:
+            dead.append("infarctwatch-recheck")
         return dead
 
     def healthy(self) -> bool:
@@ -448,6 +488,7 @@ class Pipeline:
             if remaining <= 0 or (self.storage.degraded and self.pending <= self.storage.held):
                 break  # what is left waits for storage: it stays in processing/
             self._idle.wait(min(remaining, 0.1))
+        self._recheck.close()  # claims still waiting for their second look stay in processing/
         self.storage.close()
         with contextlib.suppress(queue.Empty):  # not started yet: leave them in processing/
             while True:

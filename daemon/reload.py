@@ -33,6 +33,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    EventsLostEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileMovedEvent,
@@ -168,7 +169,7 @@ class ModelReloader:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="infarctwatch-reload", daemon=True)
         self._observer: BaseObserver | None = None
-        self._log_bridge = WatchdogLogBridge("models", self._stop.is_set, self.request)
+        self._log_bridge = WatchdogLogBridge("models", self._stop.is_set)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -217,6 +218,7 @@ class ModelReloader:
                     DirCreatedEvent,
                     DirMovedEvent,
                     DirDeletedEvent,
+                    EventsLostEvent,  # an inotify overflow: look again (on_any_event)
                 ],
             )
             bridge.addHandler(self._log_bridge)

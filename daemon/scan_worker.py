@@ -96,8 +96,12 @@ class ScanWorker:
         self._model: ModelChoice | None = None
         self._engine: Engine | None = None
 
-    def handle(self, request: ScanRequest) -> list[Finished] | ModelFailed:
-        """Scan a batch (an empty one only loads the model), or say the model cannot be served."""
+    def handle(self, request: ScanRequest) -> list[Finished | Rejected] | ModelFailed:
+        """Scan a batch (an empty one only loads the model), or say the model cannot be served.
+
+        A claim found truncated or empty comes back unreported, as a `Rejected` with its
+        fingerprint: the daemon looks at it again later (`daemon.recheck`).
+        """
         if request.setup is not None:
             self._setup = request.setup
         if request.model is not None and request.model != self._model:
@@ -122,7 +126,9 @@ class ScanWorker:
         self._engine, self._model = engine, model
         return None
 
-    def _scan(self, claims: tuple[Claim, ...], engine: Engine, setup: ScanSetup) -> list[Finished]:
+    def _scan(
+        self, claims: tuple[Claim, ...], engine: Engine, setup: ScanSetup
+    ) -> list[Finished | Rejected]:
         info = engine.info
         results: list[ScanResult | None] = [None] * len(claims)
 
@@ -137,9 +143,12 @@ class ScanWorker:
 
         spec = engine.bundle.preprocess
         decoded: list[Decoded | None] = [None] * len(claims)
+        later: list[Finished | Rejected] = []
         for index, claim in enumerate(claims):
             outcome = self._decode(claim, spec)
-            if isinstance(outcome, Rejected):
+            if isinstance(outcome, Rejected) and outcome.fingerprint is not None:
+                later.append(outcome)  # maybe still being written: the daemon looks again
+            elif isinstance(outcome, Rejected):
                 results[index] = ScanResult(
                     claim,
                     outcome.source,
@@ -162,7 +171,7 @@ class ScanWorker:
         for index, job in enumerate(decoded):
             if results[index] is None and job is not None:  # no callback: never seen, but no loss
                 results[index] = inferred_result(info, job, None, 0.0, "OpenVINO never answered")
-        return commit([r for r in results if r is not None], setup)
+        return [*commit([r for r in results if r is not None], setup), *later]
 
     def _decode(self, claim: Claim, spec: Any) -> Decoded | Rejected:
         """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""

@@ -21,8 +21,10 @@ Start-up, in order, each failure stopping the service before it touches a scan:
 
 The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
 thread is alive; storage trouble is a state, ``degraded``, during which the watchdog is still
-fed), passes SIGHUP on to the reloader, and waits for `Shutdown.stop`. A stage thread that ends
-stops the service with exit code 1 and the final status ``failed`` naming it. Stopping:
+fed), passes SIGHUP on to the reloader, checks once a second that the folders it owns are still
+the ones it started with (`daemon.folders`: recreated and watched again if not; exit 1 if that is
+impossible), and waits for `Shutdown.stop`. A stage thread that ends stops the service with exit
+code 1 and the final status ``failed`` naming it. Stopping:
 ``STOPPING=1``, stop watching (incoming, inbox, models folder), let pending scans finish for up to
 ``service.drain_timeout_s`` (`Shutdown.force` cuts it short), log what was abandoned (it stays in
 processing/ for the next start), write the final status.
@@ -57,9 +59,9 @@ from daemon.files import (
     NETWORK_FILESYSTEMS,
     filesystem_type,
     folder_problem,
-    hold_lock,
     remove_stale_temporaries,
 )
+from daemon.folders import FolderGuard, FolderLostError
 from daemon.inbox import ModelInbox
 from daemon.intake import IntakeRules
 from daemon.jobs import Failure
@@ -143,6 +145,22 @@ def folder_problems(config: DaemonConfig, area: ClaimArea) -> list[tuple[str, Pa
     return problems
 
 
+def owned_folders(config: DaemonConfig, area: ClaimArea) -> list[tuple[str, Path]]:
+    """The folders the daemon creates and keeps, parents first, each with its config key."""
+    folders: list[tuple[str, Path]] = [
+        ("incoming", config.incoming),
+        ("incoming/.infarctwatch", area.root),
+    ]
+    for folder in area.folders():
+        key = "incoming" if config.incoming in folder.parents else "work"
+        base = config.incoming if key == "incoming" else config.work
+        folders.append((f"{key}/{folder.relative_to(base).as_posix()}", folder))
+    folders += [("reports", config.reports), ("work", config.work)]
+    if config.status_path.parent != config.work:
+        folders.append(("service.status_file", config.status_path.parent))
+    return folders
+
+
 def load_verified_bundle(config: DaemonConfig) -> tuple[Bundle, str]:
     """The bundle ``model.path`` designates, verified, and what its signature check said.
 
@@ -193,6 +211,15 @@ class Service:
         self._waiting_for: list[str] = []
         self._storage_reason: str | None = None
         self._status_error: str | None = None
+        self.guard = FolderGuard(
+            owned_folders(config, self.area),
+            [
+                (self.area.root / "lock", "this incoming folder"),
+                (config.work / "lock", "this work folder"),
+            ],
+        )
+        """The folders the daemon owns and their locks; recreated when they vanish."""
+        self._folders_checked = 0.0
 
     def note_error(self, message: str) -> None:
         """Remember ``message`` as the last error (the status file's ``last_error``)."""
@@ -286,8 +313,7 @@ class Service:
     def _start(self, shutdown: Shutdown) -> int:
         config = self.config
         with contextlib.ExitStack() as stack:
-            stack.enter_context(hold_lock(self.area.root / "lock", "this incoming folder"))
-            stack.enter_context(hold_lock(config.work / "lock", "this work folder"))
+            stack.enter_context(self.guard)  # the locks, and each folder's identity
             for folder in (config.reports, config.work, self.area.root):
                 remove_stale_temporaries(folder)
             bundle, signature = load_verified_bundle(config)
@@ -335,6 +361,7 @@ class Service:
             config.watch, rules, pipeline.offer, once=self.once, before_first_scan=recover
         )
         pipeline.on_room = watcher.room
+        pipeline.on_return = watcher.returned
         if not self.once:
             self.reloader = ModelReloader(config, holder, signature)
             if config.model.inbox is not None:
@@ -465,6 +492,8 @@ class Service:
                 self.note_error(f"stage thread(s) ended: {', '.join(dead)}")
                 return EXIT_FAILED
             self._track_storage(pipeline)
+            if not self._folders_kept(pipeline, watcher):
+                return EXIT_FAILED
             if shutdown.reload.is_set():
                 shutdown.reload.clear()
                 log.info("reload_requested", signal="SIGHUP", once=self.once)
@@ -486,10 +515,26 @@ class Service:
             shutdown.stop.wait(tick)
         return EXIT_OK
 
+    def _folders_kept(self, pipeline: Pipeline, watcher: Watcher) -> bool:
+        """Once a second: recover the owned folders that vanished; False when impossible."""
+        now = time.monotonic()
+        if now - self._folders_checked < 1.0:
+            return True
+        self._folders_checked = now
+        try:
+            keys = self.guard.check(pipeline.pending)
+        except FolderLostError as exc:
+            log.error("folder_lost", error=str(exc), note="stopping; systemd restarts the service")  # noqa: TRY400 - the message says it all
+            return False
+        if any(key.startswith("incoming") for key in keys):
+            watcher.rewatch()
+        return True
+
     def _change_marker(self) -> tuple[object, ...]:
         """What, when it changes, makes the status file worth rewriting at once."""
         return (
             self.counters.snapshot(),
+            self.guard.to_status()["recoveries"],
             self.reloader.snapshot() if self.reloader is not None else None,
             self.inbox.snapshot() if self.inbox is not None else None,
             self._state,
@@ -547,6 +592,8 @@ class Service:
             "failed": snap.failed,
             "pending": pipeline.pending if pipeline is not None else 0,
             "waiting": watcher.waiting if watcher is not None else 0,
+            "ignored": watcher.ignored.count if watcher is not None else 0,
+            "folders": self.guard.to_status(),
             "decoders": {"workers": self.config.pipeline.decode_workers, "restarts": restarts},
             "last_scan_at": iso(snap.last_scan_at),
             "model": model,

@@ -13,7 +13,9 @@ the claims held and the next retry), ``stopping``, ``stopped`` (cleanly) or ``fa
 
 Counters: ``processed`` scans got a prediction, ``failed`` scans got an error report; ``pending``
 are claimed and not yet reported (the queue depth); ``waiting`` are seen in incoming/ but not yet
-taken (still being written, or no free slot).
+taken (still being written, or no free slot); ``ignored`` counts the distinct names in incoming/
+that are never taken (dotfiles, ignored suffixes, folders when not recursive). ``folders`` says how
+often a folder the daemon owns vanished and was recreated (`daemon.folders`), and the last time.
 
 ``model`` names the model in service and, from `daemon.reload`, when it was loaded, the models
 folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed
@@ -214,6 +216,22 @@ def _decoder_lines(decoders: object) -> list[str]:
     return [line]
 
 
+def _intake_lines(document: dict[str, Any]) -> list[str]:
+    lines = []
+    ignored = document.get("ignored")
+    if ignored:
+        lines.append(f"  ignored      {ignored:,} names in incoming never taken (see the log)")
+    folders = document.get("folders")
+    last = folders.get("last_recovery") if isinstance(folders, dict) else None
+    if isinstance(folders, dict) and isinstance(last, dict):
+        count = folders.get("recoveries", 0)
+        lines.append(
+            f"  folders      RECREATED ({count:,} recover{'y' if count == 1 else 'ies'}); last at "
+            f"{last.get('at', '?')}: {_one_line(', '.join(map(str, last.get('changes', []))))}"
+        )
+    return lines
+
+
 def _inbox_lines(inbox: object) -> list[str]:
     if not isinstance(inbox, dict):
         return []
@@ -281,6 +299,7 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
         ),
         f"  last scan    {last_text}",
         *_trouble_lines(document),
+        *_intake_lines(document),
         *_decoder_lines(document.get("decoders")),
         *_model_lines(model, now),
         *_inbox_lines(document.get("inbox")),

@@ -7,15 +7,26 @@ Three sources feed `Watcher`'s ``offer`` callable, so that nothing is missed:
   or moved into the folder (``FileMovedEvent`` with a destination inside). *Created* events are
   never acted on: a created file is still being written.
 * **scans**: at start (what arrived while the service was down), every
-  ``watch.reconcile_interval_s`` (the safety net: after an inotify queue overflow watchdog
-  rebuilds its watches but tells the handler nothing; its log warning triggers an early scan
-  here), and once the files waiting have been taken after some were left out (`MAX_TRACKED`).
+  ``watch.reconcile_interval_s`` (the safety net for events inotify never delivered), at once
+  after an inotify queue overflow (watchdog's ``EventsLostEvent``, logged once as
+  ``inotify_overflow``), after the watch was re-established (`Watcher.rewatch`: the folder was
+  replaced), and once the files waiting have been taken after some were left out (`MAX_TRACKED`).
 * **polling** (``watch.mode: polling``, for NFS/CIFS shares where inotify sees nothing): a scan
   every ``watch.poll_interval_s``.
 
 A file found by a scan *settles* first: it counts as complete once its size and mtime, looked at
-again every ``min(watch.poll_interval_s, watch.stable_s)``, have stayed the same for
-``watch.stable_s``, measured on this machine's clock (never by comparing a share's mtimes with it).
+again every ``min(watch.poll_interval_s, watch.stable_s)``, have stayed the same across at least
+two looks and for ``watch.stable_s``, measured on this machine's clock (never by comparing a
+share's mtimes with it), and no process holds it open for writing (`daemon.open_writers`: one
+pass over ``/proc`` per round for the files that settled in it; where other users' processes
+cannot be read, the size and mtime rule alone decides for them). A 0-byte file, even one that
+came with a close event, must stay 0 bytes for ``max(watch.stable_s, watch.grace_s)``: a
+placeholder that its writer fills in place later is taken once, complete. A file the pipeline
+puts back (`Watcher.returned`: found truncated or empty, and changed since) settles again.
+
+Names the intake ignores (dotfiles, ignored suffixes, folders when not recursive) that a scan
+finds are counted and logged once each without their name (`daemon.ignored`): a scan, not an
+event, so that the dotfile a careful sender renames into place a moment later is not counted.
 
 Complete files wait in one queue, oldest first (events in arrival order, scanned files by mtime),
 and are offered from its front until the pipeline answers `Offer.BUSY` (``pipeline.max_pending``
@@ -33,6 +44,7 @@ first scan found, waits until each is complete and taken, sets `Watcher.finished
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -48,15 +60,19 @@ import structlog
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    EventsLostEvent,
     FileClosedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
 
+from daemon.ignored import IgnoredNames
 from daemon.intake import IntakeRules, Offer
+from daemon.open_writers import held_for_writing, resolved_folder
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable
     from types import TracebackType
 
@@ -84,6 +100,9 @@ class _Seen:
     found complete."""
 
 
+_GONE = _Seen(None, 0.0)
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, watcher: Watcher) -> None:
         self._watcher = watcher
@@ -105,6 +124,9 @@ class _Handler(FileSystemEventHandler):
         if event.is_directory:
             self._watcher.folder_arrived(Path(str(event.src_path)))
 
+    def on_events_lost(self, event: EventsLostEvent) -> None:  # noqa: ARG002 - one watch only
+        self._watcher.events_lost()
+
 
 def stop_observer(observer: BaseObserver, bridge: WatchdogLogBridge) -> None:
     """Stop and join a watchdog observer, then detach its log bridge (kept until the join)."""
@@ -118,28 +140,24 @@ class WatchdogLogBridge(logging.Handler):
 
     Attach it to the ``watchdog`` logger before starting an observer and remove it after joining
     it: watchdog may log a harmless error while winding down, which would otherwise reach stderr
-    through logging's last-resort handler. An inotify queue overflow calls ``on_overflow``.
+    through logging's last-resort handler. watchdog's own overflow warnings are dropped: every
+    bridge attached would repeat them, and each handler learns of an overflow through
+    ``on_events_lost`` instead (the incoming folder's logs it once, ``inotify_overflow``).
     """
 
-    def __init__(
-        self,
-        folder: str,
-        stopping: Callable[[], bool],
-        on_overflow: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, folder: str, stopping: Callable[[], bool]) -> None:
         super().__init__(logging.WARNING)
         self._folder = folder
         self._stopping = stopping
-        self._on_overflow = on_overflow
 
     def emit(self, record: logging.LogRecord) -> None:
         """Log one watchdog record through structlog (nothing while stopping)."""
         if self._stopping():
             return
         message = record.getMessage()
+        if "overflow" in message.lower():
+            return
         log.warning("watchdog_warning", folder=self._folder, message=message, logger=record.name)
-        if self._on_overflow is not None and "overflow" in message.lower():
-            self._on_overflow()
 
 
 class Watcher:
@@ -167,6 +185,17 @@ class Watcher:
         self._once = once
         self._before_first_scan = before_first_scan
         self._polling = config.mode == "polling"
+        self.root = rules.root
+        self.name = name
+        self._real_root = resolved_folder(rules.root)
+        self.ignored = IgnoredNames(name)
+        """Names seen in the folder and never taken (`daemon.ignored`)."""
+        self._returned: set[Path] = set()
+        """Files put back by the pipeline: their move event settles them instead of taking them."""
+        self._writers_partial_logged = False
+        self._observer_lock = threading.Lock()
+        self._handler = _Handler(self)
+        self._rewatch = threading.Event()
         self._settling: dict[Path, _Seen] = {}
         self._queued: OrderedDict[Path, _Seen] = OrderedDict()
         """Complete files waiting for a slot, oldest first (O(1) at both ends, unlike a dict)."""
@@ -189,15 +218,17 @@ class Watcher:
             target=self._run, name=f"infarctwatch-scan-{name}", daemon=True
         )
         self._observer: BaseObserver | None = None
-        self._log_bridge = WatchdogLogBridge(name, lambda: self.stopping, self.request_scan)
+        self._log_bridge = WatchdogLogBridge(name, lambda: self.stopping)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
         if not self._polling and not self._once:
-            self._observer = self._make_observer()
-            logging.getLogger("watchdog").addHandler(self._log_bridge)
-            self._observer.start()  # watch first, then scan: nothing falls in between
+            try:
+                self._observer = self._start_observer()  # watch first, then scan
+            except OSError as exc:  # the folder vanished meanwhile: the scanner tries again
+                log.error("watch_failed", folder=self.name, error=exc.strerror or str(exc))  # noqa: TRY400 - no traceback needed
+                self._rewatch.set()
         self._thread.start()
         return self
 
@@ -213,11 +244,53 @@ class Watcher:
         """Stop watching: the observer and the scanner thread are stopped and joined."""
         self._stop.set()
         self._wakeup.set()
-        if self._observer is not None:
-            stop_observer(self._observer, self._log_bridge)
-            self._observer = None
+        with self._observer_lock:
+            if self._observer is not None:
+                stop_observer(self._observer, self._log_bridge)
+                self._observer = None
         if self._thread.is_alive():
             self._thread.join()
+
+    def rewatch(self) -> None:
+        """The folder was replaced (`daemon.folders`): watch the new one, then scan it (soon).
+
+        watchdog's own signal cannot be relied on: when the folder is deleted with the claim
+        area inside it, watchdog 7.1.1 reports the sub-folder's deletion but not the watched
+        folder's, and its emitter lives on, watching nothing. The identity check notices.
+        """
+        self._rewatch.set()
+        self.request_scan()
+
+    def _restart_observer(self) -> None:
+        """Replace the observer by one watching the folder now at ``root`` (scanner thread)."""
+        self._real_root = resolved_folder(self.root)
+        if self._polling or self._once:
+            return
+        with self._observer_lock:
+            if self._stop.is_set():
+                return
+            if self._observer is not None:
+                stop_observer(self._observer, self._log_bridge)
+                self._observer = None
+            self._observer = self._start_observer()
+        log.info("watch_restored", folder=self.name)
+
+    def _start_observer(self) -> BaseObserver:
+        """A started observer of ``root``.
+
+        Raises:
+            OSError: the folder cannot be watched (gone); nothing is left running.
+        """
+        observer = self._make_observer()
+        logging.getLogger("watchdog").addHandler(self._log_bridge)
+        try:
+            observer.start()
+        except OSError:
+            logging.getLogger("watchdog").removeHandler(self._log_bridge)
+            with contextlib.suppress(Exception):
+                observer.stop()  # never started: nothing to join
+            raise
+        return observer
 
     def _make_observer(self) -> BaseObserver:
         from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux only
@@ -229,13 +302,21 @@ class Watcher:
         # each claim (a rename out of incoming/) delayed the next file's event by half a second.
         # Unpaired, a rename inside the folder arrives as a move with only a destination, which
         # `_Handler.on_moved` takes as "moved in", and a move out has only a source: ignored.
+        # watchdog 7.1.1 has no parameter for it (each watch builds its grouper from this class
+        # attribute), so it is set for the process: the daemon's other observer (the models
+        # folder, `daemon.reload`) acts on any event alike and needs no pairing either.
         InotifyMoveEventGrouper.delay = 0.0
-        filters: list[type[FileSystemEvent]] = [FileClosedEvent, FileMovedEvent, DirMovedEvent]
+        filters: list[type[FileSystemEvent]] = [
+            FileClosedEvent,
+            FileMovedEvent,
+            DirMovedEvent,
+            EventsLostEvent,
+        ]
         if self._config.recursive:
             filters.append(DirCreatedEvent)
         observer = InotifyObserver(generate_full_events=True)
         observer.schedule(
-            _Handler(self),
+            self._handler,
             str(self._rules.root),
             recursive=self._config.recursive,
             event_filter=filters,
@@ -265,7 +346,7 @@ class Watcher:
         It is queued without an offer behind files already queued (arrival order), and when the
         pipeline answered BUSY and has freed no slot since (no BUSY round trip per event).
         """
-        if self._stop.is_set() or not self._rules.admits(path):
+        if self._stop.is_set() or not self._wanted(path):
             return
         rooms = self._rooms
         with self._lock:
@@ -285,7 +366,7 @@ class Watcher:
             info = path.lstat()
         except FileNotFoundError:
             return
-        if stat.S_ISDIR(info.st_mode):
+        if stat.S_ISDIR(info.st_mode) or self._placeholder(path, info):
             return
         if self._offer(path) is Offer.BUSY:
             with self._lock:
@@ -294,10 +375,56 @@ class Watcher:
             if self._rooms != rooms:  # a slot freed while offering: the scanner takes it
                 self._wakeup.set()
 
+    def _wanted(self, path: Path) -> bool:
+        """False for a name the intake ignores, and for a file put back (it settles again)."""
+        if not self._rules.admits(path):
+            return False
+        if path in self._returned:
+            self._returned.discard(path)
+            self._settle_again(path)
+            return False
+        return True
+
+    def _placeholder(self, path: Path, info: os.stat_result) -> bool:
+        """True for a 0-byte file, which settles (for ``grace_s``) instead of being taken now."""
+        if info.st_size == 0 and stat.S_ISREG(info.st_mode):
+            self._settle_again(path)
+            return True
+        return False
+
     def folder_arrived(self, path: Path) -> None:
         """A folder appeared (recursive mode): scan, unless it is hidden (our claim area)."""
         if self._rules.admits(path):
             self.request_scan()
+
+    def events_lost(self) -> None:
+        """Inotify dropped events (observer thread): say so once, and scan at once."""
+        if not self._stop.is_set():
+            log.warning("inotify_overflow", folder=self.name, note="events lost; scanning")
+            self.request_scan()
+
+    def returned(self, path: Path) -> None:
+        """The pipeline put ``path`` back (any thread): it settles again, whatever event follows.
+
+        A hard link (how it is put back) gives no close or move event, so it settles from here;
+        a move event for it (a rename where links are not supported) is not taken as complete.
+        """
+        self._returned.add(path)
+        self._settle_again(path)
+
+    def _settle_again(self, path: Path) -> None:
+        """Make ``path`` settle (again) from now, as a file found by a scan."""
+        try:
+            info = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with self._lock:
+            self._queued.pop(path, None)
+            if len(self._settling) + len(self._queued) < MAX_TRACKED:
+                self._settling[path] = _Seen((info.st_size, info.st_mtime_ns), time.monotonic())
+            else:
+                self._left_out = True
+        self._wakeup.set()
 
     def request_scan(self) -> None:
         """Scan the whole folder soon (folder moved in, inotify overflow)."""
@@ -329,6 +456,9 @@ class Watcher:
         while not self._stop.is_set():
             now = time.monotonic()
             try:
+                if self._rewatch.is_set():
+                    self._restart_observer()
+                    self._rewatch.clear()
                 if (
                     now >= next_scan
                     or self._scan_requested.is_set()
@@ -345,7 +475,7 @@ class Watcher:
                 self._offer_queued()
             except OSError:  # e.g. the share went away: log, and try again at the next turn
                 log.exception("scan_failed", folder=self._name)
-                next_scan = now + scan_every
+                next_scan = now + (1.0 if self._rewatch.is_set() else scan_every)
             if self._once and not first and not self.waiting and not self._left_out:
                 self.finished.set()
                 return
@@ -366,7 +496,10 @@ class Watcher:
     def _scan(self, now: float, *, first: bool) -> None:
         """List the folder: forget what left, note what is new or changed, queue what settled."""
         left_out_before, self._left_out = self._left_out, False  # reset before listing
-        found = {path: (info.st_size, info.st_mtime_ns) for path, info in self._rules.scan()}
+        found = {
+            path: (info.st_size, info.st_mtime_ns)
+            for path, info in self._rules.scan(self.ignored.tell)
+        }
         settled: list[tuple[int, Path, tuple[int, int]]] = []
         with self._lock:
             for path in [p for p in self._settling if p not in found]:
@@ -376,21 +509,34 @@ class Watcher:
             for path in gone:
                 del self._queued[path]
             for path, signature in found.items():
-                queued = self._queued.get(path)
-                if queued is None:
-                    self._observe(path, signature, now, settled, add=True)
-                elif queued.since >= now:
-                    pass  # queued by an event during the listing, which may predate its close
-                elif queued.signature is None:  # queued by its event: remember what it looks like
-                    self._queued[path] = _Seen(signature, queued.since)
-                elif queued.signature != signature:  # written to again: settle again
-                    del self._queued[path]
-                    self._settling[path] = _Seen(signature, now)
-            self._settle(settled, now)
+                self._found(path, signature, now, settled)
+        self._settle(self._not_held(settled), now)
         if first:
             log.info("startup_scan", folder=self._name, found=len(found))
         if self._left_out and not left_out_before:
             log.info("scan_left_out", folder=self._name, found=len(found), tracked=self.waiting)
+
+    def _found(
+        self,
+        path: Path,
+        signature: tuple[int, int],
+        now: float,
+        settled: list[tuple[int, Path, tuple[int, int]]],
+    ) -> None:
+        """Note a file the listing found (lock held)."""
+        queued = self._queued.get(path)
+        if queued is None:
+            self._observe(path, signature, now, settled, add=True)
+        elif queued.since >= now:
+            pass  # queued by an event during the listing, which may predate its close
+        elif queued.signature is None and signature[0] == 0:  # maybe a placeholder
+            del self._queued[path]
+            self._settling[path] = _Seen(signature, now)
+        elif queued.signature is None:  # queued by its event: remember what it looks like
+            self._queued[path] = _Seen(signature, queued.since)
+        elif queued.signature != signature:  # written to again: settle again
+            del self._queued[path]
+            self._settling[path] = _Seen(signature, now)
 
     def _refresh(self, now: float) -> None:
         """Look again at the files still settling; queue those that stayed the same long enough."""
@@ -408,8 +554,7 @@ class Watcher:
                 else:
                     signature = (info.st_size, info.st_mtime_ns)
                     self._observe(path, signature, now, settled, add=False)
-        with self._lock:
-            self._settle(settled, now)
+        self._settle(self._not_held(settled), now)
 
     def _observe(
         self,
@@ -422,8 +567,9 @@ class Watcher:
     ) -> None:
         """Note a settling file's signature (lock held); a change restarts its stability clock.
 
-        A file whose signature has not changed for ``stable_s`` goes into ``settled``. With
-        ``add``, a file not remembered yet starts settling (if there is room in memory).
+        A file whose signature was the same at an earlier look and has not changed for
+        ``stable_s`` (0 bytes: ``max(stable_s, grace_s)``) goes into ``settled``. With ``add``, a
+        file not remembered yet starts settling (if there is room in memory).
         """
         seen = self._settling.get(path)
         if seen is None:
@@ -433,15 +579,51 @@ class Watcher:
                 self._left_out = True
                 return
         if seen is None or seen.signature != signature:
-            seen = self._settling[path] = _Seen(signature, now)
-        if now - seen.since >= self._config.stable_s:
+            self._settling[path] = _Seen(signature, now)
+            return  # a first look at this signature: never enough
+        config = self._config
+        needed = config.stable_s if signature[0] else max(config.stable_s, config.grace_s)
+        if now - seen.since >= needed:
             settled.append((signature[1], path, signature))
 
+    def _not_held(
+        self, settled: list[tuple[int, Path, tuple[int, int]]]
+    ) -> list[tuple[int, Path, tuple[int, int]]]:
+        """The settled files no process holds open for writing (one ``/proc`` pass for all).
+
+        Those held stay settling and are looked at again in a later round.
+        """
+        if not settled:
+            return settled
+        real = {
+            self._real_root / path.relative_to(self.root): path
+            for _, path, _ in settled
+            if path.is_relative_to(self.root)
+        }
+        check = held_for_writing(real)
+        if not check.complete and not self._writers_partial_logged:
+            self._writers_partial_logged = True
+            log.info(
+                "writer_check_partial",
+                folder=self.name,
+                note="some processes' open files cannot be read: size and mtime alone decide",
+            )
+        if not check.held:
+            return settled
+        held = {real[path] for path in check.held}
+        log.debug("held_for_writing", folder=self.name, files=len(held))
+        return [item for item in settled if item[1] not in held]
+
     def _settle(self, settled: list[tuple[int, Path, tuple[int, int]]], now: float) -> None:
-        """Move settled files to the back of the queue, oldest mtime first (lock held)."""
-        for _, path, signature in sorted(settled):
-            if self._settling.pop(path, None) is not None and path not in self._queued:
-                self._queued[path] = _Seen(signature, now)
+        """Move settled files to the back of the queue, oldest mtime first."""
+        with self._lock:
+            for _, path, signature in sorted(settled):
+                if self._settling.get(path, _GONE).signature != signature:
+                    continue  # changed or taken while its writers were looked for
+                del self._settling[path]
+                self._returned.discard(path)
+                if path not in self._queued:
+                    self._queued[path] = _Seen(signature, now)
 
     def _queue(self, path: Path, signature: tuple[int, int] | None, now: float) -> None:
         """Queue a complete file (lock held); one already queued keeps its place."""
@@ -470,6 +652,11 @@ class Watcher:
                 self._forget(path, seen)
                 continue
             signature = (info.st_size, info.st_mtime_ns)
+            if seen.signature is None and info.st_size == 0 and stat.S_ISREG(info.st_mode):
+                with self._lock:  # queued by its close event: maybe a placeholder
+                    if self._forget_locked(path, seen):
+                        self._settling[path] = _Seen(signature, time.monotonic())
+                continue
             if seen.signature is not None and seen.signature != signature:
                 with self._lock:
                     if self._forget_locked(path, seen):
