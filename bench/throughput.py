@@ -5,7 +5,7 @@ on the same IR (the committed default bundle unless ``--model``) and device:
 
 1. **inference ceiling**: OpenVINO's ``benchmark_app -hint throughput`` on the IR;
 2. **decode-only**: read + sha256 + decode + preprocess in the daemon's own decode worker
-   processes (`daemon.decode_workers`), as many as the daemon has (``--workers``);
+   processes (`daemon.workers.process`), as many as the daemon has (``--workers``);
 3. **combined ceiling** ``1 / (1/decode + 1/inference)``: both stages sharing the same cores;
 4. **daemon end-to-end**: a burst of ``--files`` distinct files renamed into the incoming folder of
    a real ``infarctwatch run`` process, timed until the last report is visible;
@@ -54,12 +54,12 @@ import yaml
 from bound import bound_burst
 from folder_events import FolderEvents
 
-from daemon.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, resolve_model_path
 from daemon.config import load_config
-from daemon.decode import DecodeLimits
-from daemon.decode_stage import Rejected, configure_decoders, warm_up
-from daemon.decode_workers import close_workers, start_workers
-from daemon.jobs import Claim
+from daemon.records import Claim
+from daemon.scan.read import Rejected, configure_decoders, warm_up
+from daemon.shared.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, resolve_model_path
+from daemon.shared.decode import DecodeLimits
+from daemon.workers.process import close_workers, start_workers
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -201,7 +201,7 @@ def decode_only(
 ) -> dict[str, Any]:
     """The daemon's decode stage alone, over ``files``.
 
-    Its own worker processes (`daemon.decode_workers`), each driven by one thread as in the
+    Its own worker processes (`daemon.workers.process`), each driven by one thread as in the
     daemon; the CPU of the children is counted.
     """
     spec, limits = bundle.preprocess, DecodeLimits()

@@ -46,7 +46,7 @@ class ModelConfig:
     variant: Literal["fp16", "int8"] = "fp16"
     inbox: Path | None = None
     """A folder where a bundle ``.tar.gz`` can be dropped to be installed into ``path`` (which must
-    then be a models folder) and hot-reloaded; see `daemon.inbox`."""
+    then be a models folder) and hot-reloaded; see `daemon.model.inbox`."""
     public_key: Path | None = None
     require_signature: bool = False
 

@@ -25,10 +25,10 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, write_manifest
 from daemon.config import DaemonConfig, load_config
-from daemon.service import Service
-from daemon.signals import Shutdown
+from daemon.service.service import Service
+from daemon.service.signals import Shutdown
+from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, write_manifest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

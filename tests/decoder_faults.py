@@ -17,12 +17,13 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from daemon import decode_workers, scan_worker
+from daemon.scan import worker as scan_worker
+from daemon.workers import process as worker_process
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from daemon.decode import DecodeLimits
+    from daemon.shared.decode import DecodeLimits
 
 
 def _faulty(real: Any) -> Any:
@@ -50,11 +51,11 @@ def _faulty_handle(real: Any) -> Any:
 
 
 def serve_with_faults(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
-    """`daemon.decode_workers.serve` with the faults above, in decode-only and in scan requests."""
+    """`daemon.workers.process.serve` with the faults above, in decode-only and in scan requests."""
     scan_worker.ScanWorker.handle = _faulty_handle(scan_worker.ScanWorker.handle)  # type: ignore[method-assign]
-    decode_workers.decode_claim = _faulty(decode_workers.decode_claim)  # type: ignore[assignment]
+    worker_process.decode_claim = _faulty(worker_process.decode_claim)  # type: ignore[assignment]
     scan_worker.decode_claim = _faulty(scan_worker.decode_claim)  # type: ignore[assignment]
-    decode_workers.serve(conn, limits, max_bytes)
+    worker_process.serve(conn, limits, max_bytes)
 
 
 def serve_nothing(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:

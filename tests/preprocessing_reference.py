@@ -1,11 +1,11 @@
 """Decode and preprocessing exactly as the default model was trained with: the reference.
 
-A verbatim copy of `daemon.preprocess` (from ``normalise`` on) and of the parts of `daemon.decode`
-that were later made cheaper, as of commit 7aeb86e (preprocessing version 1). The daemon's faster
-code must give the same tensors and boxes, and `daemon.decode` the same pixels and errors: the
-tests in ``test_preprocess_exact.py`` hold it to that, and ``bench/preprocess.py`` measures both.
-Helpers of `daemon.decode` that did not change are imported from it. Never import this from
-daemon or trainer code.
+A verbatim copy of `daemon.shared.preprocess` (from ``normalise`` on) and of the parts of
+`daemon.shared.decode` that were later made cheaper, as of commit 7aeb86e (preprocessing version 1).
+The daemon's faster code must give the same tensors and boxes, and `daemon.shared.decode` the same
+pixels and errors: the tests in ``test_preprocess_exact.py`` hold it to that, and
+``bench/preprocess.py`` measures both. Helpers of `daemon.shared.decode` that did not change are
+imported from it. Never import this from daemon or trainer code.
 """
 
 from __future__ import annotations
@@ -18,7 +18,19 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from daemon.decode import (
+from daemon.errors import (
+    BadDimensionsError,
+    BlankImageError,
+    DicomInvalidError,
+    DicomNoPixelDataError,
+    DicomUnsupportedTransferSyntaxError,
+    EmptyFileError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedImageError,
+)
+from daemon.shared.decode import (
     _CORRUPT,
     _PILLOW_PARSERS,
     RASTER_FORMATS,
@@ -32,21 +44,9 @@ from daemon.decode import (
     _uid,
     looks_like_dicom,
 )
-from daemon.errors import (
-    BadDimensionsError,
-    BlankImageError,
-    DicomInvalidError,
-    DicomNoPixelDataError,
-    DicomUnsupportedTransferSyntaxError,
-    EmptyFileError,
-    ImageTooLargeError,
-    NotAnImageError,
-    TruncatedImageError,
-    UnsupportedImageError,
-)
 
 if TYPE_CHECKING:
-    from daemon.preprocess import PreprocessSpec
+    from daemon.shared.preprocess import PreprocessSpec
 
 FloatImage = npt.NDArray[np.float32]
 

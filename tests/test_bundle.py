@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bundle import (
+from daemon.errors import BundleError
+from daemon.shared.bundle import (
     DEFAULT_BUNDLE,
     MANIFEST,
     load_bundle,
@@ -17,7 +18,6 @@ from daemon.bundle import (
     verify,
     write_manifest,
 )
-from daemon.errors import BundleError
 
 
 @pytest.fixture

@@ -14,18 +14,19 @@ import pytest
 from daemon_support import files_under, image_bytes, make_config, reports, running, wait_for
 from decoder_faults import serve_nothing, serve_with_faults
 
-from daemon import decode_workers
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle
-from daemon.claim import ClaimArea
+from daemon.clock import utc_now
 from daemon.config import InferenceConfig, OutcomeConfig
-from daemon.decode import DecodeLimits
-from daemon.decode_stage import Rejected, configure_decoders, decode_claim
-from daemon.decode_workers import DecodeWorker
 from daemon.errors import DecoderStartError
-from daemon.jobs import Claim, Decoded, Finished
-from daemon.preprocess import PreprocessSpec
-from daemon.scan_worker import ModelChoice, ScanSetup
-from daemon.status import describe, utc_now
+from daemon.intake.claims import ClaimArea
+from daemon.records import Claim, Decoded, Finished
+from daemon.scan.read import Rejected, configure_decoders, decode_claim
+from daemon.scan.worker import ModelChoice, ScanSetup
+from daemon.service.status import describe
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.shared.decode import DecodeLimits
+from daemon.shared.preprocess import PreprocessSpec
+from daemon.workers import process as worker_process
+from daemon.workers.process import DecodeWorker
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -243,7 +244,7 @@ class TestScanBatches:
 
 def test_the_service_reports_a_crashing_file_and_goes_on(tmp_path, monkeypatch) -> None:
     """In the running service, a file that kills its decoder gets an error report in failed/."""
-    monkeypatch.setattr(decode_workers, "serve", serve_with_faults)  # the children inject faults
+    monkeypatch.setattr(worker_process, "serve", serve_with_faults)  # the children inject faults
     config = make_config(tmp_path, pipeline={"decode_workers": 1})
     config.incoming.mkdir(parents=True)
     with running(config):

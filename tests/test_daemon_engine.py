@@ -12,12 +12,12 @@ import openvino.properties.hint as hints
 import pytest
 from daemon_support import brain_slice, make_config
 
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle, write_manifest
 from daemon.config import InferenceConfig
-from daemon.engine import Engine, EngineHolder
 from daemon.errors import BundleError, EngineError
-from daemon.preprocess import preprocess
-from daemon.service import load_verified_bundle
+from daemon.scan.inference import Engine, EngineHolder
+from daemon.service.service import load_verified_bundle
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle, write_manifest
+from daemon.shared.preprocess import preprocess
 from deploy.signing import keygen, sign_folder
 
 if TYPE_CHECKING:

@@ -8,10 +8,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from daemon.claim import ClaimArea
 from daemon.config import OutcomeConfig
 from daemon.errors import AlreadyRunningError
-from daemon.files import (
+from daemon.fs import (
     TMP_SUFFIX,
     filesystem_type,
     hold_lock,
@@ -19,6 +18,7 @@ from daemon.files import (
     remove_stale_temporaries,
     write_atomic,
 )
+from daemon.intake.claims import ClaimArea
 
 SHM = Path("/dev/shm")
 

@@ -35,11 +35,11 @@ from PIL import Image
 from pydicom.encaps import encapsulate
 from structlog.testing import capture_logs
 
-from daemon.decode import DecodeLimits, decode
-from daemon.decode_stage import Rejected, configure_decoders, decode_claim
 from daemon.errors import ImageTooLargeError
-from daemon.jobs import Claim
-from daemon.preprocess import PreprocessSpec
+from daemon.records import Claim
+from daemon.scan.read import Rejected, configure_decoders, decode_claim
+from daemon.shared.decode import DecodeLimits, decode
+from daemon.shared.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
     from pathlib import Path

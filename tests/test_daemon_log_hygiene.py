@@ -30,10 +30,10 @@ from decoder_faults import serve_noisily_then_fail
 from logging_state import logging_restored
 from pydicom.filewriter import dcmwrite
 
-from daemon.decode import DecodeLimits
-from daemon.decode_workers import DecodeWorker
 from daemon.errors import DecoderStartError
-from daemon.logging_setup import LibraryLogHandler, configure_logging, sanitise
+from daemon.logs import LibraryLogHandler, configure_logging, sanitise
+from daemon.shared.decode import DecodeLimits
+from daemon.workers.process import DecodeWorker
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -26,9 +26,9 @@ from daemon_support import (
 )
 from PIL import Image
 
-from daemon.bundle import DEFAULT_BUNDLE
 from daemon.config import load_config
-from daemon.sdnotify import Notifier
+from daemon.service.sdnotify import Notifier
+from daemon.shared.bundle import DEFAULT_BUNDLE
 
 if TYPE_CHECKING:
     import subprocess

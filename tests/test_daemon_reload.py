@@ -32,11 +32,12 @@ from daemon_support import (
 from structlog.testing import capture_logs
 from watchdog.observers.inotify import InotifyObserver
 
-from daemon.bundle import load_bundle
+from daemon.clock import utc_now
 from daemon.config import load_config
-from daemon.engine import Engine, EngineHolder
-from daemon.reload import ModelReloader
-from daemon.status import describe, read_status, utc_now
+from daemon.model.reload import ModelReloader
+from daemon.scan.inference import Engine, EngineHolder
+from daemon.service.status import describe, read_status
+from daemon.shared.bundle import load_bundle
 from deploy.install import install_bundle, rollback
 from deploy.pack import pack_bundle
 from deploy.signing import SignaturePolicy, keygen

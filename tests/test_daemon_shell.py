@@ -17,10 +17,11 @@ import structlog
 from daemon_support import SCHEMA
 from logging_state import logging_restored
 
-from daemon import errors, status_cli
-from daemon.logging_setup import configure_logging, use_json
-from daemon.signals import Shutdown, capture_signals
-from daemon.status import EXIT_DEAD, EXIT_NOT_RUNNING, EXIT_RUNNING, EXIT_UNKNOWN, describe
+from daemon import errors
+from daemon.commands import status as status_command
+from daemon.logs import configure_logging, use_json
+from daemon.service.signals import Shutdown, capture_signals
+from daemon.service.status import EXIT_DEAD, EXIT_NOT_RUNNING, EXIT_RUNNING, EXIT_UNKNOWN, describe
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -158,7 +159,7 @@ class TestStatusCommand:
         status_file.mkdir()  # unreadable as a file, even for root (EISDIR)
         config = tmp_path / "daemon.yaml"
         config.write_text(f"service:\n  status_file: {status_file}\n", encoding="utf-8")
-        assert status_cli.main(["--config", str(config)]) == EXIT_UNKNOWN
+        assert status_command.main(["--config", str(config)]) == EXIT_UNKNOWN
         err = capsys.readouterr().err
         assert "cannot read the status file" in err and str(status_file) in err
         assert "not running" not in err

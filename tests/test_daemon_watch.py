@@ -26,10 +26,11 @@ from daemon_support import (
     write_slowly,
 )
 
-from daemon import status_cli, watch
+from daemon.commands import status as status_command
 from daemon.config import WatchConfig
-from daemon.intake import IntakeRules, Offer
-from daemon.watch import Watcher
+from daemon.intake import watcher as watch
+from daemon.intake.rules import IntakeRules, Offer
+from daemon.intake.watcher import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -236,10 +237,10 @@ def test_status_file_and_status_command_while_running(tmp_path, capsys) -> None:
             timeout=15,
             what="the status file to count the scan",
         )
-        assert status_cli.main(["--config", str(config_file)]) == 0
+        assert status_command.main(["--config", str(config_file)]) == 0
         out = capsys.readouterr().out
         assert "running" in out and "processed    1" in out and "infarctwatch-seed" in out
-    assert status_cli.main(["--config", str(config_file)]) == 3
+    assert status_command.main(["--config", str(config_file)]) == 3
     assert "not running" in capsys.readouterr().out
     status = json.loads(config.status_path.read_text())
     assert status["state"] == "stopped" and status["processed"] == 1

@@ -1,7 +1,7 @@
 """Model deployment: pack, verify, sign, install, roll back, list and prune bundles.
 
 Every bundle is made from the committed seed bundle, copied into a temporary folder and given its
-own version with `daemon.bundle.write_manifest`. Every refusal is checked the same way: a
+own version with `daemon.shared.bundle.write_manifest`. Every refusal is checked the same way: a
 snapshot of the models folder (names, types, modes, sizes, contents, link targets) taken before
 equals the one taken after.
 """
@@ -26,9 +26,15 @@ import pytest
 import structlog
 
 import deploy
-from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, load_bundle, resolve_model_path
-from daemon.bundle import write_manifest as daemon_write_manifest
 from daemon.cli import main as infarctwatch
+from daemon.shared.bundle import (
+    DEFAULT_BUNDLE,
+    MANIFEST,
+    SIGNATURE,
+    load_bundle,
+    resolve_model_path,
+)
+from daemon.shared.bundle import write_manifest as daemon_write_manifest
 from deploy.archive import Limits, inspect, unpack
 from deploy.cli import main
 from deploy.device_config import read_policy

@@ -1,4 +1,4 @@
-"""Reports of any file name, and a report that cannot be built: fast checks of `daemon.report`."""
+"""Reports of any file name, and a report that cannot be built: checks of `daemon.scan.report`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from daemon_support import VALIDATOR
 
-from daemon import report
-from daemon.jobs import Claim, ModelInfo, Prediction, ScanResult, Source, scan_id
+from daemon.records import Claim, ModelInfo, Prediction, ScanResult, Source, scan_id
+from daemon.scan import report
 
 MODEL = ModelInfo("m", "1.0.0", "a" * 64, "fp16", "FP16", "bf16", "CPU", "CPU", ("a", "b"))
 
@@ -87,7 +87,7 @@ def test_a_bug_while_building_a_report_is_that_scans_internal_error(monkeypatch)
 
 def test_other_strings_of_a_report_are_escaped_too() -> None:
     """An error message quoting an undecodable path stays valid JSON."""
-    from daemon.jobs import Failure  # noqa: PLC0415
+    from daemon.records import Failure  # noqa: PLC0415
 
     result = _result("x.png")
     failed = ScanResult(

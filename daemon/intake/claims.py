@@ -4,7 +4,7 @@ The claim area lives inside the incoming folder, so a claim is a same-file-syste
 on a network share, and it is hidden (a dot folder), so intake never sees it::
 
     <incoming>/.infarctwatch/
-        lock                                 held by the running daemon (`daemon.files.hold_lock`)
+        lock                                 held by the running daemon (`daemon.fs.hold_lock`)
         processing/<claim-id>~<name>         claimed, report not yet written
         done/<name>, failed/<name>           outcome "keep": the file stays on this file system
 
@@ -30,7 +30,7 @@ A name already used in a destination by a *different* file gets a ``~N`` suffix;
 
 `ClaimArea.unclaim` undoes a claim: the file goes back into incoming under its name (``~N`` when a
 new file took that name meanwhile), for a file found truncated or empty that was still being
-written (`daemon.recheck`).
+written (`daemon.intake.recheck`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from daemon.files import move_into, remove_empty_parents
-from daemon.jobs import Claim
+from daemon.fs import move_into, remove_empty_parents
+from daemon.records import Claim
 
 if TYPE_CHECKING:
     from daemon.config import OutcomeConfig

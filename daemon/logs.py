@@ -19,7 +19,7 @@ What third parties say goes through structlog too, never straight to stderr:
   ``pydicom`` logger (each comes with a Python warning of the same text, logged as
   ``library_warning``) and a failing decoder plugin's traceback (its reason is in the file's
   report). The ``watchdog`` logger is left to the watcher's own bridge
-  (`daemon.watch.WatchdogLogBridge`).
+  (`daemon.intake.watcher.WatchdogLogBridge`).
 * **uncaught exceptions** (the main thread, other threads) become one ``uncaught_exception``
   event with the traceback rendered as JSON, without local variables.
 
@@ -55,7 +55,7 @@ MESSAGE_LIMIT = 200
 """Characters kept of a third-party message (after sanitising)."""
 _QUOTED = re.compile(r"""[bB]?'[^'\n]*'|[bB]?"[^"\n]*\"""")
 _OWN_BRIDGE = ("watchdog",)
-"""Loggers whose records another handler forwards (`daemon.watch.WatchdogLogBridge`)."""
+"""Loggers whose records another handler forwards (`daemon.intake.watcher.WatchdogLogBridge`)."""
 _LEVELS = {logging.WARNING: "warning", logging.INFO: "info", logging.DEBUG: "debug"}
 
 

@@ -28,11 +28,11 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 
 from daemon.errors import EngineError
-from daemon.jobs import ModelInfo
+from daemon.records import ModelInfo
 
 if TYPE_CHECKING:
-    from daemon.bundle import Bundle
     from daemon.config import InferenceConfig
+    from daemon.shared.bundle import Bundle
 
 # (job, probabilities or None, inference latency in ms, error message or None)
 Done = Callable[[Any, npt.NDArray[np.float32] | None, float, str | None], None]

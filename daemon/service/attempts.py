@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.files import write_atomic
+from daemon.fs import write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
-    from daemon.jobs import Claim
+    from daemon.records import Claim
 
 log = structlog.get_logger("infarctwatch.attempts")
 

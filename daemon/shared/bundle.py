@@ -8,7 +8,7 @@ A bundle is a folder (shipped as a ``.tar.gz`` of it)::
     model.xml/.bin       OpenVINO IR, FP16 weights          (variant "fp16")
     model-int8.xml/.bin  OpenVINO IR, NNCF INT8             (variant "int8", optional)
     labels.json          class labels in output order
-    preprocess.json      `daemon.preprocess.PreprocessSpec` used in training
+    preprocess.json      `daemon.shared.preprocess.PreprocessSpec` used in training
     metrics.json         the training run's full metrics
     model_card.md        data, split, metrics, intended use
 
@@ -17,7 +17,7 @@ its sha256; an unlisted file is an error too, so what is verified is exactly wha
 The *bundle sha256* named in reports is the sha256 of ``manifest.json``: it pins every file.
 
 This module reads, verifies and writes bundles; it never imports OpenVINO (compiling is
-``daemon.engine``'s job) or TensorFlow.
+``daemon.scan.inference``'s job) or TensorFlow.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from daemon.errors import BundleError
-from daemon.preprocess import PreprocessSpec
+from daemon.shared.preprocess import PreprocessSpec
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = frozenset({1})
@@ -39,7 +39,7 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 LABELS = "labels.json"
 PREPROCESS = "preprocess.json"
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _CHUNK = 1 << 20
 
@@ -65,7 +65,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle, ready for `daemon.engine` to compile."""
+    """A verified bundle, ready for `daemon.scan.inference` to compile."""
 
     path: Path
     name: str

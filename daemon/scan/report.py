@@ -2,8 +2,8 @@
 
 A report is written atomically (temporary file in the reports folder, made durable, renamed into
 place, folder fsynced; the pipeline does this for a whole group of reports at once, see
-`daemon.files.write_atomic_group`), so a downstream reader never sees half of one. Its file
-name is ``<scan id>.json`` (`daemon.jobs.scan_id`): the same file under the same name always
+`daemon.fs.write_atomic_group`), so a downstream reader never sees half of one. Its file
+name is ``<scan id>.json`` (`daemon.records.scan_id`): the same file under the same name always
 lands on the same report, which makes re-processing after a crash idempotent.
 
 What a report never holds: DICOM patient attributes (name, ID, birth date...). It does hold the
@@ -42,7 +42,7 @@ from daemon.errors import InternalError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from daemon.jobs import ModelInfo, ScanResult, Source
+    from daemon.records import ModelInfo, ScanResult, Source
 
 SCHEMA_VERSION = "1.1"
 GENERATOR = "infarctwatch"

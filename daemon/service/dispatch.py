@@ -4,11 +4,11 @@ Threads and processes::
 
     observer / scanner ──offer()──> claim (rename) ──> claims queue
     one thread per scan worker (pipeline.decode_workers): takes every queued claim, up to
-        `MAX_BATCH`, and hands the batch to its worker process (`daemon.decode_workers`), which
+        `MAX_BATCH`, and hands the batch to its worker process (`daemon.workers.process`), which
         decodes, infers, writes the reports (one group commit) and moves the inputs
-        (`daemon.scan_worker`); back come one `Finished` per claim: counted, logged, slot freed
+        (`daemon.scan.worker`); back come one `Finished` per claim: counted, logged, slot freed
     report writer (one thread): the error reports of claims a worker died on or hung on
-    recheck (one thread, `daemon.recheck`): claims found truncated or empty, looked at again
+    recheck (one thread, `daemon.intake.recheck`): claims found truncated or empty, looked at again
         after ``watch.grace_s``: changed, put back into incoming (the watcher lets them settle
         again); unchanged, reported by the report writer
 
@@ -22,16 +22,16 @@ so latency stays that of one scan), up to `MAX_BATCH` in a burst, where one grou
 makes the whole batch's reports durable. A report is durable before its input leaves processing/,
 so a crash can only cause a scan to be done again, never lost.
 
-The daemon's own compiled model (`daemon.engine.EngineHolder`) checks a bundle before it goes into
-service and says which model is in service; each batch names that model (`ModelChoice`), and a
-worker compiles it when it changes (hot reload).
+The daemon's own compiled model (`daemon.scan.inference.EngineHolder`) checks a bundle before it
+goes into service and says which model is in service; each batch names that model (`ModelChoice`),
+and a worker compiles it when it changes (hot reload).
 
 Faults: a report that cannot be written or an input that cannot be put away hands its claim to
-the storage guard (`daemon.storage`): the service is degraded, claims wait in processing/ and are
-scanned again once storage is back. A bug in this process while handling a batch makes each of
-its claims an ``INTERNAL_ERROR`` report; no stage thread ends before `drain`. Every batch is
-recorded as in flight (`daemon.attempts`) while a worker or the writer has it, so a file that
-kills the daemon is recognised at the next start.
+the storage guard (`daemon.service.storage`): the service is degraded, claims wait in processing/
+and are scanned again once storage is back. A bug in this process while handling a batch makes each
+of its claims an ``INTERNAL_ERROR`` report; no stage thread ends before `drain`. Every batch is
+recorded as in flight (`daemon.service.attempts`) while a worker or the writer has it, so a file
+that kills the daemon is recognised at the next start.
 """
 
 from __future__ import annotations
@@ -45,25 +45,25 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.decode_stage import Rejected, fingerprint
 from daemon.errors import DecoderStartError, InternalError
-from daemon.intake import Offer
-from daemon.jobs import Failure, ScanResult
-from daemon.recheck import Rechecker
-from daemon.scan_worker import ModelChoice, ScanSetup, commit, source_of
-from daemon.storage import StorageGuard, errno_name
+from daemon.intake.recheck import Rechecker
+from daemon.intake.rules import Offer
+from daemon.records import Failure, ScanResult
+from daemon.scan.read import Rejected, fingerprint
+from daemon.scan.worker import ModelChoice, ScanSetup, commit, source_of
+from daemon.service.storage import StorageGuard, errno_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
-    from daemon.attempts import AttemptLog
-    from daemon.claim import ClaimArea
     from daemon.config import DaemonConfig
-    from daemon.decode_workers import DecodeWorker
-    from daemon.engine import Engine, EngineHolder
-    from daemon.jobs import Claim, Finished, ModelInfo
-    from daemon.status import Counters
+    from daemon.intake.claims import ClaimArea
+    from daemon.records import Claim, Finished, ModelInfo
+    from daemon.scan.inference import Engine, EngineHolder
+    from daemon.service.attempts import AttemptLog
+    from daemon.service.status import Counters
+    from daemon.workers.process import DecodeWorker
 
 log = structlog.get_logger("infarctwatch.pipeline")
 
@@ -292,7 +292,7 @@ class Pipeline:
     def _take_batch(self, carry: Claim | None) -> tuple[tuple[Claim, ...], bool, Claim | None]:
         """The next claim (waiting for it) and those queued behind it, up to `MAX_BATCH`.
 
-        A crash suspect (`daemon.attempts`) is a batch of its own; one met while collecting is
+        A crash suspect (`service.attempts`) is a batch of its own; one met while collecting is
         carried over to the next batch. Returns the batch, whether the stop marker came with it,
         and the claim carried over.
         """

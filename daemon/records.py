@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from daemon.decode import DicomInfo
+    from daemon.shared.decode import DicomInfo
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Decoded:
     source: Source
     tensor: npt.NDArray[np.float32]
     """``(H, W, C)``, or ``(H, W, 1)`` standing for C identical channels (how the decode worker
-    processes send it); `daemon.engine.Engine.submit` takes either."""
+    processes send it); `daemon.scan.inference.Engine.submit` takes either."""
     decode_ms: float
 
 

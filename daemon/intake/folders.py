@@ -7,16 +7,16 @@ calls `FolderGuard.check` once a second (and so at every reconciliation scan): a
 missing or is another folder now (deleted and recreated, or a file system unmounted from under
 it), or whose held lock file is gone, is
 
-1. created again, with its parents (`daemon.files.folder_problem`: created and proved writable);
+1. created again, with its parents (`daemon.fs.folder_problem`: created and proved writable);
 2. locked again when it holds a lock (the claim area's and the work folder's), so two daemons
    still never share one;
 3. logged at error level (``folder_replaced``, naming each folder by its config key, with the
    claims in flight) and counted in the status file (``folders``).
 
-The caller then re-establishes the incoming folder's watch (`daemon.watch.Watcher.rewatch`). When
-a folder cannot be created or written to, or another daemon took its lock, `check` raises
-`FolderLostError` (after a few attempts over a second: a deletion may still be under way) and the
-service exits with code 1, which systemd restarts.
+The caller then re-establishes the incoming folder's watch
+(`daemon.intake.watcher.Watcher.rewatch`). When a folder cannot be created or written to, or another
+daemon took its lock, `check` raises `FolderLostError` (after a few attempts over a second: a
+deletion may still be under way) and the service exits with code 1, which systemd restarts.
 
 The identity check is what notices, not watchdog: deleting incoming with the claim area inside
 makes watchdog 7.1.1 report the sub-folder's deletion only, and its emitter lives on, watching
@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
+from daemon.clock import iso, utc_now
 from daemon.errors import AlreadyRunningError
-from daemon.files import folder_problem, hold_lock
-from daemon.status import iso, utc_now
+from daemon.fs import folder_problem, hold_lock
 
 if TYPE_CHECKING:
     import datetime as dt

@@ -1,16 +1,17 @@
 """A scan from end to end inside a worker process: decode, infer, report, outcome.
 
-The daemon hands each worker process (`daemon.decode_workers`) a batch of claims: every claim
+The daemon hands each worker process (`daemon.workers.process`) a batch of claims: every claim
 that is queued, up to a handful. The worker
 
-1. reads, hashes, decodes and preprocesses each claim (`daemon.decode_stage.decode_claim`, the
+1. reads, hashes, decodes and preprocesses each claim (`daemon.scan.read.decode_claim`, the
    code the trainer shares);
-2. runs the decoded ones through its own compiled model (`daemon.engine.Engine`: an
+2. runs the decoded ones through its own compiled model (`daemon.scan.inference.Engine`: an
    ``AsyncInferQueue`` whose callback stores each result) while the other workers decode: with
    one worker per core, decoding and inference overlap across the workers;
 3. waits for the last inference, then writes the reports of the whole batch with one group commit
-   (`daemon.files.write_atomic_group`) and only then moves or deletes the inputs
-   (`daemon.claim.ClaimArea.finish`): a report is durable before its input leaves processing/;
+   (`daemon.fs.write_atomic_group`) and only then moves or deletes the inputs
+   (`daemon.intake.claims.ClaimArea.finish`): a report is durable before its input leaves
+   processing/;
 4. answers with a `Finished` per claim, from which the daemon logs and counts.
 
 Why here and not in the daemon process: handing the pixels, the probabilities and the reports
@@ -27,13 +28,13 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from daemon.bundle import load_bundle
-from daemon.decode_stage import Refused, Rejected, decode_claim, read_claimed
-from daemon.engine import Engine
 from daemon.errors import InferenceError, InternalError
-from daemon.files import write_atomic_group
-from daemon.jobs import Decoded, Failure, Finished, Prediction, ScanResult, Source
-from daemon.report import encode_report, report_path
+from daemon.fs import write_atomic_group
+from daemon.records import Decoded, Failure, Finished, Prediction, ScanResult, Source
+from daemon.scan.inference import Engine
+from daemon.scan.read import Refused, Rejected, decode_claim, read_claimed
+from daemon.scan.report import encode_report, report_path
+from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,10 +43,10 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from daemon.claim import ClaimArea
     from daemon.config import InferenceConfig
-    from daemon.decode import DecodeLimits
-    from daemon.jobs import Claim, ModelInfo
+    from daemon.intake.claims import ClaimArea
+    from daemon.records import Claim, ModelInfo
+    from daemon.shared.decode import DecodeLimits
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class ScanWorker:
         """Scan a batch (an empty one only loads the model), or say the model cannot be served.
 
         A claim found truncated or empty comes back unreported, as a `Rejected` with its
-        fingerprint: the daemon looks at it again later (`daemon.recheck`).
+        fingerprint: the daemon looks at it again later (`daemon.intake.recheck`).
         """
         if request.setup is not None:
             self._setup = request.setup

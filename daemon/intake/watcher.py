@@ -17,7 +17,7 @@ Three sources feed `Watcher`'s ``offer`` callable, so that nothing is missed:
 A file found by a scan *settles* first: it counts as complete once its size and mtime, looked at
 again every ``min(watch.poll_interval_s, watch.stable_s)``, have stayed the same across at least
 two looks and for ``watch.stable_s``, measured on this machine's clock (never by comparing a
-share's mtimes with it), and no process holds it open for writing (`daemon.open_writers`: one
+share's mtimes with it), and no process holds it open for writing (`daemon.intake.writers`: one
 pass over ``/proc`` per round for the files that settled in it; where other users' processes
 cannot be read, the size and mtime rule alone decides for them). A 0-byte file, even one that
 came with a close event, must stay 0 bytes for ``max(watch.stable_s, watch.grace_s)``: a
@@ -25,7 +25,7 @@ placeholder that its writer fills in place later is taken once, complete. A file
 puts back (`Watcher.returned`: found truncated or empty, and changed since) settles again.
 
 Names the intake ignores (dotfiles, ignored suffixes, folders when not recursive) that a scan
-finds are counted and logged once each without their name (`daemon.ignored`): a scan, not an
+finds are counted and logged once each without their name (`daemon.intake.ignored`): a scan, not an
 event, so that the dotfile a careful sender renames into place a moment later is not counted.
 
 Complete files wait in one queue, oldest first (events in arrival order, scanned files by mtime),
@@ -67,9 +67,9 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from daemon.ignored import IgnoredNames
-from daemon.intake import IntakeRules, Offer
-from daemon.open_writers import held_for_writing, resolved_folder
+from daemon.intake.ignored import IgnoredNames
+from daemon.intake.rules import IntakeRules, Offer
+from daemon.intake.writers import held_for_writing, resolved_folder
 
 if TYPE_CHECKING:
     import os
@@ -189,7 +189,7 @@ class Watcher:
         self.name = name
         self._real_root = resolved_folder(rules.root)
         self.ignored = IgnoredNames(name)
-        """Names seen in the folder and never taken (`daemon.ignored`)."""
+        """Names seen in the folder and never taken (`daemon.intake.ignored`)."""
         self._returned: set[Path] = set()
         """Files put back by the pipeline: their move event settles them instead of taking them."""
         self._writers_partial_logged = False
@@ -252,7 +252,7 @@ class Watcher:
             self._thread.join()
 
     def rewatch(self) -> None:
-        """The folder was replaced (`daemon.folders`): watch the new one, then scan it (soon).
+        """The folder was replaced (`intake.folders`): watch the new one, then scan it (soon).
 
         watchdog's own signal cannot be relied on: when the folder is deleted with the claim
         area inside it, watchdog 7.1.1 reports the sub-folder's deletion but not the watched
@@ -304,7 +304,7 @@ class Watcher:
         # `_Handler.on_moved` takes as "moved in", and a move out has only a source: ignored.
         # watchdog 7.1.1 has no parameter for it (each watch builds its grouper from this class
         # attribute), so it is set for the process: the daemon's other observer (the models
-        # folder, `daemon.reload`) acts on any event alike and needs no pairing either.
+        # folder, `daemon.model.reload`) acts on any event alike and needs no pairing either.
         InotifyMoveEventGrouper.delay = 0.0
         filters: list[type[FileSystemEvent]] = [
             FileClosedEvent,

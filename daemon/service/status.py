@@ -15,11 +15,13 @@ Counters: ``processed`` scans got a prediction, ``failed`` scans got an error re
 are claimed and not yet reported (the queue depth); ``waiting`` are seen in incoming/ but not yet
 taken (still being written, or no free slot); ``ignored`` counts the distinct names in incoming/
 that are never taken (dotfiles, ignored suffixes, folders when not recursive). ``folders`` says how
-often a folder the daemon owns vanished and was recreated (`daemon.folders`), and the last time.
+often a folder the daemon owns vanished and was recreated (`daemon.intake.folders`), and the last
+time.
 
-``model`` names the model in service and, from `daemon.reload`, when it was loaded, the models
+``model`` names the model in service and, from `daemon.model.reload`, when it was loaded, the models
 folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed
-to load, with its message, until a later reload succeeds). ``inbox`` is `daemon.inbox`'s state.
+to load, with its message, until a later reload succeeds). ``inbox`` is `daemon.model.inbox`'s
+state.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from daemon.files import write_atomic
+from daemon.clock import iso, utc_now
+from daemon.fs import write_atomic
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,18 +44,6 @@ STATUS_MIN_GAP_S = 1.0
 """After a scan the file is rewritten sooner, but at most once per this many seconds."""
 STALE_AFTER_INTERVALS = 3
 STATUS_VERSION = 1
-
-
-def utc_now() -> dt.datetime:
-    """The current time, timezone-aware UTC."""
-    return dt.datetime.now(dt.UTC)
-
-
-def iso(moment: dt.datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``, to the second."""
-    if moment is None:
-        return None
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

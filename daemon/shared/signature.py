@@ -28,8 +28,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from daemon.bundle import MANIFEST, SIGNATURE
 from daemon.errors import KeyFileError, SignatureError
+from daemon.shared.bundle import MANIFEST, SIGNATURE
 
 _SIGNATURE_BYTES = 64
 

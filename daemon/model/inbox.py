@@ -3,12 +3,12 @@
 ``model.inbox`` names a folder (``/var/lib/infarctwatch/inbox`` on a device) where a bundle
 ``.tar.gz`` made by ``infarctwatch deploy pack`` can be copied by any means: a USB stick, rsync,
 scp, config management. An archive is taken once it is complete, by the incoming folder's rules
-(`daemon.watch`): closed by its writer or renamed into the folder, or found by a scan and unchanged
-for ``watch.stable_s``; dotfiles (rsync's temporary names) and names ending in one of
+(`daemon.intake.watcher`): closed by its writer or renamed into the folder, or found by a scan and
+unchanged for ``watch.stable_s``; dotfiles (rsync's temporary names) and names ending in one of
 ``watch.ignore_suffixes`` (``x.tar.gz.part``) wait. It is then installed exactly as
 ``infarctwatch deploy install`` would (`deploy.install.install_bundle`: safe unpacking, sha256 of
 every file, the device's signature policy, ``versions/<v>``, an atomic switch of ``current``), and
-the hot reload (`daemon.reload`) puts it in service::
+the hot reload (`daemon.model.reload`) puts it in service::
 
     <inbox>/x.tar.gz                       dropped here
     <inbox>/.processing/<id>/x.tar.gz      being installed (taken up again after a crash)
@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
-from daemon.files import fsync_dir, move_into, remove_empty_parents
-from daemon.intake import IntakeRules, Offer
-from daemon.reload import is_models_folder
-from daemon.signature import SignaturePolicy
-from daemon.status import iso, utc_now
-from daemon.watch import Watcher
+from daemon.clock import iso, utc_now
+from daemon.fs import fsync_dir, move_into, remove_empty_parents
+from daemon.intake.rules import IntakeRules, Offer
+from daemon.intake.watcher import Watcher
+from daemon.model.reload import is_models_folder
+from daemon.shared.signature import SignaturePolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,9 +9,9 @@ manifest changed, and a version that failed is tried again.
 
 A new bundle is loaded *beside* the one in service: verified (sha256 of every file, then the
 signature policy), read, checked against its labels and preprocessing, and compiled. Only then
-does `daemon.engine.EngineHolder.swap` put it in service: jobs already holding a lease on the old
-engine finish on it (their reports name the old version), every later job runs on the new one,
-and the old engine is closed once its last lease is returned. Nothing waits meanwhile.
+does `daemon.scan.inference.EngineHolder.swap` put it in service: jobs already holding a lease on
+the old engine finish on it (their reports name the old version), every later job runs on the new
+one, and the old engine is closed once its last lease is returned. Nothing waits meanwhile.
 
 A bundle that fails any step is logged (``model_reload_failed``), recorded for the status file
 (``model.reload_error``: version, path, message, time) and not tried again until ``current``
@@ -41,12 +41,12 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle, sha256_file
-from daemon.engine import Engine
+from daemon.clock import iso, utc_now
 from daemon.errors import BundleError, EngineError, KeyFileError, SignatureError
-from daemon.signature import SignaturePolicy, check_signature
-from daemon.status import iso, utc_now
-from daemon.watch import WatchdogLogBridge, stop_observer
+from daemon.intake.watcher import WatchdogLogBridge, stop_observer
+from daemon.scan.inference import Engine
+from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle, sha256_file
+from daemon.shared.signature import SignaturePolicy, check_signature
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
     from daemon.config import DaemonConfig
-    from daemon.engine import EngineHolder
-    from daemon.jobs import ModelInfo
+    from daemon.records import ModelInfo
+    from daemon.scan.inference import EngineHolder
 
 log = structlog.get_logger("infarctwatch.reload")
 

@@ -2,10 +2,10 @@
 
 A file still being written when it was claimed reads as truncated (or empty). The scan worker
 does not report it; it hands back the file's fingerprint from before it read it (size, mtime,
-inode: `daemon.decode_stage.fingerprint`), and `Rechecker` calls the pipeline back once the grace
+inode: `daemon.scan.read.fingerprint`), and `Rechecker` calls the pipeline back once the grace
 period has passed. The pipeline then compares: a file that changed meanwhile is put back into
-incoming to settle again (`daemon.claim.ClaimArea.unclaim`), one that stayed the same gets its
-``TRUNCATED_IMAGE`` or ``EMPTY_FILE`` report. Its pipeline slot stays taken meanwhile.
+incoming to settle again (`daemon.intake.claims.ClaimArea.unclaim`), one that stayed the same gets
+its ``TRUNCATED_IMAGE`` or ``EMPTY_FILE`` report. Its pipeline slot stays taken meanwhile.
 """
 
 from __future__ import annotations

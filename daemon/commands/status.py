@@ -13,15 +13,15 @@ import os
 import sys
 from pathlib import Path
 
+from daemon.clock import utc_now
 from daemon.config import load_config
 from daemon.errors import ConfigError
-from daemon.status import (
+from daemon.service.status import (
     EXIT_RUNNING,
     EXIT_UNKNOWN,
     StatusUnreadableError,
     describe,
     read_status,
-    utc_now,
 )
 
 EXIT_CONFIG = 2

@@ -14,17 +14,17 @@ Start-up, in order, each failure stopping the service before it touches a scan:
 3. the bundle is verified (sha256 of every file; signature policy) and compiled (`BundleError`,
    `EngineError`), while the decode worker processes start (`DecoderStartError`);
 4. the pipeline and the watcher start; leftovers in processing/ are taken up first, after the
-   repeat guard (`daemon.attempts`) has counted the deaths of the previous run (a claim that
+   repeat guard (`daemon.service.attempts`) has counted the deaths of the previous run (a claim that
    reached ``limits.max_attempts`` is reported ``REPEATED_CRASH`` instead); the model
-   reloader (`daemon.reload`) and, when configured, the model inbox (`daemon.inbox`) start; then
-   ``READY=1``.
+   reloader (`daemon.model.reload`) and, when configured, the model inbox (`daemon.model.inbox`)
+   start; then ``READY=1``.
 
 The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
 thread is alive; storage trouble is a state, ``degraded``, during which the watchdog is still
 fed), passes SIGHUP on to the reloader, checks once a second that the folders it owns are still
-the ones it started with (`daemon.folders`: recreated and watched again if not; exit 1 if that is
-impossible), and waits for `Shutdown.stop`. A stage thread that ends stops the service with exit
-code 1 and the final status ``failed`` naming it. Stopping:
+the ones it started with (`daemon.intake.folders`: recreated and watched again if not; exit 1 if
+that is impossible), and waits for `Shutdown.stop`. A stage thread that ends stops the service with
+exit code 1 and the final status ``failed`` naming it. Stopping:
 ``STOPPING=1``, stop watching (incoming, inbox, models folder), let pending scans finish for up to
 ``service.drain_timeout_s`` (`Shutdown.force` cuts it short), log what was abandoned (it stays in
 processing/ for the next start), write the final status.
@@ -41,12 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.attempts import AttemptLog, TakeUp
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
-from daemon.claim import ClaimArea
-from daemon.decode import DecodeLimits
-from daemon.decode_workers import DecodeWorker, close_workers, start_workers
-from daemon.engine import Engine, EngineHolder
+from daemon.clock import iso, utc_now
 from daemon.errors import (
     AlreadyRunningError,
     BundleError,
@@ -55,40 +50,44 @@ from daemon.errors import (
     RepeatedCrashError,
     SignatureError,
 )
-from daemon.files import (
+from daemon.fs import (
     NETWORK_FILESYSTEMS,
     filesystem_type,
     folder_problem,
     remove_stale_temporaries,
 )
-from daemon.folders import FolderGuard, FolderLostError
-from daemon.inbox import ModelInbox
-from daemon.intake import IntakeRules
-from daemon.jobs import Failure
-from daemon.pipeline import Pipeline
-from daemon.reload import ModelReloader
-from daemon.report import VERSION
-from daemon.sdnotify import Notifier
-from daemon.signature import SignaturePolicy, check_signature, load_public_key
-from daemon.status import (
+from daemon.intake.claims import ClaimArea
+from daemon.intake.folders import FolderGuard, FolderLostError
+from daemon.intake.rules import IntakeRules
+from daemon.intake.watcher import Watcher
+from daemon.model.inbox import ModelInbox
+from daemon.model.reload import ModelReloader
+from daemon.records import Failure
+from daemon.scan.inference import Engine, EngineHolder
+from daemon.scan.report import VERSION
+from daemon.service.attempts import AttemptLog, TakeUp
+from daemon.service.dispatch import Pipeline
+from daemon.service.sdnotify import Notifier
+from daemon.service.status import (
     STATUS_INTERVAL_S,
     STATUS_MIN_GAP_S,
     Counters,
-    iso,
-    utc_now,
     write_status,
 )
-from daemon.storage import FIRST_RETRY_S, MAX_RETRY_S
-from daemon.watch import Watcher
+from daemon.service.storage import FIRST_RETRY_S, MAX_RETRY_S
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
+from daemon.shared.decode import DecodeLimits
+from daemon.shared.signature import SignaturePolicy, check_signature, load_public_key
+from daemon.workers.process import DecodeWorker, close_workers, start_workers
 
 if TYPE_CHECKING:
     import threading
     from pathlib import Path
 
-    from daemon.bundle import Bundle
     from daemon.config import DaemonConfig
-    from daemon.jobs import Claim, ModelInfo
-    from daemon.signals import Shutdown
+    from daemon.records import Claim, ModelInfo
+    from daemon.service.signals import Shutdown
+    from daemon.shared.bundle import Bundle
 
 log = structlog.get_logger("infarctwatch.service")
 

@@ -4,7 +4,7 @@ The first SIGTERM or SIGINT asks for a graceful stop (`Shutdown.stop`): stop wat
 in-flight work within ``service.drain_timeout_s``. A second SIGINT (Ctrl-C again) asks to stop
 *now* (`Shutdown.force`). SIGHUP (``systemctl reload``) asks for a model reload
 (`Shutdown.reload`): the service checks what ``model.path`` designates and hot-swaps it if it
-changed (`daemon.reload`); the configuration file is not re-read. The handlers only set events
+changed (`daemon.model.reload`); the configuration file is not re-read. The handlers only set events
 (no logging, no locks: a handler runs in the middle of whatever the main thread was doing); the
 service loop acts and reports. The previous handlers are restored when the block ends.
 """

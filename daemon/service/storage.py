@@ -32,15 +32,15 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.files import TMP_SUFFIX
-from daemon.status import iso, utc_now
+from daemon.clock import iso, utc_now
+from daemon.fs import TMP_SUFFIX
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from daemon.jobs import Claim
+    from daemon.records import Claim
 
 log = structlog.get_logger("infarctwatch.storage")
 

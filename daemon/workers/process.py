@@ -7,15 +7,15 @@ Why processes and not threads:
   the watcher queued for one lock: the daemon spent 9 ms of CPU per scan on ~5 ms of work and
   reached 0.47 of the combined decode + inference ceiling. Handing each decoded tensor back to the
   daemon for inference and reporting still cost about 1.6 ms per scan; a worker that finishes its
-  scans itself (`daemon.scan_worker`) pays almost none of it.
+  scans itself (`daemon.scan.worker`) pays almost none of it.
 * **isolation**: decoding is the one place hostile bytes meet native code (zlib, libjpeg, libtiff,
   pydicom's handlers). A worker that crashes (a segfault), hangs or is killed costs the file that
   caused it an error report (``DECODER_CRASHED``, ``DECODE_TIMEOUT``) and itself a restart; the
   service and every other scan go on. With a batch in flight nobody knows which claim caused it:
   the batch is scanned again one claim at a time, and only a claim that fails alone is blamed.
 
-Each worker is a pair: a thread in the daemon (`daemon.pipeline`) and a child started with the
-``spawn`` method (the daemon runs OpenVINO's threads, so it never forks). They talk over a pipe,
+Each worker is a pair: a thread in the daemon (`daemon.service.dispatch`) and a child started with
+the ``spawn`` method (the daemon runs OpenVINO's threads, so it never forks). They talk over a pipe,
 one request at a time::
 
     daemon -> child   ScanRequest(claims, model or None, setup or None: when unchanged)
@@ -28,7 +28,7 @@ one request at a time::
 
     daemon -> child   None: exit
 
-The child decodes with `daemon.decode_stage.decode_claim`, the very code the trainer's readers
+The child decodes with `daemon.scan.read.decode_claim`, the very code the trainer's readers
 share, with the daemon's limits. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal or
 systemd's stop signal reaches the whole process group, and a worker killed by it would turn every
 scan in flight into a false ``DECODER_CRASHED``; the daemon stops its children itself once the
@@ -52,12 +52,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
-from daemon.decode_stage import (
-    Rejected,
-    configure_decoders,
-    decode_claim,
-    warm_up,
-)
 from daemon.errors import (
     DecoderCrashedError,
     DecoderStartError,
@@ -65,10 +59,16 @@ from daemon.errors import (
     InternalError,
     ScanError,
 )
-from daemon.jobs import Decoded, Failure, Finished, scan_id
-from daemon.logging_setup import configure_worker_logging, worker_settings
+from daemon.logs import configure_worker_logging, worker_settings
 from daemon.memory import keep_freed_memory
-from daemon.scan_worker import (
+from daemon.records import Decoded, Failure, Finished, scan_id
+from daemon.scan.read import (
+    Rejected,
+    configure_decoders,
+    decode_claim,
+    warm_up,
+)
+from daemon.scan.worker import (
     ModelChoice,
     ModelFailed,
     ScanRequest,
@@ -82,10 +82,10 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from daemon.decode import DecodeLimits
-    from daemon.jobs import Claim
-    from daemon.logging_setup import LogSettings
-    from daemon.preprocess import PreprocessSpec
+    from daemon.logs import LogSettings
+    from daemon.records import Claim
+    from daemon.shared.decode import DecodeLimits
+    from daemon.shared.preprocess import PreprocessSpec
 
 log = structlog.get_logger("infarctwatch.decode")
 
@@ -206,7 +206,7 @@ def _answer(conn: Connection, outcome: Decoded | Rejected) -> None:
     if isinstance(outcome, Rejected):
         conn.send((outcome.source, outcome.failure, outcome.decode_ms, None))
         return
-    # Preprocessing repeats one grey plane into every channel (`daemon.preprocess`, step 5): the
+    # Preprocessing repeats one grey plane into every channel (`shared.preprocess`, step 5): the
     # first channel is the whole tensor, a third of the bytes (64 kB), and the daemon spreads it
     # over the channels while copying it into the inference request.
     plane = np.ascontiguousarray(outcome.tensor[:, :, :1], dtype=np.float32)
@@ -326,7 +326,7 @@ class DecodeWorker:
     def scan(
         self, claims: tuple[Claim, ...], model: ModelChoice, setup: ScanSetup
     ) -> list[Finished | Rejected]:
-        """Scan ``claims`` from end to end in the child (`daemon.scan_worker`): one `Finished` each.
+        """Scan ``claims`` from end to end in the child (`daemon.scan.worker`): one `Finished` each.
 
         When the child crashes, hangs past ``limits.decode_timeout_s`` or meets a bug outside any
         one claim while a batch is in flight, it is replaced and each claim is scanned again on its

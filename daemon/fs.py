@@ -28,8 +28,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.bundle import sha256_file
 from daemon.errors import AlreadyRunningError
+from daemon.shared.bundle import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -151,7 +151,7 @@ def write_atomic_group(files: Sequence[tuple[Path, bytes]]) -> list[OSError | No
 
 
 def _stage(path: Path, data: bytes) -> Path:
-    """`_write_temporary`, making the folder again first when it vanished (`daemon.folders`)."""
+    """`_write_temporary`, making the folder again first when it vanished (`intake.folders`)."""
     try:
         return _write_temporary(path, data)
     except FileNotFoundError:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 CLAIM_AREA = ".infarctwatch"
-"""The daemon's own folder inside incoming (`daemon.claim`): never a candidate, never ignored."""
+"""The daemon's own folder inside incoming (`intake.claims`): never a candidate, never ignored."""
 
 
 class Offer(enum.Enum):

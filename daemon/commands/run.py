@@ -4,7 +4,7 @@ Only what an entry point does: parse flags, load and validate the configuration,
 logging and the allocator (`daemon.memory`) once for the process, install the signal handlers,
 run the service and turn the outcome into an exit code (0 stopped cleanly, 1 a stage died,
 2 configuration / lock / bundle / start-up error, 130 forced by a second Ctrl-C). Folders that are
-missing or unwritable at start are waited for, not an exit (`daemon.service`).
+missing or unwritable at start are waited for, not an exit (`daemon.service.service`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from daemon.errors import (
     DecoderStartError,
     EngineError,
 )
-from daemon.logging_setup import configure_logging
+from daemon.logs import configure_logging
 from daemon.memory import keep_freed_memory
-from daemon.sdnotify import Notifier
-from daemon.service import Service
-from daemon.signals import Shutdown, capture_signals
+from daemon.service.sdnotify import Notifier
+from daemon.service.service import Service
+from daemon.service.signals import Shutdown, capture_signals
 
 EXIT_STARTUP = 2
 _STARTUP_ERRORS = (

@@ -7,9 +7,9 @@ only a regular file is opened, with ``O_NOFOLLOW | O_NONBLOCK``, then checked ag
 
 A file found truncated or empty (`RECHECK_CODES`) comes back with its *fingerprint*: size, mtime
 and inode as they were before it was read. The daemon looks again after ``watch.grace_s``
-(`daemon.recheck`): a file that changed since was still being written and goes back to wait.
+(`daemon.intake.recheck`): a file that changed since was still being written and goes back to wait.
 
-Runs in the decode worker processes (`daemon.decode_workers`), and in the benchmarks.
+Runs in the decode worker processes (`daemon.workers.process`), and in the benchmarks.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from daemon.decode import DecodeLimits, decode
 from daemon.errors import (
     EmptyFileError,
     FileTooLargeError,
@@ -33,8 +32,9 @@ from daemon.errors import (
     ScanError,
     TruncatedImageError,
 )
-from daemon.jobs import Claim, Decoded, Failure, Source
-from daemon.preprocess import PreprocessSpec, preprocess
+from daemon.records import Claim, Decoded, Failure, Source
+from daemon.shared.decode import DecodeLimits, decode
+from daemon.shared.preprocess import PreprocessSpec, preprocess
 
 _KINDS = (
     (stat.S_ISLNK, "a symbolic link (links are never followed)"),
