@@ -98,6 +98,8 @@ class PipelineConfig:
     """Concurrency and back-pressure."""
 
     decode_workers: int = field(default=2, metadata=_bounds(1, maximum=64))
+    """How many scan worker processes (`daemon.workers.process`). Each runs whole scans, not only
+    decoding: the key keeps its name for compatibility."""
     max_pending: int = field(default=64, metadata=_bounds(1, maximum=100_000))
 
 

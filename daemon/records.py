@@ -74,7 +74,7 @@ class Decoded:
     claim: Claim
     source: Source
     tensor: npt.NDArray[np.float32]
-    """``(H, W, C)``, or ``(H, W, 1)`` standing for C identical channels (how the decode worker
+    """``(H, W, C)``, or ``(H, W, 1)`` standing for C identical channels (how the scan worker
     processes send it); `daemon.scan.inference.Engine.submit` takes either."""
     decode_ms: float
 

@@ -1,4 +1,4 @@
-"""Fault injection for the decode worker processes (imported in the spawned child, so kept light).
+"""Fault injection for the scan worker processes (imported in the spawned child, so kept light).
 
 `serve_with_faults` is the real child loop, with `decode_claim` wrapped (where the decode-only
 requests and the scan requests call it) so that a file whose name

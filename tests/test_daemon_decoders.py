@@ -1,4 +1,4 @@
-"""The decode worker processes: same results as in-process decoding, crashes and hangs contained."""
+"""The scan worker processes: same results as in-process decoding, crashes and hangs contained."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from decoder_faults import serve_nothing, serve_with_faults
 
 from daemon.clock import utc_now
 from daemon.config import InferenceConfig, OutcomeConfig
-from daemon.errors import DecoderStartError
+from daemon.errors import WorkerStartError
 from daemon.intake.claims import ClaimArea
 from daemon.records import Claim, Decoded, Finished
 from daemon.scan.read import Rejected, configure_decoders, decode_claim
@@ -26,7 +26,7 @@ from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 from daemon.shared.decode import DecodeLimits
 from daemon.shared.preprocess import PreprocessSpec
 from daemon.workers import process as worker_process
-from daemon.workers.process import DecodeWorker
+from daemon.workers.process import WorkerProcess
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,7 +44,7 @@ def _claim(folder: Path, name: str, data: bytes) -> Claim:
 @pytest.fixture
 def worker():
     """A started worker with the fault-injecting child, stopped after the test."""
-    made = DecodeWorker(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_with_faults)
+    made = WorkerProcess(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_with_faults)
     made.start()
     yield made
     made.close()
@@ -133,16 +133,16 @@ class TestDecodeWorker:
         assert worker.restarts == 0
 
     def test_a_child_that_cannot_start_is_a_start_error(self) -> None:
-        """A child that exits before it is ready raises DecoderStartError, with its exit code."""
-        broken = DecodeWorker(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_nothing)
+        """A child that exits before it is ready raises WorkerStartError, with its exit code."""
+        broken = WorkerProcess(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_nothing)
         broken.start()
-        with pytest.raises(DecoderStartError, match="exit code 3"):
+        with pytest.raises(WorkerStartError, match="exit code 3"):
             broken.wait_ready(timeout=30)
         broken.close()
 
 
 class TestScanBatches:
-    """`DecodeWorker.scan`: whole scans in the child, and a failing claim blamed alone."""
+    """`WorkerProcess.scan`: whole scans in the child, and a failing claim blamed alone."""
 
     @pytest.fixture
     def area(self, tmp_path) -> ClaimArea:
@@ -238,7 +238,7 @@ class TestScanBatches:
     ) -> None:
         """A bundle that is not the one the daemon checked (its sha256 differs) is refused."""
         other = ModelChoice(model.path, model.variant, "0" * 64)
-        with pytest.raises(DecoderStartError, match="changed since the daemon loaded it"):
+        with pytest.raises(WorkerStartError, match="changed since the daemon loaded it"):
             worker.scan(self._claims(area, "a.png"), other, setup)
 
 

@@ -77,7 +77,7 @@ class TestEngine:
         assert latency > 0
 
     def test_one_channel_stands_for_identical_channels(self, bundle) -> None:
-        """A (H, W, 1) tensor, as the decode workers send it, gives the (H, W, 3) result."""
+        """A (H, W, 1) tensor, as the scan workers send it, gives the (H, W, 3) result."""
         engine = Engine.compile(bundle, CPU)
         tensor = _tensor(bundle)
         _, full, _, _ = _infer(engine, tensor)

@@ -20,8 +20,8 @@ from daemon.errors import (
     AlreadyRunningError,
     BundleError,
     ConfigError,
-    DecoderStartError,
     EngineError,
+    WorkerStartError,
 )
 from daemon.logs import configure_logging
 from daemon.memory import keep_freed_memory
@@ -35,7 +35,7 @@ _STARTUP_ERRORS = (
     AlreadyRunningError,
     BundleError,
     EngineError,
-    DecoderStartError,
+    WorkerStartError,
 )
 log = structlog.get_logger("infarctwatch")
 
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
             AlreadyRunningError,
             BundleError,
             EngineError,
-            DecoderStartError,
+            WorkerStartError,
         ) as exc:
             failure = exc
     log.error("startup_failed", error=type(failure).__name__)

@@ -1,4 +1,7 @@
-"""Stage 1: claim a file by one atomic rename, and put it away once its report is written.
+"""The claim area: a file is taken by one atomic rename and put away once its report is written.
+
+The daemon claims (`ClaimArea.claim`, called by the watcher through `daemon.service.dispatch`);
+the scan worker that wrote the report puts the file away (`ClaimArea.finish`).
 
 The claim area lives inside the incoming folder, so a claim is a same-file-system ``rename`` even
 on a network share, and it is hidden (a dot folder), so intake never sees it::

@@ -1,6 +1,6 @@
-"""Stage 3: OpenVINO. Compiles a verified bundle and runs scans through an ``AsyncInferQueue``.
+"""OpenVINO: compiles a verified bundle and runs scans through an ``AsyncInferQueue``.
 
-One `Engine` is one compiled bundle with its pool of infer requests. Decode workers call
+One `Engine` is one compiled bundle with its pool of infer requests. Scan workers call
 `Engine.submit` with the preprocessed tensor; OpenVINO runs the request on its own threads and
 calls back with the job (passed as ``userdata``), which hands the probabilities on. `Engine.close`
 ends with ``wait_all()``.

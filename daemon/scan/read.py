@@ -1,4 +1,4 @@
-"""Stage 2: read a claimed file safely, hash it, decode it and preprocess it.
+"""A scan's first step in its worker: read the claimed file safely, hash, decode and preprocess it.
 
 Reading never follows a symlink and never blocks on a fifo: the path is ``lstat``-ed first and
 only a regular file is opened, with ``O_NOFOLLOW | O_NONBLOCK``, then checked again with
@@ -9,7 +9,7 @@ A file found truncated or empty (`RECHECK_CODES`) comes back with its *fingerpri
 and inode as they were before it was read. The daemon looks again after ``watch.grace_s``
 (`daemon.intake.recheck`): a file that changed since was still being written and goes back to wait.
 
-Runs in the decode worker processes (`daemon.workers.process`), and in the benchmarks.
+Runs in the scan worker processes (`daemon.workers.process`), and in the benchmarks.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Stage 4: the JSON report, one per input, in the format ``schemas/report.schema.json`` publishes.
+"""The JSON report, one per input, in the format ``schemas/report.schema.json`` publishes.
+
+Built by the scan worker that ran the scan (`daemon.scan.worker`), and by the daemon for a claim
+no worker could finish (a crash, a hang, a file found truncated).
 
 A report is written atomically (temporary file in the reports folder, made durable, renamed into
 place, folder fsynced; the pipeline does this for a whole group of reports at once, see

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.errors import DecoderStartError, InternalError
+from daemon.errors import InternalError, WorkerStartError
 from daemon.intake.recheck import Rechecker
 from daemon.intake.rules import Offer
 from daemon.records import Failure, ScanResult
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from daemon.scan.inference import Engine, EngineHolder
     from daemon.service.attempts import AttemptLog
     from daemon.service.status import Counters
-    from daemon.workers.process import DecodeWorker
+    from daemon.workers.process import WorkerProcess
 
 log = structlog.get_logger("infarctwatch.pipeline")
 
@@ -85,7 +85,7 @@ class Pipeline:
         holder: EngineHolder,
         area: ClaimArea,
         counters: Counters,
-        decoders: list[DecodeWorker],
+        decoders: list[WorkerProcess],
         *,
         attempts: AttemptLog | None = None,
     ) -> None:
@@ -118,7 +118,7 @@ class Pipeline:
             threading.Thread(
                 target=self._scan_loop,
                 args=(decoder,),
-                name=f"infarctwatch-decode-{decoder.index}",
+                name=f"infarctwatch-worker-{decoder.index}",
                 daemon=True,
             )
             for decoder in decoders
@@ -130,7 +130,7 @@ class Pipeline:
         )
 
     def start(self) -> None:
-        """Start the decode workers, the report writer and the storage guard."""
+        """Start the scan workers, the report writer and the storage guard."""
         for thread in (*self._workers, self._writer):
             thread.start()
         self.storage.start()
@@ -140,7 +140,7 @@ class Pipeline:
 
     @property
     def decoder_restarts(self) -> int:
-        """How many decode worker processes were replaced after a crash or a timeout."""
+        """How many scan worker processes were replaced after a crash or a timeout."""
         return sum(decoder.restarts for decoder in self._decoders)
 
     @property
@@ -212,11 +212,11 @@ class Pipeline:
 
     # -- scan workers -------------------------------------------------------------------------
 
-    def _scan_loop(self, worker: DecodeWorker) -> None:
+    def _scan_loop(self, worker: WorkerProcess) -> None:
         """Feed one worker process batches of claims and log what it finished, until stopped."""
         try:
             worker.scan((), self._model(), self._setup)  # compile the model before any scan
-        except DecoderStartError as exc:
+        except WorkerStartError as exc:
             log.error("decoder_unavailable", worker=worker.index, error=str(exc))  # noqa: TRY400 - the message says it all
             return
         carry: Claim | None = None
@@ -225,7 +225,7 @@ class Pipeline:
             if batch and not self.storage.hold(batch):  # held: scanned once storage is back
                 try:
                     self._scan_batch(worker, batch)
-                except DecoderStartError as exc:
+                except WorkerStartError as exc:
                     # Without a worker this thread is done: the service sees it (`dead_stages`)
                     # and stops with exit code 1; the claims stay in processing/ for the next start.
                     log.error("decoder_unavailable", worker=worker.index, error=str(exc))  # noqa: TRY400 - the message says it all
@@ -238,7 +238,7 @@ class Pipeline:
             if stop:
                 return
 
-    def _scan_batch(self, worker: DecodeWorker, batch: tuple[Claim, ...]) -> None:
+    def _scan_batch(self, worker: WorkerProcess, batch: tuple[Claim, ...]) -> None:
         """One batch through ``worker``: logged and counted, or handed to the writer."""
         stage = f"worker-{worker.index}"
         if self._attempts is not None:

@@ -12,7 +12,7 @@ Start-up, in order, each failure stopping the service before it touches a scan:
 2. the daemon's umask (``service.umask``), then locks on the claim area and the work folder
    (`AlreadyRunningError`);
 3. the bundle is verified (sha256 of every file; signature policy) and compiled (`BundleError`,
-   `EngineError`), while the decode worker processes start (`DecoderStartError`);
+   `EngineError`), while the scan worker processes start (`WorkerStartError`);
 4. the pipeline and the watcher start; leftovers in processing/ are taken up first, after the
    repeat guard (`daemon.service.attempts`) has counted the deaths of the previous run (a claim that
    reached ``limits.max_attempts`` is reported ``REPEATED_CRASH`` instead); the model
@@ -78,7 +78,7 @@ from daemon.service.storage import FIRST_RETRY_S, MAX_RETRY_S
 from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
 from daemon.shared.decode import DecodeLimits
 from daemon.shared.signature import SignaturePolicy, check_signature, load_public_key
-from daemon.workers.process import DecodeWorker, close_workers, start_workers
+from daemon.workers.process import WorkerProcess, close_workers, start_workers
 
 if TYPE_CHECKING:
     import threading
@@ -317,17 +317,17 @@ class Service:
                 remove_stale_temporaries(folder)
             bundle, signature = load_verified_bundle(config)
             limits = DecodeLimits(max_pixels=config.limits.max_pixels)
-            decoders = start_workers(  # they start while the model compiles
+            workers = start_workers(  # they start while the model compiles
                 config.pipeline.decode_workers,
                 limits,
                 config.limits.max_file_bytes,
                 config.limits.decode_timeout_s,
             )
-            stack.callback(close_workers, decoders)
+            stack.callback(close_workers, workers)
             engine = Engine.compile(bundle, config.inference, config.model.variant)
-            for decoder in decoders:
-                decoder.wait_ready()
-            return self._serve(EngineHolder(engine), signature, shutdown, decoders)
+            for worker in workers:
+                worker.wait_ready()
+            return self._serve(EngineHolder(engine), signature, shutdown, workers)
         return EXIT_FAILED  # pragma: no cover - ExitStack does not swallow exceptions
 
     def _serve(
@@ -335,11 +335,11 @@ class Service:
         holder: EngineHolder,
         signature: str,
         shutdown: Shutdown,
-        decoders: list[DecodeWorker],
+        workers: list[WorkerProcess],
     ) -> int:
         config = self.config
         attempts = AttemptLog(config.work, self.area.processing, config.limits.max_attempts)
-        pipeline = Pipeline(config, holder, self.area, self.counters, decoders, attempts=attempts)
+        pipeline = Pipeline(config, holder, self.area, self.counters, workers, attempts=attempts)
         rules = IntakeRules(config.incoming, config.watch.recursive, config.watch.ignore_suffixes)
 
         # Listed now, before the watcher can claim anything: a file claimed by its first event

@@ -21,7 +21,8 @@ time.
 ``model`` names the model in service and, from `daemon.model.reload`, when it was loaded, the models
 folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed
 to load, with its message, until a later reload succeeds). ``inbox`` is `daemon.model.inbox`'s
-state.
+state. ``decoders`` counts the scan worker processes (``workers``) and their ``restarts``: the key
+keeps its name for compatibility, like ``pipeline.decode_workers`` in the config.
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ import structlog
 
 from daemon.errors import (
     DecoderCrashedError,
-    DecoderStartError,
     DecodeTimeoutError,
     InternalError,
     ScanError,
+    WorkerStartError,
 )
 from daemon.logs import configure_worker_logging, worker_settings
 from daemon.memory import keep_freed_memory
@@ -87,7 +87,7 @@ if TYPE_CHECKING:
     from daemon.shared.decode import DecodeLimits
     from daemon.shared.preprocess import PreprocessSpec
 
-log = structlog.get_logger("infarctwatch.decode")
+log = structlog.get_logger("infarctwatch.worker")
 
 READY = "ready"
 START_TIMEOUT_S = 60.0
@@ -223,7 +223,7 @@ class _Unexpected:
     trace: str
 
 
-class DecodeWorker:
+class WorkerProcess:
     """One decoder child process, restarted when it dies. Used by one pipeline thread at a time."""
 
     def __init__(
@@ -258,21 +258,21 @@ class DecodeWorker:
         """Spawn the child; it becomes ready in the background (see `wait_ready`).
 
         Raises:
-            DecoderStartError: the process could not be created.
+            WorkerStartError: the process could not be created.
         """
         parent, child = _CONTEXT.Pipe()
         process = _CONTEXT.Process(
             target=child_main,
             args=(self._target or serve, worker_settings(), child, self._limits, self._max_bytes),
-            name=f"infarctwatch-decoder-{self.index}",
+            name=f"infarctwatch-worker-{self.index}",
             daemon=True,
         )
         try:
             process.start()
         except OSError as exc:
             parent.close()
-            msg = f"decode worker {self.index} could not be started: {exc.strerror or exc}"
-            raise DecoderStartError(msg) from exc
+            msg = f"scan worker {self.index} could not be started: {exc.strerror or exc}"
+            raise WorkerStartError(msg) from exc
         finally:
             child.close()
         self._process, self._conn, self._ready = process, parent, False
@@ -282,7 +282,7 @@ class DecodeWorker:
         """Wait for the child's ready message.
 
         Raises:
-            DecoderStartError: the child exited or stayed silent for ``timeout`` seconds.
+            WorkerStartError: the child exited or stayed silent for ``timeout`` seconds.
         """
         if self._ready:
             return
@@ -301,15 +301,15 @@ class DecodeWorker:
             exited = process.exitcode is not None
             ended = self._stop_child(kill=True)
             detail = ended if exited else f"no answer within {timeout:g} s"
-            msg = f"decode worker {self.index} could not start ({detail})"
-            raise DecoderStartError(msg)
+            msg = f"scan worker {self.index} could not start ({detail})"
+            raise WorkerStartError(msg)
         self._ready = True
 
     def decode(self, claim: Claim, spec: PreprocessSpec) -> Decoded | Rejected:
         """Decode ``claim`` in the child; a crash or a timeout becomes a `Rejected`.
 
         Raises:
-            DecoderStartError: the child had to be (re)started and could not be.
+            WorkerStartError: the child had to be (re)started and could not be.
         """
         started = time.perf_counter()
         conn = self._send(lambda: (claim, None if spec == self._spec_sent else spec))
@@ -336,7 +336,7 @@ class DecodeWorker:
         An empty batch only makes the child load ``model``.
 
         Raises:
-            DecoderStartError: the child could not be (re)started, or cannot load ``model``.
+            WorkerStartError: the child could not be (re)started, or cannot load ``model``.
         """
         started = time.perf_counter()
         outcome = self._scan_once(claims, model, setup)
@@ -374,8 +374,8 @@ class DecodeWorker:
             return True
         if isinstance(answer, ModelFailed):
             self._stop_child(kill=True)
-            msg = f"decode worker {self.index} cannot serve the model: {answer.message}"
-            raise DecoderStartError(msg)
+            msg = f"scan worker {self.index} cannot serve the model: {answer.message}"
+            raise WorkerStartError(msg)
         return answer  # type: ignore[no-any-return]
 
     def _failed(self, claim: Claim | None, outcome: object, *, answered: bool) -> ScanError:
@@ -434,8 +434,8 @@ class DecodeWorker:
                 conn.send(build())
             except OSError as exc:
                 if attempt == 2:
-                    msg = f"decode worker {self.index} does not take requests: {exc}"
-                    raise DecoderStartError(msg) from exc
+                    msg = f"scan worker {self.index} does not take requests: {exc}"
+                    raise WorkerStartError(msg) from exc
                 ended = self._stop_child(kill=True)  # not this file's fault: it was never sent
                 self.restarts += 1
                 log.warning("decoder_restarting", worker=self.index, reason=ended)
@@ -484,19 +484,19 @@ def _exit_text(code: int | None) -> str:
 
 def start_workers(
     count: int, limits: DecodeLimits, max_bytes: int, timeout_s: float
-) -> list[DecodeWorker]:
+) -> list[WorkerProcess]:
     """Spawn ``count`` workers without waiting for them (they import while the model compiles)."""
-    workers = [DecodeWorker(i, limits, max_bytes, timeout_s) for i in range(count)]
+    workers = [WorkerProcess(i, limits, max_bytes, timeout_s) for i in range(count)]
     try:
         for worker in workers:
             worker.start()
-    except DecoderStartError:
+    except WorkerStartError:
         close_workers(workers)
         raise
     return workers
 
 
-def close_workers(workers: list[DecodeWorker]) -> None:
+def close_workers(workers: list[WorkerProcess]) -> None:
     """Stop every worker's child."""
     for worker in workers:
         worker.close()
