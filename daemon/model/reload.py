@@ -8,10 +8,11 @@ check too, whatever ``model.path`` is: a bundle folder rewritten in place is rel
 manifest changed, and a version that failed is tried again.
 
 A new bundle is loaded *beside* the one in service: verified (sha256 of every file, then the
-signature policy), read, checked against its labels and preprocessing, and compiled. Only then
-does `daemon.scan.inference.EngineHolder.swap` put it in service: jobs already holding a lease on
-the old engine finish on it (their reports name the old version), every later job runs on the new
-one, and the old engine is closed once its last lease is returned. Nothing waits meanwhile.
+signature policy), read, checked against its labels and preprocessing, and compiled once as the
+workers will compile it (`daemon.model.holder.load_model`). Only then does
+`daemon.model.holder.ModelHolder.swap` put it in service: batches already sent finish on the old
+model (their reports name the old version), every later batch names the new one and each worker
+compiles it before scanning. Nothing waits meanwhile.
 
 A bundle that fails any step is logged (``model_reload_failed``), recorded for the status file
 (``model.reload_error``: version, path, message, time) and not tried again until ``current``
@@ -44,7 +45,7 @@ from watchdog.events import (
 from daemon.clock import iso, utc_now
 from daemon.errors import BundleError, EngineError, KeyFileError, SignatureError
 from daemon.intake.watcher import WatchdogLogBridge, stop_observer
-from daemon.scan.inference import Engine
+from daemon.model.holder import load_model
 from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle, sha256_file
 from daemon.shared.signature import SignaturePolicy, check_signature
 
@@ -56,16 +57,14 @@ if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
     from daemon.config import DaemonConfig
+    from daemon.model.holder import ModelHolder
     from daemon.records import ModelInfo
-    from daemon.scan.inference import EngineHolder
 
 log = structlog.get_logger("infarctwatch.reload")
 
 CURRENT = "current"
 CHECK_INTERVAL_S = 2.0
 """How often ``current`` is resolved even without an inotify event (the safety net)."""
-RETIRE_TIMEOUT_S = 60.0
-"""How long a retired engine may take to finish its in-flight jobs before it is left to exit."""
 
 
 def is_models_folder(path: Path | None) -> bool:
@@ -140,7 +139,7 @@ class _Handler(FileSystemEventHandler):
 
 
 class ModelReloader:
-    """Watches ``model.path`` and swaps in a new engine when it designates a new bundle.
+    """Watches ``model.path`` and puts a new model in service when it designates a new bundle.
 
     A context manager: entering starts the watch and the reload thread, leaving stops and joins
     both. `request` (any thread, e.g. on SIGHUP) asks for a check now.
@@ -149,7 +148,7 @@ class ModelReloader:
     def __init__(
         self,
         config: DaemonConfig,
-        holder: EngineHolder,
+        holder: ModelHolder,
         signature: str,
         *,
         check_interval_s: float = CHECK_INTERVAL_S,
@@ -322,7 +321,7 @@ class ModelReloader:
         try:
             bundle = load_bundle(target)
             signature = check_signature(bundle.path, self._policy)
-            engine = Engine.compile(bundle, self._config.inference, self._config.model.variant)
+            model = load_model(bundle, self._config.inference, self._config.model.variant)
         except (BundleError, EngineError) as exc:
             self._failed(target, version, str(exc))
             return
@@ -334,16 +333,15 @@ class ModelReloader:
             self._failed(target, version, f"unexpected {type(exc).__name__}: {exc}")
             return
         if self._stop.is_set():
-            engine.close()
             log.info("model_reload_dropped", version=version, note="the service is stopping")
             return
         now = utc_now()
         with self._lock:  # the swap and the state change are seen together
-            old = self._holder.swap(engine)
+            old = self._holder.swap(model)
             self._state = ReloadState(
-                engine.info, self._models, now, signature, self._state.reloads + 1, now, None
+                model.info, self._models, now, signature, self._state.reloads + 1, now, None
             )
-        info = engine.info
+        info = model.info
         log.info(
             "model_reloaded",
             model=info.name,
@@ -356,7 +354,6 @@ class ModelReloader:
             device=info.device_used,
             load_ms=round((time.monotonic() - started) * 1000.0, 1),
         )
-        self._retire(old)
 
     def _failed(self, target: Path, version: str, message: str) -> None:
         failure = ReloadFailure(version, target, message, utc_now())
@@ -370,16 +367,3 @@ class ModelReloader:
             serving=self._holder.current.info.version,
             note="the model in service keeps serving; fix or roll back, or SIGHUP to retry",
         )
-
-    def _retire(self, old: Engine) -> None:
-        """Close the engine taken out of service once its last in-flight job is done."""
-        deadline = time.monotonic() + RETIRE_TIMEOUT_S
-        while not old.retire(timeout=0.5):
-            if time.monotonic() > deadline:
-                log.warning(
-                    "model_retire_timeout",
-                    version=old.info.version,
-                    note="jobs still hold the old engine; it is released at exit",
-                )
-                return
-        log.debug("model_retired", version=old.info.version)

@@ -5,11 +5,10 @@ One `Engine` is one compiled bundle with its pool of infer requests. Scan worker
 calls back with the job (passed as ``userdata``), which hands the probabilities on. `Engine.close`
 ends with ``wait_all()``.
 
-Swapping models between requests (hot reload) goes through `EngineHolder`: a worker takes a
-*lease* on the current engine once per job (`EngineHolder.acquire`), preprocesses with that
-engine's spec and submits to that engine, so a job never mixes two models. `EngineHolder.swap`
-replaces the engine atomically; the old one is closed by `Engine.retire` once its last lease is
-returned. This module does not decide *when* to swap.
+Each scan worker process compiles its own `Engine` (`Engine.compile` with ``one_thread``). The
+daemon compiles none to serve: `check_compiles` proves that the device takes a bundle the way the
+workers will compile it, reads what they will report (precision, devices, infer requests), and
+drops it (`daemon.model.holder`).
 
 OpenVINO is imported at module level on purpose: importing it starts a helper thread, which
 should exist before the service (and any test's thread-leak check) starts.
@@ -100,6 +99,75 @@ def _one_thread_options(device: str) -> dict[Any, Any]:
     return {}  # GPU, NPU...: their own scheduling
 
 
+def _compile(
+    bundle: Bundle, config: InferenceConfig, variant: str, *, one_thread: bool
+) -> tuple[ov.CompiledModel, ModelInfo]:
+    """Read, check and compile ``bundle`` for ``config.device``; the compiled model and its info.
+
+    Raises:
+        EngineError: the network does not fit the bundle's preprocessing or labels, or
+            OpenVINO cannot compile it on the device.
+    """
+    core = ov.Core()
+    if config.cache_dir is not None:
+        core.set_property({props.cache_dir: str(config.cache_dir)})
+    model, variant_name, weights = _checked_model(core, bundle, variant)
+    options: dict[Any, Any] = {
+        hints.performance_mode: getattr(hints.PerformanceMode, config.performance_hint)
+    }
+    if one_thread:
+        options.update(_one_thread_options(config.device))
+    if config.num_requests:
+        options[hints.num_requests] = config.num_requests
+    try:
+        compiled = core.compile_model(model, config.device, options)
+    except RuntimeError as exc:
+        available = ", ".join(core.available_devices) or "none"
+        msg = (
+            f"At 'inference.device': OpenVINO cannot compile the network for "
+            f"{config.device!r} (devices here: {available}): {str(exc).strip()[-300:]}"
+        )
+        raise EngineError(msg) from exc
+    try:
+        devices = [str(d) for d in compiled.get_property(props.execution_devices)]
+    except RuntimeError:
+        devices = [config.device]
+    info = ModelInfo(
+        name=bundle.name,
+        version=bundle.version,
+        bundle_sha256=bundle.sha256,
+        variant=variant_name,
+        weights_precision=weights,
+        precision=_precision_of(core, compiled, devices),
+        device_requested=config.device,
+        device_used=",".join(devices),
+        labels=bundle.labels,
+    )
+    return compiled, info
+
+
+def check_compiles(
+    bundle: Bundle, config: InferenceConfig, variant: str = "fp16"
+) -> tuple[ModelInfo, int]:
+    """Compile ``bundle`` exactly as a scan worker does, then drop it.
+
+    Proves that the device takes the network, and learns what the workers will report: the
+    `ModelInfo` (precision, devices used) and how many infer requests each worker's engine gets.
+
+    Raises:
+        EngineError: as `Engine.compile`.
+    """
+    compiled, info = _compile(bundle, config, variant, one_thread=True)
+    requests = config.num_requests
+    if not requests:
+        try:
+            requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
+        except RuntimeError:
+            requests = 1
+    del compiled
+    return info, requests
+
+
 class Engine:
     """One compiled bundle and its infer requests."""
 
@@ -113,11 +181,6 @@ class Engine:
         self._queue = queue
         self._queue.set_callback(self._on_done)
         self._submit_lock = threading.Lock()
-        self._lease_lock = threading.Lock()
-        self._leases = 0
-        self._retired = False
-        self._idle = threading.Event()
-        self._idle.set()
 
     @classmethod
     def compile(
@@ -139,77 +202,11 @@ class Engine:
             EngineError: the network does not fit the bundle's preprocessing or labels, or
                 OpenVINO cannot compile it on the device.
         """
-        core = ov.Core()
-        if config.cache_dir is not None:
-            core.set_property({props.cache_dir: str(config.cache_dir)})
-        model, variant_name, weights = _checked_model(core, bundle, variant)
-        options: dict[Any, Any] = {
-            hints.performance_mode: getattr(hints.PerformanceMode, config.performance_hint)
-        }
-        if one_thread:
-            options.update(_one_thread_options(config.device))
-        if config.num_requests:
-            options[hints.num_requests] = config.num_requests
-        try:
-            compiled = core.compile_model(model, config.device, options)
-        except RuntimeError as exc:
-            available = ", ".join(core.available_devices) or "none"
-            msg = (
-                f"At 'inference.device': OpenVINO cannot compile the network for "
-                f"{config.device!r} (devices here: {available}): {str(exc).strip()[-300:]}"
-            )
-            raise EngineError(msg) from exc
-        try:
-            devices = [str(d) for d in compiled.get_property(props.execution_devices)]
-        except RuntimeError:
-            devices = [config.device]
-        info = ModelInfo(
-            name=bundle.name,
-            version=bundle.version,
-            bundle_sha256=bundle.sha256,
-            variant=variant_name,
-            weights_precision=weights,
-            precision=_precision_of(core, compiled, devices),
-            device_requested=config.device,
-            device_used=",".join(devices),
-            labels=bundle.labels,
-        )
+        compiled, info = _compile(bundle, config, variant, one_thread=one_thread)
         return cls(bundle, compiled, ov.AsyncInferQueue(compiled, config.num_requests), info)
 
-    # -- leases: who may still submit to this engine -----------------------------------------------
-
-    def lease(self) -> bool:
-        """Take a lease for one job; ``False`` once the engine is retired (take the new one)."""
-        with self._lease_lock:
-            if self._retired:
-                return False
-            self._leases += 1
-            self._idle.clear()
-            return True
-
-    def release(self) -> None:
-        """Return a lease (done by `submit`'s callback, or by the worker if it never submits)."""
-        with self._lease_lock:
-            self._leases -= 1
-            if self._leases == 0:
-                self._idle.set()
-
-    def retire(self, timeout: float | None = None) -> bool:
-        """Refuse new leases, wait up to ``timeout`` for the last one, then `close`.
-
-        Returns False when leases were still out at the timeout (the engine is then not closed).
-        """
-        with self._lease_lock:
-            self._retired = True
-        if not self._idle.wait(timeout):
-            return False
-        self.close()
-        return True
-
-    # -- inference ---------------------------------------------------------------------------------
-
     def submit(self, tensor: npt.NDArray[np.float32], job: Any, done: Done) -> None:
-        """Start inference on one preprocessed ``(H, W, C)`` tensor; consumes the job's lease.
+        """Start inference on one preprocessed ``(H, W, C)`` tensor.
 
         A ``(H, W, 1)`` tensor stands for C identical channels: it is spread over them.
 
@@ -228,7 +225,6 @@ class Engine:
                 request.get_input_tensor(0).data[0] = tensor
                 self._queue.start_async(userdata=(job, done))
         except (RuntimeError, ValueError) as exc:  # ValueError: a tensor of the wrong shape
-            self.release()
             done(job, None, 0.0, f"OpenVINO could not start inference: {str(exc).strip()[-300:]}")
 
     def _on_done(self, request: ov.InferRequest, userdata: tuple[Any, Done]) -> None:
@@ -240,10 +236,7 @@ class Engine:
             latency = float(request.latency)
         except Exception as exc:  # noqa: BLE001 - reported as this scan's INFERENCE_FAILED
             error = f"reading the output failed: {exc}"
-        try:
-            done(job, probabilities, latency, error)
-        finally:
-            self.release()
+        done(job, probabilities, latency, error)
 
     def wait(self) -> None:
         """Wait until every request started so far has called back (``wait_all``)."""
@@ -252,32 +245,3 @@ class Engine:
     def close(self) -> None:
         """Wait for every request in flight (``wait_all``)."""
         self.wait()
-
-
-class EngineHolder:
-    """The engine in service now; swapped atomically between jobs (see the module docstring)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._lock = threading.Lock()
-
-    @property
-    def current(self) -> Engine:
-        """The engine new jobs go to."""
-        return self._engine
-
-    def acquire(self) -> Engine:
-        """The current engine, with a lease taken for one job."""
-        while True:
-            engine = self._engine
-            if engine.lease():
-                return engine
-            if engine is self._engine:
-                msg = "the engine in service was retired without a replacement (swap, then retire)"
-                raise RuntimeError(msg)
-
-    def swap(self, engine: Engine) -> Engine:
-        """Put ``engine`` in service and return the previous one (call its `Engine.retire`)."""
-        with self._lock:
-            old, self._engine = self._engine, engine
-        return old

@@ -164,7 +164,6 @@ class ScanWorker:
         # of 8 interleaved rounds 388 against 323 scans/s).
         for index, job in enumerate(decoded):
             if job is not None:
-                engine.lease()  # never refused: a worker's engine is replaced only between batches
                 engine.submit(job.tensor, (index, job), inferred)
         engine.wait()
         if not self._alive():  # the daemon died: its successor takes these claims up

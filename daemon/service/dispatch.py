@@ -22,9 +22,8 @@ so latency stays that of one scan), up to `MAX_BATCH` in a burst, where one grou
 makes the whole batch's reports durable. A report is durable before its input leaves processing/,
 so a crash can only cause a scan to be done again, never lost.
 
-The daemon's own compiled model (`daemon.scan.inference.EngineHolder`) checks a bundle before it
-goes into service and says which model is in service; each batch names that model (`ModelChoice`),
-and a worker compiles it when it changes (hot reload).
+The model holder (`daemon.model.holder.ModelHolder`) says which model is in service; each batch
+names that model (`ModelChoice`), and a worker compiles it when it changes (hot reload).
 
 Faults: a report that cannot be written or an input that cannot be put away hands its claim to
 the storage guard (`daemon.service.storage`): the service is degraded, claims wait in processing/
@@ -59,8 +58,8 @@ if TYPE_CHECKING:
 
     from daemon.config import DaemonConfig
     from daemon.intake.claims import ClaimArea
+    from daemon.model.holder import ModelHolder
     from daemon.records import Claim, Finished, ModelInfo
-    from daemon.scan.inference import Engine, EngineHolder
     from daemon.service.attempts import AttemptLog
     from daemon.service.status import Counters
     from daemon.workers.process import WorkerProcess
@@ -82,7 +81,7 @@ class Pipeline:
     def __init__(
         self,
         config: DaemonConfig,
-        holder: EngineHolder,
+        holder: ModelHolder,
         area: ClaimArea,
         counters: Counters,
         decoders: list[WorkerProcess],
@@ -190,7 +189,7 @@ class Pipeline:
 
     def set_aside(self, claims: Iterable[tuple[Claim, Failure]], stop: threading.Event) -> None:
         """Report ``claims`` with their failure without scanning them (the repeat guard)."""
-        engine = self._holder.current
+        model = self._holder.current
         for claim, failure in claims:
             while not self._slots.acquire(timeout=0.2):
                 if stop.is_set():
@@ -199,7 +198,7 @@ class Pipeline:
                 self._open[claim.claim_id + "/" + claim.name] = claim
                 self._idle.clear()
             source = source_of(claim, self._config.limits.max_file_bytes)
-            result = ScanResult(claim, source, engine.info, failure=failure)
+            result = ScanResult(claim, source, model.info, failure=failure)
             self._aside[claim.claim_id + "/" + claim.name] = result
             self._results.put(result)
 
@@ -244,20 +243,17 @@ class Pipeline:
         if self._attempts is not None:
             self._attempts.mark(stage, batch)
         try:
-            engine = self._holder.acquire()  # the model in service for this whole batch
-            try:
-                answers = worker.scan(batch, _choice(engine), self._setup)
-            finally:
-                engine.release()
+            model = self._holder.current  # the model in service for this whole batch
+            answers = worker.scan(batch, model.choice, self._setup)
             for answer in answers:
                 if isinstance(answer, Rejected) and answer.fingerprint is not None:
-                    self._recheck.add((answer, engine.info))  # maybe still being written
+                    self._recheck.add((answer, model.info))  # maybe still being written
                 elif isinstance(answer, Rejected):  # the worker died on it: reported from here
                     self._results.put(
                         ScanResult(
                             answer.claim,
                             answer.source,
-                            engine.info,
+                            model.info,
                             failure=answer.failure,
                             decode_ms=answer.decode_ms,
                         )
@@ -313,7 +309,7 @@ class Pipeline:
         return tuple(batch), False, None
 
     def _model(self) -> ModelChoice:
-        return _choice(self._holder.current)
+        return self._holder.current.choice
 
     def _decide(self, item: tuple[Rejected, ModelInfo]) -> None:
         """A claim found truncated or empty, ``watch.grace_s`` later: put back or report it."""
@@ -503,8 +499,3 @@ class Pipeline:
             self._attempts.close()
         with self._open_lock:
             return list(self._open.values())
-
-
-def _choice(engine: Engine) -> ModelChoice:
-    """What a worker must serve to match ``engine``."""
-    return ModelChoice(engine.bundle.path, engine.info.variant, engine.bundle.sha256)

@@ -11,7 +11,8 @@ Start-up, in order, each failure stopping the service before it touches a scan:
    asked for;
 2. the daemon's umask (``service.umask``), then locks on the claim area and the work folder
    (`AlreadyRunningError`);
-3. the bundle is verified (sha256 of every file; signature policy) and compiled (`BundleError`,
+3. the bundle is verified (sha256 of every file; signature policy) and compiled once as the
+   workers will compile it, then dropped (`daemon.model.holder.load_model`: `BundleError`,
    `EngineError`), while the scan worker processes start (`WorkerStartError`);
 4. the pipeline and the watcher start; leftovers in processing/ are taken up first, after the
    repeat guard (`daemon.service.attempts`) has counted the deaths of the previous run (a claim that
@@ -60,10 +61,10 @@ from daemon.intake.claims import ClaimArea
 from daemon.intake.folders import FolderGuard, FolderLostError
 from daemon.intake.rules import IntakeRules
 from daemon.intake.watcher import Watcher
+from daemon.model.holder import ModelHolder, load_model
 from daemon.model.inbox import ModelInbox
 from daemon.model.reload import ModelReloader
 from daemon.records import Failure
-from daemon.scan.inference import Engine, EngineHolder
 from daemon.scan.report import VERSION
 from daemon.service.attempts import AttemptLog, TakeUp
 from daemon.service.dispatch import Pipeline
@@ -324,15 +325,15 @@ class Service:
                 config.limits.decode_timeout_s,
             )
             stack.callback(close_workers, workers)
-            engine = Engine.compile(bundle, config.inference, config.model.variant)
+            model = load_model(bundle, config.inference, config.model.variant)
             for worker in workers:
                 worker.wait_ready()
-            return self._serve(EngineHolder(engine), signature, shutdown, workers)
+            return self._serve(ModelHolder(model), signature, shutdown, workers)
         return EXIT_FAILED  # pragma: no cover - ExitStack does not swallow exceptions
 
     def _serve(
         self,
-        holder: EngineHolder,
+        holder: ModelHolder,
         signature: str,
         shutdown: Shutdown,
         workers: list[WorkerProcess],
@@ -387,7 +388,7 @@ class Service:
         return code
 
     def _shut_down(
-        self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: EngineHolder
+        self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: ModelHolder
     ) -> None:
         """Stop watching everything, drain the pipeline, write the final status."""
         self._state = "stopping"
@@ -471,7 +472,7 @@ class Service:
             self._state, self._storage_reason = "running", None
 
     def _loop(
-        self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: EngineHolder
+        self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: ModelHolder
     ) -> int:
         self._state = "running"
         info = holder.current.info
