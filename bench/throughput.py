@@ -57,7 +57,7 @@ from folder_events import FolderEvents
 from daemon.config import load_config
 from daemon.records import Claim
 from daemon.scan.read import Rejected, configure_decoders, warm_up
-from daemon.shared.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, resolve_model_path
+from daemon.shared.bundle import Bundle, designated_bundle, load_bundle
 from daemon.shared.decode import DecodeLimits
 from daemon.workers.process import close_workers, start_workers
 
@@ -485,7 +485,7 @@ def naive_burst(
 
 
 def _bundle(model: Path | None) -> Bundle:
-    return load_bundle(DEFAULT_BUNDLE if model is None else resolve_model_path(model))
+    return load_bundle(designated_bundle(model))
 
 
 def _machine(bundle: Bundle, settings: DaemonSettings) -> dict[str, Any]:

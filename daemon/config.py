@@ -158,11 +158,6 @@ class DaemonConfig:
     logging: LoggingConfig = LoggingConfig()
 
     @property
-    def claim_root(self) -> Path:
-        """``<incoming>/.infarctwatch``: same file system as incoming, hidden from intake."""
-        return self.incoming / ".infarctwatch"
-
-    @property
     def status_path(self) -> Path:
         """Where the status file lives."""
         return self.service.status_file or self.work / "status.json"

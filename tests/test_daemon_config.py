@@ -13,6 +13,7 @@ from daemon_support import REPO, write_config
 from daemon.commands import run as run_command
 from daemon.config import DaemonConfig, key_paths, load_config
 from daemon.errors import ConfigError
+from daemon.intake.claims import ClaimArea
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,7 +34,8 @@ class TestDefaults:
         assert config.incoming == tmp_path / "var" / "incoming"
         assert config.reports == tmp_path / "var" / "reports"
         assert config.status_path == tmp_path / "var" / "work" / "status.json"
-        assert config.claim_root == tmp_path / "var" / "incoming" / ".infarctwatch"
+        area = ClaimArea(config.incoming, config.work, config.outcome)
+        assert area.root == tmp_path / "var" / "incoming" / ".infarctwatch"
         assert config.model.path is None
         assert config.inference.device == "AUTO"
 

@@ -21,7 +21,16 @@ from daemon import errors
 from daemon.commands import status as status_command
 from daemon.logs import configure_logging, use_json
 from daemon.service.signals import Shutdown, capture_signals
-from daemon.service.status import EXIT_DEAD, EXIT_NOT_RUNNING, EXIT_RUNNING, EXIT_UNKNOWN, describe
+from daemon.service.status import (
+    EXIT_DEAD,
+    EXIT_NOT_RUNNING,
+    EXIT_RUNNING,
+    EXIT_UNKNOWN,
+    STATUS_VERSION,
+    describe,
+    read_status,
+    write_status,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -119,6 +128,7 @@ class TestStatus:
 
     def _doc(self, **fields) -> dict:
         return {
+            "version": STATUS_VERSION,
             "state": "running",
             "pid": os.getpid(),
             "started_at": "2026-01-01T10:00:00Z",
@@ -148,6 +158,17 @@ class TestStatus:
         _, stopped = describe(self._doc(state="stopped"), Path("s.json"), self.now)
         text, missing = describe(None, Path("s.json"), self.now)
         assert stopped == missing == EXIT_NOT_RUNNING and "no status file" in text
+
+    def test_a_status_file_of_another_version_is_not_guessed_at(self, tmp_path) -> None:
+        """The version written is STATUS_VERSION; a file of another version: exit 4, said so."""
+        path = tmp_path / "status.json"
+        write_status(path, self._doc(version=99))
+        document = read_status(path)
+        assert document is not None
+        assert document["version"] == STATUS_VERSION
+        assert describe(document, path, self.now)[1] == EXIT_RUNNING
+        text, code = describe(self._doc(version=STATUS_VERSION + 1), path, self.now)
+        assert code == EXIT_UNKNOWN and "status version 2" in text
 
 
 class TestStatusCommand:

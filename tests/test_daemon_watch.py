@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 from daemon_support import (
+    claim_root,
     image_bytes,
     make_config,
     reports,
@@ -175,13 +176,13 @@ class TestBackPressureAndRecovery:
     def test_leftovers_in_processing_are_taken_up_at_start(self, tmp_path) -> None:
         """Files a crash left in processing/ are reported once the service starts again."""
         config = make_config(tmp_path)
-        claim_folder = config.claim_root / "processing" / "0000000000000001-abcdef"
+        claim_folder = claim_root(config) / "processing" / "0000000000000001-abcdef"
         claim_folder.mkdir(parents=True)
         (claim_folder / "left.png").write_bytes(SCAN)
-        (config.claim_root / "processing" / "0000000000000002-abcdef").mkdir()
+        (claim_root(config) / "processing" / "0000000000000002-abcdef").mkdir()
         assert run_once(config) == 0
         assert list(reports(config.reports)) == ["left.png"]
-        assert list((config.claim_root / "processing").iterdir()) == []
+        assert list((claim_root(config) / "processing").iterdir()) == []
 
     def test_the_same_scan_twice_gives_one_report_and_one_archived_copy(self, tmp_path) -> None:
         """A resend (same name, same bytes) rewrites the same report; done/ keeps one copy."""
@@ -221,7 +222,7 @@ class TestBackPressureAndRecovery:
             wait_for(lambda: _report_count(config.reports) == 1, what="the report")
             threading.Event().wait(1.0)  # several reconcile scans
             assert service.service.counters.snapshot().processed == 1
-        assert (config.claim_root / "done" / "kept.png").read_bytes() == SCAN
+        assert (claim_root(config) / "done" / "kept.png").read_bytes() == SCAN
         assert not (config.work / "done").exists()
 
 

@@ -31,8 +31,8 @@ from daemon.shared.bundle import (
     DEFAULT_BUNDLE,
     MANIFEST,
     SIGNATURE,
+    designated_bundle,
     load_bundle,
-    resolve_model_path,
 )
 from daemon.shared.bundle import write_manifest as daemon_write_manifest
 from deploy.archive import Limits, inspect, unpack
@@ -385,10 +385,10 @@ class TestInstall:
         assert result.action == "installed" and result.version == "1.0.0"
 
     def test_the_daemon_loads_what_was_installed(self, tmp_path: Path) -> None:
-        """resolve_model_path(models) is the installed bundle and it loads."""
+        """designated_bundle(models) is the installed bundle and it loads."""
         models = tmp_path / "models"
         result = install_bundle(make_archive(tmp_path, "1.0.0"), models)
-        bundle = load_bundle(resolve_model_path(models))
+        bundle = load_bundle(designated_bundle(models))
         assert bundle.version == "1.0.0" and bundle.sha256 == result.sha256
 
     def test_a_folder_installs_like_an_archive(self, tmp_path: Path) -> None:

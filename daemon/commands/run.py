@@ -87,13 +87,7 @@ def main(argv: list[str]) -> int:
     with capture_signals(Shutdown()) as shutdown:
         try:
             return service.run(shutdown)
-        except (
-            ConfigError,
-            AlreadyRunningError,
-            BundleError,
-            EngineError,
-            WorkerStartError,
-        ) as exc:
+        except _STARTUP_ERRORS as exc:
             failure = exc
     log.error("startup_failed", error=type(failure).__name__)
     if not isinstance(failure, AlreadyRunningError):  # never overwrite the other daemon's status

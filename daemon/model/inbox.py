@@ -44,7 +44,7 @@ from daemon.clock import iso, utc_now
 from daemon.fs import fsync_dir, move_into, remove_empty_parents
 from daemon.intake.rules import IntakeRules, Offer
 from daemon.intake.watcher import Watcher
-from daemon.model.reload import is_models_folder
+from daemon.shared.bundle import is_models_folder
 from daemon.shared.signature import SignaturePolicy
 
 if TYPE_CHECKING:

@@ -46,7 +46,13 @@ from daemon.clock import iso, utc_now
 from daemon.errors import BundleError, EngineError, KeyFileError, SignatureError
 from daemon.intake.watcher import WatchdogLogBridge, stop_observer
 from daemon.model.holder import load_model
-from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle, sha256_file
+from daemon.shared.bundle import (
+    MANIFEST,
+    designated_bundle,
+    is_models_folder,
+    load_bundle,
+    sha256_file,
+)
 from daemon.shared.signature import SignaturePolicy, check_signature
 
 if TYPE_CHECKING:
@@ -62,14 +68,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("infarctwatch.reload")
 
-CURRENT = "current"
 CHECK_INTERVAL_S = 2.0
 """How often ``current`` is resolved even without an inotify event (the safety net)."""
-
-
-def is_models_folder(path: Path | None) -> bool:
-    """True when ``path`` is a deploy-managed models folder (its ``current`` is a symlink)."""
-    return path is not None and (path / CURRENT).is_symlink()
 
 
 def _version_of(folder: Path) -> str:
@@ -272,17 +272,8 @@ class ModelReloader:
             except Exception:  # e.g. the models folder vanished: look again later
                 log.exception("model_check_failed")
 
-    def _target(self) -> Path:
-        """The bundle folder ``model.path`` designates now."""
-        path = self._config.model.path
-        if path is None:
-            return DEFAULT_BUNDLE
-        if self._models is not None or is_models_folder(path):
-            return (path / CURRENT).resolve()
-        return path.resolve()
-
     def _check(self, *, forced: bool) -> None:
-        target = self._target()
+        target = designated_bundle(self._config.model.path)
         serving = self._holder.current.bundle
         if target == serving.path and not (forced and self._changed_in_place(serving.path)):
             self._back_to_serving()

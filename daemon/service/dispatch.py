@@ -467,10 +467,6 @@ class Pipeline:
         """Every stage thread alive."""
         return not self.dead_stages()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no claim is pending; False at the timeout."""
-        return self._idle.wait(timeout)
-
     def drain(self, timeout: float, force: threading.Event) -> list[Claim]:
         """Stop taking files, finish what is pending within ``timeout``, stop every thread.
 

@@ -50,11 +50,6 @@ class Notifier:
                 usec = None
         return cls(env.get("NOTIFY_SOCKET") or None, usec)
 
-    @property
-    def enabled(self) -> bool:
-        """True when there is a socket to notify."""
-        return self._address is not None
-
     def send(self, **fields: str | int) -> bool:
         """Send one datagram of ``KEY=VALUE`` lines; True when it was sent."""
         if self._address is None:

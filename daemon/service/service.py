@@ -72,11 +72,12 @@ from daemon.service.sdnotify import Notifier
 from daemon.service.status import (
     STATUS_INTERVAL_S,
     STATUS_MIN_GAP_S,
+    STATUS_VERSION,
     Counters,
     write_status,
 )
 from daemon.service.storage import FIRST_RETRY_S, MAX_RETRY_S
-from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle, resolve_model_path
+from daemon.shared.bundle import designated_bundle, load_bundle
 from daemon.shared.decode import DecodeLimits
 from daemon.shared.signature import SignaturePolicy, check_signature, load_public_key
 from daemon.workers.process import WorkerProcess, close_workers, start_workers
@@ -167,8 +168,7 @@ def load_verified_bundle(config: DaemonConfig) -> tuple[Bundle, str]:
     Raises:
         BundleError: missing, tampered with, malformed, or refused by the signature policy.
     """
-    path = DEFAULT_BUNDLE if config.model.path is None else resolve_model_path(config.model.path)
-    bundle = load_bundle(path)
+    bundle = load_bundle(designated_bundle(config.model.path))
     policy = SignaturePolicy(config.model.public_key, config.model.require_signature)
     try:
         signature = check_signature(bundle.path, policy)
@@ -220,6 +220,11 @@ class Service:
         )
         """The folders the daemon owns and their locks; recreated when they vanish."""
         self._folders_checked = 0.0
+
+    @property
+    def state(self) -> str:
+        """The status file's ``state`` now: starting, waiting, running, degraded, stopping..."""
+        return self._state
 
     def note_error(self, message: str) -> None:
         """Remember ``message`` as the last error (the status file's ``last_error``)."""
@@ -581,7 +586,7 @@ class Service:
     ) -> dict[str, Any]:
         snap = self.counters.snapshot()
         return {
-            "version": 1,
+            "version": STATUS_VERSION,
             "state": self._state,
             "pid": os.getpid(),
             "started_at": iso(self.started_at),

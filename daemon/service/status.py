@@ -45,6 +45,7 @@ STATUS_MIN_GAP_S = 1.0
 """After a scan the file is rewritten sooner, but at most once per this many seconds."""
 STALE_AFTER_INTERVALS = 3
 STATUS_VERSION = 1
+"""The status file's ``version``: `write_status` stamps it, `describe` reads no other."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ class Counters:
 
 
 def write_status(path: Path, document: dict[str, Any]) -> None:
-    """Replace the status file atomically."""
-    data = json.dumps(document, indent=2, sort_keys=False).encode("utf-8") + b"\n"
+    """Replace the status file atomically; ``version`` is `STATUS_VERSION`, first."""
+    stamped = {"version": STATUS_VERSION} | {k: v for k, v in document.items() if k != "version"}
+    data = json.dumps(stamped, indent=2, sort_keys=False).encode("utf-8") + b"\n"
     write_atomic(path, data, sync_folder=False)
 
 
@@ -246,10 +248,15 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
 
     Exit codes follow LSB ``status``: 0 running (degraded or waiting included: the daemon is up
     and recovers by itself), 1 failed (it exited with an error, or the file says running but the
-    daemon is gone or no longer updates it), 3 stopped cleanly (or no status file).
+    daemon is gone or no longer updates it), 3 stopped cleanly (or no status file), 4 a status
+    file of another `STATUS_VERSION`.
     """
     if document is None:
         return f"infarctwatch: not running (no status file at {path})", EXIT_NOT_RUNNING
+    if document.get("version") != STATUS_VERSION:
+        found = document.get("version")
+        text = f"{path} has status version {found!r}; this infarctwatch reads {STATUS_VERSION}"
+        return f"infarctwatch: status unknown: {text}", EXIT_UNKNOWN
     state = document.get("state", "unknown")
     pid = document.get("pid")
     updated = _parse(document.get("updated_at"))

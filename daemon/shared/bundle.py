@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -256,12 +257,24 @@ def write_manifest(
     return manifest
 
 
-def resolve_model_path(path: Path) -> Path:
-    """A models folder managed by ``deploy`` (``current`` -> ``versions/<v>``) or a bundle folder.
+CURRENT = "current"
+"""In a models folder managed by ``infarctwatch deploy``: the symlink to the version in service."""
 
-    Returns the bundle folder that ``path`` designates right now.
+
+def is_models_folder(path: Path | None) -> bool:
+    """True when ``path`` is a deploy-managed models folder (its ``current`` is a symlink)."""
+    return path is not None and (Path(path) / CURRENT).is_symlink()
+
+
+def designated_bundle(path: Path | None) -> Path:
+    """The bundle folder ``model.path`` designates right now, resolved.
+
+    ``None``: the embedded default bundle. A models folder (with ``current``): the version
+    ``current`` points at. Anything else: the bundle folder itself.
     """
-    current = Path(path) / "current"
-    if current.exists():
+    if path is None:
+        return DEFAULT_BUNDLE
+    current = Path(path) / CURRENT
+    if os.path.lexists(current):
         return current.resolve()
-    return Path(path)
+    return Path(path).resolve()
