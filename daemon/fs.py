@@ -224,14 +224,41 @@ def _free_target(target: Path, size: int, sha256: str | None) -> tuple[Path, boo
     Returns ``(path, True)`` instead when a file with the same content already holds one of
     those names: the move is then a duplicate that can simply be dropped.
     """
-    candidate = target
-    for n in range(1, 100_000):
+    for candidate in numbered_names(target):
         if not os.path.lexists(candidate):
             return candidate, False
         if _same_content(candidate, size, sha256):
             return candidate, True
-        candidate = target.with_name(f"{target.stem}~{n}{target.suffix}")
     raise FileExistsError(errno.EEXIST, "no free name left", str(target))
+
+
+def numbered_names(target: Path) -> Iterator[Path]:
+    """``target``, then ``stem~1.ext``, ``stem~2.ext``...: names tried so as never to replace."""
+    yield target
+    for n in range(1, 100_000):
+        yield target.with_name(f"{target.stem}~{n}{target.suffix}")
+
+
+def write_new(path: Path, data: bytes) -> Path:
+    """Write ``data`` durably at ``path`` or, when taken, at the first free `numbered_names`.
+
+    Never replaces a file: each name is taken with a hard link, which fails on an existing name
+    (no race). The temporary is removed, or cleaned by `remove_stale_temporaries` after a crash.
+    Returns the path written.
+    """
+    tmp = _write_temporary(path, data)
+    try:
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        for candidate in numbered_names(path):
+            try:
+                os.link(tmp, candidate)
+            except FileExistsError:
+                continue
+            return candidate
+        raise FileExistsError(errno.EEXIST, "no free name left", str(path))
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _copy_regular(src: Path, target: Path) -> None:

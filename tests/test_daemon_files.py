@@ -17,6 +17,7 @@ from daemon.fs import (
     move_into,
     remove_stale_temporaries,
     write_atomic,
+    write_new,
 )
 from daemon.intake.claims import ClaimArea
 
@@ -276,3 +277,14 @@ def test_filesystem_type_reads_the_mount_table(tmp_path: Path, path: str, kind: 
 def test_filesystem_type_without_a_mount_table(tmp_path: Path) -> None:
     """No readable mount table: unknown, never a guess."""
     assert filesystem_type(tmp_path, mounts=tmp_path / "missing") is None
+
+
+def test_write_new_never_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """A taken name gets ~1, then ~2; the first file keeps its bytes; no temporary is left."""
+    target = tmp_path / "note.json"
+    assert write_new(target, b"first") == target
+    assert write_new(target, b"second") == tmp_path / "note~1.json"
+    assert write_new(target, b"third") == tmp_path / "note~2.json"
+    assert target.read_bytes() == b"first"
+    assert (tmp_path / "note~2.json").read_bytes() == b"third"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["note.json", "note~1.json", "note~2.json"]

@@ -31,7 +31,6 @@ same package and imports neither OpenVINO nor TensorFlow. Only a daemon with an 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import stat
 import threading
@@ -41,7 +40,13 @@ from typing import TYPE_CHECKING, Any, Self
 import structlog
 
 from daemon.clock import iso, utc_now
-from daemon.fs import fsync_dir, move_into, remove_empty_parents
+from daemon.fs import (
+    fsync_dir,
+    move_into,
+    remove_empty_parents,
+    remove_stale_temporaries,
+    write_new,
+)
 from daemon.intake.rules import IntakeRules, Offer
 from daemon.intake.watcher import Watcher
 from daemon.shared.bundle import is_models_folder
@@ -65,27 +70,6 @@ _ACTIONS = {
     "unchanged": "already installed and current; nothing changed",
     "repaired": "the installed copy was damaged; replaced and activated",
 }
-
-
-def _write_new(path: Path, data: bytes) -> Path:
-    """Write ``data`` atomically at ``path`` or, if taken, at ``stem~N.suffix``; never replace."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with tmp.open("xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        candidate = path
-        for n in range(1, 10_000):
-            try:
-                os.link(tmp, candidate)  # fails on an existing name: no replacement, no race
-            except FileExistsError:
-                candidate = path.with_name(f"{path.stem}~{n}{path.suffix}")
-                continue
-            return candidate
-        raise FileExistsError(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ModelInbox:
@@ -127,6 +111,7 @@ class ModelInbox:
             return self
         for folder in (PROCESSING, INSTALLED, REJECTED):
             (self._root / folder).mkdir(exist_ok=True)
+            remove_stale_temporaries(self._root / folder)  # a note a crash left half-written
         rules = IntakeRules(
             self._root, recursive=False, ignore_suffixes=self._config.watch.ignore_suffixes
         )
@@ -284,7 +269,7 @@ class ModelInbox:
             }
             if landed is not None:
                 data = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
-                _write_new(landed.with_name(landed.name + ".json"), data)
+                write_new(landed.with_name(landed.name + ".json"), data)
             fsync_dir(folder)
             remove_empty_parents(archive.parent, self._root / PROCESSING)
         except OSError as exc:  # the archive stays in .processing/: filed at the next start
