@@ -54,7 +54,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import structlog
 from watchdog.events import (
@@ -70,11 +70,11 @@ from watchdog.events import (
 from daemon.intake.ignored import IgnoredNames
 from daemon.intake.rules import IntakeRules, Offer
 from daemon.intake.writers import held_for_writing, resolved_folder
+from daemon.threads import StageThread
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable
-    from types import TracebackType
 
     from watchdog.observers.api import BaseObserver
 
@@ -160,7 +160,7 @@ class WatchdogLogBridge(logging.Handler):
         log.warning("watchdog_warning", folder=self._folder, message=message, logger=record.name)
 
 
-class Watcher:
+class Watcher(StageThread):
     """The observer and the scanner thread; a context manager that stops and joins both.
 
     Files it remembers are either *settling* (found by a scan, size and mtime not yet stable for
@@ -178,6 +178,7 @@ class Watcher:
         before_first_scan: Callable[[threading.Event], None] | None = None,
         name: str = "incoming",
     ) -> None:
+        super().__init__(f"infarctwatch-scan-{name}")
         self._config = config
         self._name = name
         self._rules = rules
@@ -209,47 +210,28 @@ class Watcher:
         self._full_at = -1
         """The value of ``_rooms`` read before an offer answered BUSY: while ``_rooms`` still
         holds it, no slot has freed since and the pipeline is known to be full."""
-        self._wakeup = threading.Event()
-        self._stop = threading.Event()
         self._scan_requested = threading.Event()
         self.finished = threading.Event()
         """Set in ``once`` mode when everything found by the first scan has been taken."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"infarctwatch-scan-{name}", daemon=True
-        )
         self._observer: BaseObserver | None = None
         self._log_bridge = WatchdogLogBridge(name, lambda: self.stopping)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def _starting(self) -> None:
         if not self._polling and not self._once:
             try:
                 self._observer = self._start_observer()  # watch first, then scan
             except OSError as exc:  # the folder vanished meanwhile: the scanner tries again
                 log.error("watch_failed", folder=self.name, error=exc.strerror or str(exc))  # noqa: TRY400 - no traceback needed
                 self._rewatch.set()
-        self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop watching: the observer and the scanner thread are stopped and joined."""
-        self._stop.set()
-        self._wakeup.set()
+    def _stopping(self) -> None:
+        """Stop watching (the observer); `close` then joins the scanner thread."""
         with self._observer_lock:
             if self._observer is not None:
                 stop_observer(self._observer, self._log_bridge)
                 self._observer = None
-        if self._thread.is_alive():
-            self._thread.join()
 
     def rewatch(self) -> None:
         """The folder was replaced (`intake.folders`): watch the new one, then scan it (soon).
@@ -325,15 +307,8 @@ class Watcher:
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    @property
-    def stopping(self) -> bool:
-        """True once `close` has begun."""
-        return self._stop.is_set()
-
-    @property
-    def alive(self) -> bool:
-        """False when the scanner thread died (it only ends by itself in ``once`` mode)."""
-        return self._thread.is_alive() or self.finished.is_set() or not self._thread.ident
+    def _ended_normally(self) -> bool:
+        return self.finished.is_set()  # the scanner ends by itself only in ``once`` mode
 
     @property
     def waiting(self) -> int:

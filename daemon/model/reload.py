@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from watchdog.events import (
@@ -54,11 +54,11 @@ from daemon.shared.bundle import (
     sha256_file,
 )
 from daemon.shared.signature import SignaturePolicy, check_signature
+from daemon.threads import StageThread
 
 if TYPE_CHECKING:
     import datetime as dt
     from pathlib import Path
-    from types import TracebackType
 
     from watchdog.observers.api import BaseObserver
 
@@ -138,7 +138,7 @@ class _Handler(FileSystemEventHandler):
         self._reloader.request()
 
 
-class ModelReloader:
+class ModelReloader(StageThread):
     """Watches ``model.path`` and puts a new model in service when it designates a new bundle.
 
     A context manager: entering starts the watch and the reload thread, leaving stops and joins
@@ -153,6 +153,7 @@ class ModelReloader:
         *,
         check_interval_s: float = CHECK_INTERVAL_S,
     ) -> None:
+        super().__init__("infarctwatch-reload")
         self._config = config
         self._holder = holder
         self._policy = SignaturePolicy(config.model.public_key, config.model.require_signature)
@@ -163,38 +164,21 @@ class ModelReloader:
             holder.current.info, self._models, utc_now(), signature, 0, None, None
         )
         self._lock = threading.Lock()
-        self._wakeup = threading.Event()
         self._forced = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="infarctwatch-reload", daemon=True)
         self._observer: BaseObserver | None = None
         self._log_bridge = WatchdogLogBridge("models", self._stop.is_set)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def _starting(self) -> None:
         if self._models is not None:
             self._observer = self._watch(self._models)
-        self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def _stopping(self) -> None:
         """Stop watching; a reload under way finishes (or is dropped before its swap)."""
-        self._stop.set()
-        self._wakeup.set()
         if self._observer is not None:
             stop_observer(self._observer, self._log_bridge)
             self._observer = None
-        if self._thread.is_alive():
-            self._thread.join()
 
     def _watch(self, folder: Path) -> BaseObserver | None:
         bridge = logging.getLogger("watchdog")
@@ -240,10 +224,8 @@ class ModelReloader:
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    @property
-    def alive(self) -> bool:
-        """False when the reload thread died."""
-        return self._thread.is_alive() or not self._thread.ident or self._stop.is_set()
+    def _ended_normally(self) -> bool:
+        return self._stop.is_set()  # the reload thread ends only when asked to
 
     def request(self, *, force: bool = False) -> None:
         """Check ``model.path`` now; ``force`` (SIGHUP) also retries a version that failed."""
