@@ -1,4 +1,4 @@
-"""The values passed between pipeline stages. Frozen: a stage never changes another stage's data.
+"""The values a scan carries from claim to report. Frozen: no step changes another step's data.
 
 Claim ──decode──> Decoded ──infer──> ScanResult ──report──> JSON + outcome ──> Finished
    └──────────────(bad input)──────> ScanResult(failure=...)
