@@ -3,11 +3,10 @@
 Why processes and not threads:
 
 * **throughput**: decoding holds the GIL for most of its time (Pillow's ``tobytes``, numpy's
-  small-array overhead, pydicom's parser). On threads, two decode workers, the report writer and
-  the watcher queued for one lock: the daemon spent 9 ms of CPU per scan on ~5 ms of work and
-  reached 0.47 of the combined decode + inference ceiling. Handing each decoded tensor back to the
-  daemon for inference and reporting still cost about 1.6 ms per scan; a worker that finishes its
-  scans itself (`daemon.scan_worker`) pays almost none of it.
+  small-array overhead, pydicom's parser), so decoding threads would queue for one lock with
+  every other thread of the daemon; a worker process finishes its scans itself
+  (`daemon.scan_worker`), so only claims and short answers cross between processes
+  (docs/performance.md has the measurements).
 * **isolation**: decoding is the one place hostile bytes meet native code (zlib, libjpeg, libtiff,
   pydicom's handlers). A worker that crashes (a segfault), hangs or is killed costs the file that
   caused it an error report (``DECODER_CRASHED``, ``DECODE_TIMEOUT``) and itself a restart; the
