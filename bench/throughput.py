@@ -510,13 +510,22 @@ def _best(rounds: list[dict[str, Any]], key: str = "per_second") -> dict[str, An
     """The fastest round (the one least disturbed by other load), with every round's figure."""
     best = dict(max(rounds, key=lambda r: r[key]))
     best["rounds_per_second"] = [r[key] for r in rounds]
+    for cpu in ("cpu_ms_per_file", "cpu_ms_per_inference"):
+        if all(r.get(cpu) is not None for r in rounds):
+            best["rounds_cpu_ms"] = [r[cpu] for r in rounds]
     return best
+
+
+def _median_cpu(result: dict[str, Any]) -> float | None:
+    """The median over the rounds of a phase's CPU per scan (it moves less than the rates)."""
+    rounds = result.get("rounds_cpu_ms")
+    return statistics.median(rounds) if rounds else None
 
 
 def _best_daemon(rounds: list[dict[str, Any]], *, latency: bool = True) -> dict[str, Any]:
     best = dict(max(rounds, key=lambda r: r["burst"]["per_second"]))
     best["rounds_per_second"] = [r["burst"]["per_second"] for r in rounds]
-    best["rounds_cpu_ms_per_file"] = [r["burst"]["daemon_cpu_ms_per_file"] for r in rounds]
+    best["rounds_cpu_ms"] = [r["burst"]["daemon_cpu_ms_per_file"] for r in rounds]
     best["exit_codes"] = [r["exit_code"] for r in rounds]
     if latency:
         best["latency"] = next(r["latency"] for r in rounds if "latency" in r)
@@ -672,12 +681,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "bound_ceiling_ratio": results["bound"]["per_second"] / combined,
         "daemon_bound_ratio": daemon / results["bound"]["per_second"],
         "bound_naive_ratio": results["bound"]["per_second"] / naive_rate,
+        # Medians over the rounds: a round slowed by other jobs also spends more CPU per scan
+        # (contended caches, more switches), so the best round's rate and its CPU are not paired.
         "cpu_ms_per_scan": {
-            "decode": results["decode"]["cpu_ms_per_file"],
-            "inference": results["inference"]["cpu_ms_per_inference"],
-            "daemon": results["daemon"]["burst"]["daemon_cpu_ms_per_file"],
-            "naive": results["naive"]["cpu_ms_per_file"],
-            "bound": results["bound"]["cpu_ms_per_file"],
+            name: _median_cpu(results[name])
+            for name in ("decode", "inference", "daemon", "naive", "bound")
         },
         "latency_p50_ms": latency["p50_ms"],
         "latency_p99_ms": latency["p99_ms"],
@@ -690,9 +698,24 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         # The daemon's own work per scan: what it spends beyond decoding and inferring (sha256
         # and reading are part of decode-only; reports, commit, moves, pipe, log line are not).
         summary["cpu_ms_outside_work"] = cpu["daemon"] - cpu["decode"] - cpu["inference"]
+    # Each round against its own ceiling (that round's decode-only and benchmark_app).
+    ceilings = [
+        1 / (1 / d + 1 / i)
+        for d, i in zip(
+            results["decode"]["rounds_per_second"],
+            results["inference"]["rounds_per_second"],
+            strict=True,
+        )
+    ]
+    for name in ("daemon", "baseline"):
+        if name in results:
+            summary[f"{name}_round_ceiling_ratios"] = [
+                rate / ceiling
+                for rate, ceiling in zip(results[name]["rounds_per_second"], ceilings, strict=True)
+            ]
     if "baseline" in results:
         rate = results["baseline"]["burst"]["per_second"]
-        cpu["baseline"] = results["baseline"]["burst"]["daemon_cpu_ms_per_file"]
+        cpu["baseline"] = _median_cpu(results["baseline"])
         summary["baseline_per_s"] = rate
         summary["baseline_ceiling_ratio"] = rate / combined
         summary["daemon_baseline_ratio"] = daemon / rate
@@ -802,14 +825,15 @@ def render(results: dict[str, Any]) -> str:
     if "cpu_efficiency" in summary:
         lines += [
             "",
+            "CPU per scan, median over the rounds:",
             (
-                f"CPU per scan: decode {cpu['decode']:.2f} ms + inference {cpu['inference']:.2f} "
+                f"  decode {cpu['decode']:.2f} ms + inference {cpu['inference']:.2f} "
                 f"ms = {cpu['decode'] + cpu['inference']:.2f} ms of work; the daemon spends "
                 f"{cpu['daemon']:.2f} ms (efficiency {summary['cpu_efficiency']:.2f}), the bound "
                 f"{cpu['bound']:.2f} ms, the naive loop {cpu['naive']:.2f} ms"
             ),
             (
-                f"CPU per scan outside decode + inference: the daemon "
+                f"  outside decode + inference: the daemon "
                 f"{summary['cpu_ms_outside_work']:.2f} ms"
                 + (
                     f", the baseline daemon {summary['baseline_cpu_ms_outside_work']:.2f} ms"
@@ -846,6 +870,14 @@ def render(results: dict[str, Any]) -> str:
         if key in results
     )
     lines.append(f"every round (per second; the best is kept): {spread}")
+    lines.append(
+        "each round / its own combined ceiling: "
+        + "; ".join(
+            f"{name} " + "/".join(f"{v:.2f}" for v in summary[f"{name}_round_ceiling_ratios"])
+            for name in ("daemon", "baseline")
+            if f"{name}_round_ceiling_ratios" in summary
+        )
+    )
     if "scaling" in results:
         lines += ["", *render_scaling(results["scaling"])]
     return "\n".join(lines)
