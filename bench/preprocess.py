@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import corpus
 import numpy as np
+from machine import cpu_lines
 
 from daemon import decode as current_decode
 from daemon import preprocess as current
@@ -252,6 +253,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", type=Path, default=OUT, help="work folder (bench/out)")
     args = parser.parse_args(argv)
+    print("\n".join(cpu_lines()), flush=True)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     try:
