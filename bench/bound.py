@@ -13,9 +13,6 @@ them (one rename), the pipe between the daemon and its workers, the log line, th
 status file. ``daemon / bound`` is the share of the reachable rate the daemon gets; ``bound /
 combined ceiling`` says whether the ceiling's assumption (decoding and inference share the cores
 with nothing lost) holds on this machine with durable reports added.
-
-Until commit 5779fd8 the bound had its own copy of this work (a plain synchronous request, the
-same group commit); the figures in docs/performance.md say which they were measured with.
 """
 
 from __future__ import annotations

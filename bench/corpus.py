@@ -1,7 +1,9 @@
 """A benchmark corpus: thousands of distinct scan files made by perturbing the committed samples.
 
-Every file is one of ``samples/`` (synthetic DWI: scanner-matrix PNG, 512x512 JPEG screenshot,
-16-bit DICOM, in the samples' proportions) with a few pixels nudged by one grey level, at places
+Two kinds (`KINDS`): ``mixed``, every one of ``samples/`` in turn (synthetic DWI: scanner-matrix
+PNG, 512x512 JPEG screenshot, 16-bit DICOM, in the samples' proportions), and ``png``, the PNG
+samples only (256x256, 8-bit: the cheapest decode, so inference and the daemon's own work per scan
+dominate). Every file is a sample with a few pixels nudged by one grey level, at places
 drawn from a per-file seed, then encoded again the way the original was (PNG: same mode and zlib
 level as the generator; JPEG: the original's quantisation tables and subsampling, plus a comment
 with the file's number; DICOM: same dataset with new SOP instance UIDs). So each file decodes at
@@ -26,6 +28,8 @@ from pydicom.uid import generate_uid
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CORPUS_VERSION = 1
+KINDS = ("mixed", "png")
+"""``mixed``: every sample in turn; ``png``: the PNG samples only."""
 _NUDGED_PIXELS = 64
 _PNG_LEVEL = 1  # what `infarctwatch synth` writes
 
@@ -40,9 +44,13 @@ class Corpus:
     total_bytes: int
 
 
-def _samples() -> list[tuple[Path, str]]:
+def _samples(kind: str) -> list[tuple[Path, str]]:
+    if kind not in KINDS:
+        msg = f"unknown corpus kind {kind!r} (one of {', '.join(KINDS)})"
+        raise ValueError(msg)
     with (SAMPLES / "manifest.csv").open(encoding="utf-8", newline="") as handle:
-        return [(SAMPLES / row["file"], row["format"]) for row in csv.DictReader(handle)]
+        rows = [(SAMPLES / row["file"], row["format"]) for row in csv.DictReader(handle)]
+    return [(path, fmt) for path, fmt in rows if kind in ("mixed", fmt)]
 
 
 def _nudge(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,21 +118,22 @@ def perturb(data: bytes, fmt: str, index: int, seed: int = 0) -> bytes:
     raise ValueError(msg)
 
 
-def _key(samples: list[tuple[Path, str]], count: int, seed: int) -> str:
-    digest = hashlib.sha256(f"{CORPUS_VERSION}/{count}/{seed}".encode())
+def _key(samples: list[tuple[Path, str]], count: int, seed: int, kind: str) -> str:
+    tag = f"{CORPUS_VERSION}/{count}/{seed}" + ("" if kind == "mixed" else f"/{kind}")
+    digest = hashlib.sha256(tag.encode())
     for path, fmt in samples:
         digest.update(fmt.encode() + path.read_bytes())
     return digest.hexdigest()
 
 
-def build(folder: Path, count: int, seed: int = 0) -> Corpus:
-    """``count`` distinct files in ``folder`` (reused when already built with the same inputs).
+def build(folder: Path, count: int, seed: int = 0, kind: str = "mixed") -> Corpus:
+    """``count`` distinct files of ``kind`` in ``folder`` (reused when built with the same inputs).
 
     Raises:
         RuntimeError: two files came out identical (a broken perturbation).
     """
-    samples = _samples()
-    key = _key(samples, count, seed)
+    samples = _samples(kind)
+    key = _key(samples, count, seed, kind)
     stamp = folder / "corpus.json"
     if stamp.is_file():
         meta = json.loads(stamp.read_text(encoding="utf-8"))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from machine import cpu_lines
 from pydicom import uid
 from pydicom.pixels import get_decoder, pixel_array
 
@@ -67,16 +68,6 @@ def _data_store() -> Path:
     if spec is None:
         return PYDICOM_FILES
     return Path(next(iter(spec.submodule_search_locations or []))) / "data"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _median_ms(ds: pydicom.Dataset, plugin: str, index: int | None, repeat: int) -> float:
@@ -171,7 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="decodes per file and plugin")
     args = parser.parse_args()
-    print(f"CPU: {_cpu_model()}; Python {platform.python_version()}; pydicom {pydicom.__version__}")
+    print("\n".join(cpu_lines()))
+    print(f"Python {platform.python_version()}; pydicom {pydicom.__version__}")
     _decode_table(args.repeat)
     _sample_table(args.repeat)
     _package_table()

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import corpus
 import numpy as np
+from machine import cpu_lines
 
 from daemon.shared import decode as current_decode
 from daemon.shared import preprocess as current
@@ -253,6 +254,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", type=Path, default=OUT, help="work folder (bench/out)")
     args = parser.parse_args(argv)
+    print("\n".join(cpu_lines()), flush=True)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     try:

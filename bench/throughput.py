@@ -4,8 +4,9 @@ Run from the repo with the dev venv (``.venv/bin/python bench/throughput.py --he
 on the same IR (the committed default bundle unless ``--model``) and device:
 
 1. **inference ceiling**: OpenVINO's ``benchmark_app -hint throughput`` on the IR;
-2. **decode-only**: read + sha256 + decode + preprocess in the daemon's own decode worker
-   processes (`daemon.workers.process`), as many as the daemon has (``--workers``);
+2. **decode-only**: read + sha256 + decode + preprocess (`daemon.scan.read.decode_claim`) in
+   a pool of the benchmark's own processes (``decode_pool.py``), as many as the daemon has worker
+   processes (``--workers``);
 3. **combined ceiling** ``1 / (1/decode + 1/inference)``: both stages sharing the same cores;
 4. **daemon end-to-end**: a burst of ``--files`` distinct files renamed into the incoming folder of
    a real ``infarctwatch run`` process, timed until the last report is visible;
@@ -16,7 +17,13 @@ on the same IR (the committed default bundle unless ``--model``) and device:
 7. **orchestration-free bound**: the same burst through the daemon's per-scan work alone (read,
    hash, decode, preprocess, infer, durable report, move), one sequential process per decode
    worker and nothing else (``bound.py``): what any design could reach here;
-8. with ``--scaling``: the same on one core (``taskset``) and with one decode worker.
+8. with ``--scaling``: the same on one core (``taskset``) and with one decode worker;
+9. with ``--baseline DIR``: the daemon of another checkout too, in every round, interleaved with
+   this one's (an A/B whose ratios come from one run).
+
+``--corpus mixed`` (default) uses every sample format; ``--corpus png`` only 256x256 PNGs, whose
+decode is cheap, so inference and the daemon's own work per scan dominate. The output starts with
+the CPU model and its flags (AVX2, AVX-512, AMX, bf16): they decide OpenVINO's kernels.
 
 The throughput phases run ``--rounds`` times, interleaved, and the best round of each is kept (the
 one least disturbed by other jobs); every round's figure is printed too. The CPU time each stage
@@ -42,7 +49,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -52,14 +58,13 @@ import naive
 import openvino as ov
 import yaml
 from bound import bound_burst
+from decode_pool import decode_burst
 from folder_events import FolderEvents
+from machine import cpu_lines, cpu_summary
 
 from daemon.config import load_config
-from daemon.records import Claim
-from daemon.scan.read import Rejected, configure_decoders, warm_up
+from daemon.scan.read import configure_decoders, warm_up
 from daemon.shared.bundle import Bundle, designated_bundle, load_bundle
-from daemon.shared.decode import DecodeLimits
-from daemon.workers.process import close_workers, start_workers
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -79,14 +84,6 @@ class BenchError(RuntimeError):
 def _load() -> tuple[float, float, float]:
     one, five, fifteen = os.getloadavg()
     return round(one, 2), round(five, 2), round(fifteen, 2)
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _git(*args: str) -> str:
@@ -192,60 +189,20 @@ def inference_ceiling(
 # -- 2. decode-only ------------------------------------------------------------------------------
 
 
-def _claim(path: Path) -> Claim:
-    return Claim("bench", path, path.name, dt.datetime.now(dt.UTC), time.monotonic())
-
-
 def decode_only(
     files: tuple[Path, ...], bundle: Bundle, workers: int, cpus: set[int] | None = None
 ) -> dict[str, Any]:
-    """The daemon's decode stage alone, over ``files``.
-
-    Its own worker processes (`daemon.workers.process`), each driven by one thread as in the
-    daemon; the CPU of the children is counted.
-    """
-    spec, limits = bundle.preprocess, DecodeLimits()
-    config = load_config(None).limits
-    claims = [_claim(p) for p in files]
-    affinity = os.sched_getaffinity(0)
+    """The daemon's decode stage alone, over ``files``, in ``workers`` processes (`decode_pool`)."""
     load = _load()
     try:
-        if cpus is not None:  # the children inherit the spawning thread's affinity
-            os.sched_setaffinity(0, cpus)
-        decoders = start_workers(workers, limits, config.max_file_bytes, config.decode_timeout_s)
-    finally:
-        os.sched_setaffinity(0, affinity)
-    try:
-        for decoder in decoders:
-            decoder.wait_ready()
-
-        def run(index: int, part: list[Claim]) -> list[Any]:
-            return [decoders[index].decode(c, spec) for c in part]
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="bench-decode") as pool:
-            list(pool.map(run, range(workers), [claims[i : i + 1] for i in range(workers)]))
-            pids = [d.pid for d in decoders if d.pid is not None]
-            cpu0 = time.process_time() + sum(_process_cpu_s(pid) for pid in pids)
-            started = time.perf_counter()
-            parts = [claims[i::workers] for i in range(workers)]
-            outcomes = [o for done in pool.map(run, range(workers), parts) for o in done]
-            seconds = time.perf_counter() - started
-            cpu = time.process_time() + sum(_process_cpu_s(pid) for pid in pids) - cpu0
-    finally:
-        close_workers(decoders)
-    rejected = [o for o in outcomes if isinstance(o, Rejected)]
-    if rejected:
-        msg = f"{len(rejected)} corpus files failed to decode: {rejected[0].failure}"
-        raise BenchError(msg)
-    return {
-        "per_second": len(files) / seconds,
-        "files": len(files),
-        "seconds": seconds,
-        "workers": workers,
-        "cpus": sorted(cpus) if cpus is not None else None,
-        "cpu_ms_per_file": cpu / len(files) * 1000,
-        "load_before": load,
-    }
+        result = decode_burst(
+            files, bundle.preprocess, workers, load_config(None).limits.max_file_bytes, cpus
+        )
+    except RuntimeError as exc:
+        msg = f"decode-only failed: {exc}"
+        raise BenchError(msg) from exc
+    result["load_before"] = load
+    return result
 
 
 # -- 3. the daemon, as a real process -----------------------------------------------------------
@@ -260,6 +217,8 @@ class DaemonSettings:
     workers: int
     variant: str
     cpus: str | None = None
+    source: Path | None = None
+    """Run the daemon from this checkout instead of this one (``--baseline``: an A/B)."""
 
 
 class DaemonRun:
@@ -298,9 +257,11 @@ class DaemonRun:
 
     def __enter__(self) -> Self:
         started = time.perf_counter()
+        source = self.settings.source
+        env = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                self.command(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=log
+                self.command(), cwd=source or REPO, env=env, stdout=subprocess.DEVNULL, stderr=log
             )
         status = self.work / "status.json"
         deadline = time.monotonic() + 180
@@ -494,7 +455,9 @@ def _machine(bundle: Bundle, settings: DaemonSettings) -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_summary()["model"],
+        "cpu_flags": cpu_summary()["flags"],
+        "cpu_bf16": cpu_summary()["bf16"],
         "cpus_online": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "load_at_start": _load(),
@@ -547,14 +510,25 @@ def _best(rounds: list[dict[str, Any]], key: str = "per_second") -> dict[str, An
     """The fastest round (the one least disturbed by other load), with every round's figure."""
     best = dict(max(rounds, key=lambda r: r[key]))
     best["rounds_per_second"] = [r[key] for r in rounds]
+    for cpu in ("cpu_ms_per_file", "cpu_ms_per_inference"):
+        if all(r.get(cpu) is not None for r in rounds):
+            best["rounds_cpu_ms"] = [r[cpu] for r in rounds]
     return best
 
 
-def _best_daemon(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def _median_cpu(result: dict[str, Any]) -> float | None:
+    """The median over the rounds of a phase's CPU per scan (it moves less than the rates)."""
+    rounds = result.get("rounds_cpu_ms")
+    return statistics.median(rounds) if rounds else None
+
+
+def _best_daemon(rounds: list[dict[str, Any]], *, latency: bool = True) -> dict[str, Any]:
     best = dict(max(rounds, key=lambda r: r["burst"]["per_second"]))
     best["rounds_per_second"] = [r["burst"]["per_second"] for r in rounds]
+    best["rounds_cpu_ms"] = [r["burst"]["daemon_cpu_ms_per_file"] for r in rounds]
     best["exit_codes"] = [r["exit_code"] for r in rounds]
-    best["latency"] = next(r["latency"] for r in rounds if "latency" in r)
+    if latency:
+        best["latency"] = next(r["latency"] for r in rounds if "latency" in r)
     return best
 
 
@@ -567,25 +541,49 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": _machine(bundle, settings)}
     total = args.files + args.latency_files
     _progress(f"corpus: {total} distinct files from samples/")
-    built = corpus.build(args.out / "corpus", total)
+    folder = args.out / ("corpus" if args.corpus == "mixed" else f"corpus-{args.corpus}")
+    built = corpus.build(folder, total, kind=args.corpus)
     burst, latency = built.files[: args.files], built.files[args.files :]
     results["corpus"] = {
         "files": total,
         "formats": built.formats,
         "mean_kb": round(built.total_bytes / total / 1000, 1),
+        "kind": args.corpus,
         "source": "samples/ perturbed (bench/corpus.py)",
     }
+    baseline = None
+    if args.baseline is not None:
+        baseline = dataclasses.replace(settings, source=args.baseline.resolve())
+        results["baseline_source"] = {
+            "path": str(args.baseline),
+            "git_commit": _git("-C", str(args.baseline.resolve()), "rev-parse", "--short", "HEAD")
+            or None,
+        }
     rounds: dict[str, list[dict[str, Any]]] = {
         name: [] for name in ("inference", "decode", "daemon", "naive", "naive_no_fsync", "bound")
     }
+    if baseline is not None:
+        rounds["baseline"] = []
     for number in range(1, args.rounds + 1):
         _progress(f"round {number}/{args.rounds}: benchmark_app -t {args.benchmark_seconds}")
         rounds["inference"].append(inference_ceiling(bundle, settings, args.benchmark_seconds))
         _progress(f"round {number}: decode-only, {args.files} files on {args.workers} workers")
         rounds["decode"].append(decode_only(burst, bundle, args.workers))
-        rounds["daemon"].append(
-            _daemon_phase(args, f"main-{number}", settings, burst, latency if number == 1 else ())
-        )
+        daemons = [("daemon", "main", settings), ("baseline", "baseline", baseline)]
+        if number % 2 == 0:  # A/B: alternate which daemon goes first
+            daemons.reverse()
+        for key, name, chosen in daemons:
+            if chosen is None:
+                continue
+            rounds[key].append(
+                _daemon_phase(
+                    args,
+                    f"{name}-{number}",
+                    chosen,
+                    burst,
+                    latency if number == 1 and key == "daemon" else (),
+                )
+            )
         for fsync in (True, False):
             label = "naive" if fsync else "naive_no_fsync"
             _progress(f"round {number}: {label}, burst of {args.files}")
@@ -598,6 +596,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rounds["bound"].append(_bound_phase(args, bundle, burst, number))
     results["rounds"] = args.rounds
     results["daemon"] = _best_daemon(rounds.pop("daemon"))
+    if baseline is not None:
+        results["baseline"] = _best_daemon(rounds.pop("baseline"), latency=False)
     results.update({name: _best(values) for name, values in rounds.items()})
     if args.scaling:
         results["scaling"] = scaling(args, bundle, settings, burst[: args.scaling_files])
@@ -681,12 +681,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "bound_ceiling_ratio": results["bound"]["per_second"] / combined,
         "daemon_bound_ratio": daemon / results["bound"]["per_second"],
         "bound_naive_ratio": results["bound"]["per_second"] / naive_rate,
+        # Medians over the rounds: a round slowed by other jobs also spends more CPU per scan
+        # (contended caches, more switches), so the best round's rate and its CPU are not paired.
         "cpu_ms_per_scan": {
-            "decode": results["decode"]["cpu_ms_per_file"],
-            "inference": results["inference"]["cpu_ms_per_inference"],
-            "daemon": results["daemon"]["burst"]["daemon_cpu_ms_per_file"],
-            "naive": results["naive"]["cpu_ms_per_file"],
-            "bound": results["bound"]["cpu_ms_per_file"],
+            name: _median_cpu(results[name])
+            for name in ("decode", "inference", "daemon", "naive", "bound")
         },
         "latency_p50_ms": latency["p50_ms"],
         "latency_p99_ms": latency["p99_ms"],
@@ -696,6 +695,34 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         # Load-independent view: the work a scan needs (decode + inference) over what the daemon
         # spends per scan. On an idle machine the throughput ratio cannot exceed it.
         summary["cpu_efficiency"] = (cpu["decode"] + cpu["inference"]) / cpu["daemon"]
+        # The daemon's own work per scan: what it spends beyond decoding and inferring (sha256
+        # and reading are part of decode-only; reports, commit, moves, pipe, log line are not).
+        summary["cpu_ms_outside_work"] = cpu["daemon"] - cpu["decode"] - cpu["inference"]
+    # Each round against its own ceiling (that round's decode-only and benchmark_app).
+    ceilings = [
+        1 / (1 / d + 1 / i)
+        for d, i in zip(
+            results["decode"]["rounds_per_second"],
+            results["inference"]["rounds_per_second"],
+            strict=True,
+        )
+    ]
+    for name in ("daemon", "baseline"):
+        if name in results:
+            summary[f"{name}_round_ceiling_ratios"] = [
+                rate / ceiling
+                for rate, ceiling in zip(results[name]["rounds_per_second"], ceilings, strict=True)
+            ]
+    if "baseline" in results:
+        rate = results["baseline"]["burst"]["per_second"]
+        cpu["baseline"] = _median_cpu(results["baseline"])
+        summary["baseline_per_s"] = rate
+        summary["baseline_ceiling_ratio"] = rate / combined
+        summary["daemon_baseline_ratio"] = daemon / rate
+        if cpu["inference"] is not None:
+            summary["baseline_cpu_ms_outside_work"] = (
+                cpu["baseline"] - cpu["decode"] - cpu["inference"]
+            )
     summary["targets"] = {
         "ceiling_ratio": summary["ceiling_ratio"] >= TARGETS["ceiling_ratio"],
         "naive_ratio": summary["naive_ratio"] >= TARGETS["naive_ratio"],
@@ -724,13 +751,19 @@ def _header(results: dict[str, Any]) -> list[str]:
             f"cpu: {machine['cpus_usable']} x {machine['cpu']}; load average {load_start} at "
             f"start, {load_end} at end (1/5/15 min)"
         ),
+        f"cpu flags: {' '.join(machine['cpu_flags'])}; bf16: {machine['cpu_bf16']}",
         (
             f"model: {model['name']} {model['version']} ({model['ir']}), device "
             f"{machine['device']}, OpenVINO {machine['openvino']}"
         ),
         (
-            f"corpus: {results['corpus']['files']} distinct files ({formats}), "
-            f"mean {results['corpus']['mean_kb']} kB"
+            f"corpus {results['corpus']['kind']}: {results['corpus']['files']} distinct files "
+            f"({formats}), mean {results['corpus']['mean_kb']} kB"
+        ),
+        *(
+            [f"baseline daemon: {results['baseline_source']}"]
+            if "baseline_source" in results
+            else []
         ),
     ]
 
@@ -751,6 +784,15 @@ def render(results: dict[str, Any]) -> str:
         ("combined ceiling 1/(1/decode + 1/inference)", summary["combined_ceiling_per_s"], "/s"),
         (f"daemon end-to-end, burst of {burst['files']}", summary["daemon_per_s"], "/s"),
         ("  / combined ceiling", summary["ceiling_ratio"], "", ">= 0.8", met["ceiling_ratio"]),
+        *(
+            [
+                ("baseline daemon (--baseline), same rounds", summary["baseline_per_s"], "/s"),
+                ("  baseline / combined ceiling", summary["baseline_ceiling_ratio"], ""),
+                ("  daemon / baseline", summary["daemon_baseline_ratio"], ""),
+            ]
+            if "baseline_per_s" in summary
+            else []
+        ),
         ("naive synchronous loop (fsync each report)", summary["naive_per_s"], "/s"),
         ("  daemon / naive", summary["naive_ratio"], "x", ">= 1.5x", met["naive_ratio"]),
         ("naive loop without fsync (weaker guarantee)", summary["naive_no_fsync_per_s"], "/s"),
@@ -783,11 +825,21 @@ def render(results: dict[str, Any]) -> str:
     if "cpu_efficiency" in summary:
         lines += [
             "",
+            "CPU per scan, median over the rounds:",
             (
-                f"CPU per scan: decode {cpu['decode']:.2f} ms + inference {cpu['inference']:.2f} "
+                f"  decode {cpu['decode']:.2f} ms + inference {cpu['inference']:.2f} "
                 f"ms = {cpu['decode'] + cpu['inference']:.2f} ms of work; the daemon spends "
                 f"{cpu['daemon']:.2f} ms (efficiency {summary['cpu_efficiency']:.2f}), the bound "
                 f"{cpu['bound']:.2f} ms, the naive loop {cpu['naive']:.2f} ms"
+            ),
+            (
+                f"  outside decode + inference: the daemon "
+                f"{summary['cpu_ms_outside_work']:.2f} ms"
+                + (
+                    f", the baseline daemon {summary['baseline_cpu_ms_outside_work']:.2f} ms"
+                    if "baseline_cpu_ms_outside_work" in summary
+                    else ""
+                )
             ),
         ]
     lines += [
@@ -813,9 +865,19 @@ def render(results: dict[str, Any]) -> str:
             ("naive", "naive"),
             ("naive without fsync", "naive_no_fsync"),
             ("bound", "bound"),
+            ("baseline", "baseline"),
         )
+        if key in results
     )
     lines.append(f"every round (per second; the best is kept): {spread}")
+    lines.append(
+        "each round / its own combined ceiling: "
+        + "; ".join(
+            f"{name} " + "/".join(f"{v:.2f}" for v in summary[f"{name}_round_ceiling_ratios"])
+            for name in ("daemon", "baseline")
+            if f"{name}_round_ceiling_ratios" in summary
+        )
+    )
     if "scaling" in results:
         lines += ["", *render_scaling(results["scaling"])]
     return "\n".join(lines)
@@ -857,6 +919,19 @@ def main(argv: list[str]) -> int:
         help="the bundle's IR to serve and measure everywhere (default: the daemon's default)",
     )
     parser.add_argument("--device", default="CPU", help="OpenVINO device (default: CPU)")
+    parser.add_argument(
+        "--corpus",
+        choices=corpus.KINDS,
+        default="mixed",
+        help="mixed: every sample format (default); png: 256x256 PNGs only, cheap to decode, so "
+        "inference and the daemon's own work dominate",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of the project (e.g. `git worktree add /tmp/base main`): its "
+        "daemon runs in every round too, interleaved with this one's (an A/B in one run)",
+    )
     parser.add_argument("--files", type=int, default=2000, help="burst size (default: 2000)")
     parser.add_argument(
         "--latency-files", type=int, default=200, help="files dropped one at a time (200)"
@@ -894,6 +969,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", type=Path, default=OUT, help="work and results folder (bench/out)")
     args = parser.parse_args(argv)
+    print("\n".join(cpu_lines()), flush=True)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if (args.out / RUNS).exists():  # an interrupted benchmark's: see below

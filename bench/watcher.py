@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from machine import cpu_lines
+
 from daemon.config import WatchConfig
 from daemon.intake.rules import IntakeRules, Offer
 from daemon.intake.watcher import Watcher
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scale", type=int, default=4, help="the second burst has this many times the files"
     )
     args = parser.parse_args(argv)
+    print("\n".join(cpu_lines()))
     print(
         f"burst of {args.files} files renamed in at once, {args.slots} slots, "
         f"{args.service_ms} ms per claim, {args.mode} mode; {os.cpu_count()} cores, "

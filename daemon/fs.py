@@ -112,35 +112,41 @@ def write_atomic_group(files: Sequence[tuple[Path, bytes]]) -> list[OSError | No
     Each file goes to a temporary dotfile beside it; then one ``syncfs`` makes all of them
     durable (a file-by-file fsync where there is no ``syncfs``); then each is renamed into place
     and the folder is fsynced once. Per file this costs a third of the CPU of `write_atomic`
-    (measured on ext4: 0.05 ms against 0.15 ms) and one journal commit for the whole group.
+    (measured on ext4: 0.05 ms against 0.15 ms) and one journal commit for the whole group. Files
+    are created and renamed relative to one open descriptor of the folder (``openat``,
+    ``renameat``): the kernel does not walk the folder's path again for each of them.
 
     Returns one entry per file: ``None`` once it is durable in place, else the error that kept it
     out (its temporary file is removed). A failed flush fails the whole group.
     """
     errors: list[OSError | None] = [None] * len(files)
-    staged: list[tuple[int, Path]] = []
-    for index, (path, data) in enumerate(files):
-        try:
-            staged.append((index, _stage(path, data)))
-        except OSError as exc:
-            errors[index] = exc
-    if not staged:
+    if not files:
         return errors
+    folder = os.path.dirname(files[0][0]) or "."  # noqa: PTH120 - a str: names are relative to it
     try:
-        dir_fd = os.open(files[0][0].parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = _open_folder(folder)
     except OSError as exc:
-        return _abandon(staged, errors, exc)
+        return [exc] * len(files)
     try:
-        try:
-            _flush(dir_fd, [tmp for _, tmp in staged])
-        except OSError as exc:
-            return _abandon(staged, errors, exc)
-        for index, tmp in staged:
+        staged: list[tuple[int, str, str]] = []
+        for index, (path, data) in enumerate(files):
+            name = _name_in(path, folder)
             try:
-                tmp.replace(files[index][0])
+                staged.append((index, _write_temporary_at(dir_fd, name, data), name))
             except OSError as exc:
                 errors[index] = exc
-                tmp.unlink(missing_ok=True)
+        if not staged:
+            return errors
+        try:
+            _flush(dir_fd, [tmp for _, tmp, _ in staged])
+        except OSError as exc:
+            return _abandon(dir_fd, staged, errors, exc)
+        for index, tmp, name in staged:
+            try:
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                errors[index] = exc
+                _unlink_at(dir_fd, tmp)
         try:
             os.fsync(dir_fd)
         except OSError as exc:
@@ -150,39 +156,62 @@ def write_atomic_group(files: Sequence[tuple[Path, bytes]]) -> list[OSError | No
     return errors
 
 
-def _stage(path: Path, data: bytes) -> Path:
-    """`_write_temporary`, making the folder again first when it vanished (`intake.folders`)."""
+def _open_folder(folder: str) -> int:
+    """A descriptor of ``folder``, making it again first when it vanished (`intake.folders`)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     try:
-        return _write_temporary(path, data)
+        return os.open(folder, flags)
     except FileNotFoundError:
-        if path.parent.exists():
-            raise
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_temporary(path, data)
+        os.makedirs(folder, exist_ok=True)  # noqa: PTH103 - a str, as openat wants
+        return os.open(folder, flags)
 
 
-def _write_temporary(path: Path, data: bytes) -> Path:
-    """``data`` in a new temporary dotfile beside ``path`` (not flushed); removed on failure."""
-    tmp = _temporary_beside(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+def _name_in(path: Path, folder: str) -> str:
+    """``path``'s name when it is in ``folder``, else its absolute path.
+
+    ``openat`` ignores the folder's descriptor for an absolute path: a file of another folder
+    still lands where it was asked to.
+    """
+    text = os.fspath(path)
+    head, _, name = text.rpartition("/")
+    if (head or ".") == folder and name:
+        return name
+    return os.path.abspath(text)  # noqa: PTH100 - a str for openat
+
+
+def _write_temporary_at(dir_fd: int, name: str, data: bytes) -> str:
+    """``data`` in a new temporary dotfile beside ``name`` (not flushed); removed on failure."""
+    head, _, tail = name.rpartition("/")
+    number = next(_TEMPORARY_NUMBERS)
+    tmp = f"{head}{'/' if head else ''}.{tail}.{_TEMPORARY_TAG}{number:x}{TMP_SUFFIX}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     except OSError:
-        tmp.unlink(missing_ok=True)
+        _unlink_at(dir_fd, tmp)
         raise
     finally:
         os.close(fd)
     return tmp
 
 
-def _flush(dir_fd: int, temporaries: list[Path]) -> None:
-    """Make ``temporaries`` durable: one ``syncfs``, else an fsync each."""
+def _unlink_at(dir_fd: int, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _flush(dir_fd: int, temporaries: list[str]) -> None:
+    """Make ``temporaries`` (names in the folder ``dir_fd``) durable.
+
+    One ``syncfs``; an fsync each where there is none.
+    """
     if sync_filesystem(dir_fd):
         return
     for tmp in temporaries:
-        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             os.fsync(fd)
         finally:
@@ -190,11 +219,14 @@ def _flush(dir_fd: int, temporaries: list[Path]) -> None:
 
 
 def _abandon(
-    staged: list[tuple[int, Path]], errors: list[OSError | None], error: OSError
+    dir_fd: int,
+    staged: list[tuple[int, str, str]],
+    errors: list[OSError | None],
+    error: OSError,
 ) -> list[OSError | None]:
-    for index, tmp in staged:
+    for index, tmp, _ in staged:
         errors[index] = error
-        tmp.unlink(missing_ok=True)
+        _unlink_at(dir_fd, tmp)
     return errors
 
 
@@ -246,9 +278,12 @@ def write_new(path: Path, data: bytes) -> Path:
     (no race). The temporary is removed, or cleaned by `remove_stale_temporaries` after a crash.
     Returns the path written.
     """
-    tmp = _write_temporary(path, data)
+    tmp = _temporary_beside(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
-        with tmp.open("rb") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
             os.fsync(fh.fileno())
         for candidate in numbered_names(path):
             try:

@@ -1,10 +1,10 @@
 """Fault injection for the scan worker processes (imported in the spawned child, so kept light).
 
-`serve_with_faults` is the real child loop, with `decode_claim` wrapped (where the decode-only
-requests and the scan requests call it) so that a file whose name
-says so crashes the process (SIGSEGV, as a native decoder bug would), hangs, or raises an
-unexpected exception; and with `ScanWorker.handle` wrapped so that a batch holding a file named
-``oserror`` raises an OSError outside any one claim. Everything else is decoded for real.
+`serve_with_faults` is the real child loop, with `decode_claim` wrapped (where the scan worker
+calls it) so that a file whose name says so crashes the process (SIGSEGV, as a native decoder bug
+would), hangs, or raises an unexpected exception; and with `ScanWorker.handle` wrapped so that a
+batch holding a file named ``oserror`` raises an OSError outside any one claim. Everything else
+is decoded for real.
 """
 
 from __future__ import annotations
@@ -51,9 +51,8 @@ def _faulty_handle(real: Any) -> Any:
 
 
 def serve_with_faults(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
-    """`daemon.workers.process.serve` with the faults above, in decode-only and in scan requests."""
+    """`daemon.workers.process.serve` with the faults above in every scan request."""
     scan_worker.ScanWorker.handle = _faulty_handle(scan_worker.ScanWorker.handle)  # type: ignore[method-assign]
-    worker_process.decode_claim = _faulty(worker_process.decode_claim)  # type: ignore[assignment]
     scan_worker.decode_claim = _faulty(scan_worker.decode_claim)  # type: ignore[assignment]
     worker_process.serve(conn, limits, max_bytes)
 

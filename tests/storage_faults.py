@@ -18,6 +18,7 @@ Started as a real process (`spawn_faulty`)::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -80,7 +81,12 @@ def _install_storage_faults() -> None:
         return real_write(fd, data)
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        error = _storage_error(os.fsdecode(os.fspath(dst)))
+        where = os.fsdecode(os.fspath(dst))
+        folder_fd = kwargs.get("dst_dir_fd")
+        if folder_fd is not None and not where.startswith("/"):
+            with contextlib.suppress(OSError):  # a name relative to a folder's descriptor
+                where = f"{Path(f'/proc/self/fd/{folder_fd}').readlink()}/{where}"
+        error = _storage_error(where)
         if error is not None:
             raise error
         real_replace(src, dst, **kwargs)

@@ -1,4 +1,4 @@
-"""The scan worker processes: same results as in-process decoding, crashes and hangs contained."""
+"""The worker processes: whole scans in a child, crashes, hangs and bugs contained to one file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 from daemon_support import files_under, image_bytes, make_config, reports, running, wait_for
 from decoder_faults import serve_nothing, serve_with_faults
@@ -50,87 +49,157 @@ def worker():
     made.close()
 
 
-class TestDecodeWorker:
-    def test_decodes_exactly_like_the_in_process_stage(self, tmp_path, worker) -> None:
-        """Tensor (sent as its one repeated channel) and source equal `decode_claim` run here."""
-        configure_decoders()
-        claim = _claim(tmp_path, "scan.png", image_bytes("PNG"))
-        outcome = worker.decode(claim, SPEC)
-        here = decode_claim(claim, SPEC, DecodeLimits(), MAX_BYTES)
-        assert isinstance(outcome, Decoded)
-        assert isinstance(here, Decoded)
-        assert outcome.source == here.source
-        assert outcome.tensor.shape == (*here.tensor.shape[:2], 1)  # one channel travels
-        np.testing.assert_array_equal(
-            np.broadcast_to(outcome.tensor, here.tensor.shape), here.tensor
-        )
-        assert outcome.tensor.dtype == np.float32
+@pytest.fixture
+def area(tmp_path) -> ClaimArea:
+    made = ClaimArea(tmp_path / "incoming", tmp_path / "work", OutcomeConfig())
+    for folder in made.folders():
+        folder.mkdir(parents=True)
+    return made
 
-    def test_bad_input_is_rejected_with_its_code(self, tmp_path, worker) -> None:
-        """A scan error in the child comes back as a Rejected with the stable code."""
-        outcome = worker.decode(_claim(tmp_path, "x.png", b"not an image"), SPEC)
-        assert isinstance(outcome, Rejected)
-        assert outcome.failure.code == "NOT_AN_IMAGE"
+
+@pytest.fixture
+def setup(tmp_path, area) -> ScanSetup:
+    (tmp_path / "reports").mkdir()
+    return ScanSetup(tmp_path / "reports", 3, area, InferenceConfig(device="CPU"))
+
+
+@pytest.fixture
+def model() -> ModelChoice:
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    return ModelChoice(bundle.path, "fp16", bundle.sha256)
+
+
+def _claims(area: ClaimArea, *names: str, data: bytes | None = None) -> tuple[Claim, ...]:
+    """Claim a new file per name in ``area`` (a distinct PNG each, unless ``data`` is given)."""
+    claims = []
+    for seed, name in enumerate(names):
+        path = area.incoming / name
+        path.write_bytes(image_bytes("PNG", seed=seed) if data is None else data)
+        claim = area.claim(path)
+        assert claim is not None
+        claims.append(claim)
+    return tuple(claims)
+
+
+class TestDecodeWorker:
+    """Containment, one claim at a time, on the production path (`WorkerProcess.scan`)."""
+
+    @staticmethod
+    def _one(worker, area, setup, model, name: str, *, data: bytes | None = None):
+        (answer,) = worker.scan(_claims(area, name, data=data), model, setup)
+        return answer
+
+    def test_a_scan_reads_the_file_like_the_in_process_stage(
+        self, worker, area, setup, model
+    ) -> None:
+        """The report's source is what `decode_claim` finds in the file here (hash, size...)."""
+        configure_decoders()
+        data = image_bytes("PNG")
+        path = area.incoming.parent / "copy.png"
+        path.write_bytes(data)
+        here = decode_claim(
+            Claim("x", path, "scan.png", dt.datetime.now(dt.UTC), time.monotonic()),
+            SPEC,
+            DecodeLimits(),
+            MAX_BYTES,
+        )
+        answer = self._one(worker, area, setup, model, "scan.png", data=data)
+        assert isinstance(here, Decoded)
+        assert isinstance(answer, Finished)
+        assert answer.ok
+        source = reports(setup.reports)["scan.png"]["source"]
+        assert source["sha256"] == here.source.sha256
+        assert source["bytes"] == here.source.bytes == len(data)
+        assert (source["format"], source["width"], source["height"], source["bits"]) == (
+            here.source.format,
+            here.source.width,
+            here.source.height,
+            here.source.bits,
+        )
+
+    def test_bad_input_is_reported_with_its_code(self, worker, area, setup, model) -> None:
+        """A scan error in the child is that file's error report with the stable code."""
+        answer = self._one(worker, area, setup, model, "x.png", data=b"not an image")
+        assert isinstance(answer, Finished)
+        assert answer.failure is not None
+        assert answer.failure.code == "NOT_AN_IMAGE"
+        assert reports(setup.reports)["x.png"]["error"]["code"] == "NOT_AN_IMAGE"
         assert worker.restarts == 0
 
-    def test_a_crash_costs_one_file_and_the_worker_is_replaced(self, tmp_path, worker) -> None:
-        """A segfault gives DECODER_CRASHED with the file's hash; the next file decodes."""
+    def test_a_crash_costs_one_file_and_the_worker_is_replaced(
+        self, worker, area, setup, model
+    ) -> None:
+        """A segfault gives DECODER_CRASHED with the file's hash; the next file is scanned."""
         data = image_bytes("PNG", seed=1)
+        worker.scan((), model, setup)
         first_pid = worker.pid
-        outcome = worker.decode(_claim(tmp_path, "segfault.png", data), SPEC)
+        outcome = self._one(worker, area, setup, model, "segfault.png", data=data)
         assert isinstance(outcome, Rejected)
         assert outcome.failure.code == "DECODER_CRASHED"
         assert "SIGSEGV" in outcome.failure.message
         assert outcome.source.bytes == len(data)
         assert outcome.source.sha256 is not None
+        assert outcome.claim.path.exists()  # still in processing/: the daemon reports it
         assert worker.restarts == 1
-        after = worker.decode(_claim(tmp_path, "fine.png", data), SPEC)
-        assert isinstance(after, Decoded)
+        after = self._one(worker, area, setup, model, "fine.png", data=data)
+        assert isinstance(after, Finished)
+        assert after.ok
         assert worker.pid != first_pid
 
-    def test_a_hang_is_cut_at_the_timeout(self, tmp_path, worker) -> None:
+    def test_a_hang_is_cut_at_the_timeout(self, worker, area, setup, model) -> None:
         """A decoder stuck longer than decode_timeout_s is killed: DECODE_TIMEOUT, then work."""
-        outcome = worker.decode(_claim(tmp_path, "hang.png", image_bytes("PNG")), SPEC)
+        worker.scan((), model, setup)
+        started = time.monotonic()
+        outcome = self._one(worker, area, setup, model, "hang.png")
+        assert time.monotonic() - started < 30  # the hang itself lasts an hour
         assert isinstance(outcome, Rejected)
         assert outcome.failure.code == "DECODE_TIMEOUT"
         assert worker.restarts == 1
-        assert isinstance(
-            worker.decode(_claim(tmp_path, "ok.png", image_bytes("PNG")), SPEC), Decoded
-        )
+        after = self._one(worker, area, setup, model, "ok.png")
+        assert isinstance(after, Finished)
+        assert after.ok
 
     def test_an_unexpected_exception_is_an_internal_error_without_restart(
-        self, tmp_path, worker
+        self, worker, area, setup, model
     ) -> None:
         """A bug in decoding becomes INTERNAL_ERROR; the child lives on."""
+        worker.scan((), model, setup)
         pid = worker.pid
-        outcome = worker.decode(_claim(tmp_path, "bug.png", image_bytes("PNG")), SPEC)
-        assert isinstance(outcome, Rejected)
+        outcome = self._one(worker, area, setup, model, "bug.png")
+        assert isinstance(outcome, Finished)
+        assert outcome.failure is not None
         assert outcome.failure.code == "INTERNAL_ERROR"
         assert "ZeroDivisionError" in outcome.failure.message
         assert worker.restarts == 0
         assert worker.pid == pid
 
     def test_a_child_that_died_while_idle_is_replaced_without_blaming_a_file(
-        self, tmp_path, worker
+        self, worker, area, setup, model
     ) -> None:
-        """Killed between files (the OOM killer, an admin): the next file is decoded normally."""
-        worker.wait_ready()
+        """Killed between batches (the OOM killer, an admin): the next file is scanned normally."""
+        worker.scan((), model, setup)
         assert worker.pid is not None
         os.kill(worker.pid, signal.SIGKILL)
         time.sleep(0.2)
-        outcome = worker.decode(_claim(tmp_path, "scan.png", image_bytes("PNG")), SPEC)
-        assert isinstance(outcome, Decoded)
+        outcome = self._one(worker, area, setup, model, "scan.png")
+        assert isinstance(outcome, Finished)
+        assert outcome.ok
         assert worker.restarts == 1
 
-    def test_the_child_ignores_stop_signals_sent_to_the_whole_group(self, tmp_path, worker) -> None:
+    def test_the_child_ignores_stop_signals_sent_to_the_whole_group(
+        self, worker, area, setup, model
+    ) -> None:
         """SIGTERM and SIGINT (systemd stop, Ctrl-C) leave the child to the daemon's own stop."""
-        worker.wait_ready()
-        assert worker.pid is not None
-        os.kill(worker.pid, signal.SIGTERM)
-        os.kill(worker.pid, signal.SIGINT)
-        outcome = worker.decode(_claim(tmp_path, "scan.png", image_bytes("PNG")), SPEC)
-        assert isinstance(outcome, Decoded)
+        worker.scan((), model, setup)
+        pid = worker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        outcome = self._one(worker, area, setup, model, "scan.png")
+        assert isinstance(outcome, Finished)
+        assert outcome.ok
         assert worker.restarts == 0
+        assert worker.pid == pid
 
     def test_a_child_that_cannot_start_is_a_start_error(self) -> None:
         """A child that exits before it is ready raises WorkerStartError, with its exit code."""
@@ -144,33 +213,9 @@ class TestDecodeWorker:
 class TestScanBatches:
     """`WorkerProcess.scan`: whole scans in the child, and a failing claim blamed alone."""
 
-    @pytest.fixture
-    def area(self, tmp_path) -> ClaimArea:
-        made = ClaimArea(tmp_path / "incoming", tmp_path / "work", OutcomeConfig())
-        for folder in made.folders():
-            folder.mkdir(parents=True)
-        return made
-
-    @pytest.fixture
-    def setup(self, tmp_path, area) -> ScanSetup:
-        (tmp_path / "reports").mkdir()
-        return ScanSetup(tmp_path / "reports", 3, area, InferenceConfig(device="CPU"))
-
-    @pytest.fixture
-    def model(self) -> ModelChoice:
-        bundle = load_bundle(DEFAULT_BUNDLE)
-        return ModelChoice(bundle.path, "fp16", bundle.sha256)
-
     @staticmethod
     def _claims(area: ClaimArea, *names: str) -> tuple[Claim, ...]:
-        claims = []
-        for seed, name in enumerate(names):
-            path = area.incoming / name
-            path.write_bytes(image_bytes("PNG", seed=seed))
-            claim = area.claim(path)
-            assert claim is not None
-            claims.append(claim)
-        return tuple(claims)
+        return _claims(area, *names)
 
     def test_a_batch_is_reported_and_put_away(self, tmp_path, worker, area, setup, model) -> None:
         """Each claim gets a valid report and goes to done/; the answers follow the claims."""

@@ -17,6 +17,7 @@ from daemon.fs import (
     move_into,
     remove_stale_temporaries,
     write_atomic,
+    write_atomic_group,
     write_new,
 )
 from daemon.intake.claims import ClaimArea
@@ -30,6 +31,52 @@ def _other_device_folder(tmp_path: Path) -> Path:
     folder = SHM / f"infarctwatch-test-{os.getpid()}-{tmp_path.name}"
     folder.mkdir()
     return folder
+
+
+class TestWriteAtomicGroup:
+    def test_every_file_lands_and_no_temporary_is_left(self, tmp_path) -> None:
+        """A group writes new files and replaces old ones; only the final names remain."""
+        (tmp_path / "b.json").write_bytes(b"old")
+        files = [(tmp_path / f"{n}.json", n.encode() * 3) for n in "abc"]
+        assert write_atomic_group(files) == [None, None, None]
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
+            "a.json": b"aaa",
+            "b.json": b"bbb",
+            "c.json": b"ccc",
+        }
+
+    def test_a_file_of_another_folder_or_a_relative_path_lands_where_asked(
+        self, tmp_path, monkeypatch
+    ) -> None:
+        """Names are relative to the first file's folder; any other path is taken as given."""
+        first, other = tmp_path / "first", tmp_path / "other"
+        first.mkdir()
+        other.mkdir()
+        monkeypatch.chdir(tmp_path)
+        files = [
+            (Path("first/1.json"), b"1"),
+            (other / "2.json", b"2"),
+            (Path("other/3.json"), b"3"),
+        ]
+        assert write_atomic_group(files) == [None, None, None]
+        assert sorted(p.name for p in first.iterdir()) == ["1.json"]
+        assert sorted(p.name for p in other.iterdir()) == ["2.json", "3.json"]
+        assert (other / "3.json").read_bytes() == b"3"
+
+    def test_a_vanished_folder_is_made_again(self, tmp_path) -> None:
+        """The reports folder deleted under the daemon: made again, the files land in it."""
+        gone = tmp_path / "gone"
+        errors = write_atomic_group([(gone / "a.json", b"a"), (gone / "b.json", b"b")])
+        assert errors == [None, None]
+        assert sorted(p.name for p in gone.iterdir()) == ["a.json", "b.json"]
+
+    def test_a_folder_that_cannot_be_made_is_every_files_error(self, tmp_path) -> None:
+        """A file where the folder should be: each entry carries the error, nothing is written."""
+        (tmp_path / "blocked").write_bytes(b"")
+        folder = tmp_path / "blocked" / "reports"
+        errors = write_atomic_group([(folder / "a.json", b"a"), (folder / "b.json", b"b")])
+        assert all(isinstance(e, NotADirectoryError) for e in errors)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
 
 
 class TestWriteAtomic:

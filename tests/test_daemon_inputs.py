@@ -286,6 +286,31 @@ class TestDecodeStage:
         assert result.source.sha256 is None and result.source.bytes == 5000
 
 
+@pytest.mark.parametrize(
+    ("hint", "limit", "expected"),
+    [
+        (200_000, 10**9, 200_000),  # the size fstat gave: the whole file
+        (10, 10**9, 200_000),  # it grew after fstat: read on to the end
+        (200_000, 150_001, 150_001),  # never more than the limit
+        (10, 70_000, 70_000),
+    ],
+)
+def test_reading_a_claimed_file_stops_at_its_end_or_at_the_limit(
+    tmp_path: Path, hint: int, limit: int, expected: int
+) -> None:
+    """`_read_up_to` reads to the end whatever size it was told, and never past the limit."""
+    from daemon.scan.read import _read_up_to  # noqa: PLC0415 - the reader itself
+
+    data = os.urandom(200_000)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _read_up_to(fd, hint, limit) == data[:expected]
+    finally:
+        os.close(fd)
+
+
 def test_real_mr_series_from_pydicom_data_are_classified(tmp_path: Path) -> None:
     """Larger real MR files (uncompressed, 1024x1024, RLE) from pydicom-data get predictions."""
     names = ["MR2_UNCI.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm"]

@@ -96,3 +96,92 @@ def test_other_strings_of_a_report_are_escaped_too() -> None:
     document, data = report.encode_report(failed, 2)
     assert json.loads(data)["error"]["message"] == "at %FC"
     assert document["error"]["message"] == "at %FC"
+
+
+def _as_json(value: object) -> bytes:
+    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n"
+
+
+def _reports() -> list[dict]:
+    """Reports of every shape: ok, error, DICOM, odd names and text, an internal error."""
+    from daemon.records import Failure  # noqa: PLC0415
+    from daemon.shared.decode import DicomInfo  # noqa: PLC0415
+
+    ok = _result("scan.png")
+    dicom = DicomInfo("1.2.3", "1.2.3.4", "1.2.3.4.5", "MR", "MONOCHROME2", 1000.0, 3, 1)
+    odd = _result(os.fsdecode(b'caf\xc3\xa9 "quoted" \\ tab\t \xe2\x80\xa8 50%.dcm'))
+    with_dicom = ScanResult(
+        odd.claim,
+        Source(odd.claim.name, 5, "c" * 64, "dicom", 256, 256, 16, dicom),
+        MODEL,
+        Prediction(("a", "b"), (1e-07, 0.9999999)),
+        None,
+        0.1,
+        123456.789,
+    )
+    failed = ScanResult(ok.claim, Source("x.png"), MODEL, failure=Failure("NOT_AN_IMAGE", "\x00"))
+    return [
+        report.build_report(ok, 2),
+        report.build_report(ok, 0),
+        report.build_report(with_dicom, 5),
+        report.build_report(failed, 2),
+        report.internal_error_report(ok, "unexpected KeyError: 'x' (at a.py:1 in f)"),
+    ]
+
+
+def test_reports_are_encoded_exactly_as_json_dumps_writes_them() -> None:
+    """Every report's file is byte for byte ``json.dumps(indent=2, ensure_ascii=False)``."""
+    for document in _reports():
+        assert report._dumps(document) == _as_json(document)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        [],
+        {"a": {}, "b": [], "c": [[]], "d": [{}]},
+        {"nested": {"deeper": {"list": [1, 2.5, None, True, False, "x", {"k": -0.0}]}}},
+        {"floats": [0.1, 1e-300, 1.7976931348623157e308, -2.0, 1e16, 123456789.125]},
+        {"ints": [0, -1, 2**70], "bools": {"t": True, "f": False}, "none": None},
+        {"text": '\u2028\u2029\x7f\x1f"\\/ \U0001f600 e\u0301'},
+        ("a tuple", ("inner",)),
+        {"k" * 300: "v"},
+    ],
+)
+def test_the_encoder_writes_what_json_dumps_writes(value: object) -> None:
+    """Any nesting of what a report can hold: the same text as the standard encoder."""
+    assert report._dumps(value) == _as_json(value)  # type: ignore[arg-type]
+
+
+def _deep(depth: int) -> dict:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return {"deep": value}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {3: "int key", 2.5: "float key", True: "bool key", None: "none key"},
+        {"subclass": type("Sub", (float,), {})(0.5)},
+        {"np": __import__("numpy").float64(0.125)},
+        _deep(30),
+    ],
+)
+def test_what_the_encoder_does_not_know_is_left_to_json_dumps(value: object) -> None:
+    """Keys that are not text, subclasses, deep nesting: still json.dumps's exact text."""
+    assert report._dumps(value) == _as_json(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), object()])
+def test_what_json_cannot_hold_fails_as_json_dumps_fails(bad: object) -> None:
+    """A NaN or a foreign object raises json.dumps's own error, from json.dumps."""
+    with pytest.raises((ValueError, TypeError)) as ours:
+        report._dumps({"x": [bad]})  # type: ignore[dict-item]
+    with pytest.raises((ValueError, TypeError)) as theirs:
+        _as_json({"x": [bad]})
+    assert type(ours.value) is type(theirs.value)
+    assert str(ours.value) == str(theirs.value)
+    assert ours.traceback[-1].frame.code.name == theirs.traceback[-1].frame.code.name

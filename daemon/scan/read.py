@@ -46,6 +46,9 @@ _KINDS = (
 )
 
 
+_READ_CHUNK = 1 << 16
+"""Bytes asked for by each read after the first (which asks for the whole file)."""
+
 RECHECK_CODES = frozenset({TruncatedImageError.code, EmptyFileError.code})
 """Failures that a file still being written also gives: looked at again before reporting."""
 
@@ -113,19 +116,40 @@ def read_claimed(claim: Claim, max_bytes: int) -> tuple[bytes, Source]:
             else ReadError(f"cannot open the file: {exc.strerror}")
         )
         raise Refused(source, error) from exc
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise Refused(source, NotRegularFileError(f"the path became {_kind(mode)}"))
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode):
+            raise Refused(source, NotRegularFileError(f"the path became {_kind(now.st_mode)}"))
         try:
-            data = fh.read(max_bytes + 1)
+            data = _read_up_to(fd, now.st_size, max_bytes + 1)
         except OSError as exc:
             raise Refused(source, ReadError(f"reading failed: {exc.strerror}")) from exc
+    finally:
+        os.close(fd)
     source = Source(name=claim.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     if len(data) > max_bytes:
         message = f"the file grew beyond {max_bytes:,} bytes (max_file_bytes) while being read"
         raise Refused(source, FileTooLargeError(message))
     return data, source
+
+
+def _read_up_to(fd: int, size: int, limit: int) -> bytes:
+    """``fd``'s bytes until its end, or its first ``limit`` bytes, whichever comes first.
+
+    The first read asks for ``size + 1`` bytes (``size`` from ``fstat``), so a file that did not
+    change is one read and one empty read, and no buffer of ``limit`` bytes is allocated (a
+    buffered ``read(limit)`` allocates it whole before shrinking it).
+    """
+    chunks: list[bytes] = []
+    total, want = 0, min(size + 1, limit)
+    while total < limit:
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = min(_READ_CHUNK, limit - total)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_claim(

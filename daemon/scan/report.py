@@ -32,17 +32,20 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import os
 import re
 import time
 import traceback
 from importlib import metadata
+from json.encoder import encode_basestring as _quote  # the C function where there is one
 from typing import TYPE_CHECKING, Any
 
 from daemon import DISCLAIMER
 from daemon.errors import InternalError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from daemon.records import ModelInfo, ScanResult, Source
@@ -241,7 +244,86 @@ def internal_error_report(result: ScanResult, message: str) -> dict[str, Any]:
 
 
 def _dumps(report: dict[str, Any]) -> bytes:
-    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n"
+    """``json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False)``, UTF-8, newline.
+
+    `_encode` writes exactly that text for what reports hold (dicts with text keys, lists, text,
+    ints, finite floats, booleans, None) at a third less CPU: the standard encoder runs in pure
+    Python as soon as it indents. Anything else (a NaN, a foreign type) goes to ``json.dumps``,
+    which then raises just as it always did.
+    """
+    parts: list[str] = []
+    try:
+        _encode(report, 0, parts.append)
+        text = "".join(parts)
+    except (TypeError, ValueError, IndexError, RecursionError):
+        text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False)
+    return text.encode() + b"\n"
+
+
+_NEWLINES = tuple("\n" + "  " * depth for depth in range(24))
+"""The line break and indent before an item at each depth (``IndexError`` deeper: `_dumps`)."""
+_INFINITIES = (math.inf, -math.inf)
+
+
+def _number(value: float) -> str:
+    if value != value or value in _INFINITIES:  # noqa: PLR0124 - NaN is the value unequal to itself
+        raise ValueError(value)
+    return float.__repr__(value)
+
+
+def _encode(value: Any, depth: int, out: Callable[[str], None]) -> None:  # noqa: C901, PLR0912
+    """Append ``value`` as ``json.dumps`` with ``indent=2`` writes it at ``depth`` to ``out``.
+
+    Only the exact types of `_dumps`'s list (no subclasses); anything else raises ``TypeError``.
+    """
+    kind = type(value)
+    if kind is str:
+        out(_quote(value))
+    elif value is None:
+        out("null")
+    elif value is True:
+        out("true")
+    elif value is False:
+        out("false")
+    elif kind is int:
+        out(int.__repr__(value))
+    elif kind is float:
+        out(_number(value))
+    elif kind is dict:
+        if not value:
+            out("{}")
+            return
+        inner, lead = _NEWLINES[depth + 1], "{"
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(key)
+            head = lead + inner + _quote(key) + ": "
+            lead = ","
+            kind = type(item)
+            if kind is str:
+                out(head + _quote(item))
+            elif kind is float:
+                out(head + _number(item))
+            elif item is None:
+                out(head + "null")
+            elif kind is int:
+                out(head + int.__repr__(item))
+            else:
+                out(head)
+                _encode(item, depth + 1, out)
+        out(_NEWLINES[depth] + "}")
+    elif kind is list or kind is tuple:
+        if not value:
+            out("[]")
+            return
+        inner, lead = _NEWLINES[depth + 1], "["
+        for item in value:
+            out(lead + inner)
+            lead = ","
+            _encode(item, depth + 1, out)
+        out(_NEWLINES[depth] + "]")
+    else:
+        raise TypeError(kind)
 
 
 def encode_report(result: ScanResult, top_k: int) -> tuple[dict[str, Any], bytes]:

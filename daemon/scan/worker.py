@@ -14,9 +14,9 @@ that is queued, up to a handful. The worker
    processing/;
 4. answers with a `Finished` per claim, from which the daemon logs and counts.
 
-Why here and not in the daemon process: handing the pixels, the probabilities and the reports
-between processes and threads cost the daemon about 1.6 ms of CPU per scan on 4 ms of work
-(docs/performance.md). A worker that owns its scans pays almost none of it.
+Why here and not in the daemon process: a worker that owns its scans hands nothing but claims and
+short answers across the pipe; pixels, probabilities and reports stay in the process that made
+them (docs/performance.md has the measurements).
 
 A worker's network runs in one stream of one thread (`Engine.compile` with ``one_thread``): the
 workers share the cores between them, one scan each at a time.
@@ -160,8 +160,8 @@ class ScanWorker:
             else:
                 decoded[index] = outcome
         # Inference after decoding, not interleaved with it: the callbacks then never wait for this
-        # thread's GIL, and the other workers keep the cores busy meanwhile (measured faster: best
-        # of 8 interleaved rounds 388 against 323 scans/s).
+        # thread's GIL, and the other workers keep the cores busy meanwhile (docs/performance.md,
+        # Experiments).
         for index, job in enumerate(decoded):
             if job is not None:
                 engine.submit(job.tensor, (index, job), inferred)

@@ -70,9 +70,9 @@ _STOP: Any = object()
 _BATCH = 64
 MAX_BATCH = 16
 """Claims per worker request at most. Larger batches mean fewer round trips and fewer flushes of
-the file system (one per batch): in interleaved 2000-file rounds 8 gave 329-338, 16 gave 376-386,
-32 gave 409 scans/s at best. 16 keeps half of the default 64 pending slots queued behind the
-two workers' batches, so a worker never waits for the watcher to claim its next batch."""
+the file system (one per batch); 16 keeps half of the default 64 pending slots queued behind the
+two workers' batches, so a worker never waits for the watcher to claim its next batch
+(docs/performance.md, Experiments)."""
 
 
 class Pipeline:

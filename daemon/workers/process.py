@@ -3,11 +3,10 @@
 Why processes and not threads:
 
 * **throughput**: decoding holds the GIL for most of its time (Pillow's ``tobytes``, numpy's
-  small-array overhead, pydicom's parser). On threads, two decode workers, the report writer and
-  the watcher queued for one lock: the daemon spent 9 ms of CPU per scan on ~5 ms of work and
-  reached 0.47 of the combined decode + inference ceiling. Handing each decoded tensor back to the
-  daemon for inference and reporting still cost about 1.6 ms per scan; a worker that finishes its
-  scans itself (`daemon.scan.worker`) pays almost none of it.
+  small-array overhead, pydicom's parser), so decoding threads would queue for one lock with
+  every other thread of the daemon; a worker process finishes its scans itself
+  (`daemon.scan.worker`), so only claims and short answers cross between processes
+  (docs/performance.md has the measurements).
 * **isolation**: decoding is the one place hostile bytes meet native code (zlib, libjpeg, libtiff,
   pydicom's handlers). A worker that crashes (a segfault), hangs or is killed costs the file that
   caused it an error report (``DECODER_CRASHED``, ``DECODE_TIMEOUT``) and itself a restart; the
@@ -20,11 +19,6 @@ one request at a time::
 
     daemon -> child   ScanRequest(claims, model or None, setup or None: when unchanged)
     child  -> daemon  [Finished, ...] one per claim, ModelFailed, or _Unexpected (a bug)
-
-    daemon -> child   (Claim, PreprocessSpec or None when unchanged)    decoding only (benchmark)
-    child  -> daemon  (Source, Failure or None, decode ms, tensor shape or None)
-                      then, for a decoded scan, the raw bytes of the tensor's first channel
-                      (64 kB: the channels are copies of one grey plane)
 
     daemon -> child   None: exit
 
@@ -49,7 +43,6 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import structlog
 
 from daemon.errors import (
@@ -61,11 +54,10 @@ from daemon.errors import (
 )
 from daemon.logs import configure_worker_logging, worker_settings
 from daemon.memory import keep_freed_memory
-from daemon.records import Decoded, Failure, Finished, scan_id
+from daemon.records import Failure, Finished, scan_id
 from daemon.scan.read import (
     Rejected,
     configure_decoders,
-    decode_claim,
     warm_up,
 )
 from daemon.scan.worker import (
@@ -85,7 +77,6 @@ if TYPE_CHECKING:
     from daemon.logs import LogSettings
     from daemon.records import Claim
     from daemon.shared.decode import DecodeLimits
-    from daemon.shared.preprocess import PreprocessSpec
 
 log = structlog.get_logger("infarctwatch.worker")
 
@@ -98,10 +89,10 @@ _CONTEXT = multiprocessing.get_context("spawn")
 
 
 def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
-    """The child's main loop until told to stop.
+    """The child's main loop until told to stop (``None``).
 
-    A `ScanRequest` is answered with a list of `Finished` (or `ModelFailed`); a ``(claim, spec)``
-    request (decoding only: the benchmark's decode-only stage) with a `Decoded` or a `Rejected`.
+    Each `ScanRequest` is answered with a list of `Finished`, a `ModelFailed`, or an `_Unexpected`
+    for a bug outside any one claim.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -109,7 +100,6 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
     keep_freed_memory()
     configure_decoders()
     warm_up()
-    spec: PreprocessSpec | None = None
     worker = ScanWorker(limits, max_bytes, alive=lambda: os.getppid() == daemon_pid)
     conn.send(READY)
     while True:
@@ -117,26 +107,9 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
             request = conn.recv()
         except (EOFError, OSError):
             return  # the daemon has gone
-        if request is None:
-            return
-        if isinstance(request, ScanRequest):
-            if not _send(conn, _scan(worker, request)):
-                return
-            continue
-        claim, new_spec = request
-        spec = new_spec if new_spec is not None else spec
-        if spec is None:
-            return  # a daemon that never sent a spec: not ours to guess
-        try:
-            outcome: Decoded | Rejected | _Unexpected = decode_claim(claim, spec, limits, max_bytes)
-        except Exception as exc:  # noqa: BLE001 - any bug becomes an INTERNAL_ERROR report
-            outcome = _Unexpected(type(exc).__name__, str(exc), traceback.format_exc())
-        try:
-            if isinstance(outcome, _Unexpected):
-                conn.send(outcome)
-            else:
-                _answer(conn, outcome)
-        except OSError:  # BrokenPipeError included: the daemon has gone
+        if not isinstance(request, ScanRequest):
+            return  # None: told to stop (anything else is not from this daemon: stop too)
+        if not _send(conn, _scan(worker, request)):
             return
 
 
@@ -202,21 +175,9 @@ def _set_parent_death_signal() -> bool:
     return bool(result == 0)
 
 
-def _answer(conn: Connection, outcome: Decoded | Rejected) -> None:
-    if isinstance(outcome, Rejected):
-        conn.send((outcome.source, outcome.failure, outcome.decode_ms, None))
-        return
-    # Preprocessing repeats one grey plane into every channel (`shared.preprocess`, step 5): the
-    # first channel is the whole tensor, a third of the bytes (64 kB), and the daemon spreads it
-    # over the channels while copying it into the inference request.
-    plane = np.ascontiguousarray(outcome.tensor[:, :, :1], dtype=np.float32)
-    conn.send((outcome.source, None, outcome.decode_ms, plane.shape))
-    conn.send_bytes(memoryview(plane).cast("B"))  # type: ignore[arg-type]  # numpy buffers
-
-
 @dataclass(frozen=True)
 class _Unexpected:
-    """What the child sends back when decoding raised something that is not a `ScanError`."""
+    """What the child sends back when a scan request raised outside any one claim (a bug)."""
 
     kind: str
     message: str
@@ -243,7 +204,6 @@ class WorkerProcess:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._ready = False
-        self._spec_sent: PreprocessSpec | None = None
         self._setup_sent: ScanSetup | None = None
         self._model_sent: ModelChoice | None = None
         self.restarts = 0
@@ -276,7 +236,7 @@ class WorkerProcess:
         finally:
             child.close()
         self._process, self._conn, self._ready = process, parent, False
-        self._spec_sent, self._setup_sent, self._model_sent = None, None, None
+        self._setup_sent, self._model_sent = None, None
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Wait for the child's ready message.
@@ -304,24 +264,6 @@ class WorkerProcess:
             msg = f"scan worker {self.index} could not start ({detail})"
             raise WorkerStartError(msg)
         self._ready = True
-
-    def decode(self, claim: Claim, spec: PreprocessSpec) -> Decoded | Rejected:
-        """Decode ``claim`` in the child; a crash or a timeout becomes a `Rejected`.
-
-        Raises:
-            WorkerStartError: the child had to be (re)started and could not be.
-        """
-        started = time.perf_counter()
-        conn = self._send(lambda: (claim, None if spec == self._spec_sent else spec))
-        self._spec_sent = spec
-        try:
-            answered = conn.poll(self._timeout_s)
-            outcome = self._receive(conn, claim) if answered else None
-        except (EOFError, OSError):
-            answered, outcome = True, None
-        if isinstance(outcome, (Decoded, Rejected)):
-            return outcome
-        return self._rejected(claim, self._failed(claim, outcome, answered=answered), started)
 
     def scan(
         self, claims: tuple[Claim, ...], model: ModelChoice, setup: ScanSetup
@@ -407,24 +349,11 @@ class WorkerProcess:
         elapsed = (time.perf_counter() - started) * 1000.0
         return Rejected(claim, source_of(claim, self._max_bytes), failure, elapsed)
 
-    @staticmethod
-    def _receive(conn: Connection, claim: Claim) -> Decoded | Rejected | _Unexpected:
-        answer = conn.recv()
-        if isinstance(answer, _Unexpected):
-            return answer
-        source, failure, decode_ms, shape = answer
-        if failure is not None:
-            return Rejected(claim, source, failure, decode_ms)
-        tensor = np.empty(shape, dtype=np.float32)
-        # The raw bytes follow as a message of their own.
-        conn.recv_bytes_into(memoryview(tensor).cast("B"))  # type: ignore[arg-type]  # numpy buffers
-        return Decoded(claim, source, tensor, decode_ms)
-
     def _send(self, build: Callable[[], object]) -> Connection:
         """Send ``build()`` to a ready child; one that died while idle is replaced first.
 
         The request is built once the child is ready: a new child has been sent nothing, so the
-        spec, setup and model travel again (``build`` compares with what this child was sent).
+        setup and model travel again (``build`` compares with what this child was sent).
         """
         for attempt in (1, 2):
             self.wait_ready()
