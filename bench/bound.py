@@ -4,7 +4,7 @@ What is the most *any* design of the service could reach on this machine, when i
 the daemon must do for each scan and nothing else? Each of ``workers`` processes (the daemon's
 ``pipeline.decode_workers``) takes its share of the burst, already sitting in a folder of its own,
 and hands it, in batches of `GROUP` (the daemon's batch size), straight to the daemon's own worker
-code, `daemon.scan_worker.ScanWorker`, as the daemon's worker processes run it: read, sha256,
+code, `daemon.scan.worker.ScanWorker`, as the daemon's worker processes run it: read, sha256,
 decode, preprocess, inference on the worker's own one-thread engine, the reports with one group
 commit per batch, the inputs moved to done/.
 
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from daemon.pipeline import MAX_BATCH
+from daemon.service.dispatch import MAX_BATCH
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -54,14 +54,14 @@ def _work(conn: Connection, share: _Share) -> None:
     """One worker: set up, say ready, wait for the start, do its share, send (seconds, cpu s)."""
     import datetime as dt  # noqa: PLC0415 - in the worker process only
 
-    from daemon.bundle import load_bundle  # noqa: PLC0415
-    from daemon.claim import ClaimArea  # noqa: PLC0415
     from daemon.config import InferenceConfig, OutcomeConfig  # noqa: PLC0415
-    from daemon.decode import DecodeLimits  # noqa: PLC0415
-    from daemon.decode_stage import configure_decoders, warm_up  # noqa: PLC0415
-    from daemon.jobs import Claim  # noqa: PLC0415
+    from daemon.intake.claims import ClaimArea  # noqa: PLC0415
     from daemon.memory import keep_freed_memory  # noqa: PLC0415
-    from daemon.scan_worker import ModelChoice, ScanRequest, ScanSetup, ScanWorker  # noqa: PLC0415
+    from daemon.records import Claim  # noqa: PLC0415
+    from daemon.scan.read import configure_decoders, warm_up  # noqa: PLC0415
+    from daemon.scan.worker import ModelChoice, ScanRequest, ScanSetup, ScanWorker  # noqa: PLC0415
+    from daemon.shared.bundle import load_bundle  # noqa: PLC0415
+    from daemon.shared.decode import DecodeLimits  # noqa: PLC0415
 
     keep_freed_memory()  # as the daemon's worker processes do
     configure_decoders()

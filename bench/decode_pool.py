@@ -3,7 +3,7 @@
 Each of ``workers`` processes (``spawn``, as the daemon starts its workers) sets itself up as a
 daemon worker process does (`daemon.memory.keep_freed_memory`, `configure_decoders`, `warm_up`),
 takes its share of the files (every ``workers``-th), says it is ready, and on the start signal runs
-`daemon.decode_stage.decode_claim` (read, sha256, decode, preprocess) over its share, then sends
+`daemon.scan.read.decode_claim` (read, sha256, decode, preprocess) over its share, then sends
 back its seconds and its CPU seconds. Nothing crosses the pipe per file: what is timed is the
 decode stage and nothing else, the first term of the combined ceiling.
 """
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from pathlib import Path
 
-    from daemon.preprocess import PreprocessSpec
+    from daemon.shared.preprocess import PreprocessSpec
 
 _START_TIMEOUT_S = 120.0
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -37,10 +37,10 @@ def _work(conn: Connection, share: _Share) -> None:
     """One process: set up, decode one file untimed, say ready, decode the share, send figures."""
     import datetime as dt  # noqa: PLC0415 - in the child only
 
-    from daemon.decode import DecodeLimits  # noqa: PLC0415
-    from daemon.decode_stage import Rejected, configure_decoders, decode_claim, warm_up  # noqa: PLC0415
-    from daemon.jobs import Claim  # noqa: PLC0415
     from daemon.memory import keep_freed_memory  # noqa: PLC0415
+    from daemon.records import Claim  # noqa: PLC0415
+    from daemon.scan.read import Rejected, configure_decoders, decode_claim, warm_up  # noqa: PLC0415
+    from daemon.shared.decode import DecodeLimits  # noqa: PLC0415
 
     keep_freed_memory()
     configure_decoders()

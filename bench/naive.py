@@ -1,10 +1,10 @@
 """The baseline the daemon is compared with: a naive synchronous folder loop.
 
 What a first version of the service would do, in one thread: poll the incoming folder, and for each
-file read it, decode and preprocess it (the daemon's own `daemon.decode` and `daemon.preprocess`),
-run a plain compiled model synchronously, write a JSON report (temporary file, optional fsync,
-rename), move the input to done/. Nothing overlaps: decode waits for inference and the other way
-round, and one core idles while the other works.
+file read it, decode and preprocess it (the daemon's own `daemon.shared.decode` and
+`daemon.shared.preprocess`), run a plain compiled model synchronously, write a JSON report
+(temporary file, optional fsync, rename), move the input to done/. Nothing overlaps: decode waits
+for inference and the other way round, and one core idles while the other works.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import openvino as ov
 
-from daemon.decode import decode
-from daemon.preprocess import preprocess
+from daemon.shared.decode import decode
+from daemon.shared.preprocess import preprocess
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from daemon.bundle import Bundle
+    from daemon.shared.bundle import Bundle
 
 POLL_S = 0.05
 

@@ -3,15 +3,15 @@
 Run from the repo with the dev venv (``.venv/bin/python bench/own_work.py --help``). Like
 ``bound.py``, each of ``--workers`` processes takes its share of a corpus (``--corpus png`` by
 default) from a folder of its own and runs it through the daemon's worker code
-(`daemon.scan_worker.ScanWorker`, batches of ``bound.GROUP``), the processes at the same time. Here
+(`daemon.scan.worker.ScanWorker`, batches of ``bound.GROUP``), the processes at the same time. Here
 the calling thread's CPU clock is read around each piece of a scan:
 
-* **read**: `daemon.decode_stage.read_claimed` (lstat, open, read, sha256);
+* **read**: `daemon.scan.read.read_claimed` (lstat, open, read, sha256);
 * **decode + preprocess**: the rest of `decode_claim`;
 * **submit**: `Engine.submit` (the tensor into the request, ``start_async``);
-* **report JSON**: `daemon.report.encode_report`;
-* **group commit**: `daemon.files.write_atomic_group`;
-* **outcome**: `daemon.claim.ClaimArea.finish` (the input to done/);
+* **report JSON**: `daemon.scan.report.encode_report`;
+* **group commit**: `daemon.fs.write_atomic_group`;
+* **outcome**: `daemon.intake.claims.ClaimArea.finish` (the input to done/);
 * **rest**: everything else of the thread (batches, results, waiting for the last inference).
 
 OpenVINO's own threads (inference, callbacks) are the process's CPU beyond its main thread. To
@@ -34,8 +34,8 @@ import corpus
 from bound import GROUP, _Share, _shares
 from machine import cpu_lines
 
-from daemon.bundle import DEFAULT_BUNDLE
 from daemon.config import load_config
+from daemon.shared.bundle import DEFAULT_BUNDLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,12 +61,14 @@ def _work(conn: Connection, share: _Share) -> None:
     """One process: set up as a daemon worker, time the pieces of its share, send the sums."""
     import datetime as dt  # noqa: PLC0415 - in the worker process only
 
-    from daemon import claim, decode_stage, scan_worker  # noqa: PLC0415
-    from daemon.bundle import load_bundle  # noqa: PLC0415
     from daemon.config import InferenceConfig, OutcomeConfig  # noqa: PLC0415
-    from daemon.decode import DecodeLimits  # noqa: PLC0415
-    from daemon.jobs import Claim  # noqa: PLC0415
+    from daemon.intake import claims as claim  # noqa: PLC0415
     from daemon.memory import keep_freed_memory  # noqa: PLC0415
+    from daemon.records import Claim  # noqa: PLC0415
+    from daemon.scan import read as decode_stage  # noqa: PLC0415
+    from daemon.scan import worker as scan_worker  # noqa: PLC0415
+    from daemon.shared.bundle import load_bundle  # noqa: PLC0415
+    from daemon.shared.decode import DecodeLimits  # noqa: PLC0415
 
     keep_freed_memory()
     decode_stage.configure_decoders()

@@ -5,9 +5,10 @@ Run from the repo with the dev venv::
     .venv/bin/python bench/preprocess.py                # the 8 samples, 25 passes, 5 rounds
     .venv/bin/python bench/preprocess.py --corpus 400   # 400 distinct files from bench/corpus.py
 
-Both implementations run in this one process on the same files: the current `daemon.decode` and
-`daemon.preprocess`, and the verbatim version-1 copy in ``tests/preprocessing_reference.py``. Per
-file, each stage is timed with the calling thread's CPU clock (user + system):
+Both implementations run in this one process on the same files: the current `daemon.shared.decode`
+and `daemon.shared.preprocess`, and the verbatim version-1 copy in
+``tests/preprocessing_reference.py``. Per file, each stage is timed with the calling thread's CPU
+clock (user + system):
 
 * **read**: the file's bytes from disk;
 * **decode**: bytes to float32 grey pixels;
@@ -39,9 +40,9 @@ import corpus
 import numpy as np
 from machine import cpu_lines
 
-from daemon import decode as current_decode
-from daemon import preprocess as current
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.shared import decode as current_decode
+from daemon.shared import preprocess as current
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -4,7 +4,7 @@ Run from the repo with the dev venv (``.venv/bin/python bench/throughput.py --he
 on the same IR (the committed default bundle unless ``--model``) and device:
 
 1. **inference ceiling**: OpenVINO's ``benchmark_app -hint throughput`` on the IR;
-2. **decode-only**: read + sha256 + decode + preprocess (`daemon.decode_stage.decode_claim`) in
+2. **decode-only**: read + sha256 + decode + preprocess (`daemon.scan.read.decode_claim`) in
    a pool of the benchmark's own processes (``decode_pool.py``), as many as the daemon has worker
    processes (``--workers``);
 3. **combined ceiling** ``1 / (1/decode + 1/inference)``: both stages sharing the same cores;
@@ -62,9 +62,9 @@ from decode_pool import decode_burst
 from folder_events import FolderEvents
 from machine import cpu_lines, cpu_summary
 
-from daemon.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, resolve_model_path
 from daemon.config import load_config
-from daemon.decode_stage import configure_decoders, warm_up
+from daemon.scan.read import configure_decoders, warm_up
+from daemon.shared.bundle import Bundle, designated_bundle, load_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -446,7 +446,7 @@ def naive_burst(
 
 
 def _bundle(model: Path | None) -> Bundle:
-    return load_bundle(DEFAULT_BUNDLE if model is None else resolve_model_path(model))
+    return load_bundle(designated_bundle(model))
 
 
 def _machine(bundle: Bundle, settings: DaemonSettings) -> dict[str, Any]:

@@ -4,8 +4,8 @@
 [--mode inotify|polling] [--rounds 3] [--scale 4]``
 
 A burst of ``--files`` files is renamed at once into a real folder watched by
-`daemon.watch.Watcher`, whose ``offer`` is a fake pipeline holding at most ``--slots`` claims: a
-claim renames the file out of the folder, and a finisher thread ends one claim every
+`daemon.intake.watcher.Watcher`, whose ``offer`` is a fake pipeline holding at most ``--slots``
+claims: a claim renames the file out of the folder, and a finisher thread ends one claim every
 ``--service-ms`` (sleeping, not spinning), calling `Watcher.room` for each freed slot as the report
 writer does. So most of the burst waits in the watcher while slots free one by one.
 
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 from machine import cpu_lines
 
 from daemon.config import WatchConfig
-from daemon.intake import IntakeRules, Offer
-from daemon.watch import Watcher
+from daemon.intake.rules import IntakeRules, Offer
+from daemon.intake.watcher import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable

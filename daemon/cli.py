@@ -32,9 +32,9 @@ class Command:
 _TRAIN_NEEDS = ("tensorflow", "keras", "nncf", "scipy", "matplotlib")
 COMMANDS: dict[str, Command] = {
     "run": Command(
-        "daemon.run_cli:main", "watch the incoming folder and write one report per scan"
+        "daemon.commands.run:main", "watch the incoming folder and write one report per scan"
     ),
-    "status": Command("daemon.status_cli:main", "show the running daemon's counters"),
+    "status": Command("daemon.commands.status:main", "show the running daemon's counters"),
     "synth": Command(
         "trainer.synth.cli:main",
         "generate a synthetic DWI dataset from MNI152 + AAL3 anatomy",

@@ -46,7 +46,7 @@ class ModelConfig:
     variant: Literal["fp16", "int8"] = "fp16"
     inbox: Path | None = None
     """A folder where a bundle ``.tar.gz`` can be dropped to be installed into ``path`` (which must
-    then be a models folder) and hot-reloaded; see `daemon.inbox`."""
+    then be a models folder) and hot-reloaded; see `daemon.model.inbox`."""
     public_key: Path | None = None
     require_signature: bool = False
 
@@ -98,6 +98,8 @@ class PipelineConfig:
     """Concurrency and back-pressure."""
 
     decode_workers: int = field(default=2, metadata=_bounds(1, maximum=64))
+    """How many scan worker processes (`daemon.workers.process`). Each runs whole scans, not only
+    decoding: the key keeps its name for compatibility."""
     max_pending: int = field(default=64, metadata=_bounds(1, maximum=100_000))
 
 
@@ -154,11 +156,6 @@ class DaemonConfig:
     limits: LimitsConfig = LimitsConfig()
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
-
-    @property
-    def claim_root(self) -> Path:
-        """``<incoming>/.infarctwatch``: same file system as incoming, hidden from intake."""
-        return self.incoming / ".infarctwatch"
 
     @property
     def status_path(self) -> Path:

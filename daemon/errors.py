@@ -134,7 +134,7 @@ class InferenceError(ScanError):
 
 
 class DecoderCrashedError(ScanError):
-    """The decode worker process died while reading this file (a crash in a native decoder)."""
+    """The scan worker process died while reading this file (a crash in a native decoder)."""
 
     code = "DECODER_CRASHED"
 
@@ -164,8 +164,8 @@ class EngineError(InfarctwatchError):
     """
 
 
-class DecoderStartError(InfarctwatchError):
-    """A decode worker process could not be started (at start-up: exit code 2).
+class WorkerStartError(InfarctwatchError):
+    """A scan worker process could not be started (at start-up: exit code 2).
 
     After start-up, a worker that cannot be restarted stops the service with exit code 1, leaving
     its claim in processing/ for the next start.

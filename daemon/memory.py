@@ -3,7 +3,7 @@
 Every scan allocates the same few large numpy arrays (a 512x512 slice as float32 is 1 MB) and
 frees them. glibc serves allocations above its mmap threshold (128 kB at first) with a fresh
 ``mmap`` and returns them with ``munmap``, so every scan paid for its memory again in page faults:
-measured in a decode worker, 605 page faults and 1.4 ms of kernel time per scan, against 33 and
+measured in a scan worker, 605 page faults and 1.4 ms of kernel time per scan, against 33 and
 0.25 ms once freed memory is kept for the next scan (CPU per scan 4.3 ms -> 3.0 ms).
 
 `keep_freed_memory` raises the mmap threshold to 32 MiB (glibc's maximum) and the trim threshold

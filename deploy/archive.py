@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from daemon.bundle import MANIFEST, SIGNATURE
+from daemon.shared.bundle import MANIFEST, SIGNATURE
 from deploy.errors import UnsafeArchiveError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.signature import SignaturePolicy
+from daemon.shared.signature import SignaturePolicy
 from deploy.device import INCOMING, REPORTS, DeviceOptions, install_device
 from deploy.device_config import DEVICE_CONFIG, DeployPolicy, read_policy
 from deploy.errors import DeployError

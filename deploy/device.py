@@ -19,7 +19,7 @@ What it creates, relative to ``root`` (``/`` on the device itself)::
 
 Every step is idempotent: running it again repairs owners and modes, upgrades the venv and
 never touches an edited ``daemon.yaml``. The config it writes serves ``models`` with hot reload
-and watches ``inbox`` for bundle archives (`daemon.inbox`). The setgid bit on incoming/reports
+and watches ``inbox`` for bundle archives (`daemon.model.inbox`). The setgid bit on incoming/reports
 keeps files in the infarctwatch group, so a scanner's receiving user only needs to join that
 group.
 """
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from daemon.bundle import DEFAULT_BUNDLE
+from daemon.shared.bundle import DEFAULT_BUNDLE
 from deploy.device_config import FALLBACK_TEMPLATE, render_device_config
 from deploy.errors import DeviceInstallError
 from deploy.install import current_version, install_bundle

@@ -22,7 +22,7 @@ import yaml
 
 from daemon.config import load_config
 from daemon.errors import ConfigError
-from daemon.signature import SignaturePolicy
+from daemon.shared.signature import SignaturePolicy
 from deploy.errors import DeployConfigError, DeviceInstallError
 
 DEVICE_CONFIG = Path("/etc/infarctwatch/daemon.yaml")

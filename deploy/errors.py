@@ -41,7 +41,7 @@ class VerificationError(DeployError):
 class SignatureError(DeployError, runtime.SignatureError):
     """The signature is missing while required, malformed, or made by another key or content.
 
-    Also a `daemon.errors.SignatureError`: the check itself is the runtime's (`daemon.signature`).
+    Also a `daemon.errors.SignatureError`: the check is the runtime's (`daemon.shared.signature`).
     """
 
 

@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.bundle import MANIFEST, load_bundle, sha256_file
 from daemon.errors import BundleError
-from daemon.signature import NO_POLICY, SignaturePolicy
+from daemon.shared.bundle import CURRENT, MANIFEST, load_bundle, sha256_file
+from daemon.shared.signature import NO_POLICY, SignaturePolicy
 from deploy.archive import DEFAULT_LIMITS, Limits, copy_folder, is_archive, read_manifest, unpack
 from deploy.errors import ModelsDirError, RollbackError, VersionConflictError
 from deploy.verify import Verified, verify_folder
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 VERSIONS = "versions"
-CURRENT = "current"
 HISTORY = "history.jsonl"
 DEFAULT_KEEP = 3
 _TEMP_PREFIXES = (".staging-", ".trash-", ".current-")

@@ -12,8 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.bundle import MANIFEST
-from daemon.signature import NO_POLICY, SignaturePolicy
+from daemon.shared.bundle import MANIFEST
+from daemon.shared.signature import NO_POLICY, SignaturePolicy
 from deploy.archive import (
     ARCHIVE_SUFFIX,
     find_bundle_folder,

@@ -5,8 +5,8 @@ The manifest pins the sha256 of every other file, so signing its exact bytes sig
 ``infarctwatch deploy keygen``: ``PREFIX.key`` (PKCS#8, unencrypted, mode 0600: keep it on the
 workstation that builds releases) and ``PREFIX.pub`` (SubjectPublicKeyInfo: copy it to devices).
 
-Checking a signature is the runtime's job (`daemon.signature`: the device trusts a bundle, not
-deploy); this module re-exports that check with deploy's error classes, so the CLI and the
+Checking a signature is the runtime's job (`daemon.shared.signature`: the device trusts a bundle,
+not deploy); this module re-exports that check with deploy's error classes, so the CLI and the
 install library see `deploy.errors.SignatureError` / `deploy.errors.KeyFileError` (both
 subclasses of the runtime's).
 
@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from daemon import errors as runtime
-from daemon import signature as _runtime
-from daemon.bundle import MANIFEST, SIGNATURE
-from daemon.signature import NO_POLICY, SignaturePolicy, key_id
+from daemon.shared import signature as _runtime
+from daemon.shared.bundle import MANIFEST, SIGNATURE
+from daemon.shared.signature import NO_POLICY, SignaturePolicy, key_id
 from deploy.errors import KeyFileError, SignatureError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def _deploy_errors() -> Iterator[None]:
 
 
 def check_signature(folder: Path, policy: SignaturePolicy) -> str:
-    """`daemon.signature.check_signature`, raising deploy's error classes.
+    """`daemon.shared.signature.check_signature`, raising deploy's error classes.
 
     Raises:
         SignatureError: the policy refuses the bundle.
@@ -77,7 +77,7 @@ def check_signature(folder: Path, policy: SignaturePolicy) -> str:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    """`daemon.signature.load_public_key`, raising `deploy.errors.KeyFileError`."""
+    """`daemon.shared.signature.load_public_key`, raising `deploy.errors.KeyFileError`."""
     with _deploy_errors():
         return _runtime.load_public_key(path)
 

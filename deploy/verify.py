@@ -1,9 +1,9 @@
 """Verify a bundle folder or archive: checksums, format, loadability and signature policy.
 
-The checks are the daemon's own (`daemon.bundle.load_bundle`: every file's sha256 against the
+The checks are the daemon's own (`daemon.shared.bundle.load_bundle`: every file's sha256 against the
 manifest, no unlisted file, a supported format version, labels/preprocessing/variants that fit
 together), so a bundle deploy accepts is a bundle the daemon will load. The signature policy
-comes on top, checked by the runtime's own code too (`daemon.signature`, through
+comes on top, checked by the runtime's own code too (`daemon.shared.signature`, through
 `deploy.signing.check_signature`, which raises deploy's error classes).
 """
 
@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.bundle import load_bundle
 from daemon.errors import BundleError
-from daemon.signature import NO_POLICY, SignaturePolicy
+from daemon.shared.bundle import load_bundle
+from daemon.shared.signature import NO_POLICY, SignaturePolicy
 from deploy.archive import DEFAULT_LIMITS, Limits, is_archive, unpack
 from deploy.errors import VerificationError
 from deploy.signing import check_signature

@@ -25,10 +25,11 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, write_manifest
 from daemon.config import DaemonConfig, load_config
-from daemon.service import Service
-from daemon.signals import Shutdown
+from daemon.intake.rules import CLAIM_AREA
+from daemon.service.service import Service
+from daemon.service.signals import Shutdown
+from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, write_manifest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -167,6 +168,11 @@ def make_config(tmp_path: Path, **sections: Any) -> DaemonConfig:
     return load_config(write_config(tmp_path, **sections))
 
 
+def claim_root(config: DaemonConfig) -> Path:
+    """``<incoming>/.infarctwatch``: the daemon's claim area."""
+    return config.incoming / CLAIM_AREA
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -217,7 +223,7 @@ class ServiceThread:
 
     def start(self) -> ServiceThread:
         self._thread.start()
-        wait_for(lambda: self.service._state != "starting" or not self._thread.is_alive())
+        wait_for(lambda: self.service.state != "starting" or not self._thread.is_alive())
         return self
 
     def join(self, timeout: float = 60.0) -> int:

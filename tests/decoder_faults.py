@@ -1,4 +1,4 @@
-"""Fault injection for the decode worker processes (imported in the spawned child, so kept light).
+"""Fault injection for the scan worker processes (imported in the spawned child, so kept light).
 
 `serve_with_faults` is the real child loop, with `decode_claim` wrapped (where the scan worker
 calls it) so that a file whose name says so crashes the process (SIGSEGV, as a native decoder bug
@@ -17,12 +17,13 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from daemon import decode_workers, scan_worker
+from daemon.scan import worker as scan_worker
+from daemon.workers import process as worker_process
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from daemon.decode import DecodeLimits
+    from daemon.shared.decode import DecodeLimits
 
 
 def _faulty(real: Any) -> Any:
@@ -50,10 +51,10 @@ def _faulty_handle(real: Any) -> Any:
 
 
 def serve_with_faults(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
-    """`daemon.decode_workers.serve` with the faults above in every scan request."""
+    """`daemon.workers.process.serve` with the faults above in every scan request."""
     scan_worker.ScanWorker.handle = _faulty_handle(scan_worker.ScanWorker.handle)  # type: ignore[method-assign]
     scan_worker.decode_claim = _faulty(scan_worker.decode_claim)  # type: ignore[assignment]
-    decode_workers.serve(conn, limits, max_bytes)
+    worker_process.serve(conn, limits, max_bytes)
 
 
 def serve_nothing(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:

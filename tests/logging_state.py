@@ -1,4 +1,4 @@
-"""Put back everything `daemon.logging_setup` changes in a process, after a test configured it."""
+"""Put back everything `daemon.logs` changes in a process, after a test configured it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon import logging_setup
+from daemon import logs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,7 +24,7 @@ def logging_restored() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     showwarning = warnings.showwarning
     excepthook, thread_hook = sys.excepthook, threading.excepthook
-    settings = logging_setup.worker_settings()
+    settings = logs.worker_settings()
     try:
         yield
     finally:
@@ -33,4 +33,4 @@ def logging_restored() -> Iterator[None]:
         root.setLevel(level)
         warnings.showwarning = showwarning
         sys.excepthook, threading.excepthook = excepthook, thread_hook
-        logging_setup._settings = settings
+        logs._settings = settings

@@ -1,37 +1,26 @@
 """Decode and preprocessing exactly as the default model was trained with: the reference.
 
-A verbatim copy of `daemon.preprocess` (from ``normalise`` on) and of the parts of `daemon.decode`
-that were later made cheaper, as of commit 7aeb86e (preprocessing version 1). The daemon's faster
-code must give the same tensors and boxes, and `daemon.decode` the same pixels and errors: the
-tests in ``test_preprocess_exact.py`` hold it to that, and ``bench/preprocess.py`` measures both.
-Helpers of `daemon.decode` that did not change are imported from it. Never import this from
-daemon or trainer code.
+A verbatim copy of `daemon.shared.preprocess` (from ``normalise`` on) and of the parts of
+`daemon.shared.decode` that were later made cheaper, as of commit 7aeb86e (preprocessing version 1).
+The daemon's faster code must give the same tensors and boxes, and `daemon.shared.decode` the same
+pixels and errors: the tests in ``test_preprocess_exact.py`` hold it to that, and
+``bench/preprocess.py`` measures both. The decode helpers it calls are copied here as they were at
+that commit, so a change to the live code cannot change the reference; only the result types
+(`DecodedImage`, `DecodeLimits`, `DicomInfo`) and the error classes come from the daemon. Never
+import this from daemon or trainer code.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from daemon.decode import (
-    _CORRUPT,
-    _PILLOW_PARSERS,
-    RASTER_FORMATS,
-    DecodedImage,
-    DecodeLimits,
-    DicomInfo,
-    _b_value,
-    _check_dimensions,
-    _infer_transfer_syntax,
-    _to_grey,
-    _uid,
-    looks_like_dicom,
-)
 from daemon.errors import (
     BadDimensionsError,
     BlankImageError,
@@ -44,13 +33,93 @@ from daemon.errors import (
     TruncatedImageError,
     UnsupportedImageError,
 )
+from daemon.shared.decode import DecodedImage, DecodeLimits, DicomInfo
 
 if TYPE_CHECKING:
-    from daemon.preprocess import PreprocessSpec
+    from daemon.shared.preprocess import PreprocessSpec
 
 FloatImage = npt.NDArray[np.float32]
 
 _MIN_SIDE = 16
+
+# Helpers of daemon/decode.py at commit 7aeb86e, copied verbatim (the live ones may change).
+RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}
+
+
+_PILLOW_PARSERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG parser also yields MPO images
+
+
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, ZeroDivisionError)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def looks_like_dicom(data: bytes, name: str = "") -> bool:
+    """True for a DICOM Part 10 file (``DICM`` at offset 128) or a file named ``*.dcm``."""
+    return data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+
+
+def _check_dimensions(width: int, height: int, frames: int, limits: DecodeLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise BadDimensionsError(f"image declares {width}x{height} pixels")
+    if width * height * frames > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"image declares {width}x{height} pixels x {frames} frame(s), more than the limit of "
+            f"{limits.max_pixels:,} (limits.max_pixels)"
+        )
+    if min(width, height) < limits.min_side:
+        raise BadDimensionsError(
+            f"image is {width}x{height} pixels; at least {limits.min_side} per side are needed"
+        )
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise BadDimensionsError(
+            f"image is {width}x{height} pixels, an aspect ratio above {limits.max_aspect:g}"
+        )
+
+
+def _to_grey(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    if array.ndim == 2:
+        return array.astype(np.float32, copy=False)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return np.asarray(array[:, :, :3].astype(np.float32) @ _LUMA, dtype=np.float32)
+    if array.ndim == 3 and array.shape[2] in (1, 2):
+        return array[:, :, 0].astype(np.float32)
+    raise UnsupportedImageError(f"pixel array of shape {array.shape} is not a grey or RGB image")
+
+
+def _uid(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    return str(value) if value else None
+
+
+def _b_value(ds: Any) -> float | None:
+    value = ds.get("DiffusionBValue")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _infer_transfer_syntax(ds: Any) -> None:
+    """A raw dataset (no preamble, no file meta) says how it was encoded only by being read."""
+    from pydicom.dataset import FileMetaDataset  # noqa: PLC0415
+    from pydicom.uid import (  # noqa: PLC0415
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
 def normalise(image: FloatImage, high_percentile: float) -> FloatImage:

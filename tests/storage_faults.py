@@ -7,7 +7,7 @@ Started as a real process (`spawn_faulty`)::
 ``$IW_FAULTS`` (comma-separated) says which faults, in the daemon and in its worker processes
 (whose target, `serve_with_faults`, applies the same ones; the children import this module again):
 
-* ``report``: `daemon.report.build_report` raises for a file whose name contains
+* ``report``: `daemon.scan.report.build_report` raises for a file whose name contains
   ``poison-report`` (a bug while building one report). Nothing else changes.
 * ``hang``, ``segfault``, ``bug``: `tests.decoder_faults` in the workers (by file name).
 * ``storage``: ``os.write`` on a file and ``os.replace`` of a file inside ``$IW_FAULT_DIR`` fail
@@ -27,12 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import decoder_faults
 
-from daemon import decode_workers, report, run_cli, scan_worker
+from daemon.commands import run as run_command
+from daemon.scan import report
+from daemon.scan import worker as scan_worker
+from daemon.workers import process as worker_process
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from daemon.decode import DecodeLimits
+    from daemon.shared.decode import DecodeLimits
 
 POISON = "poison-report"
 
@@ -107,15 +110,15 @@ def install() -> None:
 def serve_with_faults(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
     """The real worker loop with the faults installed in the worker process."""
     install()
-    decode_workers.serve(conn, limits, max_bytes)
+    worker_process.serve(conn, limits, max_bytes)
 
 
 def main(argv: list[str]) -> int:
     """``infarctwatch ARGV`` (``run ...``) with the faults installed in the daemon and workers."""
     install()
-    decode_workers.serve = serve_with_faults  # type: ignore[assignment]
+    worker_process.serve = serve_with_faults  # type: ignore[assignment]
     assert argv[0] == "run"
-    return run_cli.main(argv[1:])
+    return run_command.main(argv[1:])
 
 
 LAUNCH = (

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bundle import (
+from daemon.errors import BundleError
+from daemon.shared.bundle import (
     DEFAULT_BUNDLE,
     MANIFEST,
+    designated_bundle,
     load_bundle,
-    resolve_model_path,
     sha256_file,
     verify,
     write_manifest,
 )
-from daemon.errors import BundleError
 
 
 @pytest.fixture
@@ -114,10 +114,11 @@ class TestWriteManifest:
             )
 
 
-def test_resolve_model_path_follows_current(tmp_path: Path) -> None:
-    """A deploy-managed models folder resolves to the version 'current' points at."""
+def test_designated_bundle_follows_current(tmp_path: Path) -> None:
+    """A deploy-managed models folder designates the version 'current' points at."""
     version = tmp_path / "models" / "versions" / "1.0.0"
     version.mkdir(parents=True)
     (tmp_path / "models" / "current").symlink_to("versions/1.0.0")
-    assert resolve_model_path(tmp_path / "models") == version.resolve()
-    assert resolve_model_path(version) == version
+    assert designated_bundle(tmp_path / "models") == version.resolve()
+    assert designated_bundle(version) == version.resolve()
+    assert designated_bundle(None) == DEFAULT_BUNDLE

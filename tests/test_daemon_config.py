@@ -10,9 +10,10 @@ import structlog
 import yaml
 from daemon_support import REPO, write_config
 
-from daemon import run_cli
+from daemon.commands import run as run_command
 from daemon.config import DaemonConfig, key_paths, load_config
 from daemon.errors import ConfigError
+from daemon.intake.claims import ClaimArea
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
-    """run_cli.main configures structlog for the process: undo it after each test."""
+    """run_command.main configures structlog for the process: undo it after each test."""
     yield
     structlog.reset_defaults()
 
@@ -33,7 +34,8 @@ class TestDefaults:
         assert config.incoming == tmp_path / "var" / "incoming"
         assert config.reports == tmp_path / "var" / "reports"
         assert config.status_path == tmp_path / "var" / "work" / "status.json"
-        assert config.claim_root == tmp_path / "var" / "incoming" / ".infarctwatch"
+        area = ClaimArea(config.incoming, config.work, config.outcome)
+        assert area.root == tmp_path / "var" / "incoming" / ".infarctwatch"
         assert config.model.path is None
         assert config.inference.device == "AUTO"
 
@@ -170,7 +172,7 @@ class TestRunCommand:
     def test_invalid_config_exits_2_listing_every_problem(self, tmp_path, capsys) -> None:
         """`infarctwatch run` prints all problems with key paths and exits 2 before starting."""
         path = write_config(tmp_path, inference={"device": "", "top_k": 0}, watch={"mode": "x"})
-        code = run_cli.main(["--config", str(path)])
+        code = run_command.main(["--config", str(path)])
         err = capsys.readouterr().err
         assert code == 2
         assert "3 configuration problem(s)" in err
@@ -180,7 +182,7 @@ class TestRunCommand:
 
     def test_usage_error_returns_2_without_raising(self, capsys) -> None:
         """An unknown flag is a usage error: exit code 2, no SystemExit escapes main()."""
-        assert run_cli.main(["--frobnicate"]) == 2
+        assert run_command.main(["--frobnicate"]) == 2
         assert "unrecognized arguments" in capsys.readouterr().err
 
     def test_public_key_that_cannot_be_read_is_a_config_problem(self, tmp_path, capsys) -> None:
@@ -188,7 +190,7 @@ class TestRunCommand:
         bad_key = tmp_path / "key.pub"
         bad_key.write_text("not a key", encoding="utf-8")
         path = write_config(tmp_path, model={"public_key": str(bad_key)})
-        assert run_cli.main(["--config", str(path)]) == 2
+        assert run_command.main(["--config", str(path)]) == 2
         assert "At 'model.public_key'" in capsys.readouterr().err
 
 

@@ -13,18 +13,19 @@ import pytest
 from daemon_support import files_under, image_bytes, make_config, reports, running, wait_for
 from decoder_faults import serve_nothing, serve_with_faults
 
-from daemon import decode_workers
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle
-from daemon.claim import ClaimArea
+from daemon.clock import utc_now
 from daemon.config import InferenceConfig, OutcomeConfig
-from daemon.decode import DecodeLimits
-from daemon.decode_stage import Rejected, configure_decoders, decode_claim
-from daemon.decode_workers import DecodeWorker
-from daemon.errors import DecoderStartError
-from daemon.jobs import Claim, Decoded, Finished
-from daemon.preprocess import PreprocessSpec
-from daemon.scan_worker import ModelChoice, ScanSetup
-from daemon.status import describe, utc_now
+from daemon.errors import WorkerStartError
+from daemon.intake.claims import ClaimArea
+from daemon.records import Claim, Decoded, Finished
+from daemon.scan.read import Rejected, configure_decoders, decode_claim
+from daemon.scan.worker import ModelChoice, ScanSetup
+from daemon.service.status import describe
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.shared.decode import DecodeLimits
+from daemon.shared.preprocess import PreprocessSpec
+from daemon.workers import process as worker_process
+from daemon.workers.process import WorkerProcess
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,7 +43,7 @@ def _claim(folder: Path, name: str, data: bytes) -> Claim:
 @pytest.fixture
 def worker():
     """A started worker with the fault-injecting child, stopped after the test."""
-    made = DecodeWorker(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_with_faults)
+    made = WorkerProcess(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_with_faults)
     made.start()
     yield made
     made.close()
@@ -81,7 +82,7 @@ def _claims(area: ClaimArea, *names: str, data: bytes | None = None) -> tuple[Cl
 
 
 class TestDecodeWorker:
-    """Containment, one claim at a time, on the production path (`DecodeWorker.scan`)."""
+    """Containment, one claim at a time, on the production path (`WorkerProcess.scan`)."""
 
     @staticmethod
     def _one(worker, area, setup, model, name: str, *, data: bytes | None = None):
@@ -201,16 +202,16 @@ class TestDecodeWorker:
         assert worker.pid == pid
 
     def test_a_child_that_cannot_start_is_a_start_error(self) -> None:
-        """A child that exits before it is ready raises DecoderStartError, with its exit code."""
-        broken = DecodeWorker(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_nothing)
+        """A child that exits before it is ready raises WorkerStartError, with its exit code."""
+        broken = WorkerProcess(0, DecodeLimits(), MAX_BYTES, timeout_s=1.0, target=serve_nothing)
         broken.start()
-        with pytest.raises(DecoderStartError, match="exit code 3"):
+        with pytest.raises(WorkerStartError, match="exit code 3"):
             broken.wait_ready(timeout=30)
         broken.close()
 
 
 class TestScanBatches:
-    """`DecodeWorker.scan`: whole scans in the child, and a failing claim blamed alone."""
+    """`WorkerProcess.scan`: whole scans in the child, and a failing claim blamed alone."""
 
     @staticmethod
     def _claims(area: ClaimArea, *names: str) -> tuple[Claim, ...]:
@@ -282,13 +283,13 @@ class TestScanBatches:
     ) -> None:
         """A bundle that is not the one the daemon checked (its sha256 differs) is refused."""
         other = ModelChoice(model.path, model.variant, "0" * 64)
-        with pytest.raises(DecoderStartError, match="changed since the daemon loaded it"):
+        with pytest.raises(WorkerStartError, match="changed since the daemon loaded it"):
             worker.scan(self._claims(area, "a.png"), other, setup)
 
 
 def test_the_service_reports_a_crashing_file_and_goes_on(tmp_path, monkeypatch) -> None:
     """In the running service, a file that kills its decoder gets an error report in failed/."""
-    monkeypatch.setattr(decode_workers, "serve", serve_with_faults)  # the children inject faults
+    monkeypatch.setattr(worker_process, "serve", serve_with_faults)  # the children inject faults
     config = make_config(tmp_path, pipeline={"decode_workers": 1})
     config.incoming.mkdir(parents=True)
     with running(config):

@@ -41,9 +41,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from daemon.decode import PREFERRED_PLUGINS, DecodeLimits, decode
-from daemon.decode_stage import configure_decoders
 from daemon.errors import ScanError
+from daemon.scan.read import configure_decoders
+from daemon.shared.decode import PREFERRED_PLUGINS, DecodeLimits, decode
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -255,7 +255,7 @@ class TestRealFilesDecodeExactly:
     def test_lossless_files_decode_to_the_pixels_of_their_uncompressed_twin(
         self, compressed, uncompressed
     ) -> None:
-        """Lossless syntaxes give bit-exact pixels through `daemon.decode.decode`."""
+        """Lossless syntaxes give bit-exact pixels through `daemon.shared.decode.decode`."""
         configure_decoders()
         got = decode(_real(compressed).read_bytes(), compressed)
         expected = decode(_real(uncompressed).read_bytes(), uncompressed)

@@ -12,12 +12,13 @@ import openvino.properties.hint as hints
 import pytest
 from daemon_support import brain_slice, make_config
 
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle, write_manifest
 from daemon.config import InferenceConfig
-from daemon.engine import Engine, EngineHolder
 from daemon.errors import BundleError, EngineError
-from daemon.preprocess import preprocess
-from daemon.service import load_verified_bundle
+from daemon.model.holder import ModelHolder, load_model
+from daemon.scan.inference import Engine
+from daemon.service.service import load_verified_bundle
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle, write_manifest
+from daemon.shared.preprocess import preprocess
 from deploy.signing import keygen, sign_folder
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ def _infer(
         got.append((job, probabilities, latency, error))
         done.set()
 
-    assert engine.lease()
     engine.submit(tensor, "job-1", on_done)
     assert done.wait(30)
     return got[0]
@@ -77,7 +77,7 @@ class TestEngine:
         assert latency > 0
 
     def test_one_channel_stands_for_identical_channels(self, bundle) -> None:
-        """A (H, W, 1) tensor, as the decode workers send it, gives the (H, W, 3) result."""
+        """A (H, W, 1) tensor, as the scan workers send it, gives the (H, W, 3) result."""
         engine = Engine.compile(bundle, CPU)
         tensor = _tensor(bundle)
         _, full, _, _ = _infer(engine, tensor)
@@ -121,28 +121,33 @@ class TestEngine:
 
 
 class TestHolder:
-    def test_swap_between_jobs_keeps_each_job_on_one_model(self, bundle) -> None:
-        """A job leased before the swap runs on the old engine; the old one retires after it."""
-        old, new = Engine.compile(bundle, CPU), Engine.compile(bundle, CPU)
-        holder = EngineHolder(old)
-        leased = holder.acquire()
-        assert leased is old
+    def test_load_checks_the_model_as_the_workers_compile_it(self, bundle) -> None:
+        """The model in service reports what a worker's one-thread engine reports, keeps none."""
+        model = load_model(bundle, CPU, "fp16")
+        worker = Engine.compile(bundle, CPU, "fp16", one_thread=True)
+        assert model.info == worker.info
+        assert model.requests == worker.requests
+        assert model.choice.path == bundle.path
+        assert model.choice.sha256 == bundle.sha256
+        assert model.choice.variant == worker.info.variant
+        kept = [type(value).__name__ for value in vars(model).values()]
+        assert kept == ["Bundle", "ModelInfo", "int"], "the daemon keeps no compiled model"
+        worker.close()
+
+    def test_a_model_the_device_cannot_compile_is_refused_at_load(self, bundle) -> None:
+        """load_model compiles for the configured device: a missing device fails there."""
+        with pytest.raises(EngineError, match=r"inference\.device"):
+            load_model(bundle, InferenceConfig(device="NOPE"), "fp16")
+
+    def test_swap_puts_the_new_model_in_service_and_returns_the_old(self, bundle) -> None:
+        """A batch that took the model before the swap keeps it; later batches get the new one."""
+        old = load_model(bundle, CPU, "fp16")
+        new = load_model(bundle, CPU, "int8" if "int8" in bundle.variants else "fp16")
+        holder = ModelHolder(old)
+        taken = holder.current
         assert holder.swap(new) is old
         assert holder.current is new
-        assert not old.retire(timeout=0.05), "retired while a job still held a lease"
-        done = threading.Event()
-        leased.submit(_tensor(bundle), "late job", lambda *_: done.set())
-        assert done.wait(30)
-        assert old.retire(timeout=5)
-        assert holder.acquire() is new
-        new.release()
-        new.close()
-
-    def test_a_retired_engine_gives_no_new_lease(self, bundle) -> None:
-        """After retire, lease() is refused, so a worker takes the holder's current engine."""
-        engine = Engine.compile(bundle, CPU)
-        assert engine.retire(timeout=1)
-        assert not engine.lease()
+        assert taken is old
 
 
 class TestBundleAtStartup:

@@ -26,6 +26,7 @@ from daemon_support import (
     REPO,
     VALIDATOR,
     brain_slice,
+    claim_root,
     cli,
     files_under,
     log_events,
@@ -161,7 +162,7 @@ class TestNamesAreBytes:
                 assert document["source"]["name_base64"] is None
                 assert document["id"].endswith("-" + _name_tag(name))
         assert _raw_names(config.work / "done") == sorted([*names, b"M\xfcller~1.png"])
-        assert files_under(config.claim_root / "processing") == []
+        assert files_under(claim_root(config) / "processing") == []
         for log in (result.stderr, again.stderr):
             assert "ller" not in log and "break" not in log and "xxxx" not in log
 
@@ -283,7 +284,7 @@ class TestRepeatGuard:
         assert all(found[n]["status"] == "ok" for n in others), found
         assert files_under(config.work / "failed") == ["hang-me.png"]
         assert files_under(config.work / "done") == sorted(others)
-        assert files_under(config.claim_root / "processing") == []
+        assert files_under(claim_root(config) / "processing") == []
         assert json.loads((config.work / "attempts.json").read_text(encoding="ascii")) == {}
         events = [json.loads(x) for x in final.stderr.splitlines() if x.startswith("{")]
         suspects = [e for e in events if e["event"] == "crash_suspects"]
@@ -380,7 +381,7 @@ class TestStorageTrouble:
                 time.sleep(3)  # degraded a while: the watchdog keeps being fed, nothing fails
                 assert files_under(config.work / "failed") == []
                 assert len(list(reports_dir.glob("*.json"))) == 3
-                claimed = files_under(config.claim_root / "processing")
+                claimed = files_under(claim_root(config) / "processing")
                 waiting = [p.name for p in config.incoming.glob("during-*")]
                 assert len(claimed) + len(waiting) == 12
                 pings = [t for t, m in notify.drain() if m == "WATCHDOG=1"]
@@ -395,7 +396,7 @@ class TestStorageTrouble:
                 found = reports(reports_dir)  # one report per input
                 assert len(found) == 15 and all(r["status"] == "ok" for r in found.values())
                 assert len(files_under(config.work / "done")) == 15
-                assert files_under(config.claim_root / "processing") == []
+                assert files_under(claim_root(config) / "processing") == []
                 wait_for(lambda: _state(config) == "running", 10, "running again")
                 assert daemon.poll() is None
                 daemon.send_signal(signal.SIGTERM)
@@ -473,7 +474,7 @@ class TestStorageTrouble:
         wait_for(lambda: len(list(config.reports.glob("*.json"))) == 6, 60, "6 reports")
         print(f"{error}: 6 reports {time.monotonic() - freed:.1f} s after the fault was cleared")
         assert all(r["status"] == "ok" for r in reports(config.reports).values())
-        assert files_under(config.claim_root / "processing") == []
+        assert files_under(claim_root(config) / "processing") == []
         assert daemon.poll() is None
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0
@@ -612,7 +613,7 @@ class TestUmask:
         (report,) = config.reports.glob("*.json")  # written by a worker process
         assert stat.S_IMODE(report.stat().st_mode) == 0o640
         assert stat.S_IMODE(config.status_path.stat().st_mode) == 0o640
-        for folder in (config.reports, config.work / "done", config.claim_root / "processing"):
+        for folder in (config.reports, config.work / "done", claim_root(config) / "processing"):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
 
     def test_umask_is_configurable(self, tmp_path) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from daemon.claim import ClaimArea
 from daemon.config import OutcomeConfig
 from daemon.errors import AlreadyRunningError
-from daemon.files import (
+from daemon.fs import (
     TMP_SUFFIX,
     filesystem_type,
     hold_lock,
@@ -19,7 +18,9 @@ from daemon.files import (
     remove_stale_temporaries,
     write_atomic,
     write_atomic_group,
+    write_new,
 )
+from daemon.intake.claims import ClaimArea
 
 SHM = Path("/dev/shm")
 
@@ -323,3 +324,14 @@ def test_filesystem_type_reads_the_mount_table(tmp_path: Path, path: str, kind: 
 def test_filesystem_type_without_a_mount_table(tmp_path: Path) -> None:
     """No readable mount table: unknown, never a guess."""
     assert filesystem_type(tmp_path, mounts=tmp_path / "missing") is None
+
+
+def test_write_new_never_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """A taken name gets ~1, then ~2; the first file keeps its bytes; no temporary is left."""
+    target = tmp_path / "note.json"
+    assert write_new(target, b"first") == target
+    assert write_new(target, b"second") == tmp_path / "note~1.json"
+    assert write_new(target, b"third") == tmp_path / "note~2.json"
+    assert target.read_bytes() == b"first"
+    assert (tmp_path / "note~2.json").read_bytes() == b"third"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["note.json", "note~1.json", "note~2.json"]

@@ -23,7 +23,8 @@ from daemon_support import (
     write_slowly,
 )
 
-from daemon.status import describe, read_status, utc_now
+from daemon.clock import utc_now
+from daemon.service.status import describe, read_status
 from deploy.install import current_version, install_bundle
 from deploy.pack import pack_bundle
 from deploy.signing import SignaturePolicy, keygen

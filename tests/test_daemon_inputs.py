@@ -35,11 +35,11 @@ from PIL import Image
 from pydicom.encaps import encapsulate
 from structlog.testing import capture_logs
 
-from daemon.decode import DecodeLimits, decode
-from daemon.decode_stage import Rejected, configure_decoders, decode_claim
 from daemon.errors import ImageTooLargeError
-from daemon.jobs import Claim
-from daemon.preprocess import PreprocessSpec
+from daemon.records import Claim
+from daemon.scan.read import Rejected, configure_decoders, decode_claim
+from daemon.shared.decode import DecodeLimits, decode
+from daemon.shared.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -299,7 +299,7 @@ def test_reading_a_claimed_file_stops_at_its_end_or_at_the_limit(
     tmp_path: Path, hint: int, limit: int, expected: int
 ) -> None:
     """`_read_up_to` reads to the end whatever size it was told, and never past the limit."""
-    from daemon.decode_stage import _read_up_to  # noqa: PLC0415 - the reader itself
+    from daemon.scan.read import _read_up_to  # noqa: PLC0415 - the reader itself
 
     data = os.urandom(200_000)
     path = tmp_path / "f.bin"

@@ -32,13 +32,13 @@ from daemon_support import (
 from structlog.testing import capture_logs
 from watchdog.events import EventsLostEvent
 
-from daemon import open_writers
-from daemon.claim import ClaimArea
 from daemon.config import OutcomeConfig, load_config
-from daemon.ignored import IgnoredNames
-from daemon.intake import IntakeRules, Offer
-from daemon.open_writers import held_for_writing
-from daemon.watch import WatchdogLogBridge, Watcher
+from daemon.intake import writers
+from daemon.intake.claims import ClaimArea
+from daemon.intake.ignored import IgnoredNames
+from daemon.intake.rules import IntakeRules, Offer
+from daemon.intake.watcher import WatchdogLogBridge, Watcher
+from daemon.intake.writers import held_for_writing
 
 if TYPE_CHECKING:
     import subprocess
@@ -115,7 +115,7 @@ class TestCompleteBeforeClaimed:
     ) -> None:
         # The fault: /proc cannot be read (as for another user's writer), so the size and mtime
         # rule alone decides, the file is claimed mid-write, and found truncated.
-        monkeypatch.setattr(open_writers, "_PROC", tmp_path / "no-proc")
+        monkeypatch.setattr(writers, "_PROC", tmp_path / "no-proc")
         incoming = tmp_path / "incoming"
         incoming.mkdir()
         config = make_config(tmp_path, watch=_watch(grace_s=2.0))

@@ -30,10 +30,10 @@ from decoder_faults import serve_noisily_then_fail
 from logging_state import logging_restored
 from pydicom.filewriter import dcmwrite
 
-from daemon.decode import DecodeLimits
-from daemon.decode_workers import DecodeWorker
-from daemon.errors import DecoderStartError
-from daemon.logging_setup import LibraryLogHandler, configure_logging, sanitise
+from daemon.errors import WorkerStartError
+from daemon.logs import LibraryLogHandler, configure_logging, sanitise
+from daemon.shared.decode import DecodeLimits
+from daemon.workers.process import WorkerProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -105,9 +105,9 @@ class TestTheRealDaemon:
         """A spawned worker's warning, library log line and escaping bug: JSON on its stderr."""
         with logging_restored():
             configure_logging("info", "json", io.StringIO())  # the settings the child inherits
-            worker = DecodeWorker(0, DecodeLimits(), 1 << 20, 5.0, target=serve_noisily_then_fail)
+            worker = WorkerProcess(0, DecodeLimits(), 1 << 20, 5.0, target=serve_noisily_then_fail)
             worker.start()
-            with pytest.raises(DecoderStartError, match="exit code 1"):
+            with pytest.raises(WorkerStartError, match="exit code 1"):
                 worker.wait_ready()
         events = _json_lines(capfd.readouterr().err)
         by_event = {e["event"]: e for e in events}

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from daemon_support import (
     brain_slice,
+    claim_root,
     cli,
     files_under,
     log_events,
@@ -26,9 +27,9 @@ from daemon_support import (
 )
 from PIL import Image
 
-from daemon.bundle import DEFAULT_BUNDLE
 from daemon.config import load_config
-from daemon.sdnotify import Notifier
+from daemon.service.sdnotify import Notifier
+from daemon.shared.bundle import DEFAULT_BUNDLE
 
 if TYPE_CHECKING:
     import subprocess
@@ -111,13 +112,13 @@ class TestCrashAndRestart:
         assert workers, "the daemon should have its worker processes"
         daemon.kill()
         assert daemon.wait(10) == -signal.SIGKILL
-        in_flight = files_under(config.claim_root / "processing")
+        in_flight = files_under(claim_root(config) / "processing")
         reported = sorted(p.name for p in config.reports.iterdir())
         # The workers die with it: none may go on reporting beside the daemon that restarts (a
         # batch of these files takes a worker under two seconds).
         wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "the workers to die")
         time.sleep(2.5)
-        assert files_under(config.claim_root / "processing") == in_flight
+        assert files_under(claim_root(config) / "processing") == in_flight
         assert sorted(p.name for p in config.reports.iterdir()) == reported
         assert in_flight, "the kill should have caught files in processing/"
         done_before = len(reports(config.reports))
@@ -129,7 +130,7 @@ class TestCrashAndRestart:
         assert sorted(found) == names
         assert all(r["status"] == "ok" for r in found.values())
         assert files_under(config.work / "done") == names
-        assert files_under(config.claim_root / "processing") == []
+        assert files_under(claim_root(config) / "processing") == []
         assert [p.name for p in config.reports.iterdir() if p.name.startswith(".")] == []
         resumed = [e for e in log_events_from(again.stderr) if e["event"] == "resuming"]
         assert resumed and resumed[0]["claims"] == len(in_flight)
@@ -150,7 +151,7 @@ class TestStop:
         events = [e["event"] for e in log_events(log)]
         assert "stopping" in events and events[-1] == "stopped"
         assert "abandoned" not in events
-        assert files_under(config.claim_root / "processing") == []
+        assert files_under(claim_root(config) / "processing") == []
         left = files_under(config.incoming)
         assert sorted([*reports(config.reports), *left]) == sorted([*names, ".infarctwatch/lock"])
 
@@ -173,7 +174,7 @@ class TestStop:
         wait_for(lambda: len(list(config.reports.glob("*.json"))) >= 1, 60, "a first report")
         assert _stop(daemon) == 0
         (abandoned,) = [e for e in log_events(log) if e["event"] == "abandoned"]
-        left = files_under(config.claim_root / "processing")
+        left = files_under(claim_root(config) / "processing")
         assert abandoned["count"] == len(left) > 0
         assert len(reports(config.reports)) + len(left) == len(names)
         assert cli("run", "--config", str(path), "--once").returncode == 0

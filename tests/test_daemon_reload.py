@@ -32,11 +32,12 @@ from daemon_support import (
 from structlog.testing import capture_logs
 from watchdog.observers.inotify import InotifyObserver
 
-from daemon.bundle import load_bundle
+from daemon.clock import utc_now
 from daemon.config import load_config
-from daemon.engine import Engine, EngineHolder
-from daemon.reload import ModelReloader
-from daemon.status import describe, read_status, utc_now
+from daemon.model.holder import ModelHolder, load_model
+from daemon.model.reload import ModelReloader
+from daemon.service.status import describe, read_status
+from daemon.shared.bundle import load_bundle
 from deploy.install import install_bundle, rollback
 from deploy.pack import pack_bundle
 from deploy.signing import SignaturePolicy, keygen
@@ -250,16 +251,13 @@ def test_without_inotify_the_periodic_check_finds_a_new_current(tmp_path, monkey
     monkeypatch.setattr(InotifyObserver, "start", no_inotify)
     models = models_with(tmp_path)
     config = make_config(tmp_path, model={"path": str(models)})
-    holder = EngineHolder(Engine.compile(load_bundle(models / "current"), config.inference))
-    try:
-        with (
-            capture_logs() as logs,
-            ModelReloader(config, holder, "unsigned", check_interval_s=0.1) as reloader,
-        ):
-            install_bundle(versioned_bundle(tmp_path / "src-v2", V2), models)
-            wait_for(lambda: reloader.snapshot().reloads == 1, what="the periodic check")
-    finally:
-        holder.current.close()
+    holder = ModelHolder(load_model(load_bundle(models / "current"), config.inference, "fp16"))
+    with (
+        capture_logs() as logs,
+        ModelReloader(config, holder, "unsigned", check_interval_s=0.1) as reloader,
+    ):
+        install_bundle(versioned_bundle(tmp_path / "src-v2", V2), models)
+        wait_for(lambda: reloader.snapshot().reloads == 1, what="the periodic check")
     assert holder.current.info.version == V2
     assert "models_folder_not_watched" in [e["event"] for e in logs]
 

@@ -17,10 +17,20 @@ import structlog
 from daemon_support import SCHEMA
 from logging_state import logging_restored
 
-from daemon import errors, status_cli
-from daemon.logging_setup import configure_logging, use_json
-from daemon.signals import Shutdown, capture_signals
-from daemon.status import EXIT_DEAD, EXIT_NOT_RUNNING, EXIT_RUNNING, EXIT_UNKNOWN, describe
+from daemon import errors
+from daemon.commands import status as status_command
+from daemon.logs import configure_logging, use_json
+from daemon.service.signals import Shutdown, capture_signals
+from daemon.service.status import (
+    EXIT_DEAD,
+    EXIT_NOT_RUNNING,
+    EXIT_RUNNING,
+    EXIT_UNKNOWN,
+    STATUS_VERSION,
+    describe,
+    read_status,
+    write_status,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -118,6 +128,7 @@ class TestStatus:
 
     def _doc(self, **fields) -> dict:
         return {
+            "version": STATUS_VERSION,
             "state": "running",
             "pid": os.getpid(),
             "started_at": "2026-01-01T10:00:00Z",
@@ -148,6 +159,17 @@ class TestStatus:
         text, missing = describe(None, Path("s.json"), self.now)
         assert stopped == missing == EXIT_NOT_RUNNING and "no status file" in text
 
+    def test_a_status_file_of_another_version_is_not_guessed_at(self, tmp_path) -> None:
+        """The version written is STATUS_VERSION; a file of another version: exit 4, said so."""
+        path = tmp_path / "status.json"
+        write_status(path, self._doc(version=99))
+        document = read_status(path)
+        assert document is not None
+        assert document["version"] == STATUS_VERSION
+        assert describe(document, path, self.now)[1] == EXIT_RUNNING
+        text, code = describe(self._doc(version=STATUS_VERSION + 1), path, self.now)
+        assert code == EXIT_UNKNOWN and "status version 2" in text
+
 
 class TestStatusCommand:
     def test_an_unreadable_status_file_is_said_not_taken_for_a_stopped_daemon(
@@ -158,7 +180,7 @@ class TestStatusCommand:
         status_file.mkdir()  # unreadable as a file, even for root (EISDIR)
         config = tmp_path / "daemon.yaml"
         config.write_text(f"service:\n  status_file: {status_file}\n", encoding="utf-8")
-        assert status_cli.main(["--config", str(config)]) == EXIT_UNKNOWN
+        assert status_command.main(["--config", str(config)]) == EXIT_UNKNOWN
         err = capsys.readouterr().err
         assert "cannot read the status file" in err and str(status_file) in err
         assert "not running" not in err

@@ -1,4 +1,4 @@
-"""Signature checks belong to the runtime (`daemon.signature`); deploy re-raises its own classes."""
+"""Signature checks belong to the runtime (`daemon.shared.signature`); deploy re-raises its own."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from daemon_support import versioned_bundle
 
 from daemon import errors as runtime
-from daemon.signature import NO_POLICY, SignaturePolicy, check_signature, load_public_key
+from daemon.shared.signature import NO_POLICY, SignaturePolicy, check_signature, load_public_key
 from deploy import errors as deploy_errors
 from deploy import signing
 from deploy.signing import keygen, sign_folder

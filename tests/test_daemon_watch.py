@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 from daemon_support import (
+    claim_root,
     image_bytes,
     make_config,
     reports,
@@ -26,10 +27,11 @@ from daemon_support import (
     write_slowly,
 )
 
-from daemon import status_cli, watch
+from daemon.commands import status as status_command
 from daemon.config import WatchConfig
-from daemon.intake import IntakeRules, Offer
-from daemon.watch import Watcher
+from daemon.intake import watcher as watch
+from daemon.intake.rules import IntakeRules, Offer
+from daemon.intake.watcher import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -174,13 +176,13 @@ class TestBackPressureAndRecovery:
     def test_leftovers_in_processing_are_taken_up_at_start(self, tmp_path) -> None:
         """Files a crash left in processing/ are reported once the service starts again."""
         config = make_config(tmp_path)
-        claim_folder = config.claim_root / "processing" / "0000000000000001-abcdef"
+        claim_folder = claim_root(config) / "processing" / "0000000000000001-abcdef"
         claim_folder.mkdir(parents=True)
         (claim_folder / "left.png").write_bytes(SCAN)
-        (config.claim_root / "processing" / "0000000000000002-abcdef").mkdir()
+        (claim_root(config) / "processing" / "0000000000000002-abcdef").mkdir()
         assert run_once(config) == 0
         assert list(reports(config.reports)) == ["left.png"]
-        assert list((config.claim_root / "processing").iterdir()) == []
+        assert list((claim_root(config) / "processing").iterdir()) == []
 
     def test_the_same_scan_twice_gives_one_report_and_one_archived_copy(self, tmp_path) -> None:
         """A resend (same name, same bytes) rewrites the same report; done/ keeps one copy."""
@@ -220,7 +222,7 @@ class TestBackPressureAndRecovery:
             wait_for(lambda: _report_count(config.reports) == 1, what="the report")
             threading.Event().wait(1.0)  # several reconcile scans
             assert service.service.counters.snapshot().processed == 1
-        assert (config.claim_root / "done" / "kept.png").read_bytes() == SCAN
+        assert (claim_root(config) / "done" / "kept.png").read_bytes() == SCAN
         assert not (config.work / "done").exists()
 
 
@@ -236,10 +238,10 @@ def test_status_file_and_status_command_while_running(tmp_path, capsys) -> None:
             timeout=15,
             what="the status file to count the scan",
         )
-        assert status_cli.main(["--config", str(config_file)]) == 0
+        assert status_command.main(["--config", str(config_file)]) == 0
         out = capsys.readouterr().out
         assert "running" in out and "processed    1" in out and "infarctwatch-seed" in out
-    assert status_cli.main(["--config", str(config_file)]) == 3
+    assert status_command.main(["--config", str(config_file)]) == 3
     assert "not running" in capsys.readouterr().out
     status = json.loads(config.status_path.read_text())
     assert status["state"] == "stopped" and status["processed"] == 1

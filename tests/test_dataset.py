@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from daemon.preprocess import PreprocessSpec
+from daemon.shared.preprocess import PreprocessSpec
 from trainer.config import DataConfig
 from trainer.dataset import Sample, load_tensors, scan
 from trainer.errors import DatasetError, LabelMapError

@@ -1,7 +1,7 @@
 """Model deployment: pack, verify, sign, install, roll back, list and prune bundles.
 
 Every bundle is made from the committed seed bundle, copied into a temporary folder and given its
-own version with `daemon.bundle.write_manifest`. Every refusal is checked the same way: a
+own version with `daemon.shared.bundle.write_manifest`. Every refusal is checked the same way: a
 snapshot of the models folder (names, types, modes, sizes, contents, link targets) taken before
 equals the one taken after.
 """
@@ -26,9 +26,15 @@ import pytest
 import structlog
 
 import deploy
-from daemon.bundle import DEFAULT_BUNDLE, MANIFEST, SIGNATURE, load_bundle, resolve_model_path
-from daemon.bundle import write_manifest as daemon_write_manifest
 from daemon.cli import main as infarctwatch
+from daemon.shared.bundle import (
+    DEFAULT_BUNDLE,
+    MANIFEST,
+    SIGNATURE,
+    designated_bundle,
+    load_bundle,
+)
+from daemon.shared.bundle import write_manifest as daemon_write_manifest
 from deploy.archive import Limits, inspect, unpack
 from deploy.cli import main
 from deploy.device_config import read_policy
@@ -379,10 +385,10 @@ class TestInstall:
         assert result.action == "installed" and result.version == "1.0.0"
 
     def test_the_daemon_loads_what_was_installed(self, tmp_path: Path) -> None:
-        """resolve_model_path(models) is the installed bundle and it loads."""
+        """designated_bundle(models) is the installed bundle and it loads."""
         models = tmp_path / "models"
         result = install_bundle(make_archive(tmp_path, "1.0.0"), models)
-        bundle = load_bundle(resolve_model_path(models))
+        bundle = load_bundle(designated_bundle(models))
         assert bundle.version == "1.0.0" and bundle.sha256 == result.sha256
 
     def test_a_folder_installs_like_an_archive(self, tmp_path: Path) -> None:

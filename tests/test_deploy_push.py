@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 import structlog
 
-from daemon.bundle import DEFAULT_BUNDLE, MANIFEST
-from daemon.bundle import write_manifest as daemon_write_manifest
+from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST
+from daemon.shared.bundle import write_manifest as daemon_write_manifest
 from deploy.cli import main
 from deploy.errors import PushError, VerificationError
 from deploy.install import CURRENT, list_versions

@@ -18,8 +18,8 @@ def test_importing_every_daemon_module_pulls_no_training_framework() -> None:
         for m in pkgutil.walk_packages(daemon.__path__, "daemon.")
         if m.name != "daemon.__main__"
     )
-    assert "daemon.preprocess" in modules
-    assert "daemon.bundle" in modules
+    assert "daemon.shared.preprocess" in modules
+    assert "daemon.shared.bundle" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
@@ -59,8 +59,8 @@ def test_the_daemon_imports_deploy_only_for_the_inbox() -> None:
         for m in pkgutil.walk_packages(daemon.__path__, "daemon.")
         if m.name != "daemon.__main__"
     )
-    assert "daemon.signature" in modules
-    assert "daemon.inbox" in modules
+    assert "daemon.shared.signature" in modules
+    assert "daemon.model.inbox" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"

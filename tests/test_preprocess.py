@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from daemon.errors import BadDimensionsError, BlankImageError
-from daemon.preprocess import PreprocessSpec, brain_box, preprocess
+from daemon.shared.preprocess import PreprocessSpec, brain_box, preprocess
 
 
 def _phantom(size: int = 512, text: bool = True) -> np.ndarray:

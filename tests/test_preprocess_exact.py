@@ -19,15 +19,15 @@ import pytest
 from daemon_support import PYDICOM_DATA, PYDICOM_FILES, brain_slice
 from PIL import Image
 
-from daemon import preprocess as current
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle
-from daemon.decode import decode
 from daemon.errors import (
     BlankImageError,
     DicomUnsupportedTransferSyntaxError,
     ScanError,
     TruncatedImageError,
 )
+from daemon.shared import preprocess as current
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.shared.decode import decode
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SPEC = current.PreprocessSpec()

@@ -1,4 +1,4 @@
-"""Reports of any file name, and a report that cannot be built: fast checks of `daemon.report`."""
+"""Reports of any file name, and a report that cannot be built: checks of `daemon.scan.report`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from daemon_support import VALIDATOR
 
-from daemon import report
-from daemon.jobs import Claim, ModelInfo, Prediction, ScanResult, Source, scan_id
+from daemon.records import Claim, ModelInfo, Prediction, ScanResult, Source, scan_id
+from daemon.scan import report
 
 MODEL = ModelInfo("m", "1.0.0", "a" * 64, "fp16", "FP16", "bf16", "CPU", "CPU", ("a", "b"))
 
@@ -87,7 +87,7 @@ def test_a_bug_while_building_a_report_is_that_scans_internal_error(monkeypatch)
 
 def test_other_strings_of_a_report_are_escaped_too() -> None:
     """An error message quoting an undecodable path stays valid JSON."""
-    from daemon.jobs import Failure  # noqa: PLC0415
+    from daemon.records import Failure  # noqa: PLC0415
 
     result = _result("x.png")
     failed = ScanResult(
@@ -104,8 +104,8 @@ def _as_json(value: object) -> bytes:
 
 def _reports() -> list[dict]:
     """Reports of every shape: ok, error, DICOM, odd names and text, an internal error."""
-    from daemon.decode import DicomInfo  # noqa: PLC0415
-    from daemon.jobs import Failure  # noqa: PLC0415
+    from daemon.records import Failure  # noqa: PLC0415
+    from daemon.shared.decode import DicomInfo  # noqa: PLC0415
 
     ok = _result("scan.png")
     dicom = DicomInfo("1.2.3", "1.2.3.4", "1.2.3.4.5", "MR", "MONOCHROME2", 1000.0, 3, 1)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle
-from daemon.decode import decode
-from daemon.preprocess import preprocess
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.shared.decode import decode
+from daemon.shared.preprocess import preprocess
 from trainer.labels import load_label_map
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -73,7 +73,7 @@ class TestManifest:
 
 @pytest.mark.parametrize("row", ROWS, ids=[row["file"] for row in ROWS])
 def test_sample_decodes_and_preprocesses_with_the_daemon_code(row: dict[str, str]) -> None:
-    """Each sample decodes with `daemon.decode` in its recorded format and yields a model input."""
+    """Each sample decodes (`daemon.shared.decode`) as its recorded format: a model input."""
     image = decode((SAMPLES / row["file"]).read_bytes(), row["file"])
     assert image.format == row["format"]
     assert min(image.width, image.height) >= 128

@@ -12,8 +12,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from daemon.decode import decode
-from daemon.preprocess import PreprocessSpec, preprocess
+from daemon.shared.decode import decode
+from daemon.shared.preprocess import PreprocessSpec, preprocess
 from trainer.errors import SynthError
 from trainer.labels import load_label_map, normalise_name
 from trainer.synth import cases, generate
@@ -153,7 +153,7 @@ class TestLayout:
 
 class TestFormats:
     def test_every_file_decodes_with_the_daemon(self, dataset: Path) -> None:
-        """daemon.decode reads every PNG, JPEG and DICOM file; preprocess turns it into a tensor."""
+        """`daemon.shared.decode` reads every PNG, JPEG and DICOM file; preprocess: a tensor."""
         rows = read_manifest(dataset / "manifest.csv")
         assert {row["format"] for row in rows} == {"png", "jpeg", "dicom"}
         for row in rows:

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from daemon.decode import decode
+from daemon.shared.decode import decode
 from trainer.synth import anatomy as anatomy_module
 from trainer.synth import contrasts, generate, render
 from trainer.synth.cli import main

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from daemon.decode import decode
+from daemon.shared.decode import decode
 from trainer.labels import load_label_map
 from trainer.synth import anatomy as anatomy_module
 from trainer.synth import display, generate, render

@@ -32,9 +32,9 @@ import pytest
 from daemon_support import drop, small_png, versioned_bundle, wait_for, write_config
 from PIL import Image
 
-from daemon.bundle import DEFAULT_BUNDLE
 from daemon.config import load_config
-from daemon.status import read_status
+from daemon.service.status import read_status
+from daemon.shared.bundle import DEFAULT_BUNDLE
 from deploy.device import (
     CACHE,
     CONFIG,
@@ -200,7 +200,7 @@ import errno, os, socket, sys
 import numpy as np
 import openvino as ov
 from PIL import Image
-from daemon.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 
 bundle = load_bundle(DEFAULT_BUNDLE)
 core = ov.Core()
@@ -349,7 +349,7 @@ MDWE_PROBE = textwrap.dedent(
     import ctypes, mmap, sys
     import numpy as np
     import openvino as ov
-    from daemon.bundle import DEFAULT_BUNDLE, load_bundle
+    from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
     try:

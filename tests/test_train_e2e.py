@@ -11,9 +11,9 @@ import pytest
 import structlog
 from test_dataset import write_image
 
-from daemon.bundle import load_bundle
-from daemon.decode import decode
-from daemon.preprocess import preprocess
+from daemon.shared.bundle import load_bundle
+from daemon.shared.decode import decode
+from daemon.shared.preprocess import preprocess
 from trainer.cli import export_main, train_main
 from trainer.split import leaked_cases, read_split_csv
 

@@ -12,9 +12,9 @@ import openvino as ov  # imported up front: its import-time telemetry thread is 
 import pytest
 import structlog
 
-from daemon.bundle import load_bundle
-from daemon.decode import decode
-from daemon.preprocess import preprocess
+from daemon.shared.bundle import load_bundle
+from daemon.shared.decode import decode
+from daemon.shared.preprocess import preprocess
 from trainer.cli import train_main
 from trainer.labels import load_label_map
 from trainer.split import leaked_cases, read_split_csv

@@ -38,8 +38,8 @@ def _model(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
         ),
         (
             "- Input: one DWI slice (PNG, JPEG, BMP, TIFF or DICOM) preprocessed by "
-            "`daemon.preprocess` (brain crop, resize, robust normalisation): the code the daemon "
-            "serves with."
+            "`daemon.shared.preprocess` (brain crop, resize, robust normalisation): the code the "
+            "daemon serves with."
         ),
         "- Output: the infarct location class (`labels.json`), or 'No acute infarct'.",
         "",

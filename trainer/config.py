@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from daemon.preprocess import PREPROCESS_VERSION, PreprocessSpec
+from daemon.shared.preprocess import PREPROCESS_VERSION, PreprocessSpec
 from trainer.errors import TrainConfigError
 
 ARCHITECTURES = ("seed", "seed_bn")

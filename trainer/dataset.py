@@ -8,11 +8,11 @@ other non-DWI series) are skipped, as are dotfiles and files with other extensio
 Each file belongs to a case (one patient): the ``case_id`` column of ``DATA/manifest.csv`` when the
 file is listed there, else the ``case`` group of ``data.case_pattern`` matched on the file name.
 
-Images are read with `daemon.decode.decode` and turned into tensors with
-`daemon.preprocess.preprocess`: the very code the daemon serves with. Each image is preprocessed
-once; the grey plane is cached (the channels the model sees are copies of it): as float16 for the
-training split, which only feeds augmentation, and as float32 for evaluation, so held-out figures
-are computed on exactly the tensors the daemon would serve.
+Images are read with `daemon.shared.decode.decode` and turned into tensors with
+`daemon.shared.preprocess.preprocess`: the very code the daemon serves with. Each image is
+preprocessed once; the grey plane is cached (the channels the model sees are copies of it): as
+float16 for the training split, which only feeds augmentation, and as float32 for evaluation, so
+held-out figures are computed on exactly the tensors the daemon would serve.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from daemon.decode import decode
 from daemon.errors import ScanError
-from daemon.preprocess import PreprocessSpec, preprocess
+from daemon.shared.decode import decode
+from daemon.shared.preprocess import PreprocessSpec, preprocess
 from trainer.errors import DatasetError, LabelMapError
 
 if TYPE_CHECKING:

@@ -1,9 +1,9 @@
-"""Export a fitted model into a verified bundle folder (the `daemon.bundle` layout).
+"""Export a fitted model into a verified bundle folder (the `daemon.shared.bundle` layout).
 
 Steps, all in a staging folder beside the destination: FP16 IR, parity against Keras (the gate),
 optional NNCF INT8 IR, accuracy of each variant, labels / preprocessing / metrics / model card,
-``manifest.json`` via `daemon.bundle.write_manifest`, then `daemon.bundle.load_bundle` and one
-inference per variant with the real OpenVINO runtime. Only a bundle that passes all of that
+``manifest.json`` via `daemon.shared.bundle.write_manifest`, then `daemon.shared.bundle.load_bundle`
+and one inference per variant with the real OpenVINO runtime. Only a bundle that passes all of that
 replaces the destination (renamed into place, so a failed export leaves the old bundle intact).
 """
 
@@ -18,8 +18,8 @@ import numpy.typing as npt
 import openvino as ov
 import structlog
 
-from daemon.bundle import load_bundle, write_manifest
 from daemon.errors import BundleError
+from daemon.shared.bundle import load_bundle, write_manifest
 from trainer import export as ir
 from trainer.errors import ExportError
 from trainer.metrics import accuracy_summary

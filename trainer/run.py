@@ -15,7 +15,7 @@ The run folder (``--out``)::
     training_curves.png      loss and accuracy per epoch
     confusion_matrix.png     case-level test confusion matrix
     model_card.md            data, split, metrics, intended use (research only)
-    bundle/                  the verified model bundle (`daemon.bundle` layout)
+    bundle/                  the verified model bundle (`daemon.shared.bundle` layout)
 
 ``infarctwatch export RUN`` re-runs evaluate -> export -> bundle from a finished run folder.
 """

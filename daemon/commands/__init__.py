@@ -1,0 +1,1 @@
+"""The daemon's CLI subcommands: ``infarctwatch run`` and ``infarctwatch status``."""

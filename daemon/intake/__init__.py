@@ -1,0 +1,1 @@
+"""Noticing complete files in the incoming folder and claiming them."""

@@ -1,0 +1,193 @@
+"""The values a scan carries from claim to report. Frozen: no step changes another step's data.
+
+Claim ──decode──> Decoded ──infer──> ScanResult ──report──> JSON + outcome ──> Finished
+   └──────────────(bad input)──────> ScanResult(failure=...)
+
+A scan worker process goes the whole way and sends the daemon a `Finished` per claim.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from pathlib import Path
+
+    import numpy as np
+    import numpy.typing as npt
+
+    from daemon.shared.decode import DicomInfo
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A file the daemon has taken: it sits in ``processing/<claim_id>~<name>`` until reported."""
+
+    claim_id: str
+    path: Path
+    name: str
+    """Where the file was found, relative to the incoming folder (POSIX separators)."""
+    received_at: dt.datetime
+    received_monotonic: float
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the report says about the input file. Never a DICOM patient attribute."""
+
+    name: str
+    bytes: int | None = None
+    sha256: str | None = None
+    """``None`` when the file was not read (not a regular file, too large, unreadable)."""
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bits: int | None = None
+    dicom: DicomInfo | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What made a prediction: the bundle, the precision actually used and the device."""
+
+    name: str
+    version: str
+    bundle_sha256: str
+    variant: str
+    weights_precision: str
+    precision: str
+    """The inference precision OpenVINO really uses (``bf16`` on many CPUs for an FP32 IR)."""
+    device_requested: str
+    device_used: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A scan read, hashed, decoded and preprocessed: ready for inference."""
+
+    claim: Claim
+    source: Source
+    tensor: npt.NDArray[np.float32]
+    """``(H, W, C)``, or ``(H, W, 1)`` standing for C identical channels (how the scan worker
+    processes send it); `daemon.scan.inference.Engine.submit` takes either."""
+    decode_ms: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a scan has no prediction: a stable code from `daemon.errors` and a message."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The network's output for one scan, in label order."""
+
+    labels: tuple[str, ...]
+    probabilities: tuple[float, ...]
+
+    @functools.cached_property
+    def index(self) -> int:
+        """Index of the most probable label (the first one on a tie)."""
+        return max(range(len(self.probabilities)), key=self.probabilities.__getitem__)
+
+    @property
+    def label(self) -> str:
+        """The most probable label."""
+        return self.labels[self.index]
+
+    @property
+    def probability(self) -> float:
+        """Its probability."""
+        return self.probabilities[self.index]
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most probable labels, most probable first (ties keep label order)."""
+        order = sorted(range(len(self.labels)), key=lambda i: -self.probabilities[i])
+        return [(self.labels[i], self.probabilities[i]) for i in order[:k]]
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The end of the line for one claim: a prediction or a failure, and the timings."""
+
+    claim: Claim
+    source: Source
+    model: ModelInfo
+    """The model in service: the one that ran, or would have run on a scan that failed."""
+    prediction: Prediction | None = None
+    failure: Failure | None = None
+    decode_ms: float | None = None
+    infer_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when there is a prediction."""
+        return self.failure is None
+
+    @functools.cached_property
+    def scan_id(self) -> str:
+        """The scan's short id in logs and its report's file name (see `scan_id`)."""
+        return scan_id(self.claim, self.source.sha256)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a scan worker tells the daemon about a claim it has reported (for logs and counters).
+
+    ``write_error`` set: the report could not be written, the input stays in processing/ (taken up
+    again at the next start) and nothing else is set beyond the claim and the scan id.
+    """
+
+    claim: Claim
+    scan_id: str
+    label: str | None = None
+    probability: float | None = None
+    failure: Failure | None = None
+    timing: dict[str, Any] | None = None
+    """The report's ``timing``."""
+    action: str = "left"
+    """What happened to the input: ``moved``, ``kept``, ``deleted``, ``duplicate``, ``left`` (it
+    stays in processing/), or ``unknown`` (a worker that died had already reported it)."""
+    write_error: str | None = None
+    outcome_error: str | None = None
+    """Why the input could not be moved or deleted (it stays in processing/)."""
+    errno: int | None = None
+    """The ``errno`` of ``write_error`` or ``outcome_error`` (the storage guard's reason)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the scan has a prediction."""
+        return self.failure is None
+
+
+def _sha(text: str) -> str:
+    """sha256 of a name's raw bytes (`os.fsencode`: the bytes the file system holds)."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate no file system produced
+        raw = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()
+
+
+def scan_id(claim: Claim, sha256: str | None) -> str:
+    """``<16 hex of the content sha256>-<8 hex of the name's sha256>``.
+
+    The content part makes a re-run after a crash land on the same report (idempotent); the name
+    part keeps two files with the same bytes under different names apart ("one report per
+    input") without putting the name, which may hold a patient name, into logs. A file that was
+    never read has no content hash: ``unread<10 hex of the claim id's sha256>`` stands in, stable
+    across restarts because the claim id is (it is part of the claimed file's name).
+    """
+    name_tag = _sha(claim.name)[:8]
+    if sha256:
+        return f"{sha256[:16]}-{name_tag}"
+    return f"unread{_sha(claim.claim_id)[:10]}-{name_tag}"

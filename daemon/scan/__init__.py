@@ -1,0 +1,1 @@
+"""Everything a scan worker process runs for one batch: read, infer, report."""

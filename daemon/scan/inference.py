@@ -1,0 +1,247 @@
+"""OpenVINO: compiles a verified bundle and runs scans through an ``AsyncInferQueue``.
+
+One `Engine` is one compiled bundle with its pool of infer requests. Scan workers call
+`Engine.submit` with the preprocessed tensor; OpenVINO runs the request on its own threads and
+calls back with the job (passed as ``userdata``), which hands the probabilities on. `Engine.close`
+ends with ``wait_all()``.
+
+Each scan worker process compiles its own `Engine` (`Engine.compile` with ``one_thread``). The
+daemon compiles none to serve: `check_compiles` proves that the device takes a bundle the way the
+workers will compile it, reads what they will report (precision, devices, infer requests), and
+drops it (`daemon.model.holder`).
+
+OpenVINO is imported at module level on purpose: importing it starts a helper thread, which
+should exist before the service (and any test's thread-leak check) starts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+
+from daemon.errors import EngineError
+from daemon.records import ModelInfo
+
+if TYPE_CHECKING:
+    from daemon.config import InferenceConfig
+    from daemon.shared.bundle import Bundle
+
+# (job, probabilities or None, inference latency in ms, error message or None)
+Done = Callable[[Any, npt.NDArray[np.float32] | None, float, str | None], None]
+
+
+def _precision_of(core: ov.Core, compiled: ov.CompiledModel, devices: list[str]) -> str:
+    """The inference precision in use, asked of the compiled model, else of the one device used.
+
+    AUTO/MULTI do not answer INFERENCE_PRECISION_HINT themselves; their single execution device
+    does (its default is what the compiled network got).
+    """
+    try:
+        return str(compiled.get_property(hints.inference_precision).to_string())
+    except RuntimeError:
+        pass
+    if len(devices) == 1:
+        try:
+            return str(core.get_property(devices[0], hints.inference_precision).to_string())
+        except RuntimeError:
+            pass
+    return "unknown"
+
+
+def _checked_model(core: ov.Core, bundle: Bundle, variant_name: str) -> tuple[ov.Model, str, str]:
+    variant = bundle.variant(variant_name)
+    try:
+        model = core.read_model(str(variant.xml), str(variant.bin))
+    except RuntimeError as exc:
+        msg = f"OpenVINO cannot read {variant.xml.name} of bundle {bundle.path}: {exc}"
+        raise EngineError(msg) from exc
+    spec = bundle.preprocess
+    expected = (spec.input_size, spec.input_size, spec.channels)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        msg = f"bundle {bundle.path}: the network must have one input and one output"
+        raise EngineError(msg)
+    shape = model.input(0).get_partial_shape()
+    dims = tuple(d.get_length() if d.is_static else -1 for d in shape)
+    if len(dims) != 4 or dims[1:] != expected:
+        msg = f"bundle {bundle.path}: network input {shape} does not take NHWC {expected} tensors"
+        raise EngineError(msg)
+    model.reshape([1, *expected])
+    classes = model.output(0).get_partial_shape()[-1]
+    if not classes.is_static or classes.get_length() != len(bundle.labels):
+        msg = (
+            f"bundle {bundle.path}: the network has {classes} outputs but labels.json names "
+            f"{len(bundle.labels)} labels"
+        )
+        raise EngineError(msg)
+    return model, variant.name, variant.precision
+
+
+_ONE_CPU_THREAD: dict[Any, Any] = {
+    props.inference_num_threads: 1,
+    props.num_streams: 1,
+    hints.enable_cpu_pinning: False,
+}
+
+
+def _one_thread_options(device: str) -> dict[Any, Any]:
+    """Compile options that keep a worker's network on one unpinned CPU thread (see `compile`)."""
+    if device == "CPU":
+        return dict(_ONE_CPU_THREAD)
+    if device.split(":", 1)[0] in {"AUTO", "MULTI", "HETERO"}:
+        return {props.device.properties: {"CPU": dict(_ONE_CPU_THREAD)}}
+    return {}  # GPU, NPU...: their own scheduling
+
+
+def _compile(
+    bundle: Bundle, config: InferenceConfig, variant: str, *, one_thread: bool
+) -> tuple[ov.CompiledModel, ModelInfo]:
+    """Read, check and compile ``bundle`` for ``config.device``; the compiled model and its info.
+
+    Raises:
+        EngineError: the network does not fit the bundle's preprocessing or labels, or
+            OpenVINO cannot compile it on the device.
+    """
+    core = ov.Core()
+    if config.cache_dir is not None:
+        core.set_property({props.cache_dir: str(config.cache_dir)})
+    model, variant_name, weights = _checked_model(core, bundle, variant)
+    options: dict[Any, Any] = {
+        hints.performance_mode: getattr(hints.PerformanceMode, config.performance_hint)
+    }
+    if one_thread:
+        options.update(_one_thread_options(config.device))
+    if config.num_requests:
+        options[hints.num_requests] = config.num_requests
+    try:
+        compiled = core.compile_model(model, config.device, options)
+    except RuntimeError as exc:
+        available = ", ".join(core.available_devices) or "none"
+        msg = (
+            f"At 'inference.device': OpenVINO cannot compile the network for "
+            f"{config.device!r} (devices here: {available}): {str(exc).strip()[-300:]}"
+        )
+        raise EngineError(msg) from exc
+    try:
+        devices = [str(d) for d in compiled.get_property(props.execution_devices)]
+    except RuntimeError:
+        devices = [config.device]
+    info = ModelInfo(
+        name=bundle.name,
+        version=bundle.version,
+        bundle_sha256=bundle.sha256,
+        variant=variant_name,
+        weights_precision=weights,
+        precision=_precision_of(core, compiled, devices),
+        device_requested=config.device,
+        device_used=",".join(devices),
+        labels=bundle.labels,
+    )
+    return compiled, info
+
+
+def check_compiles(
+    bundle: Bundle, config: InferenceConfig, variant: str = "fp16"
+) -> tuple[ModelInfo, int]:
+    """Compile ``bundle`` exactly as a scan worker does, then drop it.
+
+    Proves that the device takes the network, and learns what the workers will report: the
+    `ModelInfo` (precision, devices used) and how many infer requests each worker's engine gets.
+
+    Raises:
+        EngineError: as `Engine.compile`.
+    """
+    compiled, info = _compile(bundle, config, variant, one_thread=True)
+    requests = config.num_requests
+    if not requests:
+        try:
+            requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
+        except RuntimeError:
+            requests = 1
+    del compiled
+    return info, requests
+
+
+class Engine:
+    """One compiled bundle and its infer requests."""
+
+    def __init__(
+        self, bundle: Bundle, compiled: ov.CompiledModel, queue: ov.AsyncInferQueue, info: ModelInfo
+    ) -> None:
+        self.bundle = bundle
+        self.info = info
+        self.requests = len(queue)
+        self._compiled = compiled
+        self._queue = queue
+        self._queue.set_callback(self._on_done)
+        self._submit_lock = threading.Lock()
+
+    @classmethod
+    def compile(
+        cls,
+        bundle: Bundle,
+        config: InferenceConfig,
+        variant: str = "fp16",
+        *,
+        one_thread: bool = False,
+    ) -> Engine:
+        """Read, check and compile ``bundle`` for ``config.device``.
+
+        ``one_thread``: for a scan worker process, one of several, each with its own engine. On
+        the CPU (directly or through AUTO) the network then runs in one stream of one thread with
+        OpenVINO's CPU pinning off: pinned, every process would put its stream on the first core
+        and the processes would queue there (measured: 0.55-0.60 of the pinned-off throughput).
+
+        Raises:
+            EngineError: the network does not fit the bundle's preprocessing or labels, or
+                OpenVINO cannot compile it on the device.
+        """
+        compiled, info = _compile(bundle, config, variant, one_thread=one_thread)
+        return cls(bundle, compiled, ov.AsyncInferQueue(compiled, config.num_requests), info)
+
+    def submit(self, tensor: npt.NDArray[np.float32], job: Any, done: Done) -> None:
+        """Start inference on one preprocessed ``(H, W, C)`` tensor.
+
+        A ``(H, W, 1)`` tensor stands for C identical channels: it is spread over them.
+
+        ``done(job, probabilities, latency_ms, error)`` is called later on an OpenVINO thread, or
+        right here with an error if the request cannot be started. It must be quick and must not
+        log (a foreign thread); the pipeline only queues the result.
+        """
+        try:
+            with self._submit_lock:  # one submitter at a time; blocks while every request is busy
+                # The tensor is copied (and spread over the channels) straight into the next
+                # idle request's input, which the argument-less start_async then runs: half the
+                # CPU of passing it as an input (measured 34 against 75 us). The idle queue is
+                # FIFO and only this lock's holder takes from it, so the request filled is the
+                # request started.
+                request = self._queue[self._queue.get_idle_request_id()]
+                request.get_input_tensor(0).data[0] = tensor
+                self._queue.start_async(userdata=(job, done))
+        except (RuntimeError, ValueError) as exc:  # ValueError: a tensor of the wrong shape
+            done(job, None, 0.0, f"OpenVINO could not start inference: {str(exc).strip()[-300:]}")
+
+    def _on_done(self, request: ov.InferRequest, userdata: tuple[Any, Done]) -> None:
+        job, done = userdata
+        probabilities: npt.NDArray[np.float32] | None = None
+        latency, error = 0.0, None
+        try:
+            probabilities = np.array(request.get_output_tensor(0).data[0], dtype=np.float32)
+            latency = float(request.latency)
+        except Exception as exc:  # noqa: BLE001 - reported as this scan's INFERENCE_FAILED
+            error = f"reading the output failed: {exc}"
+        done(job, probabilities, latency, error)
+
+    def wait(self) -> None:
+        """Wait until every request started so far has called back (``wait_all``)."""
+        self._queue.wait_all()
+
+    def close(self) -> None:
+        """Wait for every request in flight (``wait_all``)."""
+        self.wait()

@@ -1,0 +1,212 @@
+"""A scan's first step in its worker: read the claimed file safely, hash, decode and preprocess it.
+
+Reading never follows a symlink and never blocks on a fifo: the path is ``lstat``-ed first and
+only a regular file is opened, with ``O_NOFOLLOW | O_NONBLOCK``, then checked again with
+``fstat`` (the name could have been swapped in between). A file larger than
+``limits.max_file_bytes`` is refused from its size, without reading it.
+
+A file found truncated or empty (`RECHECK_CODES`) comes back with its *fingerprint*: size, mtime
+and inode as they were before it was read. The daemon looks again after ``watch.grace_s``
+(`daemon.intake.recheck`): a file that changed since was still being written and goes back to wait.
+
+Runs in the scan worker processes (`daemon.workers.process`), and in the benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import os
+import stat
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from daemon.errors import (
+    EmptyFileError,
+    FileTooLargeError,
+    NotRegularFileError,
+    ReadError,
+    ScanError,
+    TruncatedImageError,
+)
+from daemon.records import Claim, Decoded, Failure, Source
+from daemon.shared.decode import DecodeLimits, decode
+from daemon.shared.preprocess import PreprocessSpec, preprocess
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link (links are never followed)"),
+    (stat.S_ISFIFO, "a fifo (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+_READ_CHUNK = 1 << 16
+"""Bytes asked for by each read after the first (which asks for the whole file)."""
+
+RECHECK_CODES = frozenset({TruncatedImageError.code, EmptyFileError.code})
+"""Failures that a file still being written also gives: looked at again before reporting."""
+
+Fingerprint = tuple[int, int, int]
+"""``(size, mtime_ns, inode)`` of a file."""
+
+
+def fingerprint(path: os.PathLike[str] | str) -> Fingerprint | None:
+    """The file's ``(size, mtime_ns, inode)`` now (``lstat``), or None when it is gone."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+def _kind(mode: int) -> str:
+    return next((text for test, text in _KINDS if test(mode)), "not a regular file")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A claim that will get an error report: what is known about the file, and why."""
+
+    claim: Claim
+    source: Source
+    failure: Failure
+    decode_ms: float
+    fingerprint: Fingerprint | None = None
+    """Set for `RECHECK_CODES`: the file before it was read, to see whether it changes."""
+
+
+class Refused(Exception):  # noqa: N818 - a signal carrying what was learnt before failing
+    """`read_claimed` could not read the file: why, and what is known about it."""
+
+    def __init__(self, source: Source, error: ScanError) -> None:
+        self.source = source
+        self.error = error
+
+
+def read_claimed(claim: Claim, max_bytes: int) -> tuple[bytes, Source]:
+    """Read a claimed file's bytes; never follows links, never opens anything but a file.
+
+    Raises:
+        Refused: with the `ScanError` and what the report can say about the file.
+    """
+    source = Source(name=claim.name)
+    try:
+        info = os.lstat(claim.path)
+    except OSError as exc:
+        raise Refused(source, ReadError(f"cannot stat the file: {exc.strerror}")) from exc
+    source = Source(name=claim.name, bytes=info.st_size)
+    if not stat.S_ISREG(info.st_mode):
+        raise Refused(source, NotRegularFileError(f"the path is {_kind(info.st_mode)}"))
+    if info.st_size > max_bytes:
+        message = f"the file has {info.st_size:,} bytes, more than {max_bytes:,} (max_file_bytes)"
+        raise Refused(source, FileTooLargeError(message))
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(claim.path, flags)
+    except OSError as exc:
+        error: ScanError = (
+            NotRegularFileError("the path became a symbolic link")
+            if exc.errno == errno.ELOOP
+            else ReadError(f"cannot open the file: {exc.strerror}")
+        )
+        raise Refused(source, error) from exc
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode):
+            raise Refused(source, NotRegularFileError(f"the path became {_kind(now.st_mode)}"))
+        try:
+            data = _read_up_to(fd, now.st_size, max_bytes + 1)
+        except OSError as exc:
+            raise Refused(source, ReadError(f"reading failed: {exc.strerror}")) from exc
+    finally:
+        os.close(fd)
+    source = Source(name=claim.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if len(data) > max_bytes:
+        message = f"the file grew beyond {max_bytes:,} bytes (max_file_bytes) while being read"
+        raise Refused(source, FileTooLargeError(message))
+    return data, source
+
+
+def _read_up_to(fd: int, size: int, limit: int) -> bytes:
+    """``fd``'s bytes until its end, or its first ``limit`` bytes, whichever comes first.
+
+    The first read asks for ``size + 1`` bytes (``size`` from ``fstat``), so a file that did not
+    change is one read and one empty read, and no buffer of ``limit`` bytes is allocated (a
+    buffered ``read(limit)`` allocates it whole before shrinking it).
+    """
+    chunks: list[bytes] = []
+    total, want = 0, min(size + 1, limit)
+    while total < limit:
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = min(_READ_CHUNK, limit - total)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def decode_claim(
+    claim: Claim, spec: PreprocessSpec, limits: DecodeLimits, max_bytes: int
+) -> Decoded | Rejected:
+    """Read, hash, decode and preprocess one claimed file.
+
+    Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
+    ``INTERNAL_ERROR`` and logs the traceback).
+    """
+    started = time.perf_counter()
+    source = Source(name=claim.name)
+    before = fingerprint(claim.path)
+    try:
+        data, source = read_claimed(claim, max_bytes)
+        image = decode(data, PurePosixPath(claim.name).name, limits)
+        source = dataclasses.replace(
+            source,
+            format=image.format,
+            width=image.width,
+            height=image.height,
+            bits=image.bits,
+            dicom=image.dicom,
+        )
+        tensor = preprocess(image.pixels, spec)
+    except Refused as refused:
+        source, error = refused.source, refused.error
+    except ScanError as exc:
+        error = exc
+    else:
+        return Decoded(claim, source, tensor, _ms_since(started))
+    failure = Failure(error.code, error.message)
+    again = before if error.code in RECHECK_CODES else None
+    return Rejected(claim, source, failure, _ms_since(started), again)
+
+
+def configure_decoders() -> None:
+    """Process-wide decoder settings for the daemon (call once, from the entry point).
+
+    Pillow's ``DecompressionBombWarning`` becomes an error (an ``IMAGE_TOO_LARGE`` report instead
+    of a warning), and pydicom stops validating element values on read: its warnings could quote
+    values such as a patient's birth date, and the daemon reads no value it does not check itself.
+    """
+    import pydicom.config  # noqa: PLC0415 - pydicom is loaded lazily everywhere else
+    from PIL import Image  # noqa: PLC0415
+
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+def warm_up() -> None:
+    """Load Pillow's parsers and pydicom's pixel handlers now, not on the first scan (~0.1 s)."""
+    import pydicom.pixels  # noqa: F401, PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    Image.init()
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

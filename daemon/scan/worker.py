@@ -1,0 +1,257 @@
+"""A scan from end to end inside a worker process: decode, infer, report, outcome.
+
+The daemon hands each worker process (`daemon.workers.process`) a batch of claims: every claim
+that is queued, up to a handful. The worker
+
+1. reads, hashes, decodes and preprocesses each claim (`daemon.scan.read.decode_claim`, the
+   code the trainer shares);
+2. runs the decoded ones through its own compiled model (`daemon.scan.inference.Engine`: an
+   ``AsyncInferQueue`` whose callback stores each result) while the other workers decode: with
+   one worker per core, decoding and inference overlap across the workers;
+3. waits for the last inference, then writes the reports of the whole batch with one group commit
+   (`daemon.fs.write_atomic_group`) and only then moves or deletes the inputs
+   (`daemon.intake.claims.ClaimArea.finish`): a report is durable before its input leaves
+   processing/;
+4. answers with a `Finished` per claim, from which the daemon logs and counts.
+
+Why here and not in the daemon process: a worker that owns its scans hands nothing but claims and
+short answers across the pipe; pixels, probabilities and reports stay in the process that made
+them (docs/performance.md has the measurements).
+
+A worker's network runs in one stream of one thread (`Engine.compile` with ``one_thread``): the
+workers share the cores between them, one scan each at a time.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from daemon.errors import InferenceError, InternalError
+from daemon.fs import write_atomic_group
+from daemon.records import Decoded, Failure, Finished, Prediction, ScanResult, Source
+from daemon.scan.inference import Engine
+from daemon.scan.read import Refused, Rejected, decode_claim, read_claimed
+from daemon.scan.report import encode_report, report_path
+from daemon.shared.bundle import load_bundle
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import numpy as np
+    import numpy.typing as npt
+
+    from daemon.config import InferenceConfig
+    from daemon.intake.claims import ClaimArea
+    from daemon.records import Claim, ModelInfo
+    from daemon.shared.decode import DecodeLimits
+
+
+@dataclass(frozen=True)
+class ScanSetup:
+    """What a worker needs to finish scans itself; fixed for the daemon's lifetime."""
+
+    reports: Path
+    top_k: int
+    area: ClaimArea
+    inference: InferenceConfig
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The bundle the daemon serves now: the worker compiles it when it changes."""
+
+    path: Path
+    variant: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """A batch for a worker. ``setup`` and ``model`` travel only when they change (else None)."""
+
+    claims: tuple[Claim, ...]
+    model: ModelChoice | None = None
+    setup: ScanSetup | None = None
+
+
+@dataclass(frozen=True)
+class ModelFailed:
+    """The worker's answer when it cannot load or compile the model it was told to serve."""
+
+    message: str
+
+
+class ScanWorker:
+    """The worker process's state: its limits, its setup and its compiled model."""
+
+    def __init__(
+        self, limits: DecodeLimits, max_bytes: int, alive: Callable[[], bool] = lambda: True
+    ) -> None:
+        self._limits = limits
+        self._alive = alive
+        self._max_bytes = max_bytes
+        self._setup: ScanSetup | None = None
+        self._model: ModelChoice | None = None
+        self._engine: Engine | None = None
+
+    def handle(self, request: ScanRequest) -> list[Finished | Rejected] | ModelFailed:
+        """Scan a batch (an empty one only loads the model), or say the model cannot be served.
+
+        A claim found truncated or empty comes back unreported, as a `Rejected` with its
+        fingerprint: the daemon looks at it again later (`daemon.intake.recheck`).
+        """
+        if request.setup is not None:
+            self._setup = request.setup
+        if request.model is not None and request.model != self._model:
+            failed = self._load(request.model)
+            if failed is not None:
+                return failed
+        if self._setup is None or self._engine is None:
+            return ModelFailed("the daemon sent claims before a setup and a model")
+        return self._scan(request.claims, self._engine, self._setup)
+
+    def _load(self, model: ModelChoice) -> ModelFailed | None:
+        assert self._setup is not None  # noqa: S101 - sent with the first request
+        try:
+            bundle = load_bundle(model.path)
+            if bundle.sha256 != model.sha256:
+                return ModelFailed(f"bundle {model.path} changed since the daemon loaded it")
+            engine = Engine.compile(bundle, self._setup.inference, model.variant, one_thread=True)
+        except Exception as exc:  # noqa: BLE001 - any reason is reported to the daemon
+            return ModelFailed(f"{type(exc).__name__}: {exc}")
+        if self._engine is not None:
+            self._engine.close()
+        self._engine, self._model = engine, model
+        return None
+
+    def _scan(
+        self, claims: tuple[Claim, ...], engine: Engine, setup: ScanSetup
+    ) -> list[Finished | Rejected]:
+        info = engine.info
+        results: list[ScanResult | None] = [None] * len(claims)
+
+        def inferred(
+            job: tuple[int, Decoded],
+            probabilities: npt.NDArray[np.float32] | None,
+            latency_ms: float,
+            error: str | None,
+        ) -> None:  # OpenVINO's callback thread: only store the result
+            index, decoded = job
+            results[index] = inferred_result(info, decoded, probabilities, latency_ms, error)
+
+        spec = engine.bundle.preprocess
+        decoded: list[Decoded | None] = [None] * len(claims)
+        later: list[Finished | Rejected] = []
+        for index, claim in enumerate(claims):
+            outcome = self._decode(claim, spec)
+            if isinstance(outcome, Rejected) and outcome.fingerprint is not None:
+                later.append(outcome)  # maybe still being written: the daemon looks again
+            elif isinstance(outcome, Rejected):
+                results[index] = ScanResult(
+                    claim,
+                    outcome.source,
+                    info,
+                    failure=outcome.failure,
+                    decode_ms=outcome.decode_ms,
+                )
+            else:
+                decoded[index] = outcome
+        # Inference after decoding, not interleaved with it: the callbacks then never wait for this
+        # thread's GIL, and the other workers keep the cores busy meanwhile (docs/performance.md,
+        # Experiments).
+        for index, job in enumerate(decoded):
+            if job is not None:
+                engine.submit(job.tensor, (index, job), inferred)
+        engine.wait()
+        if not self._alive():  # the daemon died: its successor takes these claims up
+            raise SystemExit(0)
+        for index, job in enumerate(decoded):
+            if results[index] is None and job is not None:  # no callback: never seen, but no loss
+                results[index] = inferred_result(info, job, None, 0.0, "OpenVINO never answered")
+        return [*commit([r for r in results if r is not None], setup), *later]
+
+    def _decode(self, claim: Claim, spec: Any) -> Decoded | Rejected:
+        """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""
+        try:
+            return decode_claim(claim, spec, self._limits, self._max_bytes)
+        except Exception as exc:  # noqa: BLE001 - one claim's bug must not take the batch down
+            error = InternalError(f"unexpected {type(exc).__name__} while decoding: {exc}")
+            trace = traceback.format_exc(limit=-3)
+            failure = Failure(error.code, f"{error.message} ({trace.strip().splitlines()[-1]})")
+            return Rejected(claim, source_of(claim, self._max_bytes), failure, 0.0)
+
+
+def inferred_result(
+    model: ModelInfo,
+    job: Decoded,
+    probabilities: npt.NDArray[np.float32] | None,
+    latency_ms: float,
+    error: str | None,
+) -> ScanResult:
+    """The result of one inference: a prediction, or INFERENCE_FAILED."""
+    if probabilities is None:
+        failure = Failure(InferenceError.code, error or "inference failed")
+        return ScanResult(job.claim, job.source, model, None, failure, job.decode_ms)
+    prediction = Prediction(model.labels, tuple(probabilities.tolist()))
+    return ScanResult(job.claim, job.source, model, prediction, None, job.decode_ms, latency_ms)
+
+
+def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
+    """Write the reports of ``results`` (one group commit), then apply the outcomes."""
+    encoded = [encode_report(result, setup.top_k) for result in results]
+    errors = write_atomic_group(
+        [
+            (report_path(setup.reports, result), data)
+            for result, (_, data) in zip(results, encoded, strict=True)
+        ]
+    )
+    finished = []
+    for result, (report, _), error in zip(results, encoded, errors, strict=True):
+        if error is not None:
+            message = error.strerror or str(error)
+            finished.append(
+                Finished(result.claim, result.scan_id, write_error=message, errno=error.errno)
+            )
+            continue
+        outcome_error, code = None, None
+        failure = result.failure
+        if failure is None and report["status"] != "ok":  # a bug while building the report
+            failure = Failure(report["error"]["code"], report["error"]["message"])
+        try:
+            action = setup.area.finish(
+                result.claim, ok=failure is None, sha256=result.source.sha256
+            )
+        except OSError as exc:
+            action = "left"  # stays in processing/: scanned again once storage is back
+            outcome_error, code = exc.strerror or str(exc), exc.errno
+        prediction = result.prediction if failure is None else None
+        finished.append(
+            Finished(
+                result.claim,
+                result.scan_id,
+                label=None if prediction is None else prediction.label,
+                probability=None if prediction is None else prediction.probability,
+                failure=failure,
+                timing=report["timing"],
+                action=action,
+                outcome_error=outcome_error,
+                errno=code,
+            )
+        )
+    return finished
+
+
+def source_of(claim: Claim, max_bytes: int) -> Source:
+    """What an error report can say about a file that could not be decoded: size and sha256.
+
+    Read without decoding anything, so the report of a file that crashes its decoder gets the
+    same content-based name after a restart (idempotent) like every other report.
+    """
+    try:
+        _, source = read_claimed(claim, max_bytes)
+    except Refused as refused:
+        return refused.source
+    return source

@@ -1,0 +1,1 @@
+"""The daemon process: the service loop, dispatch to the workers, status, signals, storage."""

@@ -1,0 +1,280 @@
+"""The model bundle: the one contract between the trainer, deploy and the daemon.
+
+A bundle is a folder (shipped as a ``.tar.gz`` of it)::
+
+    manifest.json        format version, name, version, creation time, sha256 + size of every file,
+                         model variants, input spec, test-metric summary
+    manifest.sig         optional ed25519 signature of manifest.json (see ``deploy``)
+    model.xml/.bin       OpenVINO IR, FP16 weights          (variant "fp16")
+    model-int8.xml/.bin  OpenVINO IR, NNCF INT8             (variant "int8", optional)
+    labels.json          class labels in output order
+    preprocess.json      `daemon.shared.preprocess.PreprocessSpec` used in training
+    metrics.json         the training run's full metrics
+    model_card.md        data, split, metrics, intended use
+
+Every file except ``manifest.json`` and ``manifest.sig`` must be listed in the manifest and match
+its sha256; an unlisted file is an error too, so what is verified is exactly what is loaded.
+The *bundle sha256* named in reports is the sha256 of ``manifest.json``: it pins every file.
+
+This module reads, verifies and writes bundles; it never imports OpenVINO (compiling is
+``daemon.scan.inference``'s job) or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from daemon.errors import BundleError
+from daemon.shared.preprocess import PreprocessSpec
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = frozenset({1})
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+LABELS = "labels.json"
+PREPROCESS = "preprocess.json"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compiled form of the network inside a bundle."""
+
+    name: str
+    xml: Path
+    bin: Path
+    precision: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle, ready for `daemon.scan.inference` to compile."""
+
+    path: Path
+    name: str
+    version: str
+    sha256: str
+    created_at: str
+    labels: tuple[str, ...]
+    preprocess: PreprocessSpec
+    variants: dict[str, Variant]
+    manifest: dict[str, Any]
+
+    def variant(self, preferred: str) -> Variant:
+        """The named variant, or the bundle's default (``fp16``) when it does not carry it."""
+        if preferred in self.variants:
+            return self.variants[preferred]
+        return self.variants[self.manifest.get("default_variant", "fp16")]
+
+
+def _safe_relpath(name: str) -> bool:
+    path = PurePosixPath(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name
+
+
+def _read_json(path: Path, problems: list[str]) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{path.name} is missing")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(f"{path.name} is not valid JSON: {exc}")
+    return None
+
+
+def _check_files(root: Path, files: Any, problems: list[str]) -> None:
+    if not isinstance(files, dict) or not files:
+        problems.append("manifest 'files' must be a non-empty mapping of path -> {sha256, bytes}")
+        return
+    for name, entry in sorted(files.items()):
+        if not _safe_relpath(name):
+            problems.append(f"manifest lists an unsafe path {name!r}")
+            continue
+        path = root / name
+        if path.is_symlink() or not path.is_file():
+            problems.append(f"{name} is listed in the manifest but is not a regular file here")
+            continue
+        expected = entry.get("sha256") if isinstance(entry, dict) else None
+        actual = sha256_file(path)
+        if actual != expected:
+            problems.append(f"{name}: sha256 {actual} does not match the manifest ({expected})")
+    listed = set(files) | {MANIFEST, SIGNATURE}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if (path.is_file() or path.is_symlink()) and rel not in listed:
+            problems.append(f"{rel} is in the bundle but not listed in the manifest")
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """Check a bundle folder against its manifest and return the manifest.
+
+    Raises:
+        BundleError: listing every problem found (missing file, checksum, format version...).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(str(root), ["not a folder (unpack a .tar.gz with 'infarctwatch deploy')"])
+    problems: list[str] = []
+    manifest = _read_json(root / MANIFEST, problems)
+    if not isinstance(manifest, dict):
+        if not problems:
+            problems.append("manifest.json must hold a JSON object")
+        raise BundleError(str(root), problems)
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        supported = ", ".join(str(v) for v in sorted(SUPPORTED_FORMAT_VERSIONS))
+        raise BundleError(
+            str(root),
+            [f"format_version {version!r} is not supported (this build reads {supported})"],
+        )
+    required = ("name", "version", "created_at", "variants", "files")
+    problems.extend(f"manifest is missing {key!r}" for key in required if key not in manifest)
+    if not _VERSION_RE.match(str(manifest.get("version", ""))):
+        problems.append(f"version {manifest.get('version')!r} is not a plain version string")
+    _check_files(root, manifest.get("files"), problems)
+    if problems:
+        raise BundleError(str(root), problems)
+    return manifest
+
+
+def _read_variants(root: Path, manifest: dict[str, Any], problems: list[str]) -> dict[str, Variant]:
+    variants: dict[str, Variant] = {}
+    for name, entry in (manifest.get("variants") or {}).items():
+        try:
+            parts = (entry["xml"], entry["bin"])
+        except (KeyError, TypeError):
+            problems.append(f"variant {name!r} must name its 'xml' and 'bin' files")
+            continue
+        unlisted = [part for part in parts if part not in manifest["files"]]
+        problems.extend(
+            f"variant {name!r} uses {p}, which the manifest does not list" for p in unlisted
+        )
+        variants[name] = Variant(
+            name, root / parts[0], root / parts[1], str(entry.get("precision", name))
+        )
+    return variants
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Verify a bundle folder and read its labels, preprocessing and variants.
+
+    Raises:
+        BundleError: the bundle fails verification or its contents do not fit together.
+    """
+    root = Path(path).resolve()
+    manifest = verify(root)
+    problems: list[str] = []
+    labels = _read_json(root / LABELS, problems)
+    raw_spec = _read_json(root / PREPROCESS, problems)
+    if labels is not None and (
+        not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels)
+    ):
+        problems.append("labels.json must be a non-empty list of strings")
+    spec = PreprocessSpec()
+    if isinstance(raw_spec, dict):
+        try:
+            spec = PreprocessSpec.from_dict(raw_spec)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"preprocess.json: {exc}")
+    variants = _read_variants(root, manifest, problems)
+    if not variants:
+        problems.append("the bundle has no model variants")
+    default = manifest.get("default_variant", "fp16")
+    if variants and default not in variants:
+        problems.append(f"default_variant {default!r} is not one of the variants")
+    if problems:
+        raise BundleError(str(root), problems)
+    return Bundle(
+        path=root,
+        name=str(manifest["name"]),
+        version=str(manifest["version"]),
+        sha256=sha256_file(root / MANIFEST),
+        created_at=str(manifest["created_at"]),
+        labels=tuple(labels),
+        preprocess=spec,
+        variants=variants,
+        manifest=manifest,
+    )
+
+
+def write_manifest(
+    root: Path,
+    *,
+    name: str,
+    version: str,
+    variants: dict[str, dict[str, str]],
+    input_spec: dict[str, Any],
+    metrics_summary: dict[str, Any],
+    default_variant: str = "fp16",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Hash every file in ``root`` and write ``manifest.json``; return the manifest.
+
+    ``variants`` maps a variant name to ``{"xml": ..., "bin": ..., "precision": ...}``.
+    The trainer calls this last, once every other file of the bundle is in place.
+    """
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"version {version!r} is not a plain version string")
+    files = {}
+    for path in sorted(Path(root).rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and rel not in (MANIFEST, SIGNATURE):
+            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": version,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "default_variant": default_variant,
+        "variants": variants,
+        "input": input_spec,
+        "labels": LABELS,
+        "preprocess": PREPROCESS,
+        "metrics_summary": metrics_summary,
+        "files": files,
+        **(extra or {}),
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (Path(root) / MANIFEST).write_text(text, encoding="utf-8")
+    return manifest
+
+
+CURRENT = "current"
+"""In a models folder managed by ``infarctwatch deploy``: the symlink to the version in service."""
+
+
+def is_models_folder(path: Path | None) -> bool:
+    """True when ``path`` is a deploy-managed models folder (its ``current`` is a symlink)."""
+    return path is not None and (Path(path) / CURRENT).is_symlink()
+
+
+def designated_bundle(path: Path | None) -> Path:
+    """The bundle folder ``model.path`` designates right now, resolved.
+
+    ``None``: the embedded default bundle. A models folder (with ``current``): the version
+    ``current`` points at. Anything else: the bundle folder itself.
+    """
+    if path is None:
+        return DEFAULT_BUNDLE
+    current = Path(path) / CURRENT
+    if os.path.lexists(current):
+        return current.resolve()
+    return Path(path).resolve()
