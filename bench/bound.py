@@ -58,8 +58,9 @@ def _work(conn: Connection, share: _Share) -> None:
     from daemon.intake.claims import ClaimArea  # noqa: PLC0415
     from daemon.memory import keep_freed_memory  # noqa: PLC0415
     from daemon.records import Claim  # noqa: PLC0415
+    from daemon.scan.protocol import ModelChoice, ScanRequest, ScanSetup  # noqa: PLC0415
     from daemon.scan.read import configure_decoders, warm_up  # noqa: PLC0415
-    from daemon.scan.worker import ModelChoice, ScanRequest, ScanSetup, ScanWorker  # noqa: PLC0415
+    from daemon.scan.worker import ScanWorker  # noqa: PLC0415
     from daemon.shared.bundle import load_bundle  # noqa: PLC0415
     from daemon.shared.decode import DecodeLimits  # noqa: PLC0415
 

@@ -65,6 +65,7 @@ def _work(conn: Connection, share: _Share) -> None:
     from daemon.intake import claims as claim  # noqa: PLC0415
     from daemon.memory import keep_freed_memory  # noqa: PLC0415
     from daemon.records import Claim  # noqa: PLC0415
+    from daemon.scan import protocol  # noqa: PLC0415
     from daemon.scan import read as decode_stage  # noqa: PLC0415
     from daemon.scan import worker as scan_worker  # noqa: PLC0415
     from daemon.shared.bundle import load_bundle  # noqa: PLC0415
@@ -75,12 +76,12 @@ def _work(conn: Connection, share: _Share) -> None:
     decode_stage.warm_up()
     bundle = load_bundle(share.model)
     area = claim.ClaimArea(share.incoming, share.work, OutcomeConfig())
-    setup = scan_worker.ScanSetup(
+    setup = protocol.ScanSetup(
         share.reports, share.top_k, area, InferenceConfig(device=share.device)
     )
     worker = scan_worker.ScanWorker(DecodeLimits(), share.max_bytes)
-    model = scan_worker.ModelChoice(bundle.path, share.variant, bundle.sha256)
-    worker.handle(scan_worker.ScanRequest((), model, setup))
+    model = protocol.ModelChoice(bundle.path, share.variant, bundle.sha256)
+    worker.handle(protocol.ScanRequest((), model, setup))
     spent: Counter[str] = Counter()
     decode_stage.read_claimed = _timed(decode_stage.read_claimed, spent, "read")  # type: ignore[assignment]
     for name in ("decode_claim", "encode_report", "write_atomic_group"):
@@ -95,7 +96,7 @@ def _work(conn: Connection, share: _Share) -> None:
     conn.recv()
     thread0, process0 = time.thread_time(), time.process_time()
     for first in range(0, len(claims), GROUP):
-        worker.handle(scan_worker.ScanRequest(tuple(claims[first : first + GROUP])))
+        worker.handle(protocol.ScanRequest(tuple(claims[first : first + GROUP])))
     spent["thread"] = time.thread_time() - thread0
     spent["process"] = time.process_time() - process0
     conn.send((len(claims), dict(spent)))

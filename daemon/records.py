@@ -3,7 +3,8 @@
 Claim ──decode──> Decoded ──infer──> ScanResult ──report──> JSON + outcome ──> Finished
    └──────────────(bad input)──────> ScanResult(failure=...)
 
-A scan worker process goes the whole way and sends the daemon a `Finished` per claim.
+A scan worker process goes the whole way and sends the daemon a `Finished` per claim
+(`daemon.scan.protocol`, with every other message that crosses the pipe).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -137,36 +138,6 @@ class ScanResult:
     def scan_id(self) -> str:
         """The scan's short id in logs and its report's file name (see `scan_id`)."""
         return scan_id(self.claim, self.source.sha256)
-
-
-@dataclass(frozen=True)
-class Finished:
-    """What a scan worker tells the daemon about a claim it has reported (for logs and counters).
-
-    ``write_error`` set: the report could not be written, the input stays in processing/ (taken up
-    again at the next start) and nothing else is set beyond the claim and the scan id.
-    """
-
-    claim: Claim
-    scan_id: str
-    label: str | None = None
-    probability: float | None = None
-    failure: Failure | None = None
-    timing: dict[str, Any] | None = None
-    """The report's ``timing``."""
-    action: str = "left"
-    """What happened to the input: ``moved``, ``kept``, ``deleted``, ``duplicate``, ``left`` (it
-    stays in processing/), or ``unknown`` (a worker that died had already reported it)."""
-    write_error: str | None = None
-    outcome_error: str | None = None
-    """Why the input could not be moved or deleted (it stays in processing/)."""
-    errno: int | None = None
-    """The ``errno`` of ``write_error`` or ``outcome_error`` (the storage guard's reason)."""
-
-    @property
-    def ok(self) -> bool:
-        """True when the scan has a prediction."""
-        return self.failure is None
 
 
 def _sha(text: str) -> str:

@@ -17,9 +17,9 @@ from daemon.clock import utc_now
 from daemon.config import InferenceConfig, OutcomeConfig
 from daemon.errors import WorkerStartError
 from daemon.intake.claims import ClaimArea
-from daemon.records import Claim, Decoded, Finished
+from daemon.records import Claim, Decoded
+from daemon.scan.protocol import Finished, ModelChoice, ScanSetup
 from daemon.scan.read import Rejected, configure_decoders, decode_claim
-from daemon.scan.worker import ModelChoice, ScanSetup
 from daemon.service.status import describe
 from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 from daemon.shared.decode import DecodeLimits

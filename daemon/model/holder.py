@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from daemon.scan.inference import check_compiles
-from daemon.scan.worker import ModelChoice
+from daemon.scan.protocol import ModelChoice
 
 if TYPE_CHECKING:
     from daemon.config import InferenceConfig

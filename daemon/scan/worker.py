@@ -25,63 +25,25 @@ workers share the cores between them, one scan each at a time.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import write_atomic_group
-from daemon.records import Decoded, Failure, Finished, Prediction, ScanResult, Source
+from daemon.records import Decoded, Failure, Prediction, ScanResult, Source
 from daemon.scan.inference import Engine
+from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
 from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     import numpy as np
     import numpy.typing as npt
 
-    from daemon.config import InferenceConfig
-    from daemon.intake.claims import ClaimArea
     from daemon.records import Claim, ModelInfo
     from daemon.shared.decode import DecodeLimits
-
-
-@dataclass(frozen=True)
-class ScanSetup:
-    """What a worker needs to finish scans itself; fixed for the daemon's lifetime."""
-
-    reports: Path
-    top_k: int
-    area: ClaimArea
-    inference: InferenceConfig
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The bundle the daemon serves now: the worker compiles it when it changes."""
-
-    path: Path
-    variant: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ScanRequest:
-    """A batch for a worker. ``setup`` and ``model`` travel only when they change (else None)."""
-
-    claims: tuple[Claim, ...]
-    model: ModelChoice | None = None
-    setup: ScanSetup | None = None
-
-
-@dataclass(frozen=True)
-class ModelFailed:
-    """The worker's answer when it cannot load or compile the model it was told to serve."""
-
-    message: str
 
 
 class ScanWorker:

@@ -48,8 +48,9 @@ from daemon.errors import InternalError, WorkerStartError
 from daemon.intake.recheck import Rechecker
 from daemon.intake.rules import Offer
 from daemon.records import Failure, ScanResult
+from daemon.scan.protocol import ModelChoice, ScanSetup
 from daemon.scan.read import Rejected, fingerprint
-from daemon.scan.worker import ModelChoice, ScanSetup, commit, source_of
+from daemon.scan.worker import commit, source_of
 from daemon.service.storage import StorageGuard, errno_name
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
     from daemon.config import DaemonConfig
     from daemon.intake.claims import ClaimArea
     from daemon.model.holder import ModelHolder
-    from daemon.records import Claim, Finished, ModelInfo
+    from daemon.records import Claim, ModelInfo
+    from daemon.scan.protocol import Finished
     from daemon.service.attempts import AttemptLog
     from daemon.service.status import Counters
     from daemon.workers.process import WorkerProcess

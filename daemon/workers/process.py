@@ -18,9 +18,11 @@ the ``spawn`` method (the daemon runs OpenVINO's threads, so it never forks). Th
 one request at a time::
 
     daemon -> child   ScanRequest(claims, model or None, setup or None: when unchanged)
-    child  -> daemon  [Finished, ...] one per claim, ModelFailed, or _Unexpected (a bug)
+    child  -> daemon  [Finished, ...] one per claim, ModelFailed, or WorkerBug (a bug)
 
-    daemon -> child   None: exit
+    daemon -> child   STOP: exit
+
+Every message is defined in `daemon.scan.protocol`, the one module both sides share.
 
 The child decodes with `daemon.scan.read.decode_claim`, the very code the trainer's readers
 share, with the daemon's limits. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal or
@@ -40,7 +42,6 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -54,20 +55,23 @@ from daemon.errors import (
 )
 from daemon.logs import configure_worker_logging, worker_settings
 from daemon.memory import keep_freed_memory
-from daemon.records import Failure, Finished, scan_id
+from daemon.records import Failure, scan_id
+from daemon.scan.protocol import (
+    READY,
+    STOP,
+    Finished,
+    ModelChoice,
+    ModelFailed,
+    ScanRequest,
+    ScanSetup,
+    WorkerBug,
+)
 from daemon.scan.read import (
     Rejected,
     configure_decoders,
     warm_up,
 )
-from daemon.scan.worker import (
-    ModelChoice,
-    ModelFailed,
-    ScanRequest,
-    ScanSetup,
-    ScanWorker,
-    source_of,
-)
+from daemon.scan.worker import ScanWorker, source_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -80,7 +84,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("infarctwatch.worker")
 
-READY = "ready"
 START_TIMEOUT_S = 60.0
 """How long a new child may take to import its decoders and say it is ready."""
 _STOP_TIMEOUT_S = 5.0
@@ -89,9 +92,9 @@ _CONTEXT = multiprocessing.get_context("spawn")
 
 
 def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
-    """The child's main loop until told to stop (``None``).
+    """The child's main loop until told to stop (`STOP`); the messages are `daemon.scan.protocol`'s.
 
-    Each `ScanRequest` is answered with a list of `Finished`, a `ModelFailed`, or an `_Unexpected`
+    Each `ScanRequest` is answered with a list of `Finished`, a `ModelFailed`, or a `WorkerBug`
     for a bug outside any one claim.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -108,7 +111,7 @@ def serve(conn: Connection, limits: DecodeLimits, max_bytes: int) -> None:
         except (EOFError, OSError):
             return  # the daemon has gone
         if not isinstance(request, ScanRequest):
-            return  # None: told to stop (anything else is not from this daemon: stop too)
+            return  # STOP: told to stop (anything else is not from this daemon: stop too)
         if not _send(conn, _scan(worker, request)):
             return
 
@@ -118,7 +121,7 @@ def _scan(worker: ScanWorker, request: ScanRequest) -> object:
     try:
         return worker.handle(request)
     except Exception as exc:  # noqa: BLE001 - a bug outside one claim: the daemon retries
-        return _Unexpected(type(exc).__name__, str(exc), traceback.format_exc())
+        return WorkerBug(type(exc).__name__, str(exc), traceback.format_exc())
 
 
 def _send(conn: Connection, answer: object) -> bool:
@@ -173,15 +176,6 @@ def _set_parent_death_signal() -> bool:
     except (AttributeError, OSError):
         return False
     return bool(result == 0)
-
-
-@dataclass(frozen=True)
-class _Unexpected:
-    """What the child sends back when a scan request raised outside any one claim (a bug)."""
-
-    kind: str
-    message: str
-    trace: str
 
 
 class WorkerProcess:
@@ -298,8 +292,8 @@ class WorkerProcess:
 
     def _scan_once(
         self, claims: tuple[Claim, ...], model: ModelChoice, setup: ScanSetup
-    ) -> list[Finished | Rejected] | _Unexpected | bool:
-        """One request: the answer, an `_Unexpected`, False (none in time) or True (died)."""
+    ) -> list[Finished | Rejected] | WorkerBug | bool:
+        """One request: the answer, an `WorkerBug`, False (none in time) or True (died)."""
         conn = self._send(
             lambda: ScanRequest(
                 claims,
@@ -322,7 +316,7 @@ class WorkerProcess:
 
     def _failed(self, claim: Claim | None, outcome: object, *, answered: bool) -> ScanError:
         """The error for a request the child did not answer properly; replaces a dead child."""
-        if isinstance(outcome, _Unexpected):
+        if isinstance(outcome, WorkerBug):
             log.error(
                 "decode_crashed",
                 claim=None if claim is None else claim.claim_id,
@@ -382,7 +376,7 @@ class WorkerProcess:
             process.kill()
         elif conn is not None:
             try:
-                conn.send(None)
+                conn.send(STOP)
             except OSError:
                 process.kill()
         process.join(_STOP_TIMEOUT_S)
