@@ -189,7 +189,7 @@ class TestOptionalFields:
                         "acute_infarct": 0.5,
                         "no_acute_infarct": 0.5,
                     }
-                },  # fmt: skip
+                },
                 "negative_class",
             ),
             ("thresholds", {"in_scope": {"threshold": 0.5}}, "in_scope output"),
