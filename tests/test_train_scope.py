@@ -69,8 +69,8 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("scope")
     cache = tmp_path_factory.getbasetemp() / "synth-anatomy-cache"  # shared with the synth tests
     oos = base / "oos"
-    generate(oos, out_of_scope=6, formats="png=0.4,jpeg=0.3,dicom=0.3", seed=5, workers=2,
-             cache_dir=cache)  # fmt: skip
+    formats = "png=0.4,jpeg=0.3,dicom=0.3"
+    generate(oos, out_of_scope=6, formats=formats, seed=5, workers=2, cache_dir=cache)
     return {
         "data": make_tiny_dataset(base / "tiny"),
         "shifted": _shifted(base / "shifted"),

@@ -71,8 +71,13 @@ def fit_temperature(probs: Probs, truth: Ints) -> dict[str, Any]:
     n = len(truth)
     before = nll(probs, truth)
     if n == 0:
-        return {"method": "temperature", "temperature": 1.0, "nll_before": None,
-                "nll_after": None, "n": 0}  # fmt: skip
+        return {
+            "method": "temperature",
+            "temperature": 1.0,
+            "nll_before": None,
+            "nll_after": None,
+            "n": 0,
+        }
 
     def loss(log_t: float) -> float:
         return nll(apply_temperature(probs, math.exp(log_t)), truth)

@@ -370,8 +370,11 @@ def prepare(data: Path, cfg: TrainConfig, out: Path) -> Prepared:
         raise DatasetError(
             "the split left no training or no test cases: a class needs at least 2 cases"
         )
-    for extra, what in ((cfg.data.shifted_test, "shifted test set"), (cfg.data.out_of_scope,
-                         "out-of-scope dataset")):  # fmt: skip
+    extras = (
+        (cfg.data.shifted_test, "shifted test set"),
+        (cfg.data.out_of_scope, "out-of-scope dataset"),
+    )
+    for extra, what in extras:
         if extra and not Path(extra).is_dir():
             raise DatasetError(f"the {what} {extra} does not exist")
     paths = prepare_run_folder(out)
