@@ -181,6 +181,14 @@ def test_both_outputs_are_named_in_every_variant_and_match_keras(run: Path, sets
     assert export["parity_in_scope"]["max_abs_softmax_delta"] < 0.01
     assert "int8" in export
     bundle = load_bundle(run / "bundle")
+    gate = export["int8_gate"]
+    assert set(gate["drop_points"]) == {
+        "case_top1",
+        "slice_top1",
+        "case_top1_shifted",
+        "slice_top1_shifted",
+    }
+    assert bundle.manifest["default_variant"] == ("int8" if gate["int8_default"] else "fp16")
     sample = np.random.default_rng(0).random((2, 128, 128, 3), np.float32)
     for variant in bundle.variants.values():
         compiled = ov.Core().compile_model(str(variant.xml), "CPU")

@@ -244,6 +244,14 @@ def _export(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
                 f"{_pct(acc.get('case_top1'))}, top-{k} {_pct(acc.get(f'case_top{k}'))}; "
                 f"slice top-1 {_pct(acc.get('slice_top1'))}{also}."
             )
+    gate = export.get("int8_gate")
+    if gate:
+        drops = ", ".join(f"{k} {v:+.2f}" for k, v in gate.get("drop_points", {}).items())
+        verdict = "INT8" if gate.get("int8_default") else "FP16"
+        lines.append(
+            f"- Default variant: {verdict} (INT8 is the default when no top-1 drops by more than "
+            f"{gate.get('within_points')} points against FP16; drops: {drops})."
+        )
     if export.get("int8_vs_fp16"):
         agreement = export["int8_vs_fp16"].get("argmax_agreement")
         lines.append(f"- INT8 vs FP16 argmax agreement on test slices: {_pct(agreement)}.")

@@ -123,6 +123,9 @@ class ExportConfig:
     calibration_images: int = 300
     max_softmax_delta: float = 0.01
     """Export fails when Keras and the FP16 IR (computed in f32) differ by more than this."""
+    int8_default_within: float = 0.5
+    """INT8 becomes the bundle's default variant when its top-1 (case and slice, on the test
+    split and the shifted test set) is within this many percentage points of FP16's."""
 
 
 @dataclass(frozen=True)
@@ -349,6 +352,8 @@ def _validate_export(cfg: TrainConfig, problems: list[str]) -> None:
     _check_positive(problems, "export.calibration_images", cfg.export.calibration_images)
     if cfg.export.max_softmax_delta <= 0:
         problems.append("At 'export.max_softmax_delta': must be above 0")
+    if not 0.0 <= cfg.export.int8_default_within <= 100.0:
+        problems.append("At 'export.int8_default_within': must be 0-100 percentage points")
     if cfg.preprocess.version != PREPROCESS_VERSION:
         problems.append(
             f"At 'preprocess.version': this build implements version {PREPROCESS_VERSION}"

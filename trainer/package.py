@@ -127,10 +127,29 @@ def _export_variants(
                 fp16.in_scope[:, None], int8.in_scope[:, None]
             )
         _shifted_accuracy(job, int8_xml, "int8", metrics)
+        metrics["int8_gate"] = int8_gate(metrics, job.cfg.export.int8_default_within)
         metrics["calibration_images"] = len(job.calibration)
         variants["int8"] = {"xml": ir.INT8_XML, "bin": "model-int8.bin", "precision": "INT8"}
     log.info("variants", **{v: metrics[v] for v in ("fp16", "int8") if v in metrics})
     return variants, spec, metrics
+
+
+def int8_gate(export: dict[str, Any], within: float) -> dict[str, Any]:
+    """Whether INT8 is within ``within`` points of FP16 on every top-1 measured (both sets)."""
+    drops: dict[str, float] = {}
+    for suffix in ("", "_shifted"):
+        fp16, int8 = export.get(f"fp16{suffix}"), export.get(f"int8{suffix}")
+        if not fp16 or not int8:
+            continue
+        for key in ("case_top1", "slice_top1"):
+            if fp16.get(key) is not None and int8.get(key) is not None:
+                drops[f"{key}{suffix}"] = 100.0 * (fp16[key] - int8[key])
+    worst = max(drops.values(), default=None)
+    return {
+        "within_points": within,
+        "drop_points": drops,
+        "int8_default": worst is not None and worst <= within,
+    }
 
 
 def _shifted_accuracy(job: BundleJob, xml: Path, variant: str, metrics: dict[str, Any]) -> None:
@@ -248,11 +267,13 @@ def build_bundle(
     write_json(staging / "preprocess.json", cfg.preprocess.to_dict())
     write_json(staging / "metrics.json", metrics)
     (staging / "model_card.md").write_text(card, encoding="utf-8")
+    gate = metrics["export"].get("int8_gate", {})
     write_manifest(
         staging,
         name=cfg.export.name,
         version=cfg.export.version,
         variants=variants,
+        default_variant="int8" if gate.get("int8_default") else "fp16",
         input_spec=spec,
         metrics_summary=json_safe(summary(metrics, cfg.evaluate.top_k)),
         extra=json_safe(
