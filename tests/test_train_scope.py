@@ -16,7 +16,7 @@ from test_dataset import write_image
 from test_train_e2e import SPOTS, _slice, make_tiny_dataset
 
 from daemon.bundle import MANIFEST, load_bundle, sha256_file
-from trainer.cli import train_main
+from trainer.cli import export_main, train_main
 from trainer.plots import RELIABILITY_SIZE
 from trainer.split import read_split_csv
 from trainer.synth import generate
@@ -198,6 +198,16 @@ def test_both_outputs_are_named_in_every_variant_and_match_keras(run: Path, sets
     del sets
 
 
+def test_export_redoes_the_two_output_bundle(run: Path) -> None:
+    """`infarctwatch export` on a two-output run: both outputs, same temperature, new version."""
+    temperature = load_bundle(run / "bundle").temperature
+    assert export_main([str(run), "--version", "0.1.1"]) == 0
+    bundle = load_bundle(run / "bundle")
+    assert bundle.version == "0.1.1"
+    assert bundle.outputs == {"classes": "classes", "in_scope": "in_scope"}
+    assert bundle.temperature == pytest.approx(temperature, rel=1e-3)
+
+
 def test_init_from_reuses_the_weights_and_records_the_parent(
     run: Path, sets: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -210,7 +220,7 @@ def test_init_from_reuses_the_weights_and_records_the_parent(
     manifest = json.loads((out / "bundle" / MANIFEST).read_text())
     expected = {
         "name": "infarctwatch-seed",
-        "version": "0.1.0",
+        "version": load_bundle(parent).version,
         "sha256": sha256_file(parent / MANIFEST),
     }
     assert manifest["parent"] == expected

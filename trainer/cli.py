@@ -157,8 +157,8 @@ def export_main(argv: list[str]) -> int:
 
 
 def _print_result(run: Path, bundle: Path, metrics: dict[str, object], top_k: int) -> None:
-    print(f"run:    {run}")
-    print(f"bundle: {bundle}")
+    print(f"run:     {run}")
+    print(f"bundle:  {bundle}")
     for key, name in (("test", "test"), ("shifted_test", "shifted")):
         test = metrics.get(key)
         case = test.get("case", {}) if isinstance(test, dict) else {}
@@ -167,10 +167,14 @@ def _print_result(run: Path, bundle: Path, metrics: dict[str, object], top_k: in
             recall = case.get("no_acute_infarct_recall")
             normal = "" if recall is None else f", 'No acute infarct' recall {recall:.3f}"
             print(
-                f"{name + ':':<8}{case.get('n')} cases, top-1 {top1:.3f}, top-{top_k} {topk:.3f}"
+                f"{name + ':':<9}{case.get('n')} cases, top-1 {top1:.3f}, top-{top_k} {topk:.3f}"
                 f"{normal}, ECE {case.get('ece', float('nan')):.3f} (case level, calibrated)"
             )
     oos = metrics.get("out_of_scope")
     if isinstance(oos, dict) and isinstance(oos.get("test"), dict):
-        print(f"refused: {oos['test'].get('refused')} of out-of-scope test images")
+        refused = oos["test"].get("refused")
+        if isinstance(refused, float):
+            print(
+                f"refused: {100 * refused:.1f} % of {oos['test'].get('n')} out-of-scope test images"
+            )
     print(_DISCLAIMER)
