@@ -147,6 +147,9 @@ def test_calibration_and_thresholds_travel_in_the_bundle(run: Path) -> None:
         metrics["thresholds"]["in_scope"]["threshold"]
     )
     assert bundle.manifest["keras_model"] == "model.keras"
+    shipped = keras.models.load_model(run / "bundle" / "model.keras")
+    weights = 4 * shipped.count_params()
+    assert (run / "bundle" / "model.keras").stat().st_size < 1.2 * weights  # no optimizer state
 
 
 def test_thresholds_meet_the_target_on_validation(run: Path) -> None:

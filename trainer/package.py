@@ -39,7 +39,7 @@ KERAS_FILE = "model.keras"
 
 def save_for_finetuning(model: keras.Model, path: Path) -> None:
     """Save ``model`` without its optimizer state (weights and architecture only)."""
-    clone = keras.models.clone_model(model)
+    clone = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer state
     clone.set_weights(model.get_weights())
     clone.save(path)
 
