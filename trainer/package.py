@@ -22,6 +22,7 @@ import structlog
 from daemon.bundle import load_bundle, write_manifest
 from daemon.errors import BundleError
 from trainer import export as ir
+from trainer.calibration import apply_temperature
 from trainer.errors import ExportError
 from trainer.metrics import accuracy_summary
 from trainer.records import json_safe, versions, write_json
@@ -67,6 +68,12 @@ class BundleJob:
     """Manifest fields beyond format 1's: outputs, calibration, thresholds, parent..."""
     keras_file: bool = True
     """Ship the Keras model (``model.keras``) for fine-tuning with --init-from."""
+    temperature: float = 1.0
+    """Each variant's accuracy is measured on calibrated probabilities, as reports serve them."""
+
+    def calibrated(self, probs: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+        """``probs`` with the run's temperature applied."""
+        return apply_temperature(probs, self.temperature)
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ def _export_variants(
                 f"more than export.max_softmax_delta={limit:g}"
             )
     fp16 = ir.predict_ir(fp16_xml, job.test_inputs, f32=False)
-    metrics["fp16"] = accuracy_summary(fp16.classes, job.test_truth, cases, k)
+    metrics["fp16"] = accuracy_summary(job.calibrated(fp16.classes), job.test_truth, cases, k)
     metrics["fp16_default_precision_vs_keras"] = ir.parity(job.keras_probs, fp16.classes)
     _shifted_accuracy(job, fp16_xml, "fp16", metrics)
     variants = {"fp16": {"xml": ir.FP16_XML, "bin": "model.bin", "precision": "FP16"}}
@@ -120,7 +127,7 @@ def _export_variants(
         int8_xml = staging / ir.INT8_XML
         ir.write_int8(job.model, job.workdir, int8_xml, job.calibration)
         int8 = ir.predict_ir(int8_xml, job.test_inputs, f32=False)
-        metrics["int8"] = accuracy_summary(int8.classes, job.test_truth, cases, k)
+        metrics["int8"] = accuracy_summary(job.calibrated(int8.classes), job.test_truth, cases, k)
         metrics["int8_vs_fp16"] = ir.parity(fp16.classes, int8.classes)
         if int8.in_scope is not None and fp16.in_scope is not None:
             metrics["int8_vs_fp16_in_scope"] = ir.parity(
@@ -157,7 +164,10 @@ def _shifted_accuracy(job: BundleJob, xml: Path, variant: str, metrics: dict[str
         return
     out = ir.predict_ir(xml, job.shifted.inputs, f32=False)
     metrics[f"{variant}_shifted"] = accuracy_summary(
-        out.classes, job.shifted.truth, list(job.shifted.cases), job.cfg.evaluate.top_k
+        job.calibrated(out.classes),
+        job.shifted.truth,
+        list(job.shifted.cases),
+        job.cfg.evaluate.top_k,
     )
 
 

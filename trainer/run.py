@@ -696,6 +696,7 @@ def evaluate_and_bundle(
             tuple(s.case_id for s in held_out.shifted.samples),
         ),
         manifest_extra=extra,
+        temperature=decisions.temperature,
     )
     return build_bundle(job, metrics, paths.bundle, on_metrics=lambda m: _write_card(paths, cfg, m))
 
