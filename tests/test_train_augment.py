@@ -165,3 +165,11 @@ def test_out_of_scope_images_make_up_their_share_of_every_epoch() -> None:
         assert sorted(row[row < 40]) == sorted(dwi)
     first = mixed.indices[0][mixed.indices[0] >= 40]
     assert set(first.tolist()) == set(range(40, 49))  # all 9 before a repeat
+
+
+def test_negative_weight_multiplies_one_class_per_epoch() -> None:
+    """weights={0: 3.0}: class 0 gets 3 x per_class images per epoch, the others per_class."""
+    labels = np.repeat(np.arange(3), 10)
+    plan = balanced_epochs(labels, epochs=2, per_class=8, seed=1, weights={0: 3.0})
+    for row in plan.indices:
+        assert np.bincount(labels[row], minlength=3).tolist() == [24, 8, 8]

@@ -75,6 +75,8 @@ class AugmentConfig:
     """Probability of a horizontal flip that also swaps Left and Right in the label."""
     images_per_class: int | None = None
     """Training images per class per epoch; None: the largest class's training image count."""
+    negative_weight: float = 1.0
+    """'No acute infarct' gets this many times images_per_class per epoch (1: balanced)."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,10 @@ def _validate_augment(cfg: TrainConfig, problems: list[str]) -> None:
     _check_fraction(problems, "augment.intensity", aug.intensity, high=0.9)
     _check_fraction(problems, "augment.laterality_flip", aug.laterality_flip)
     _check_positive(problems, "augment.images_per_class", aug.images_per_class)
+    if not 0.1 <= aug.negative_weight <= 50.0:
+        problems.append(
+            f"At 'augment.negative_weight': must be between 0.1 and 50, got {aug.negative_weight:g}"
+        )
 
 
 def _validate_fit(cfg: TrainConfig, problems: list[str]) -> None:

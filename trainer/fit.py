@@ -152,12 +152,20 @@ def fit(
     mirror: npt.NDArray[np.int32],
     scope: ScopeImages | None = None,
     init: keras.Model | None = None,
+    negative: int | None = None,
 ) -> FitResult:
-    """Train ``cfg.model.architecture`` (or ``init``) with class-balanced, augmented batches."""
+    """Train ``cfg.model.architecture`` (or ``init``) with class-balanced, augmented batches.
+
+    ``negative`` is the index of 'No acute infarct' (``augment.negative_weight`` applies to it).
+    """
     seed_everything(cfg.seed, deterministic=cfg.fit.deterministic)
     size, channels = cfg.preprocess.input_size, cfg.preprocess.channels
     plan = balanced_epochs(
-        train_labels, epochs=cfg.fit.epochs, per_class=cfg.augment.images_per_class, seed=cfg.seed
+        train_labels,
+        epochs=cfg.fit.epochs,
+        per_class=cfg.augment.images_per_class,
+        seed=cfg.seed,
+        weights=None if negative is None else {negative: cfg.augment.negative_weight},
     )
     grey, labels = train_grey, np.asarray(train_labels, np.int64)
     if scope is not None and len(scope.train_grey):

@@ -41,22 +41,32 @@ class EpochPlan:
 
 
 def balanced_epochs(
-    labels: npt.NDArray[np.integer], *, epochs: int, per_class: int | None, seed: int
+    labels: npt.NDArray[np.integer],
+    *,
+    epochs: int,
+    per_class: int | None,
+    seed: int,
+    weights: dict[int, float] | None = None,
 ) -> EpochPlan:
-    """Draw class-balanced index lists for every epoch (see the module docstring)."""
+    """Draw class-balanced index lists for every epoch (see the module docstring).
+
+    ``weights`` scales one class's count (e.g. ``{negative: 4.0}``: the normal class gets four
+    times ``per_class`` images per epoch); unlisted classes get ``per_class``.
+    """
     rng = np.random.default_rng([seed, 0xBA1A])
     present = tuple(int(c) for c in np.unique(labels))
     members = {c: np.flatnonzero(labels == c) for c in present}
     count = per_class or max(len(m) for m in members.values())
+    counts = {c: max(1, round(count * (weights or {}).get(c, 1.0))) for c in present}
     queues = {c: np.empty(0, np.int64) for c in present}
-    plan = np.empty((epochs, count * len(present)), np.int64)
+    plan = np.empty((epochs, sum(counts.values())), np.int64)
     for epoch in range(epochs):
         parts = []
         for c in present:
-            while len(queues[c]) < count:
+            while len(queues[c]) < counts[c]:
                 queues[c] = np.concatenate([queues[c], rng.permutation(members[c])])
-            parts.append(queues[c][:count])
-            queues[c] = queues[c][count:]
+            parts.append(queues[c][: counts[c]])
+            queues[c] = queues[c][counts[c] :]
         plan[epoch] = rng.permutation(np.concatenate(parts))
     return EpochPlan(indices=plan, per_class=count, classes=present)
 

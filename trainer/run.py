@@ -271,6 +271,7 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
         if scope is None
         else ScopeImages(scope.tensors[TRAIN].grey, scope.tensors[VALIDATION].grey),
         init=None if parent is None else parent.model,
+        negative=classes.index(NEGATIVE_CLASS) if NEGATIVE_CLASS in classes else None,
     )
     paths = prepared.paths
     result.model.save(paths.model)
