@@ -122,3 +122,86 @@ def test_designated_bundle_follows_current(tmp_path: Path) -> None:
     assert designated_bundle(tmp_path / "models") == version.resolve()
     assert designated_bundle(version) == version.resolve()
     assert designated_bundle(None) == DEFAULT_BUNDLE
+
+
+def _rewrite(bundle: Path, **extra: object) -> None:
+    """Rewrite the manifest of a bundle copy with optional fields added."""
+    before = json.loads((bundle / MANIFEST).read_text())
+    keep = ("architecture", "research_use_only", "trained_with")
+    write_manifest(
+        bundle,
+        name=before["name"],
+        version=before["version"],
+        variants=before["variants"],
+        input_spec=before["input"],
+        metrics_summary=before["metrics_summary"],
+        extra={**{k: before[k] for k in keep if k in before}, **extra},
+    )
+
+
+CONTRACT = {
+    "outputs": {"classes": "classes", "in_scope": "in_scope"},
+    "calibration": {"method": "temperature", "temperature": 1.7, "applies_to": "classes"},
+    "thresholds": {
+        "finding": {
+            "negative_class": "No acute infarct",
+            "acute_infarct": 0.8,
+            "no_acute_infarct": 0.7,
+        },
+        "in_scope": {"threshold": 0.42},
+    },
+    "parent": {"name": "infarctwatch-seed", "version": "1.0.1", "sha256": "ab" * 32},
+}
+
+
+class TestOptionalFields:
+    def test_a_format_1_bundle_without_them_loads_as_before(self) -> None:
+        """The committed bundle has none of the optional fields: every one reads as None."""
+        loaded = load_bundle(DEFAULT_BUNDLE)
+        assert loaded.manifest["format_version"] == 1
+        assert loaded.outputs is None
+        assert loaded.temperature is None
+        assert loaded.finding_thresholds is None
+        assert loaded.in_scope_threshold is None
+        assert loaded.parent is None
+
+    def test_outputs_calibration_thresholds_and_parent_are_read(self, bundle: Path) -> None:
+        """A bundle with the calibration contract loads with each field parsed."""
+        _rewrite(bundle, **CONTRACT)
+        loaded = load_bundle(bundle)
+        assert loaded.outputs == {"classes": "classes", "in_scope": "in_scope"}
+        assert loaded.temperature == pytest.approx(1.7)
+        assert loaded.finding_thresholds is not None
+        assert loaded.finding_thresholds["acute_infarct"] == pytest.approx(0.8)
+        assert loaded.in_scope_threshold == pytest.approx(0.42)
+        assert loaded.parent == CONTRACT["parent"]
+
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("outputs", {"in_scope": "x"}, "outputs"),
+            ("calibration", {"method": "temperature", "temperature": -1}, "calibration"),
+            ("calibration", {"method": "platt", "temperature": 1.0}, "calibration"),
+            (
+                "thresholds",
+                {
+                    "finding": {
+                        "negative_class": "Nope",
+                        "acute_infarct": 0.5,
+                        "no_acute_infarct": 0.5,
+                    }
+                },
+                "negative_class",
+            ),
+            ("thresholds", {"in_scope": {"threshold": 0.5}}, "in_scope output"),
+            ("parent", {"name": "x"}, "parent"),
+            ("keras_model", "model.keras", "keras_model"),
+        ],
+    )
+    def test_a_malformed_field_is_named(
+        self, bundle: Path, field: str, value: object, message: str
+    ) -> None:
+        """Each optional field is checked when present; a bad one stops the load, named."""
+        _rewrite(bundle, **{field: value})
+        with pytest.raises(BundleError, match=message):
+            load_bundle(bundle)

@@ -63,3 +63,14 @@ def test_unknown_architecture_is_a_key_error() -> None:
     """Only registered architectures build (the config loader reports the name first)."""
     with pytest.raises(KeyError):
         build_model("vgg16", 3, (128, 128, 3), 0.5)
+
+
+def test_in_scope_head_adds_one_sigmoid_on_the_shared_features() -> None:
+    """The second output costs 2,305 parameters (2304 weights + bias) and gives one probability."""
+    plain = build_model("seed", 36, (128, 128, 3), 0.5)
+    headed = build_model("seed", 36, (128, 128, 3), 0.5, in_scope=True)
+    assert headed.count_params() - plain.count_params() == 2305
+    probs, scope = headed(np.random.default_rng(0).random((2, 128, 128, 3), np.float32))
+    assert tuple(probs.shape) == (2, 36)
+    assert tuple(scope.shape) == (2, 1)
+    assert np.all((np.asarray(scope) > 0) & (np.asarray(scope) < 1))

@@ -10,7 +10,13 @@ import tensorflow as tf
 
 from trainer.augment import NO_MIRROR, Augmenter, mirror_table
 from trainer.config import AugmentConfig
-from trainer.inputs import balanced_epochs, steps_per_epoch, training_dataset
+from trainer.inputs import (
+    OUT_OF_SCOPE,
+    add_out_of_scope,
+    balanced_epochs,
+    steps_per_epoch,
+    training_dataset,
+)
 from trainer.labels import load_label_map
 
 pytestmark = pytest.mark.train
@@ -137,3 +143,33 @@ def test_training_dataset_yields_balanced_one_hot_batches_per_epoch() -> None:
     for epoch in range(2):
         totals = sum(y.sum(axis=0) for _, y in batches[epoch * steps : (epoch + 1) * steps])
         assert totals.tolist() == [0, 10, 10, 0]
+
+
+def test_out_of_scope_images_are_never_flipped() -> None:
+    """An out-of-scope image (label -1) keeps its label and its pixels even at flip p=1."""
+    cfg = replace(NO_GEOMETRY, laterality_flip=1.0)
+    grey = _spot_left(2)
+    images, labels = _augment(cfg, grey, [OUT_OF_SCOPE, LABELS.index("Left thalamus")])
+    assert list(labels) == [OUT_OF_SCOPE, LABELS.index("Right thalamus")]
+    assert np.array_equal(images[0, :, :, 0], grey[0])
+
+
+def test_out_of_scope_images_make_up_their_share_of_every_epoch() -> None:
+    """15 % of each epoch comes from the out-of-scope cache rows, each seen before any repeats."""
+    labels = np.repeat(np.arange(4), 10)
+    plan = balanced_epochs(labels, epochs=3, per_class=17, seed=1)
+    mixed = add_out_of_scope(plan, offset=40, count=9, share=0.15, seed=1)
+    assert mixed.indices.shape == (3, 80)  # 68 DWI + round(0.15 / 0.85 * 68) = 12
+    for row, dwi in zip(mixed.indices, plan.indices, strict=True):
+        assert np.sum(row >= 40) == 12
+        assert sorted(row[row < 40]) == sorted(dwi)
+    first = mixed.indices[0][mixed.indices[0] >= 40]
+    assert set(first.tolist()) == set(range(40, 49))  # all 9 before a repeat
+
+
+def test_negative_weight_multiplies_one_class_per_epoch() -> None:
+    """weights={0: 3.0}: class 0 gets 3 x per_class images per epoch, the others per_class."""
+    labels = np.repeat(np.arange(3), 10)
+    plan = balanced_epochs(labels, epochs=2, per_class=8, seed=1, weights={0: 3.0})
+    for row in plan.indices:
+        assert np.bincount(labels[row], minlength=3).tolist() == [24, 8, 8]

@@ -122,7 +122,8 @@ class Augmenter:
         self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Mirror a random share of images whose class has a mirror class, swapping the label."""
-        target = tf.gather(self.mirror, labels)
+        # Out-of-scope images (label -1) are never flipped: their label has no mirror.
+        target = tf.where(labels >= 0, tf.gather(self.mirror, tf.maximum(labels, 0)), NO_MIRROR)
         draw = tf.random.stateless_uniform(tf.shape(labels), seed, 0.0, 1.0)
         flip = tf.logical_and(target != NO_MIRROR, draw < self.cfg.laterality_flip)
         mirrored = tf.reverse(images, axis=[2])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -46,7 +47,46 @@ def _train_parser() -> argparse.ArgumentParser:
         help="override one setting, e.g. --set fit.epochs=5 (repeatable; values are YAML)",
     )
     parser.add_argument("--version", help="bundle version (same as --set export.version=...)")
+    parser.add_argument(
+        "--shifted-test",
+        type=Path,
+        metavar="DATA",
+        help="a shifted-acquisition test set ('infarctwatch synth --profile shifted', its own "
+        "seed), scored and reported beside the test split (data.shifted_test)",
+    )
+    parser.add_argument(
+        "--out-of-scope",
+        type=Path,
+        metavar="DATA",
+        help="images that are not DWI b1000 brain slices ('infarctwatch synth --out-of-scope N'): "
+        "adds the in_scope output (data.out_of_scope)",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="BUNDLE",
+        help="fine-tune a bundle's model (it must carry model.keras; labels must match) "
+        "instead of training a new network (finetune.init_from)",
+    )
+    parser.add_argument(
+        "--freeze",
+        choices=("none", "features"),
+        help="with --init-from: 'features' keeps the convolutional layers (finetune.freeze)",
+    )
     return parser
+
+
+def _path_overrides(args: argparse.Namespace) -> list[str]:
+    """The path flags as --set overrides (JSON strings are YAML: any path survives)."""
+    pairs = (
+        ("data.shifted_test", args.shifted_test),
+        ("data.out_of_scope", args.out_of_scope),
+        ("finetune.init_from", args.init_from),
+    )
+    out = [f"{key}={json.dumps(str(value))}" for key, value in pairs if value is not None]
+    if args.freeze:
+        out.append(f"finetune.freeze={args.freeze}")
+    return out
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -75,6 +115,7 @@ def train_main(argv: list[str]) -> int:
     overrides = list(args.overrides)
     if args.version:
         overrides.append(f"export.version={args.version}")
+    overrides += _path_overrides(args)
     try:
         cfg = load_config(config_path, overrides)
     except TrainConfigError as exc:
@@ -116,13 +157,24 @@ def export_main(argv: list[str]) -> int:
 
 
 def _print_result(run: Path, bundle: Path, metrics: dict[str, object], top_k: int) -> None:
-    test = metrics.get("test")
-    case = test.get("case", {}) if isinstance(test, dict) else {}
-    print(f"run:    {run}")
-    print(f"bundle: {bundle}")
-    if case:
-        top1, topk = case.get("top1"), case.get(f"top{top_k}")
-        print(
-            f"test:   {case.get('n')} cases, top-1 {top1:.3f}, top-{top_k} {topk:.3f} (case level)"
-        )
+    print(f"run:     {run}")
+    print(f"bundle:  {bundle}")
+    for key, name in (("test", "test"), ("shifted_test", "shifted")):
+        test = metrics.get(key)
+        case = test.get("case", {}) if isinstance(test, dict) else {}
+        if case:
+            top1, topk = case.get("top1"), case.get(f"top{top_k}")
+            recall = case.get("no_acute_infarct_recall")
+            normal = "" if recall is None else f", 'No acute infarct' recall {recall:.3f}"
+            print(
+                f"{name + ':':<9}{case.get('n')} cases, top-1 {top1:.3f}, top-{top_k} {topk:.3f}"
+                f"{normal}, ECE {case.get('ece', float('nan')):.3f} (case level, calibrated)"
+            )
+    oos = metrics.get("out_of_scope")
+    if isinstance(oos, dict) and isinstance(oos.get("test"), dict):
+        refused = oos["test"].get("refused")
+        if isinstance(refused, float):
+            print(
+                f"refused: {100 * refused:.1f} % of {oos['test'].get('n')} out-of-scope test images"
+            )
     print(_DISCLAIMER)

@@ -24,6 +24,7 @@ from trainer.errors import TrainConfigError
 ARCHITECTURES = ("seed", "seed_bn")
 SCHEDULES = ("cosine", "constant")
 MONITORS = ("val_loss", "val_accuracy")
+FREEZE = ("none", "features")
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 
 
@@ -42,6 +43,10 @@ class DataConfig:
     """CSV in the dataset root with ``file`` and ``case_id`` columns; wins over case_pattern."""
     workers: int = 2
     """Threads that decode and preprocess images."""
+    shifted_test: str | None = None
+    """A second, shifted-acquisition test set (same layout and label map), scored as a whole."""
+    out_of_scope: str | None = None
+    """Out-of-scope images (``infarctwatch synth --out-of-scope N``): train the in_scope head."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class AugmentConfig:
     """Probability of a horizontal flip that also swaps Left and Right in the label."""
     images_per_class: int | None = None
     """Training images per class per epoch; None: the largest class's training image count."""
+    negative_weight: float = 1.0
+    """'No acute infarct' gets this many times images_per_class per epoch (1: balanced)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,39 @@ class ExportConfig:
     calibration_images: int = 300
     max_softmax_delta: float = 0.01
     """Export fails when Keras and the FP16 IR (computed in f32) differ by more than this."""
+    int8_default_within: float = 0.5
+    """INT8 becomes the bundle's default variant when its top-1 (case and slice, on the test
+    split and the shifted test set) is within this many percentage points of FP16's."""
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Temperature scaling and the ``finding`` thresholds, both fitted on the validation split."""
+
+    target_specificity: float = 0.95
+    """At most 1 - this share of validation normal slices may be called acute_infarct."""
+    target_sensitivity: float = 0.95
+    """At most 1 - this share of validation infarct slices may be called no_acute_infarct."""
+
+
+@dataclass(frozen=True)
+class ScopeConfig:
+    """The in_scope head, trained when ``data.out_of_scope`` is set."""
+
+    epoch_share: float = 0.15
+    """Share of each training epoch's images that are out-of-scope images."""
+    max_wrongly_refused: float = 0.01
+    """The threshold refuses at most this share of validation DWI slices."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Start from a shipped bundle's weights (``--init-from``) instead of a fresh network."""
+
+    init_from: str | None = None
+    """A bundle folder carrying ``model.keras``; its labels must equal the label map's classes."""
+    freeze: str = "none"
+    """none, or features: the convolutional layers keep the parent's weights."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +172,9 @@ class TrainConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    scope: ScopeConfig = field(default_factory=ScopeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,6 +314,10 @@ def _validate_augment(cfg: TrainConfig, problems: list[str]) -> None:
     _check_fraction(problems, "augment.intensity", aug.intensity, high=0.9)
     _check_fraction(problems, "augment.laterality_flip", aug.laterality_flip)
     _check_positive(problems, "augment.images_per_class", aug.images_per_class)
+    if not 0.1 <= aug.negative_weight <= 50.0:
+        problems.append(
+            f"At 'augment.negative_weight': must be between 0.1 and 50, got {aug.negative_weight:g}"
+        )
 
 
 def _validate_fit(cfg: TrainConfig, problems: list[str]) -> None:
@@ -291,6 +338,15 @@ def _validate_fit(cfg: TrainConfig, problems: list[str]) -> None:
         problems.append(f"At 'fit.patience': must be 0 or more, got {fit.patience}")
     _check_fraction(problems, "fit.label_smoothing", fit.label_smoothing, high=0.5)
     _check_positive(problems, "evaluate.top_k", cfg.evaluate.top_k)
+    _check_choice(problems, "finetune.freeze", cfg.finetune.freeze, FREEZE)
+    for key, value in (
+        ("calibration.target_specificity", cfg.calibration.target_specificity),
+        ("calibration.target_sensitivity", cfg.calibration.target_sensitivity),
+    ):
+        if not 0.5 <= value <= 1.0:
+            problems.append(f"At '{key}': must be between 0.5 and 1, got {value:g}")
+    _check_fraction(problems, "scope.epoch_share", cfg.scope.epoch_share, high=0.8)
+    _check_fraction(problems, "scope.max_wrongly_refused", cfg.scope.max_wrongly_refused, high=0.5)
     _check_positive(problems, "evaluate.ece_bins", cfg.evaluate.ece_bins)
 
 
@@ -302,6 +358,8 @@ def _validate_export(cfg: TrainConfig, problems: list[str]) -> None:
     _check_positive(problems, "export.calibration_images", cfg.export.calibration_images)
     if cfg.export.max_softmax_delta <= 0:
         problems.append("At 'export.max_softmax_delta': must be above 0")
+    if not 0.0 <= cfg.export.int8_default_within <= 100.0:
+        problems.append("At 'export.int8_default_within': must be 0-100 percentage points")
     if cfg.preprocess.version != PREPROCESS_VERSION:
         problems.append(
             f"At 'preprocess.version': this build implements version {PREPROCESS_VERSION}"

@@ -15,12 +15,17 @@ Parity: the FP16 IR is compiled with ``INFERENCE_PRECISION_HINT=f32`` (so only t
 differ from Keras, not the CPU's bf16 arithmetic) and compared with Keras on the test split: the
 largest absolute softmax difference and the share of equal argmaxes. The deployed-style accuracy of
 each variant (default CPU precision) is measured on the same split.
+
+Output names: the IR's outputs are renamed ``classes`` (the softmax) and, for a two-output model,
+``in_scope`` (the sigmoid, shape ``(n, 1)``), told apart by shape; the manifest records them
+(`OUTPUT_NAMES`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +42,17 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("trainer.export")
 FP16_XML, INT8_XML = "model.xml", "model-int8.xml"
+CLASSES, IN_SCOPE = "classes", "in_scope"
 _BATCH = 128
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a network gives for a batch: class probabilities and, if it has the head, in_scope."""
+
+    classes: npt.NDArray[np.float32]
+    in_scope: npt.NDArray[np.float32] | None = None
+    """``(n,)`` in-scope probabilities."""
 
 
 def calibration_indices(
@@ -60,11 +75,35 @@ def to_openvino(model: keras.Model, workdir: Path) -> ov.Model:
     shutil.rmtree(saved, ignore_errors=True)
     try:
         model.export(str(saved), verbose=False)
-        return ov.Core().read_model(str(saved))
+        ov_model = ov.Core().read_model(str(saved))
     except (RuntimeError, ValueError, OSError) as exc:
         raise ExportError(f"converting the Keras model to OpenVINO failed: {exc}") from exc
     finally:
         shutil.rmtree(saved, ignore_errors=True)
+    name_outputs(ov_model)
+    return ov_model
+
+
+def name_outputs(ov_model: ov.Model) -> dict[str, str]:
+    """Name the outputs ``classes`` and ``in_scope`` (by shape); return role -> output name."""
+    outputs = list(ov_model.outputs)
+    if len(outputs) == 1:
+        outputs[0].get_tensor().set_names({CLASSES})
+        return {CLASSES: CLASSES}
+    for port in outputs:
+        last = port.get_partial_shape()[-1]
+        is_scope = last.is_static and last.get_length() == 1
+        port.get_tensor().set_names({IN_SCOPE if is_scope else CLASSES})
+    names = {p.get_any_name() for p in outputs}
+    if names != {CLASSES, IN_SCOPE}:
+        raise ExportError(f"cannot tell the two outputs apart by shape: {sorted(names)}")
+    return {CLASSES: CLASSES, IN_SCOPE: IN_SCOPE}
+
+
+def output_roles(ov_model: ov.Model) -> dict[str, str]:
+    """The manifest's ``outputs``: role -> IR output name."""
+    names = {p.get_any_name() for p in ov_model.outputs}
+    return {role: role for role in (CLASSES, IN_SCOPE) if role in names}
 
 
 def input_spec(ov_model: ov.Model) -> dict[str, Any]:
@@ -84,19 +123,26 @@ def quantize_int8(ov_model: ov.Model, calibration: npt.NDArray[np.float32]) -> o
         raise ExportError(f"NNCF INT8 quantisation failed: {exc}") from exc
 
 
-def predict_ir(xml: Path, inputs: npt.NDArray[np.float32], *, f32: bool) -> npt.NDArray[np.float32]:
-    """Softmax outputs of an IR on CPU; ``f32`` forces full-precision arithmetic."""
+def predict_ir(xml: Path, inputs: npt.NDArray[np.float32], *, f32: bool) -> Outputs:
+    """The outputs of an IR on CPU, by name; ``f32`` forces full-precision arithmetic."""
     config = {"INFERENCE_PRECISION_HINT": "f32"} if f32 else {}
     compiled = ov.Core().compile_model(str(xml), "CPU", config)
     request = compiled.create_infer_request()
-    out = compiled.output(0)
-    parts = [
-        np.array(request.infer([inputs[i : i + _BATCH]])[out], np.float32)
-        for i in range(0, len(inputs), _BATCH)
-    ]
-    if not parts:
-        return np.zeros((0, compiled.output(0).get_partial_shape()[1].get_length()), np.float32)
-    return np.concatenate(parts)
+    roles = {p.get_any_name(): p for p in compiled.outputs}
+    classes_port = roles.get(CLASSES, compiled.output(0))
+    scope_port = roles.get(IN_SCOPE)
+    width = classes_port.get_partial_shape()[1].get_length()
+    probs: list[npt.NDArray[np.float32]] = []
+    scope: list[npt.NDArray[np.float32]] = []
+    for i in range(0, len(inputs), _BATCH):
+        result = request.infer([inputs[i : i + _BATCH]])
+        probs.append(np.array(result[classes_port], np.float32))
+        if scope_port is not None:
+            scope.append(np.array(result[scope_port], np.float32).reshape(-1))
+    classes = np.concatenate(probs) if probs else np.zeros((0, width), np.float32)
+    if scope_port is None:
+        return Outputs(classes)
+    return Outputs(classes, np.concatenate(scope) if scope else np.zeros(0, np.float32))
 
 
 def parity(
@@ -114,14 +160,16 @@ def parity(
     }
 
 
-def write_fp16(model: keras.Model, workdir: Path, xml: Path) -> dict[str, Any]:
-    """Convert and save the FP16 IR; return its input spec."""
+def write_fp16(
+    model: keras.Model, workdir: Path, xml: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Convert and save the FP16 IR; return its input spec and output roles."""
     ov_model = to_openvino(model, workdir)
     ov.save_model(ov_model, str(xml), compress_to_fp16=True)
     log.info(
         "ir_written", variant="fp16", file=str(xml), bytes=xml.with_suffix(".bin").stat().st_size
     )
-    return input_spec(ov_model)
+    return input_spec(ov_model), output_roles(ov_model)
 
 
 def write_int8(

@@ -1,4 +1,12 @@
-"""Fit a network on the cached training tensors, one log line per epoch."""
+"""Fit a network on the cached training tensors, one log line per epoch.
+
+With out-of-scope images (`ScopeImages`) the network gets the ``in_scope`` head and both outputs
+are trained together, the class loss masked for out-of-scope images (`trainer.inputs`). With
+``init`` (``--init-from``) training starts from a shipped model's weights, optionally with the
+convolutional layers frozen (``finetune.freeze: features``); a parent with an ``in_scope`` head
+fine-tuned without out-of-scope images keeps that head's weights (its loss weight is 0 and the
+layer is frozen), since DWI slices alone would teach it that everything is in scope.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +21,15 @@ import structlog
 import tensorflow as tf
 
 from trainer.augment import Augmenter
-from trainer.inputs import balanced_epochs, model_inputs, steps_per_epoch, training_dataset
-from trainer.model import build_model
+from trainer.inputs import (
+    OUT_OF_SCOPE,
+    add_out_of_scope,
+    balanced_epochs,
+    model_inputs,
+    steps_per_epoch,
+    training_dataset,
+)
+from trainer.model import SCOPE_OUTPUT, build_model, freeze_features, has_scope_head
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
@@ -35,6 +50,24 @@ class FitResult:
     images_per_class: int
     steps_per_epoch: int
     stopped_by_time: bool
+    frozen: tuple[str, ...] = ()
+    """Layers that kept their initial weights."""
+
+
+@dataclass(frozen=True)
+class ScopeImages:
+    """Out-of-scope images for the in_scope head: training and validation grey planes."""
+
+    train_grey: npt.NDArray[np.floating]
+    val_grey: npt.NDArray[np.floating]
+
+
+_RENAMES = {
+    "probabilities_accuracy": "accuracy",
+    "val_probabilities_accuracy": "val_accuracy",
+    "probabilities_loss": "class_loss",
+    "val_probabilities_loss": "val_class_loss",
+}
 
 
 class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships no types
@@ -117,39 +150,82 @@ def fit(
     val_labels: npt.NDArray[np.integer],
     num_classes: int,
     mirror: npt.NDArray[np.int32],
+    scope: ScopeImages | None = None,
+    init: keras.Model | None = None,
+    negative: int | None = None,
 ) -> FitResult:
-    """Train ``cfg.model.architecture`` with class-balanced, augmented batches."""
+    """Train ``cfg.model.architecture`` (or ``init``) with class-balanced, augmented batches.
+
+    ``negative`` is the index of 'No acute infarct' (``augment.negative_weight`` applies to it).
+    """
     seed_everything(cfg.seed, deterministic=cfg.fit.deterministic)
     size, channels = cfg.preprocess.input_size, cfg.preprocess.channels
     plan = balanced_epochs(
-        train_labels, epochs=cfg.fit.epochs, per_class=cfg.augment.images_per_class, seed=cfg.seed
+        train_labels,
+        epochs=cfg.fit.epochs,
+        per_class=cfg.augment.images_per_class,
+        seed=cfg.seed,
+        weights=None if negative is None else {negative: cfg.augment.negative_weight},
     )
+    grey, labels = train_grey, np.asarray(train_labels, np.int64)
+    if scope is not None and len(scope.train_grey):
+        plan = add_out_of_scope(
+            plan,
+            offset=len(train_grey),
+            count=len(scope.train_grey),
+            share=cfg.scope.epoch_share,
+            seed=cfg.seed,
+        )
+        grey = np.concatenate([train_grey, scope.train_grey.astype(train_grey.dtype)])
+        labels = np.concatenate([labels, np.full(len(scope.train_grey), OUT_OF_SCOPE, np.int64)])
+    if init is not None:
+        model = init
+        two = has_scope_head(model)
+    else:
+        two = scope is not None
+        model = build_model(
+            cfg.model.architecture,
+            num_classes,
+            (size, size, channels),
+            cfg.model.dropout,
+            in_scope=two,
+        )
+    frozen = freeze_features(model) if cfg.finetune.freeze == "features" else []
+    train_scope = two and scope is not None
+    if two and not train_scope:
+        model.get_layer(SCOPE_OUTPUT).trainable = False
+        frozen.append(SCOPE_OUTPUT)
     steps = steps_per_epoch(plan, cfg.fit.batch_size)
     augmenter = Augmenter(cfg.augment, mirror, size=size, channels=channels)
     dataset = training_dataset(
-        train_grey,
-        train_labels,
+        grey,
+        labels,
         plan,
         augmenter,
         batch_size=cfg.fit.batch_size,
         num_classes=num_classes,
         seed=cfg.seed,
+        two_outputs=two,
     )
-    model = build_model(
-        cfg.model.architecture, num_classes, (size, size, channels), cfg.model.dropout
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(cfg, steps)),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.fit.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
-    validation = None
-    if len(val_labels):
-        validation = (
-            model_inputs(val_grey, channels),
-            keras.utils.to_categorical(val_labels, num_classes),
+    class_loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.fit.label_smoothing)
+    accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    if two:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(cfg, steps)),
+            loss=[class_loss, keras.losses.BinaryCrossentropy()],
+            loss_weights=[1.0, 1.0 if train_scope else 0.0],
+            metrics=[[accuracy], [keras.metrics.BinaryAccuracy(name="accuracy")]],
         )
+    else:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(cfg, steps)),
+            loss=class_loss,
+            metrics=[accuracy],
+        )
+    validation = _validation(val_grey, val_labels, scope, num_classes, channels, two=two)
     monitor = cfg.fit.monitor if validation is not None else "loss"
+    if two and monitor == "val_accuracy":
+        monitor = "val_probabilities_accuracy"
     keeper = keras.callbacks.EarlyStopping(
         monitor=monitor,
         mode="max" if monitor.endswith("accuracy") else "min",
@@ -161,7 +237,11 @@ def fit(
         "training",
         architecture=cfg.model.architecture,
         parameters=model.count_params(),
+        in_scope_head=two,
+        init_from=cfg.finetune.init_from,
+        frozen=frozen,
         train_slices=len(train_labels),
+        out_of_scope_images=0 if scope is None else len(scope.train_grey),
         classes_in_training=len(plan.classes),
         images_per_class=plan.per_class,
         steps_per_epoch=steps,
@@ -179,7 +259,9 @@ def fit(
         verbose=0,
     )
     seconds = time.monotonic() - started
-    curves = {k: [float(v) for v in values] for k, values in history.history.items()}
+    curves = {
+        _RENAMES.get(k, k): [float(v) for v in values] for k, values in history.history.items()
+    }
     epochs_run = len(curves.get("loss", []))
     best_epoch = (keeper.best_epoch + 1) if keeper.best_weights is not None else epochs_run
     log.info("trained", seconds=round(seconds, 1), epochs_run=epochs_run, best_epoch=best_epoch)
@@ -192,4 +274,29 @@ def fit(
         images_per_class=plan.per_class,
         steps_per_epoch=steps,
         stopped_by_time=budget.reached,
+        frozen=tuple(frozen),
     )
+
+
+def _validation(
+    val_grey: npt.NDArray[np.floating],
+    val_labels: npt.NDArray[np.integer],
+    scope: ScopeImages | None,
+    num_classes: int,
+    channels: int,
+    *,
+    two: bool,
+) -> tuple[Any, ...] | None:
+    """Validation data in the shape the compiled model expects (None: no validation cases)."""
+    if not len(val_labels):
+        return None
+    one_hot = keras.utils.to_categorical(val_labels, num_classes)
+    if not two:
+        return (model_inputs(val_grey, channels), one_hot)
+    oos = (
+        scope.val_grey if scope is not None else np.zeros((0, *val_grey.shape[1:]), val_grey.dtype)
+    )
+    inputs = model_inputs(np.concatenate([val_grey, oos.astype(val_grey.dtype)]), channels)
+    one_hot = np.concatenate([one_hot, np.zeros((len(oos), num_classes), one_hot.dtype)])
+    in_scope = np.concatenate([np.ones(len(val_labels)), np.zeros(len(oos))]).astype(np.float32)
+    return (inputs, (one_hot, in_scope[:, None]), (in_scope, np.ones_like(in_scope)))

@@ -11,6 +11,18 @@ A bundle is a folder (shipped as a ``.tar.gz`` of it)::
     preprocess.json      `daemon.shared.preprocess.PreprocessSpec` used in training
     metrics.json         the training run's full metrics
     model_card.md        data, split, metrics, intended use
+    model.keras          optional: the Keras model, for fine-tuning (``keras_model``)
+
+Optional manifest fields (absent in older bundles, which load exactly as before; read into
+`Bundle` when present, each checked):
+
+    outputs      {"classes": NAME, "in_scope": NAME}: the IR output names by role. Without it the
+                 network has one output, the class probabilities. With "in_scope" it has two.
+    calibration  {"method": "temperature", "temperature": T, ...}: serve softmax(log(p) / T).
+    thresholds   {"finding": {"negative_class", "acute_infarct", "no_acute_infarct", ...},
+                  "in_scope": {"threshold", ...}}: see docs/training.md.
+    parent       {"name", "version", "sha256"}: the bundle this one was fine-tuned from.
+    keras_model  the listed file holding the Keras model.
 
 Every file except ``manifest.json`` and ``manifest.sig`` must be listed in the manifest and match
 its sha256; an unlisted file is an error too, so what is verified is exactly what is loaded.
@@ -77,6 +89,16 @@ class Bundle:
     preprocess: PreprocessSpec
     variants: dict[str, Variant]
     manifest: dict[str, Any]
+    outputs: dict[str, str] | None = None
+    """IR output name by role (``classes``, ``in_scope``); None: one output, the classes."""
+    temperature: float | None = None
+    """Calibration temperature; None: serve the network's probabilities as they are."""
+    finding_thresholds: dict[str, Any] | None = None
+    """``thresholds.finding`` of the manifest: negative_class, acute_infarct, no_acute_infarct."""
+    in_scope_threshold: float | None = None
+    """Refuse an image whose in_scope output is below this (two-output bundles)."""
+    parent: dict[str, str] | None = None
+    """name, version, sha256 of the bundle this one was fine-tuned from."""
 
     def variant(self, preferred: str) -> Variant:
         """The named variant, or the bundle's default (``fp16``) when it does not carry it."""
@@ -173,6 +195,91 @@ def _read_variants(root: Path, manifest: dict[str, Any], problems: list[str]) ->
     return variants
 
 
+_ROLES = ("classes", "in_scope")
+
+
+def _probability(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def _read_outputs(manifest: dict[str, Any], problems: list[str]) -> dict[str, str] | None:
+    outputs = manifest.get("outputs")
+    if outputs is None:
+        return None
+    if (
+        not isinstance(outputs, dict)
+        or "classes" not in outputs
+        or not set(outputs) <= set(_ROLES)
+        or not all(isinstance(v, str) and v for v in outputs.values())
+    ):
+        problems.append(
+            "manifest 'outputs' must map 'classes' (and optionally 'in_scope') to output names"
+        )
+        return None
+    return dict(outputs)
+
+
+def _read_temperature(manifest: dict[str, Any], problems: list[str]) -> float | None:
+    calibration = manifest.get("calibration")
+    if calibration is None:
+        return None
+    t = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if (
+        not isinstance(calibration, dict)
+        or calibration.get("method") != "temperature"
+        or not isinstance(t, int | float)
+        or isinstance(t, bool)
+        or not 0.0 < t < 1000.0
+    ):
+        problems.append(
+            "manifest 'calibration' must be {'method': 'temperature', 'temperature': T > 0}"
+        )
+        return None
+    return float(t)
+
+
+def _read_thresholds(
+    manifest: dict[str, Any], labels: Any, outputs: dict[str, str] | None, problems: list[str]
+) -> tuple[dict[str, Any] | None, float | None]:
+    thresholds = manifest.get("thresholds")
+    if thresholds is None:
+        return None, None
+    if not isinstance(thresholds, dict):
+        problems.append("manifest 'thresholds' must be a mapping")
+        return None, None
+    finding = thresholds.get("finding")
+    if finding is not None and (
+        not isinstance(finding, dict)
+        or not _probability(finding.get("acute_infarct"))
+        or not _probability(finding.get("no_acute_infarct"))
+        or not isinstance(labels, list)
+        or finding.get("negative_class") not in labels
+    ):
+        problems.append(
+            "thresholds.finding needs acute_infarct and no_acute_infarct in [0, 1] and a "
+            "negative_class named in labels.json"
+        )
+        finding = None
+    scope = thresholds.get("in_scope")
+    value = scope.get("threshold") if isinstance(scope, dict) else None
+    if scope is not None and (not _probability(value) or "in_scope" not in (outputs or {})):
+        problems.append("thresholds.in_scope needs a threshold in [0, 1] and an in_scope output")
+        value = None
+    return finding, (float(value) if value is not None else None)
+
+
+def _read_parent(manifest: dict[str, Any], problems: list[str]) -> dict[str, str] | None:
+    parent = manifest.get("parent")
+    if parent is None:
+        return None
+    if not isinstance(parent, dict) or not all(
+        isinstance(parent.get(k), str) for k in ("name", "version", "sha256")
+    ):
+        problems.append("manifest 'parent' must give the parent's name, version and sha256")
+        return None
+    return {k: parent[k] for k in ("name", "version", "sha256")}
+
+
 def load_bundle(path: Path) -> Bundle:
     """Verify a bundle folder and read its labels, preprocessing and variants.
 
@@ -200,6 +307,13 @@ def load_bundle(path: Path) -> Bundle:
     default = manifest.get("default_variant", "fp16")
     if variants and default not in variants:
         problems.append(f"default_variant {default!r} is not one of the variants")
+    outputs = _read_outputs(manifest, problems)
+    temperature = _read_temperature(manifest, problems)
+    finding, in_scope = _read_thresholds(manifest, labels, outputs, problems)
+    parent = _read_parent(manifest, problems)
+    keras_model = manifest.get("keras_model")
+    if keras_model is not None and keras_model not in manifest["files"]:
+        problems.append(f"keras_model {keras_model!r} is not a file the manifest lists")
     if problems:
         raise BundleError(str(root), problems)
     return Bundle(
@@ -212,6 +326,11 @@ def load_bundle(path: Path) -> Bundle:
         preprocess=spec,
         variants=variants,
         manifest=manifest,
+        outputs=outputs,
+        temperature=temperature,
+        finding_thresholds=finding,
+        in_scope_threshold=in_scope,
+        parent=parent,
     )
 
 
