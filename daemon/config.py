@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from daemon.errors import ConfigError
+from daemon.shared.dicom_scope import B_RANGE
 
 # Pillow warns above this many pixels and refuses above twice as many: ``limits.max_pixels`` stays
 # at or below it so that our own check, with its clear error code, always fires first.
@@ -114,6 +115,10 @@ class LimitsConfig:
     max_attempts: int = field(default=3, metadata=_bounds(1, maximum=100))
     """A claim that was in flight when the daemon (or its worker) died this many times in a row is
     set aside into failed/ with a ``REPEATED_CRASH`` report instead of being taken up again."""
+    b_value_min: float = field(default=B_RANGE[0], metadata=_bounds(0, maximum=10_000))
+    b_value_max: float = field(default=B_RANGE[1], metadata=_bounds(0, maximum=10_000))
+    """A DICOM file declaring a b-value (s/mm²) outside ``b_value_min`` .. ``b_value_max`` gets a
+    ``not_analysed`` report with reason ``NOT_B1000`` (`daemon.shared.dicom_scope`)."""
 
 
 @dataclass(frozen=True)
