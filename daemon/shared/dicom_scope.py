@@ -31,6 +31,7 @@ Shared (daemon and trainer): the rules need nothing but the parsed header.
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +48,17 @@ NOT_B1000 = "NOT_B1000"
 CODES = (NOT_MR, NOT_DWI, NOT_B1000)
 """Every reason code of this module, in the order the rules are tried."""
 
-_DIFFUSION = re.compile(r"DWI|DIFFUSION|TRACE|\bEP2D_DIFF|\bDIFF\b|\bB\s?1000\b", re.IGNORECASE)
+
+def _word(pattern: str) -> re.Pattern[str]:
+    """``pattern`` with no letter right before or after it (``_``, digits, spaces may touch)."""
+    return re.compile(rf"(?<![A-Z])(?:{pattern})(?![A-Z])", re.IGNORECASE)
+
+
+_DIFFUSION = _word(r"DWI|DIFFUSION|DIFF|TRACEW?|EP2D_DIFF|B\s?1000")
 _NOT_DWI = (
-    ("an ADC map", re.compile(r"(?<![A-Z0-9])E?ADC(?![A-Z0-9])", re.IGNORECASE)),
-    ("FLAIR", re.compile(r"FLAIR|\bTIRM\b|\bDARK[\s_-]?FLUID\b", re.IGNORECASE)),
-    ("a localizer", re.compile(r"LOCALI[SZ]ER|\bSCOUT\b|\bSURVEY\b|\bLOC\b", re.IGNORECASE)),
+    ("an ADC map", _word(r"E?ADC")),
+    ("FLAIR", _word(r"FLAIR|TIRM|DARK[\s_-]?FLUID")),
+    ("a localizer", _word(r"LOCALI[SZ]ER|SCOUT|SURVEY|LOC")),
 )
 _WEIGHTING = re.compile(r"(?<![A-Z0-9])T[12](?:W|WI)?(?![A-Z0-9])", re.IGNORECASE)
 """T1, T2, T1W, T2WI as a word of their own (``T2*`` too; not ``TRACEW`` or ``ep2d``)."""
@@ -127,8 +134,8 @@ def b_value_of(ds: Any) -> tuple[float | None, str | None]:
 
 def _number(value: Any) -> float | None:
     """The first number in an element's value (a number, a list of them, text or raw bytes)."""
-    if isinstance(value, bytes):  # a private tag read without its VR: text in most exports
-        value = value.decode("latin-1", "replace").strip("\x00 ")
+    if isinstance(value, bytes):  # a private tag read without its VR (implicit VR files)
+        value = _from_bytes(value)
     if isinstance(value, str):
         value = value.split("\\")[0]
     elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
@@ -138,6 +145,19 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if number == number and abs(number) != float("inf") else None  # noqa: PLR0124
+
+
+def _from_bytes(raw: bytes) -> Any:
+    """An implicit-VR private value: IS/DS text, else a little-endian FL (4 bytes) or FD (8)."""
+    text = raw.decode("latin-1").strip("\x00 ")
+    if text and all(c in "0123456789+-.eE\\ " for c in text):
+        return text
+    if len(raw) in _FLOAT_FORMATS:
+        return struct.unpack(_FLOAT_FORMATS[len(raw)], raw)[0]
+    return None
+
+
+_FLOAT_FORMATS = {4: "<f", 8: "<d"}
 
 
 def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope | None:
