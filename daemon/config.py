@@ -115,6 +115,9 @@ class LimitsConfig:
     max_attempts: int = field(default=3, metadata=_bounds(1, maximum=100))
     """A claim that was in flight when the daemon (or its worker) died this many times in a row is
     set aside into failed/ with a ``REPEATED_CRASH`` report instead of being taken up again."""
+    dicom_header_rules: bool = True
+    """A DICOM file whose header says it is not a DWI b1000 MR slice gets a ``not_analysed``
+    report (`daemon.shared.dicom_scope`); ``False`` analyses every DICOM whatever it says."""
     b_value_min: float = field(default=B_RANGE[0], metadata=_bounds(0, maximum=10_000))
     b_value_max: float = field(default=B_RANGE[1], metadata=_bounds(0, maximum=10_000))
     """A DICOM file declaring a b-value (s/mm²) outside ``b_value_min`` .. ``b_value_max`` gets a

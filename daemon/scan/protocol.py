@@ -43,8 +43,9 @@ class ScanSetup:
     top_k: int
     area: ClaimArea
     inference: InferenceConfig
-    b_range: tuple[float, float] = B_RANGE
-    """b-values (s/mm²) a DICOM file may declare and still be analysed (``limits.b_value_*``)."""
+    b_range: tuple[float, float] | None = B_RANGE
+    """b-values (s/mm²) a DICOM file may declare and still be analysed (``limits.b_value_*``);
+    ``None``: the DICOM header rules are off (``limits.dicom_header_rules: false``)."""
 
 
 @dataclass(frozen=True)

@@ -168,12 +168,13 @@ def decode_claim(
     spec: PreprocessSpec,
     limits: DecodeLimits,
     max_bytes: int,
-    b_range: tuple[float, float] = B_RANGE,
+    b_range: tuple[float, float] | None = B_RANGE,
 ) -> Decoded | Rejected | NotAnalysed:
     """Read, hash, decode and preprocess one claimed file.
 
     A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
-    b-values accepted in ``b_range``) becomes a `NotAnalysed`, before preprocessing and inference.
+    b-values accepted in ``b_range``) becomes a `NotAnalysed`, before preprocessing and inference
+    (``b_range`` None: no header rule is applied).
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
     ``INTERNAL_ERROR`` and logs the traceback).
     """
@@ -191,7 +192,7 @@ def decode_claim(
             bits=image.bits,
             dicom=image.dicom,
         )
-        if image.dicom is not None:
+        if image.dicom is not None and b_range is not None:
             reason = judge(image.dicom.header, b_range)
             if reason is not None:
                 return NotAnalysed(claim, source, reason, _ms_since(started))

@@ -130,7 +130,7 @@ class ScanWorker:
         return [*commit([r for r in results if r is not None], setup), *later]
 
     def _decode(
-        self, claim: Claim, spec: Any, b_range: tuple[float, float]
+        self, claim: Claim, spec: Any, b_range: tuple[float, float] | None
     ) -> Decoded | Rejected | NotAnalysed:
         """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""
         try:

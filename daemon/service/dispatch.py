@@ -130,7 +130,9 @@ class Pipeline:
             config.inference.top_k,
             area,
             config.inference,
-            (config.limits.b_value_min, config.limits.b_value_max),
+            (config.limits.b_value_min, config.limits.b_value_max)
+            if config.limits.dicom_header_rules
+            else None,
         )
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True
