@@ -549,8 +549,8 @@ class Service:
     def _status_line(self, pipeline: Pipeline, info: ModelInfo) -> str:
         snap = self.counters.snapshot()
         line = (
-            f"{self._state}: processed {snap.processed}, not analysed {snap.not_analysed}, "
-            f"failed {snap.failed}, "
+            f"{self._state}: processed {snap.processed}, failed {snap.failed}, "
+            f"not analysed {snap.not_analysed}, "
             f"pending {pipeline.pending}; model {info.name} {info.version} "
             f"({info.precision} on {info.device_used})"
         )
