@@ -311,6 +311,12 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
         problems.append(
             "At 'model.require_signature': true needs 'model.public_key' to name the public key"
         )
+    limits = values["limits"]
+    if limits is not _INVALID and limits.b_value_min > limits.b_value_max:
+        problems.append(
+            f"At 'limits.b_value_min': {limits.b_value_min:g} must not exceed "
+            f"'limits.b_value_max' ({limits.b_value_max:g})"
+        )
     incoming = values["incoming"]
     for key in ("reports", "work"):
         folder = values[key]

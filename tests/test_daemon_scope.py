@@ -25,6 +25,7 @@ from daemon_support import (
 )
 from structlog.testing import capture_logs
 
+from daemon.errors import ConfigError
 from daemon.service.status import describe
 from daemon.shared.dicom_scope import B_RANGE, CODES, Header, judge
 
@@ -172,6 +173,12 @@ def test_scan_log_line_says_not_analysed_and_the_code(outcome) -> None:
     assert {e["status"] for e in refused} == {"not_analysed"}
     text = str(outcome["logs"])
     assert not any(name in text for name in (*REFUSED, *ANALYSED))
+
+
+def test_an_empty_b_range_is_a_config_error(tmp_path) -> None:
+    """limits.b_value_min above b_value_max would refuse every b: the config is refused."""
+    with pytest.raises(ConfigError, match="b_value_min"):
+        make_config(tmp_path, limits={"b_value_min": 1600, "b_value_max": 700})
 
 
 @pytest.mark.parametrize(
