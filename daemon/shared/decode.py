@@ -89,8 +89,9 @@ class DicomInfo:
     frames: int
     frame_used: int
     photometric: str
-    header: Header = field(default_factory=Header)
-    """What `daemon.shared.dicom_scope` judges the file by (never written into reports)."""
+    header: Header = field(default_factory=Header, compare=False)
+    """What `daemon.shared.dicom_scope` judges the file by (never written into reports; not part
+    of equality, which stays that of the attributes reports carry)."""
 
 
 @dataclass(frozen=True)

@@ -96,25 +96,28 @@ def read_header(ds: Any) -> Header:
     """The attributes the rules need, from a pydicom ``Dataset``."""
     modality = ds.get("Modality")
     texts: list[tuple[str, str]] = []
-    image_type = ds.get("ImageType")
-    if image_type is not None:
-        values = image_type if isinstance(image_type, list | tuple) else [image_type]
-        texts.extend(("ImageType", str(v)) for v in values if v)
+    texts.extend(("ImageType", value) for value in _values(ds.get("ImageType")))
     for keyword in ("SeriesDescription", "ProtocolName", "SequenceName"):
         value = ds.get(keyword)
         if value:
             texts.append((keyword, str(value)))
-    sequence = ds.get("ScanningSequence")
-    if isinstance(sequence, list | tuple) or type(sequence).__name__ == "MultiValue":
-        sequence = "\\".join(str(v) for v in sequence)
+    sequence = "\\".join(_values(ds.get("ScanningSequence"))) or None
     b_value, tag = b_value_of(ds)
     return Header(
         str(modality) if modality else None,
-        str(sequence) if sequence else None,
+        sequence,
         tuple(texts),
         b_value,
         tag,
     )
+
+
+def _values(value: Any) -> list[str]:
+    """A text attribute's values (a ``MultiValue`` or one ``str``), empty ones left out."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str | bytes) else list(value)
+    return [str(item) for item in items if item]
 
 
 def b_value_of(ds: Any) -> tuple[float | None, str | None]:
@@ -138,7 +141,7 @@ def _number(value: Any) -> float | None:
         value = _from_bytes(value)
     if isinstance(value, str):
         value = value.split("\\")[0]
-    elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+    elif not isinstance(value, int | float) and hasattr(value, "__len__"):  # MultiValue, list
         value = value[0] if len(value) else None
     try:
         number = float(value)
