@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from daemon.errors import ConfigError
+from daemon.shared.dicom_scope import B_RANGE
 
 # Pillow warns above this many pixels and refuses above twice as many: ``limits.max_pixels`` stays
 # at or below it so that our own check, with its clear error code, always fires first.
@@ -114,6 +115,13 @@ class LimitsConfig:
     max_attempts: int = field(default=3, metadata=_bounds(1, maximum=100))
     """A claim that was in flight when the daemon (or its worker) died this many times in a row is
     set aside into failed/ with a ``REPEATED_CRASH`` report instead of being taken up again."""
+    dicom_header_rules: bool = True
+    """A DICOM file whose header says it is not a DWI b1000 MR slice gets a ``not_analysed``
+    report (`daemon.shared.dicom_scope`); ``False`` analyses every DICOM whatever it says."""
+    b_value_min: float = field(default=B_RANGE[0], metadata=_bounds(0, maximum=10_000))
+    b_value_max: float = field(default=B_RANGE[1], metadata=_bounds(0, maximum=10_000))
+    """A DICOM file declaring a b-value (s/mm²) outside ``b_value_min`` .. ``b_value_max`` gets a
+    ``not_analysed`` report with reason ``NOT_B1000`` (`daemon.shared.dicom_scope`)."""
 
 
 @dataclass(frozen=True)
@@ -302,6 +310,12 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     if model is not _INVALID and model.require_signature and model.public_key is None:
         problems.append(
             "At 'model.require_signature': true needs 'model.public_key' to name the public key"
+        )
+    limits = values["limits"]
+    if limits is not _INVALID and limits.b_value_min > limits.b_value_max:
+        problems.append(
+            f"At 'limits.b_value_min': {limits.b_value_min:g} must not exceed "
+            f"'limits.b_value_max' ({limits.b_value_max:g})"
         )
     incoming = values["incoming"]
     for key in ("reports", "work"):

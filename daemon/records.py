@@ -1,7 +1,8 @@
 """The values a scan carries from claim to report. Frozen: no step changes another step's data.
 
 Claim ──decode──> Decoded ──infer──> ScanResult ──report──> JSON + outcome ──> Finished
-   └──────────────(bad input)──────> ScanResult(failure=...)
+   ├──────────────(bad input)──────> ScanResult(failure=...)
+   └──(not a DWI b1000 slice)──────> ScanResult(reason=...)
 
 A scan worker process goes the whole way and sends the daemon a `Finished` per claim
 (`daemon.scan.protocol`, with every other message that crosses the pipe).
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from daemon.shared.decode import DicomInfo
+    from daemon.shared.dicom_scope import OutOfScope
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,20 @@ class ScanResult:
     failure: Failure | None = None
     decode_ms: float | None = None
     infer_ms: float | None = None
+    reason: OutOfScope | None = None
+    """Set when the file is not a DWI b1000 slice (``not_analysed``): no prediction, no failure."""
 
     @property
     def ok(self) -> bool:
-        """True when there is a prediction."""
+        """True when nothing failed: a prediction, or a file found out of scope."""
         return self.failure is None
+
+    @property
+    def status(self) -> str:
+        """The report's ``status``: ``ok``, ``not_analysed`` or ``error``."""
+        if self.failure is not None:
+            return "error"
+        return "ok" if self.reason is None else "not_analysed"
 
     @functools.cached_property
     def scan_id(self) -> str:

@@ -150,7 +150,10 @@ _build_inputs()
 def outcome(tmp_path_factory) -> dict[str, Any]:
     """One --once run over every good and bad input; its reports and folders."""
     root = tmp_path_factory.mktemp("inputs")
-    config = make_config(root, limits={"max_file_bytes": 250_000}, watch={"stable_s": 0})
+    # pydicom's files are T2 spin echo, CT...: decoded either way, refused after decoding by the
+    # header rules (tests/test_daemon_scope.py). Off here, so each gets the prediction compared.
+    limits = {"max_file_bytes": 250_000, "dicom_header_rules": False}
+    config = make_config(root, limits=limits, watch={"stable_s": 0})
     config.incoming.mkdir(parents=True)
     for name, data in GOOD.items():
         (config.incoming / name).write_bytes(data)
@@ -314,7 +317,9 @@ def test_reading_a_claimed_file_stops_at_its_end_or_at_the_limit(
 def test_real_mr_series_from_pydicom_data_are_classified(tmp_path: Path) -> None:
     """Larger real MR files (uncompressed, 1024x1024, RLE) from pydicom-data get predictions."""
     names = ["MR2_UNCI.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm"]
-    config = make_config(tmp_path, watch={"stable_s": 0})
+    # pydicom's files are T2 spin echo, CT...: decoded either way, refused after decoding by the
+    # header rules (tests/test_daemon_scope.py). Off here, so each gets the prediction compared.
+    config = make_config(tmp_path, watch={"stable_s": 0}, limits={"dicom_header_rules": False})
     config.incoming.mkdir(parents=True)
     for name in names:
         shutil.copy(PYDICOM_DATA / name, config.incoming / name)

@@ -19,12 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from daemon.shared.dicom_scope import B_RANGE
+
 if TYPE_CHECKING:
     from pathlib import Path
 
     from daemon.config import InferenceConfig
     from daemon.intake.claims import ClaimArea
     from daemon.records import Claim, Failure
+    from daemon.shared.dicom_scope import OutOfScope
 
 READY = "ready"
 """What a worker sends once it has started and warmed up its decoders."""
@@ -40,6 +43,9 @@ class ScanSetup:
     top_k: int
     area: ClaimArea
     inference: InferenceConfig
+    b_range: tuple[float, float] | None = B_RANGE
+    """b-values (s/mm²) a DICOM file may declare and still be analysed (``limits.b_value_*``);
+    ``None``: the DICOM header rules are off (``limits.dicom_header_rules: false``)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,10 @@ class Finished:
     """Why the input could not be moved or deleted (it stays in processing/)."""
     errno: int | None = None
     """The ``errno`` of ``write_error`` or ``outcome_error`` (the storage guard's reason)."""
+    reason: OutOfScope | None = None
+    """Set for a ``not_analysed`` report: why the file got no prediction."""
 
     @property
     def ok(self) -> bool:
-        """True when the scan has a prediction."""
+        """True when nothing failed: a prediction, or a file found out of scope (``reason``)."""
         return self.failure is None

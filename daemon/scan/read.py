@@ -34,6 +34,7 @@ from daemon.errors import (
 )
 from daemon.records import Claim, Decoded, Failure, Source
 from daemon.shared.decode import DecodeLimits, decode
+from daemon.shared.dicom_scope import B_RANGE, OutOfScope, judge
 from daemon.shared.preprocess import PreprocessSpec, preprocess
 
 _KINDS = (
@@ -79,6 +80,16 @@ class Rejected:
     decode_ms: float
     fingerprint: Fingerprint | None = None
     """Set for `RECHECK_CODES`: the file before it was read, to see whether it changes."""
+
+
+@dataclass(frozen=True)
+class NotAnalysed:
+    """A claim whose header says it is not a DWI b1000 slice: a ``not_analysed`` report."""
+
+    claim: Claim
+    source: Source
+    reason: OutOfScope
+    decode_ms: float
 
 
 class Refused(Exception):  # noqa: N818 - a signal carrying what was learnt before failing
@@ -153,10 +164,17 @@ def _read_up_to(fd: int, size: int, limit: int) -> bytes:
 
 
 def decode_claim(
-    claim: Claim, spec: PreprocessSpec, limits: DecodeLimits, max_bytes: int
-) -> Decoded | Rejected:
+    claim: Claim,
+    spec: PreprocessSpec,
+    limits: DecodeLimits,
+    max_bytes: int,
+    b_range: tuple[float, float] | None = B_RANGE,
+) -> Decoded | Rejected | NotAnalysed:
     """Read, hash, decode and preprocess one claimed file.
 
+    A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
+    b-values accepted in ``b_range``) becomes a `NotAnalysed`, before preprocessing and inference
+    (``b_range`` None: no header rule is applied).
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
     ``INTERNAL_ERROR`` and logs the traceback).
     """
@@ -174,6 +192,10 @@ def decode_claim(
             bits=image.bits,
             dicom=image.dicom,
         )
+        if image.dicom is not None and b_range is not None:
+            reason = judge(image.dicom.header, b_range)
+            if reason is not None:
+                return NotAnalysed(claim, source, reason, _ms_since(started))
         tensor = preprocess(image.pixels, spec)
     except Refused as refused:
         source, error = refused.source, refused.error

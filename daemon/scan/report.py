@@ -172,12 +172,12 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
                 lb: round(pr, 6) for lb, pr in zip(p.labels, p.probabilities, strict=True)
             },
         }
-    failure = result.failure
+    failure, reason = result.failure, result.reason
     model = result.model
-    return {
+    report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "id": result.scan_id,
-        "status": "ok" if result.ok else "error",
+        "status": result.status,
         "source": _source(result.source),
         "model": _model(model),
         "device": {"requested": model.device_requested, "used": model.device_used},
@@ -193,6 +193,12 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
         "generator": {"name": GENERATOR, "version": VERSION},
         "disclaimer": DISCLAIMER,
     }
+    if reason is None:  # ok and error reports carry no ``reason`` at all
+        return report
+    items = list(report.items())
+    after_error = [key for key, _ in items].index("error") + 1
+    why = {"code": reason.code, "message": reason.message}
+    return dict([*items[:after_error], ("reason", why), *items[after_error:]])
 
 
 def report_path(folder: Path, result: ScanResult) -> Path:

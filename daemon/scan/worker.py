@@ -32,7 +32,7 @@ from daemon.fs import write_atomic_group
 from daemon.records import Decoded, Failure, Prediction, ScanResult, Source
 from daemon.scan.inference import Engine
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
-from daemon.scan.read import Refused, Rejected, decode_claim, read_claimed
+from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
 from daemon.shared.bundle import load_bundle
 
@@ -108,19 +108,13 @@ class ScanWorker:
         decoded: list[Decoded | None] = [None] * len(claims)
         later: list[Finished | Rejected] = []
         for index, claim in enumerate(claims):
-            outcome = self._decode(claim, spec)
+            outcome = self._decode(claim, spec, setup.b_range)
             if isinstance(outcome, Rejected) and outcome.fingerprint is not None:
                 later.append(outcome)  # maybe still being written: the daemon looks again
-            elif isinstance(outcome, Rejected):
-                results[index] = ScanResult(
-                    claim,
-                    outcome.source,
-                    info,
-                    failure=outcome.failure,
-                    decode_ms=outcome.decode_ms,
-                )
-            else:
+            elif isinstance(outcome, Decoded):
                 decoded[index] = outcome
+            else:
+                results[index] = unscanned_result(info, outcome)
         # Inference after decoding, not interleaved with it: the callbacks then never wait for this
         # thread's GIL, and the other workers keep the cores busy meanwhile (docs/performance.md,
         # Experiments).
@@ -135,15 +129,32 @@ class ScanWorker:
                 results[index] = inferred_result(info, job, None, 0.0, "OpenVINO never answered")
         return [*commit([r for r in results if r is not None], setup), *later]
 
-    def _decode(self, claim: Claim, spec: Any) -> Decoded | Rejected:
+    def _decode(
+        self, claim: Claim, spec: Any, b_range: tuple[float, float] | None
+    ) -> Decoded | Rejected | NotAnalysed:
         """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""
         try:
-            return decode_claim(claim, spec, self._limits, self._max_bytes)
+            return decode_claim(claim, spec, self._limits, self._max_bytes, b_range)
         except Exception as exc:  # noqa: BLE001 - one claim's bug must not take the batch down
             error = InternalError(f"unexpected {type(exc).__name__} while decoding: {exc}")
             trace = traceback.format_exc(limit=-3)
             failure = Failure(error.code, f"{error.message} ({trace.strip().splitlines()[-1]})")
             return Rejected(claim, source_of(claim, self._max_bytes), failure, 0.0)
+
+
+def unscanned_result(model: ModelInfo, outcome: Rejected | NotAnalysed) -> ScanResult:
+    """A claim that never reaches inference: its failure, or why it is out of scope."""
+    if isinstance(outcome, NotAnalysed):
+        return ScanResult(
+            outcome.claim,
+            outcome.source,
+            model,
+            decode_ms=outcome.decode_ms,
+            reason=outcome.reason,
+        )
+    return ScanResult(
+        outcome.claim, outcome.source, model, failure=outcome.failure, decode_ms=outcome.decode_ms
+    )
 
 
 def inferred_result(
@@ -180,7 +191,7 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
             continue
         outcome_error, code = None, None
         failure = result.failure
-        if failure is None and report["status"] != "ok":  # a bug while building the report
+        if failure is None and report["status"] == "error":  # a bug while building the report
             failure = Failure(report["error"]["code"], report["error"]["message"])
         try:
             action = setup.area.finish(
@@ -201,6 +212,7 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 action=action,
                 outcome_error=outcome_error,
                 errno=code,
+                reason=result.reason if failure is None else None,
             )
         )
     return finished

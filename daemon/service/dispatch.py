@@ -125,7 +125,15 @@ class Pipeline:
             for decoder in decoders
         ]
         self._decoders = decoders
-        self._setup = ScanSetup(config.reports, config.inference.top_k, area, config.inference)
+        self._setup = ScanSetup(
+            config.reports,
+            config.inference.top_k,
+            area,
+            config.inference,
+            (config.limits.b_value_min, config.limits.b_value_max)
+            if config.limits.dicom_header_rules
+            else None,
+        )
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True
         )
@@ -396,7 +404,7 @@ class Pipeline:
             log.warning("scan_reported_before_worker_died", scan=finished.scan_id)
             self._forget(finished.claim)
             return
-        self._counters.record(ok=finished.ok)
+        self._counters.record(ok=finished.ok, not_analysed=finished.reason is not None)
         self._log_scan(finished)
         self._forget(finished.claim)
 
@@ -415,7 +423,18 @@ class Pipeline:
 
     def _log_scan(self, finished: Finished) -> None:
         timing = finished.timing or {}
-        if finished.failure is None:
+        if finished.failure is None and finished.reason is not None:
+            log.info(
+                "scan",
+                scan=finished.scan_id,
+                status="not_analysed",
+                code=finished.reason.code,
+                message=finished.reason.message,
+                latency_ms=round(timing.get("total_ms") or 0.0, 1),
+                decode_ms=round(timing.get("decode_ms") or 0.0, 1),
+                input=finished.action,
+            )
+        elif finished.failure is None:
             log.info(
                 "scan",
                 scan=finished.scan_id,

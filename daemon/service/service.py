@@ -419,6 +419,7 @@ class Service:
         log.info(
             "stopped",
             processed=snapshot.processed,
+            not_analysed=snapshot.not_analysed,
             failed=snapshot.failed,
             exit_code=self._exit_code,
         )
@@ -549,6 +550,7 @@ class Service:
         snap = self.counters.snapshot()
         line = (
             f"{self._state}: processed {snap.processed}, failed {snap.failed}, "
+            f"not analysed {snap.not_analysed}, "
             f"pending {pipeline.pending}; model {info.name} {info.version} "
             f"({info.precision} on {info.device_used})"
         )
@@ -594,6 +596,7 @@ class Service:
             "interval_s": STATUS_INTERVAL_S,
             "uptime_s": round(time.monotonic() - self._started, 1),
             "processed": snap.processed,
+            "not_analysed": snap.not_analysed,
             "failed": snap.failed,
             "pending": pipeline.pending if pipeline is not None else 0,
             "waiting": watcher.waiting if watcher is not None else 0,

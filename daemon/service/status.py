@@ -11,7 +11,8 @@ says which), ``running``, ``degraded`` (storage fails: ``storage`` holds the rea
 the claims held and the next retry), ``stopping``, ``stopped`` (cleanly) or ``failed`` (with
 ``exit_code``). ``last_error`` is the last error the daemon met (``at``, ``message``) or null.
 
-Counters: ``processed`` scans got a prediction, ``failed`` scans got an error report; ``pending``
+Counters: ``processed`` scans got a prediction, ``not_analysed`` ones a ``not_analysed`` report
+(not a DWI b1000 slice, `daemon.shared.dicom_scope`), ``failed`` ones an error report; ``pending``
 are claimed and not yet reported (the queue depth); ``waiting`` are seen in incoming/ but not yet
 taken (still being written, or no free slot); ``ignored`` counts the distinct names in incoming/
 that are never taken (dotfiles, ignored suffixes, folders when not recursive). ``folders`` says how
@@ -55,6 +56,7 @@ class CounterSnapshot:
     processed: int
     failed: int
     last_scan_at: dt.datetime | None
+    not_analysed: int = 0
 
 
 class Counters:
@@ -64,12 +66,15 @@ class Counters:
         self._lock = threading.Lock()
         self._processed = 0
         self._failed = 0
+        self._not_analysed = 0
         self._last: dt.datetime | None = None
 
-    def record(self, *, ok: bool) -> None:
-        """Count one finished scan."""
+    def record(self, *, ok: bool, not_analysed: bool = False) -> None:
+        """Count one finished scan: a prediction, a ``not_analysed`` report, or a failure."""
         with self._lock:
-            if ok:
+            if ok and not_analysed:
+                self._not_analysed += 1
+            elif ok:
                 self._processed += 1
             else:
                 self._failed += 1
@@ -78,7 +83,7 @@ class Counters:
     def snapshot(self) -> CounterSnapshot:
         """A consistent copy."""
         with self._lock:
-            return CounterSnapshot(self._processed, self._failed, self._last)
+            return CounterSnapshot(self._processed, self._failed, self._last, self._not_analysed)
 
 
 def write_status(path: Path, document: dict[str, Any]) -> None:
@@ -291,6 +296,7 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
     lines = [
         headline,
         f"  processed    {document.get('processed', 0):,}",
+        f"  not analysed {document.get('not_analysed', 0):,}",
         f"  failed       {document.get('failed', 0):,}",
         (
             f"  queue        {document.get('pending', 0):,} pending, "

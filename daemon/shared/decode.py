@@ -35,7 +35,7 @@ from __future__ import annotations
 import io
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ from daemon.errors import (
     TruncatedImageError,
     UnsupportedImageError,
 )
+from daemon.shared.dicom_scope import Header, read_header
 
 RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}
 _PILLOW_PARSERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG parser also yields MPO images
@@ -88,6 +89,9 @@ class DicomInfo:
     frames: int
     frame_used: int
     photometric: str
+    header: Header = field(default_factory=Header, compare=False)
+    """What `daemon.shared.dicom_scope` judges the file by (never written into reports; not part
+    of equality, which stays that of the attributes reports carry)."""
 
 
 @dataclass(frozen=True)
@@ -219,14 +223,6 @@ def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
 def _uid(ds: Any, keyword: str) -> str | None:
     value = ds.get(keyword)
     return str(value) if value else None
-
-
-def _b_value(ds: Any) -> float | None:
-    value = ds.get("DiffusionBValue")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _dicom_grey(array: npt.NDArray[Any], ds: Any, photometric: str) -> npt.NDArray[np.float32]:
@@ -378,15 +374,17 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         grey = _dicom_grey(np.asarray(array), ds, photometric)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise DicomInvalidError(f"cannot apply the DICOM lookup tables: {exc}") from exc
+    header = read_header(ds)
     info = DicomInfo(
         study_instance_uid=_uid(ds, "StudyInstanceUID"),
         series_instance_uid=_uid(ds, "SeriesInstanceUID"),
         sop_instance_uid=_uid(ds, "SOPInstanceUID"),
         modality=str(ds.get("Modality")) if ds.get("Modality") else None,
-        diffusion_b_value=_b_value(ds),
+        diffusion_b_value=header.b_value,
         frames=frames,
         frame_used=frame_used,
         photometric=photometric,
+        header=header,
     )
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     pixels = np.ascontiguousarray(grey)

@@ -1,0 +1,194 @@
+"""Whether a DICOM file is a DWI b1000 MR slice at all, decided from its header alone.
+
+The model answers for diffusion-weighted MR slices at b = 1000 s/mm². A file whose header says
+otherwise gets no prediction, ever: its report has ``"status": "not_analysed"`` and a reason with
+a stable code. The rules, in the order they are tried (the first that fits is the reason):
+
+=============  ===============================================================================
+code           when
+=============  ===============================================================================
+``NOT_MR``     Modality (0008,0060) is present and is not ``MR``
+``NOT_DWI``    ImageType (0008,0008), SeriesDescription (0008,103E), ProtocolName (0018,1030)
+               or SequenceName (0018,0024) names a non-DWI image: ADC (also eADC, TRACEW-ADC),
+               FLAIR, T1, T2 (unless the same text also says DWI/diffusion/TRACE), localizer,
+               scout or survey; or ScanningSequence (0018,0020) is present without ``EP``
+               (echo planar) while no b-value and no diffusion word is anywhere in the header
+               (a spin echo or gradient echo image: pydicom's ``MR_small.dcm``)
+``NOT_B1000``  a b-value is present and lies outside the accepted range (`B_RANGE`, config
+               ``limits.b_value_min`` .. ``limits.b_value_max``): b0 images of a diffusion series
+               are not b1000
+=============  ===============================================================================
+
+b-values are read from the standard DiffusionBValue (0018,9087) first, then from the vendors'
+private tags: Siemens (0019,100C), GE (0043,1039), Philips (2001,1003). GE writes its b-value as
+the first value of (0043,1039), sometimes offset by 1,000,000,000 (``1000001000`` for b = 1000):
+the value is taken modulo 10⁹. A header with none of these says nothing about b (most raster
+exports and many older DICOM files): no rule fires on a missing attribute.
+
+Shared (daemon and trainer): the rules need nothing but the parsed header.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+B_RANGE = (700.0, 1600.0)
+"""Accepted b-values (s/mm²) by default: the generator trains on 800-1500, with a margin for the
+b-values sites call "b1000" (some scanners write 998 or 1005; some protocols use 800 or 1500)."""
+
+GE_B_OFFSET = 1_000_000_000
+"""GE's (0043,1039) may carry the b-value plus this offset."""
+
+NOT_MR = "NOT_MR"
+NOT_DWI = "NOT_DWI"
+NOT_B1000 = "NOT_B1000"
+CODES = (NOT_MR, NOT_DWI, NOT_B1000)
+"""Every reason code of this module, in the order the rules are tried."""
+
+
+def _word(pattern: str) -> re.Pattern[str]:
+    """``pattern`` with no letter right before or after it (``_``, digits, spaces may touch)."""
+    return re.compile(rf"(?<![A-Z])(?:{pattern})(?![A-Z])", re.IGNORECASE)
+
+
+_DIFFUSION = _word(r"DWI|DIFFUSION|DIFF|TRACEW?|EP2D_DIFF|B\s?1000")
+_NOT_DWI = (
+    ("an ADC map", _word(r"E?ADC")),
+    ("FLAIR", _word(r"FLAIR|TIRM|DARK[\s_-]?FLUID")),
+    ("a localizer", _word(r"LOCALI[SZ]ER|SCOUT|SURVEY|LOC")),
+)
+_WEIGHTING = re.compile(r"(?<![A-Z0-9])T[12](?:W|WI)?(?![A-Z0-9])", re.IGNORECASE)
+"""T1, T2, T1W, T2WI as a word of their own (``T2*`` too; not ``TRACEW`` or ``ep2d``)."""
+
+B_VALUE_TAGS = (
+    ("DiffusionBValue (0018,9087)", 0x00189087),
+    ("Siemens (0019,100C)", 0x0019100C),
+    ("GE (0043,1039)", 0x00431039),
+    ("Philips (2001,1003)", 0x20011003),
+)
+"""Where a b-value is looked for, in this order; the first readable one is the file's."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the rules read from a DICOM header (nothing identifying)."""
+
+    modality: str | None = None
+    scanning_sequence: str | None = None
+    texts: tuple[tuple[str, str], ...] = ()
+    """``(attribute, value)``: ImageType's values and the descriptions, as written."""
+    b_value: float | None = None
+    b_value_tag: str | None = None
+
+
+@dataclass(frozen=True)
+class OutOfScope:
+    """Why a file gets no prediction: a stable code of `CODES` and a message."""
+
+    code: str
+    message: str
+
+
+def read_header(ds: Any) -> Header:
+    """The attributes the rules need, from a pydicom ``Dataset``."""
+    modality = ds.get("Modality")
+    texts: list[tuple[str, str]] = []
+    texts.extend(("ImageType", value) for value in _values(ds.get("ImageType")))
+    for keyword in ("SeriesDescription", "ProtocolName", "SequenceName"):
+        value = ds.get(keyword)
+        if value:
+            texts.append((keyword, str(value)))
+    sequence = "\\".join(_values(ds.get("ScanningSequence"))) or None
+    b_value, tag = b_value_of(ds)
+    return Header(
+        str(modality) if modality else None,
+        sequence,
+        tuple(texts),
+        b_value,
+        tag,
+    )
+
+
+def _values(value: Any) -> list[str]:
+    """A text attribute's values (a ``MultiValue`` or one ``str``), empty ones left out."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str | bytes) else list(value)
+    return [str(item) for item in items if item]
+
+
+def b_value_of(ds: Any) -> tuple[float | None, str | None]:
+    """The b-value and the tag it came from (`B_VALUE_TAGS`), or ``(None, None)``."""
+    for name, tag in B_VALUE_TAGS:
+        element = ds.get(tag)
+        if element is None:
+            continue
+        value = _number(element.value)
+        if value is None:
+            continue
+        if tag == 0x00431039:
+            value %= GE_B_OFFSET
+        return value, name
+    return None, None
+
+
+def _number(value: Any) -> float | None:
+    """The first number in an element's value (a number, a list of them, text or raw bytes)."""
+    if isinstance(value, bytes):  # a private tag read without its VR (implicit VR files)
+        value = _from_bytes(value)
+    if isinstance(value, str):
+        value = value.split("\\")[0]
+    elif not isinstance(value, int | float) and hasattr(value, "__len__"):  # MultiValue, list
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None  # noqa: PLR0124
+
+
+def _from_bytes(raw: bytes) -> Any:
+    """An implicit-VR private value: IS/DS text, else a little-endian FL (4 bytes) or FD (8)."""
+    text = raw.decode("latin-1").strip("\x00 ")
+    if text and all(c in "0123456789+-.eE\\ " for c in text):
+        return text
+    if len(raw) in _FLOAT_FORMATS:
+        return struct.unpack(_FLOAT_FORMATS[len(raw)], raw)[0]
+    return None
+
+
+_FLOAT_FORMATS = {4: "<f", 8: "<d"}
+
+
+def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope | None:
+    """The first rule ``header`` breaks, or ``None`` when it may be a DWI b1000 MR slice."""
+    if header.modality is not None and header.modality.strip().upper() != "MR":
+        return OutOfScope(NOT_MR, f"Modality is {header.modality!r}, not MR")
+    for attribute, text in header.texts:
+        for what, pattern in _NOT_DWI:
+            if pattern.search(text):
+                return OutOfScope(NOT_DWI, f"{attribute} says {what}, not a diffusion image")
+        if _WEIGHTING.search(text) and not _DIFFUSION.search(text):
+            return OutOfScope(NOT_DWI, f"{attribute} says T1 or T2 weighting, not diffusion")
+    sequence = header.scanning_sequence
+    if (
+        sequence is not None
+        and "EP" not in sequence.upper()
+        and header.b_value is None
+        and not any(_DIFFUSION.search(text) for _, text in header.texts)
+    ):
+        return OutOfScope(
+            NOT_DWI,
+            f"ScanningSequence is {sequence!r} (no echo planar) and no b-value is given: "
+            "not a diffusion acquisition",
+        )
+    low, high = b_range
+    if header.b_value is not None and not low <= header.b_value <= high:
+        return OutOfScope(
+            NOT_B1000,
+            f"b = {header.b_value:g} s/mm² ({header.b_value_tag}), outside {low:g}-{high:g}",
+        )
+    return None
