@@ -392,18 +392,8 @@ def prepare(data: Path, cfg: TrainConfig, out: Path) -> Prepared:
         )
         for name, samples in parts.items()
     }
-    shifted = None
-    if cfg.data.shifted_test:
-        _, shifted = load_shifted(Path(cfg.data.shifted_test), cfg.data, labels, cfg.preprocess)
-    scope = None
-    if cfg.data.out_of_scope:
-        scope = load_out_of_scope(
-            Path(cfg.data.out_of_scope),
-            cfg.split,
-            cfg.preprocess,
-            seed=cfg.seed,
-            workers=cfg.data.workers,
-        )
+    shifted, scope = _extra_sets(cfg, labels, cfg.data.workers)
+    if scope is not None:
         write_split_csv(paths.scope_split, scope.rows)
     write_json(
         paths.run_json,
@@ -415,6 +405,21 @@ def prepare(data: Path, cfg: TrainConfig, out: Path) -> Prepared:
         },
     )
     return Prepared(paths, labels, dataset, rows, untrained, tensors, shifted, scope)
+
+
+def _extra_sets(
+    cfg: TrainConfig, labels: LabelMap, workers: int
+) -> tuple[Tensors | None, ScopeSplit | None]:
+    """The shifted-acquisition test set and the out-of-scope set, when the config names them."""
+    shifted = None
+    if cfg.data.shifted_test:
+        _, shifted = load_shifted(Path(cfg.data.shifted_test), cfg.data, labels, cfg.preprocess)
+    scope = None
+    if cfg.data.out_of_scope:
+        scope = load_out_of_scope(
+            Path(cfg.data.out_of_scope), cfg.split, cfg.preprocess, seed=cfg.seed, workers=workers
+        )
+    return shifted, scope
 
 
 def _training_metrics(prepared: Prepared, cfg: TrainConfig, result: FitResult) -> dict[str, Any]:
@@ -792,23 +797,16 @@ def export_run(run: Path, *, name: str | None = None, version: str | None = None
         data_root, tuple(train_samples[i] for i in chosen), cfg.preprocess, workers=workers
     )
     labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else REPO_LABELS)
-    shifted = None
-    if cfg.data.shifted_test:
-        _, shifted = load_shifted(Path(cfg.data.shifted_test), cfg.data, labels, cfg.preprocess)
-    scope = None
-    if cfg.data.out_of_scope:
-        scope = load_out_of_scope(
-            Path(cfg.data.out_of_scope),
-            cfg.split,
-            cfg.preprocess,
-            seed=cfg.seed,
-            workers=workers,
+    shifted, scope = _extra_sets(cfg, labels, workers)
+    if (
+        scope is not None
+        and paths.scope_split.is_file()
+        and read_split_csv(paths.scope_split) != scope.rows
+    ):
+        raise RunFolderError(
+            f"the out-of-scope dataset {cfg.data.out_of_scope} no longer splits as "
+            "split_out_of_scope.csv records"
         )
-        if paths.scope_split.is_file() and read_split_csv(paths.scope_split) != scope.rows:
-            raise RunFolderError(
-                f"the out-of-scope dataset {cfg.data.out_of_scope} no longer splits as "
-                "split_out_of_scope.csv records"
-            )
     calibration = _calibration_inputs(calib_t, classes, cfg, scope)
     metrics: dict[str, Any] = {}
     if paths.metrics.is_file():
