@@ -270,8 +270,11 @@ class TestRepeatGuard:
         counts = json.loads((config.work / "attempts.json").read_text(encoding="ascii"))
         by_name = {base64.b64decode(k).decode().split("~", 1)[1]: n for k, n in counts.items()}
         # The hanging file was in flight at both deaths counted so far (the third is counted at
-        # the next start); the file queued behind it was in flight only with it, in its batch.
-        assert by_name == {"hang-me.png": 2, "z-good.png": 1}, by_name
+        # the next start). A file that shared its batch at the first death (which ones did depends
+        # on how the claims were batched) was then scanned apart from it and counted only once.
+        assert by_name.pop("hang-me.png") == 2, by_name
+        assert set(by_name) <= {"a-good.png", "z-good.png"}, by_name
+        assert all(n == 1 for n in by_name.values()), by_name
 
         began = time.monotonic()
         final = cli("run", "--config", str(path), "--once", env=env)
