@@ -35,7 +35,7 @@ class DataConfig:
     labels: str | None = None
     """Label map (labels.yaml); None: the one shipped in ``config/labels.yaml``."""
     extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-    exclude: str = r"(?i)_(adc|eadc|exp|t1|t2|flair)\.[a-z0-9]+$"
+    exclude: str = r"(?i)_(adc|eadc|exp|t1|t2|flair|mask)\.[a-z0-9]+$"
     """Regex searched in each file name; a match means the file is not a DWI slice."""
     case_pattern: str = r"^(?P<case>[^_]+)_"
     """Regex with a named group ``case`` giving the case id from a file name."""
