@@ -466,6 +466,13 @@ def make_study(anatomy: Anatomy, job: Job) -> CaseResult:
     return CaseResult(rows=tuple(_rows(study, writer)), tile=None, study=truth)
 
 
+def _z_range(anatomy: Anatomy, geometry: CaseGeometry, lesion: Lesion) -> list[float]:
+    """Lowest and highest scanner z (mm) of the lesion's core (fraction >= 0.5)."""
+    voxels = np.argwhere(lesion.fraction >= 0.5) + lesion.origin
+    z = geometry.to_scanner(anatomy.voxel_to_world(voxels))[:, 2]
+    return [round(float(z.min()), 2), round(float(z.max()), 2)]
+
+
 def _lesion_truth(anatomy: Anatomy, study: _Study) -> list[dict[str, Any]]:
     """Per lesion: region, volumes (patient, MNI, from the masks) and the slices showing it."""
     area_px = study.design.scan.pixel_mm**2
@@ -480,6 +487,7 @@ def _lesion_truth(anatomy: Anatomy, study: _Study) -> list[dict[str, Any]]:
                 "volume_ml": round(physical_volume_ml(anatomy, study.design.geometry, lesion), 3),
                 "mni_volume_ml": round(lesion.volume_ml, 3),
                 "mask_volume_ml": round(area * study.spacing / 1000.0, 3),
+                "z_range_mm": _z_range(anatomy, study.design.geometry, lesion),
                 "slices": slices,
             }
         )
