@@ -147,8 +147,7 @@ class TestGeometry:
             ]
             rows.sort(key=lambda r: int(r["slice_index"]))
             brain = [  # the ADC map is 0 outside the head's signal
-                int((pydicom.dcmread(studies / r["adc_file"]).pixel_array > 0).sum())
-                for r in rows
+                int((pydicom.dcmread(studies / r["adc_file"]).pixel_array > 0).sum()) for r in rows
             ]
             assert max(brain[0], brain[-1]) < 0.5 * max(brain)
 
