@@ -89,8 +89,9 @@ def slice_grid(
     """Slab centres (scanner z, ascending) every ``spacing`` mm through ``anchor``.
 
     ``count`` 0: every position within half a spacing of the brain's axial extent (levels whose
-    brain area is >= `NORMAL_AREA_FRACTION` of the largest); else the ``count`` positions
-    around ``anchor`` (one more below than above when ``count`` is even).
+    brain area is >= `NORMAL_AREA_FRACTION` of the largest), ``anchor`` always among them; else
+    the ``count`` positions around ``anchor`` (one more below than above when ``count`` is
+    even).
     """
     if count:
         first = -((count - 1) // 2) - (1 - count % 2)
@@ -100,8 +101,8 @@ def slice_grid(
     x, y, _ = BRAIN_CENTRE_MNI
     ends = np.array([[x, y, float(levels.min())], [x, y, float(levels.max())]])
     low, high = sorted(float(z) for z in geometry.to_scanner(ends)[:, 2])
-    below = math.floor((anchor - low) / spacing + 0.5)
-    above = math.floor((high - anchor) / spacing + 0.5)
+    below = max(0, math.floor((anchor - low) / spacing + 0.5))
+    above = max(0, math.floor((high - anchor) / spacing + 0.5))
     return [anchor + k * spacing for k in range(-below, above + 1)]
 
 
