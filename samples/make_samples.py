@@ -302,7 +302,9 @@ def series_block(series: list[SeriesFile], record: dict[str, Any]) -> str:
     truth = record["truth"]
     shown = ", ".join(item["file"] for item in truth["lesion_slices"])
     lesions = "; ".join(
-        f"{lesion['region']}, {lesion['volume_ml']:g} mL" for lesion in truth["lesions"]
+        f"{lesion['region']}, {lesion['volume_ml']:g} mL in the patient, "
+        f"{lesion['mask_volume_ml']:g} mL of it within the series' slabs"
+        for lesion in truth["lesions"]
     )
     b = truth["b_values"][1]
     lines += [

@@ -17,6 +17,7 @@ from daemon.shared.dicom_scope import NOT_B1000, NOT_DWI, b_value_of, judge, rea
 from trainer.synth import SeriesSpec, generate
 from trainer.synth.cli import main
 from trainer.synth.manifest import read_manifest
+from trainer.synth.series import window_positions
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -396,13 +397,38 @@ class TestMultiframe:
                 assert sorted(positions) == pytest.approx(series["positions_mm"], abs=1e-3)
                 assert series["slices"] == 5
 
-    def test_small_series_is_centred_on_the_lesion(self, small_classic: Path) -> None:
-        """With --series-slices 5 the lesion cases show their lesion on the middle slice."""
+    def test_small_series_shows_the_lesion(self, small_classic: Path) -> None:
+        """With --series-slices 5 every lesion case shows its lesions on the series; a normal
+        case shows none."""
         for study in _truth(small_classic):
             dwi = _series(study, "dwi")
             assert dwi["slices"] == 5
-            if study["label"] != "No acute infarct":
-                assert 3 in [s["slice"] for s in dwi["lesion_slices"]]
+            normal = study["label"] == "No acute infarct"
+            assert (not dwi["lesion_slices"]) == normal
+            assert all(lesion["slices"] for lesion in dwi["lesions"])
+
+
+class TestWindow:
+    def test_window_holds_the_anchor_and_centres_on_the_lesion(self) -> None:
+        """A short series holds the designed slice and is centred on the lesion's middle as
+        near as the grid allows; without a lesion it lies around the designed slice."""
+        assert window_positions(anchor=0.0, spacing=5.0, count=5, centre=12.0) == [
+            0.0,
+            5.0,
+            10.0,
+            15.0,
+            20.0,
+        ]
+        assert window_positions(anchor=0.0, spacing=5.0, count=5, centre=-100.0) == [
+            -20.0,
+            -15.0,
+            -10.0,
+            -5.0,
+            0.0,
+        ]
+        assert window_positions(anchor=0.0, spacing=5.0, count=3, centre=4.0) == [0.0, 5.0, 10.0]
+        assert window_positions(anchor=0.0, spacing=5.0, count=4) == [-10.0, -5.0, 0.0, 5.0]
+        assert window_positions(anchor=1.0, spacing=4.0, count=1, centre=30.0) == [1.0]
 
 
 class TestDeterminism:

@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help=f"with --series: only the N (1..{MAX_SERIES_SLICES}) slice positions around the "
-        "lesion instead of the whole brain (default: 0, cover the brain)",
+        help=f"with --series: only N (1..{MAX_SERIES_SLICES}) slice positions, centred on the "
+        "lesion, instead of the whole brain (default: 0, cover the brain)",
     )
     parser.add_argument(
         "--no-adc",

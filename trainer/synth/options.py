@@ -39,8 +39,9 @@ class SeriesSpec:
     structural: str = "none"
     """A T1 or FLAIR series beside the DWI and ADC series: `STRUCTURAL`."""
     slices: int = 0
-    """Slice positions of the DWI series: 0 = as many as cover the brain; N = the N contiguous
-    positions around the slice that shows the lesion best (a small series for samples, tests)."""
+    """Slice positions of the DWI series: 0 = as many as cover the brain; N = N contiguous
+    positions holding the slice that shows the lesion clearly, centred on the lesion as near
+    as that allows (a small series for samples, tests)."""
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")

@@ -5,7 +5,8 @@ every lesion clearly), then a stack of axial slabs is laid through the head on a
 that contains that position: thickness from the profile (3-7 mm in ``train``), a gap of 0, 10,
 20 or 30 % of it (SpacingBetweenSlices = thickness + gap), as many positions as cover the brain
 (every level where its axial area is >= 5 % of the largest) or, with ``SeriesSpec.slices`` = N,
-the N positions around the lesion's slice. Every position is rendered once; its b0, b1000 and
+N consecutive positions holding that slice, centred as near as it allows on the lesions'
+middle (`window_positions`). Every position is rendered once; its b0, b1000 and
 ADC images and its lesion mask come from that one rendering, so a lesion shows on exactly the
 slices it spans in 3-D.
 
@@ -78,6 +79,24 @@ _STREAM_LAYOUT, _STREAM_STRUCTURAL, _STREAM_SLAB_NOISE, _STREAM_STRUCTURAL_NOISE
 _VOLUME_STEP_MM = 1.0
 
 
+def window_positions(
+    *, anchor: float, spacing: float, count: int, centre: float | None = None
+) -> list[float]:
+    """``count`` grid positions (``anchor`` + k x ``spacing``) holding ``anchor``.
+
+    Their middle is as near ``centre`` as that allows; without ``centre`` they lie around
+    ``anchor``, one more below than above when ``count`` is even.
+    """
+    if centre is None:
+        first = -((count - 1) // 2) - (1 - count % 2)
+    else:
+        first = min(
+            range(-(count - 1), 1),
+            key=lambda f: (abs(anchor + (f + (count - 1) / 2) * spacing - centre), -f),
+        )
+    return [anchor + (first + k) * spacing for k in range(count)]
+
+
 def slice_grid(
     anatomy: Anatomy,
     geometry: CaseGeometry,
@@ -85,17 +104,18 @@ def slice_grid(
     anchor: float,
     spacing: float,
     count: int,
+    centre: float | None = None,
 ) -> list[float]:
     """Slab centres (scanner z, ascending) every ``spacing`` mm through ``anchor``.
 
     ``count`` 0: every position within half a spacing of the brain's axial extent (levels whose
     brain area is >= `NORMAL_AREA_FRACTION` of the largest), ``anchor`` always among them; else
-    the ``count`` positions around ``anchor`` (one more below than above when ``count`` is
+    the ``count`` consecutive positions holding ``anchor`` whose middle is nearest ``centre``
+    (the lesions' middle; None: around ``anchor``, one more below than above when ``count`` is
     even).
     """
     if count:
-        first = -((count - 1) // 2) - (1 - count % 2)
-        return [anchor + (first + k) * spacing for k in range(count)]
+        return window_positions(anchor=anchor, spacing=spacing, count=count, centre=centre)
     area = (anatomy.gm.astype(np.float32) + anatomy.wm).sum(axis=(0, 1))
     levels = np.flatnonzero(area >= NORMAL_AREA_FRACTION * area.max()) + anatomy.affine[2, 3]
     x, y, _ = BRAIN_CENTRE_MNI
@@ -281,8 +301,15 @@ def _design(anatomy: Anatomy, job: Job, spec: SeriesSpec) -> _Study:
     if structural == "mixed":
         structural = STRUCTURAL_KINDS[int(layout.integers(len(STRUCTURAL_KINDS)))]
     spacing = round(scan.thickness_mm * (1.0 + gap), 2)
+    ranges = [_z_range(anatomy, design.geometry, lesion) for lesion in design.lesions]
+    centre = (min(r[0] for r in ranges) + max(r[1] for r in ranges)) / 2 if ranges else None
     positions = slice_grid(
-        anatomy, design.geometry, anchor=design.positions[0], spacing=spacing, count=spec.slices
+        anatomy,
+        design.geometry,
+        anchor=design.positions[0],
+        spacing=spacing,
+        count=spec.slices,
+        centre=centre,
     )
     slabs = [
         render.render_slice(
