@@ -52,10 +52,11 @@ _EPS = 1e-12
 
 def calibrate(probabilities: npt.ArrayLike, temperature: float) -> npt.NDArray[np.float64]:
     """``softmax(log(p) / T)`` of one row (``p`` clipped at 1e-12 before the log), in float64."""
-    logits = np.log(np.clip(np.asarray(probabilities, np.float64), _EPS, 1.0)) / temperature
-    logits -= logits.max()
-    exp = np.exp(logits)
-    out: npt.NDArray[np.float64] = exp / exp.sum()
+    out: npt.NDArray[np.float64] = np.log(np.clip(np.asarray(probabilities, np.float64), _EPS, 1.0))
+    out /= temperature
+    out -= out.max()
+    np.exp(out, out=out)
+    out /= out.sum()
     return out
 
 
