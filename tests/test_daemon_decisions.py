@@ -52,7 +52,7 @@ from scope_bundles import (
 from structlog.testing import capture_logs
 
 from daemon.config import InferenceConfig, ThresholdsConfig, load_config
-from daemon.errors import EngineError
+from daemon.errors import ConfigError, EngineError
 from daemon.scan.decision import (
     ACUTE,
     INDETERMINATE,
@@ -449,3 +449,26 @@ def test_the_schema_requires_finding_and_calibrated_in_a_prediction(calibrated_c
     broken["prediction"]["finding"] = "maybe"
     with pytest.raises(jsonschema.ValidationError):
         VALIDATOR.validate(broken)
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "problem"),
+    [
+        ({"acute_infarct": 0.3}, "At 'thresholds.acute_infarct': must be at least 0.5"),
+        ({"no_acute_infarct": 1.5}, "At 'thresholds.no_acute_infarct': must be at most 1"),
+        ({"in_scope": -0.1}, "At 'thresholds.in_scope': must be at least 0"),
+        ({"fallback_in_scope": "high"}, "At 'thresholds.fallback_in_scope': must be a number"),
+    ],
+)
+def test_thresholds_out_of_bounds_are_config_errors(tmp_path, thresholds, problem) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_config(tmp_path, thresholds=thresholds)
+    assert problem in str(caught.value)
+
+
+def test_model_variant_accepts_auto_fp16_int8_only(tmp_path) -> None:
+    assert load_config().model.variant == "auto"
+    for variant in ("auto", "fp16", "int8"):
+        assert make_config(tmp_path, model={"variant": variant}).model.variant == variant
+    with pytest.raises(ConfigError, match=r"At 'model\.variant': must be one of auto, fp16, int8"):
+        make_config(tmp_path, model={"variant": "fp32"})
