@@ -46,6 +46,9 @@ class ScanSetup:
     b_range: tuple[float, float] | None = B_RANGE
     """b-values (s/mm²) a DICOM file may declare and still be analysed (``limits.b_value_*``);
     ``None``: the DICOM header rules are off (``limits.dicom_header_rules: false``)."""
+    outbox_staging: Path | None = None
+    """Where each analysed DICOM file gets a second name, ``<scan id>.dcm``, before its report is
+    written, for the daemon's outbox writer (`daemon.outbox`); ``None``: no DICOM results."""
 
 
 @dataclass(frozen=True)
