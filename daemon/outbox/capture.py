@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from daemon import DISCLAIMER
+from daemon.errors import ScanError
 from daemon.scan.report import GENERATOR, VERSION
 from daemon.shared.decode import DecodeLimits, decode
 
@@ -152,7 +153,10 @@ def secondary_capture(data: bytes, report: dict[str, Any], scan_id: str) -> Capt
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: PLC0415
 
     answer = answer_text(report)
-    image = decode(data, "source.dcm", DecodeLimits())
+    try:
+        image = decode(data, "source.dcm", DecodeLimits())
+    except ScanError as exc:
+        raise CaptureError(f"the source does not decode ({exc.code})") from exc
     if image.dicom is None:
         raise CaptureError("the source is not DICOM")
     source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)

@@ -174,7 +174,10 @@ class OutboxSender(StageThread):
                 self._failed(outcome.path, outcome.error)
 
     def store(self, paths: list[Path]) -> list[Outcome]:
-        """C-STORE each of ``paths`` over one association; one `Outcome` per path, in order."""
+        """C-STORE each of ``paths`` over one association; one `Outcome` per path tried, in order.
+
+        A stop ends the round after the file being sent: the others are not tried.
+        """
         from pydicom import dcmread  # noqa: PLC0415 - pynetdicom only when sending
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian  # noqa: PLC0415
         from pynetdicom import AE  # noqa: PLC0415
@@ -199,22 +202,32 @@ class OutboxSender(StageThread):
         pending = [path for path in paths if path not in outcomes]
         if pending:
             outcomes.update(self._associate(ae, pending))
-        return [outcomes[path] for path in paths]
+        return [outcomes[path] for path in paths if path in outcomes]
 
     def _associate(self, ae: Any, paths: list[Path]) -> dict[Path, Outcome]:
+        from pynetdicom import evt  # noqa: PLC0415
+
         send = self._send
-        assoc = ae.associate(send.host, send.port, ae_title=send.ae_title)
+        connected = threading.Event()
+        assoc = ae.associate(
+            send.host,
+            send.port,
+            ae_title=send.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set())],
+        )
         if not assoc.is_established:
-            if assoc.is_rejected:
-                reason = "the association was rejected"
-            elif assoc.is_aborted:
-                reason = "the association was aborted"
-            else:
+            if not connected.is_set():
                 reason = "no connection (refused, unreachable or timed out)"
+            elif assoc.is_rejected:
+                reason = "the association was rejected"
+            else:
+                reason = "the association was aborted or timed out"
             return {path: Outcome(path, reason) for path in paths}
         outcomes = {}
         try:
             for path in paths:
+                if self.stopping:  # the rest stays in the outbox for the next start
+                    break
                 if not assoc.is_established:
                     outcomes[path] = Outcome(path, "the association ended during the round")
                     continue
