@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 import threading
 import time
@@ -20,16 +21,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import SecondaryCaptureImageStorage
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-
-from daemon import DISCLAIMER
-from daemon.config import DicomSendConfig
-from daemon.errors import ConfigError
-from daemon.outbox.capture import CaptureError, band_rows, secondary_capture
-from daemon.outbox.sender import DEAD_LETTER, SENT, OutboxSender
-from daemon.outbox.writer import staging_folder
 from daemon_support import (
+    BIRTH_DATE,
     PATIENT_ID,
     PATIENT_NAME,
     brain_slice,
@@ -38,8 +31,19 @@ from daemon_support import (
     make_config,
     running,
     small_png,
+    spawn,
     wait_for,
+    write_config,
 )
+from pydicom.uid import SecondaryCaptureImageStorage
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+
+from daemon import DISCLAIMER
+from daemon.config import DicomSendConfig
+from daemon.errors import ConfigError
+from daemon.outbox.capture import CaptureError, band_rows, secondary_capture
+from daemon.outbox.sender import DEAD_LETTER, SENT, OutboxSender
+from daemon.outbox.writer import OutboxWriter, staging_folder
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -289,7 +293,9 @@ class TestSender:
         assert status["sent"] == 0
         assert "0xA700" in status["last_error"]["message"]
 
-    def test_an_association_refused_ends_in_dead_letter(self, tmp_path: Path, scp: StorageSCP) -> None:
+    def test_an_association_refused_ends_in_dead_letter(
+        self, tmp_path: Path, scp: StorageSCP
+    ) -> None:
         """The PACS rejects the association (wrong called AE title): the same bounded tries."""
         outbox = tmp_path / "outbox"
         fill_outbox(outbox, 2)
@@ -395,3 +401,73 @@ def test_the_daemon_writes_a_capture_per_analysed_dicom_and_sends_it(
     final = json.loads(config.status_path.read_text(encoding="utf-8"))
     assert final["outbox"]["send"]["sent"] == 1
     assert PATIENT_NAME not in config.status_path.read_text(encoding="utf-8")
+
+
+def test_a_capture_staged_before_a_restart_is_written(tmp_path: Path) -> None:
+    """A staged file and its report left by a previous run: the writer's start-up sweep."""
+    outbox, reports = tmp_path / "outbox", tmp_path / "reports"
+    staging_folder(outbox).mkdir(parents=True)
+    reports.mkdir()
+    scan_id = "0123456789abcdef-01234567"
+    (staging_folder(outbox) / f"{scan_id}.dcm").write_bytes(dicom_bytes())
+    (reports / f"{scan_id}.json").write_text(json.dumps(REPORT), encoding="utf-8")
+    skipped = "fedcba9876543210-76543210"  # its report says not_analysed: dropped, no capture
+    (staging_folder(outbox) / f"{skipped}.dcm").write_bytes(dicom_bytes())
+    (reports / f"{skipped}.json").write_text(
+        json.dumps({**REPORT, "status": "not_analysed", "prediction": None}), encoding="utf-8"
+    )
+    with OutboxWriter(outbox, reports) as writer:
+        wait_for(lambda: names(outbox) == [f"{scan_id}.dcm"], 20, "the capture")
+        wait_for(lambda: list(staging_folder(outbox).iterdir()) == [], 5, "staging emptied")
+        assert writer.snapshot()["written"] == 1
+
+
+def _events(log: Path) -> list[dict[str, Any]]:
+    lines = log.read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        assert line.startswith("{"), f"not a JSON line: {line!r}"
+    return [json.loads(line) for line in lines]
+
+
+def _serve(config: Path, log: Path, until: Any, what: str) -> list[dict[str, Any]]:
+    """``infarctwatch run`` as a real process until ``until()``; SIGTERM; its log events."""
+    process = spawn("run", "--config", str(config), log=log)
+    try:
+        wait_for(until, 90, what)
+        time.sleep(1.0)  # a resend would come within this (the sender looks every 5 s at most)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == 0
+    return _events(log)
+
+
+def test_a_restarted_daemon_sends_the_outbox_once(tmp_path: Path, scp: StorageSCP) -> None:
+    """Run 1 (no PACS configured) leaves a capture; run 2 sends it; run 3 sends nothing again.
+
+    Real daemon processes; every stderr line is JSON and names no patient attribute.
+    """
+    outbox = tmp_path / "outbox"
+    first = write_config(tmp_path, outputs={"dicom": {"outbox": str(outbox)}})
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    drop(incoming, "slice.dcm", dicom_bytes())
+    events = _serve(first, tmp_path / "run1.log", lambda: names(outbox) != [], "a capture")
+    assert [e["event"] for e in events].count("outbox_written") == 1
+    (capture,) = names(outbox)
+    uid = pydicom.dcmread(outbox / capture).SOPInstanceUID
+    send = {"host": "127.0.0.1", "port": scp.port, "ae_title": "TEST-PACS"}
+    second = write_config(tmp_path, outputs={"dicom": {"outbox": str(outbox), "send": send}})
+    events += _serve(second, tmp_path / "run2.log", lambda: scp.uids() != [], "the capture sent")
+    events += _serve(
+        second,
+        tmp_path / "run3.log",
+        lambda: json.loads((tmp_path / "work" / "status.json").read_text())["state"] == "running",
+        "run 3 running",
+    )
+    assert scp.uids() == [uid]
+    assert names(outbox / SENT) == [capture]
+    assert [e["event"] for e in events].count("outbox_sent") == 1
+    text = "".join(p.read_text(encoding="utf-8") for p in tmp_path.glob("run*.log"))
+    for identifier in (PATIENT_NAME, PATIENT_ID, BIRTH_DATE):
+        assert identifier not in text

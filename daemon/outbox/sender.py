@@ -79,6 +79,22 @@ class Outcome:
     error: str | None = None
 
 
+def _store_one(assoc: Any, path: Path) -> Outcome:
+    """One C-STORE of ``path`` over the established ``assoc``."""
+    if not assoc.is_established:
+        return Outcome(path, "the association ended during the round")
+    try:
+        status = assoc.send_c_store(path)
+    except (ValueError, RuntimeError, OSError) as exc:  # no context for it, I/O
+        return Outcome(path, f"not sent: {type(exc).__name__}: {exc}")
+    code = status.get("Status") if status else None
+    if code is None:
+        return Outcome(path, "no answer (timed out or aborted)")
+    if int(code) in ACCEPTED:
+        return Outcome(path)
+    return Outcome(path, f"refused with status 0x{int(code):04X}")
+
+
 class OutboxSender(StageThread):
     """Sends the outbox to one Storage SCP, with bounded retries and a dead-letter folder."""
 
@@ -228,21 +244,7 @@ class OutboxSender(StageThread):
             for path in paths:
                 if self.stopping:  # the rest stays in the outbox for the next start
                     break
-                if not assoc.is_established:
-                    outcomes[path] = Outcome(path, "the association ended during the round")
-                    continue
-                try:
-                    status = assoc.send_c_store(path)
-                except (ValueError, RuntimeError, OSError) as exc:  # no context for it, I/O
-                    outcomes[path] = Outcome(path, f"not sent: {type(exc).__name__}: {exc}")
-                    continue
-                code = status.get("Status") if status else None
-                if code is None:
-                    outcomes[path] = Outcome(path, "no answer (timed out or aborted)")
-                elif int(code) in ACCEPTED:
-                    outcomes[path] = Outcome(path)
-                else:
-                    outcomes[path] = Outcome(path, f"refused with status 0x{int(code):04X}")
+                outcomes[path] = _store_one(assoc, path)
         finally:
             if assoc.is_established:
                 assoc.release()
