@@ -39,11 +39,13 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
 from daemon import DISCLAIMER
+from daemon.clock import utc_now
 from daemon.config import DicomSendConfig
 from daemon.errors import ConfigError
 from daemon.outbox.capture import CaptureError, band_rows, secondary_capture
 from daemon.outbox.sender import DEAD_LETTER, SENT, OutboxSender
 from daemon.outbox.writer import OutboxWriter, staging_folder
+from daemon.service.status import describe
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -400,6 +402,9 @@ def test_the_daemon_writes_a_capture_per_analysed_dicom_and_sends_it(
     assert status["send"]["sent"] == 1
     final = json.loads(config.status_path.read_text(encoding="utf-8"))
     assert final["outbox"]["send"]["sent"] == 1
+    text, _ = describe(final, config.status_path, utc_now())
+    assert f"outbox       {outbox}: 1 captures written, 0 failed, 0 staged" in text
+    assert f"sending      to TEST-PACS@127.0.0.1:{scp.port}: 1 sent, 0 queued" in text
     assert PATIENT_NAME not in config.status_path.read_text(encoding="utf-8")
 
 
