@@ -109,6 +109,8 @@ class OutboxSender(StageThread):
         self._send = send
         self._clock = clock
         self._tries: dict[str, _Tries] = {}
+        self._kept: set[str] = set()
+        """Files sent that could not be moved away: skipped until the next start."""
         self._lock = threading.Lock()
         self._sent = 0
         self._failed_tries = 0
@@ -160,7 +162,7 @@ class OutboxSender(StageThread):
                     Path(entry.path)
                     for entry in listing
                     if entry.name.endswith(".dcm") and not entry.name.startswith(".")
-                    if entry.is_file(follow_symlinks=False)
+                    if entry.name not in self._kept and entry.is_file(follow_symlinks=False)
                 )
         except OSError as exc:
             self._note_error(f"cannot list the outbox: {exc.strerror or exc}")
@@ -257,8 +259,9 @@ class OutboxSender(StageThread):
                 path.unlink(missing_ok=True)
             else:
                 move_into(path, self.outbox / SENT, PurePosixPath(name))
-        except OSError as exc:  # sent all the same; it may be sent again (same UID)
+        except OSError as exc:  # the PACS has it: never send it again in this run
             self._note_error(f"sent, but cannot move it to {SENT}/: {exc.strerror or exc}")
+            self._kept.add(name)
         tries = self._tries.pop(name, _Tries())
         with self._lock:
             self._sent += 1
