@@ -310,6 +310,16 @@ class TestSender:
         assert status["failed_tries"] == 4
         assert "rejected" in status["last_error"]["message"]
 
+    def test_a_host_that_does_not_resolve_ends_in_dead_letter(self, tmp_path: Path) -> None:
+        outbox = tmp_path / "outbox"
+        fill_outbox(outbox, 1)
+        config = send_config(104, host="no-such-pacs.invalid", max_attempts=2, backoff_s=0.1)
+        with OutboxSender(outbox, config) as sender:
+            wait_for(lambda: names(outbox / DEAD_LETTER) != [], 20, "the dead-letter file")
+            status = sender.snapshot()
+        assert status["failed_tries"] == 2
+        assert "no connection" in status["last_error"]["message"]
+
     # pynetdicom 3.0.4 (transport.AssociationSocket.connect) calls shutdown() before close() on a
     # socket whose connect failed; shutdown raises ENOTCONN, so the socket is closed by its
     # finaliser, which warns (ResourceWarning, ignored outside tests). Only that is ignored here.

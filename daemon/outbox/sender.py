@@ -185,7 +185,12 @@ class OutboxSender(StageThread):
     def _round(self, paths: list[Path]) -> None:
         """One association: send ``paths``, then file each by its outcome."""
         started = time.monotonic()
-        for outcome in self.store(paths):
+        try:
+            outcomes = self.store(paths)
+        except Exception as exc:  # a bug here or in pynetdicom: a failed try, never a dead thread
+            log.exception("outbox_send_bug", files=len(paths))
+            outcomes = [Outcome(path, f"{type(exc).__name__} while sending") for path in paths]
+        for outcome in outcomes:
             if outcome.error is None:
                 self._done(outcome.path, started)
             else:
@@ -227,12 +232,16 @@ class OutboxSender(StageThread):
 
         send = self._send
         connected = threading.Event()
-        assoc = ae.associate(
-            send.host,
-            send.port,
-            ae_title=send.ae_title,
-            evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set())],
-        )
+        try:
+            assoc = ae.associate(
+                send.host,
+                send.port,
+                ae_title=send.ae_title,
+                evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set())],
+            )
+        except OSError as exc:  # the host name does not resolve
+            reason = f"no connection ({exc.strerror or type(exc).__name__})"
+            return {path: Outcome(path, reason) for path in paths}
         if not assoc.is_established:
             if not connected.is_set():
                 reason = "no connection (refused, unreachable or timed out)"
