@@ -25,6 +25,7 @@ from daemon_support import (
     BIRTH_DATE,
     PATIENT_ID,
     PATIENT_NAME,
+    REPO,
     brain_slice,
     dicom_bytes,
     drop,
@@ -486,3 +487,20 @@ def test_a_restarted_daemon_sends_the_outbox_once(tmp_path: Path, scp: StorageSC
     text = "".join(p.read_text(encoding="utf-8") for p in tmp_path.glob("run*.log"))
     for identifier in (PATIENT_NAME, PATIENT_ID, BIRTH_DATE):
         assert identifier not in text
+
+
+def test_the_pacs_drop_in_opens_one_address_and_says_why() -> None:
+    """Each directive of the drop-in is commented; it opens IP to one address, nothing more."""
+    path = REPO / "systemd" / "infarctwatch.service.d" / "pacs.conf"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    settings = {}
+    for number, line in enumerate(lines):
+        if "=" in line and not line.startswith(("#", "[")):
+            assert lines[number - 1].startswith("#"), line
+            key, _, value = line.partition("=")
+            settings[key] = value
+    assert settings == {
+        "PrivateNetwork": "no",
+        "RestrictAddressFamilies": "AF_INET AF_INET6",
+        "IPAddressAllow": "192.0.2.10",
+    }
