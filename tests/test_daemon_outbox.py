@@ -438,6 +438,27 @@ def test_a_capture_staged_before_a_restart_is_written(tmp_path: Path) -> None:
         assert writer.snapshot()["written"] == 1
 
 
+def test_a_source_without_uids_is_counted_and_dropped(tmp_path: Path) -> None:
+    """No Study Instance UID: no capture, the staged file dropped, the failure counted."""
+    outbox, reports = tmp_path / "outbox", tmp_path / "reports"
+    staging_folder(outbox).mkdir(parents=True)
+    reports.mkdir()
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes()))
+    del ds.StudyInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    scan_id = "0123456789abcdef-01234567"
+    (staging_folder(outbox) / f"{scan_id}.dcm").write_bytes(buffer.getvalue())
+    (reports / f"{scan_id}.json").write_text(json.dumps(REPORT), encoding="utf-8")
+    with OutboxWriter(outbox, reports) as writer:
+        wait_for(lambda: writer.snapshot()["failed"] == 1, 20, "the failure counted")
+        status = writer.snapshot()
+    assert names(outbox) == []
+    assert list(staging_folder(outbox).iterdir()) == []
+    assert "lacks a Study" in status["last_error"]["message"]
+    assert status["written"] == 0
+
+
 def _events(log: Path) -> list[dict[str, Any]]:
     lines = log.read_text(encoding="utf-8").splitlines()
     for line in lines:
