@@ -416,7 +416,12 @@ class Service:
             self.sender = OutboxSender(dicom.outbox, dicom.send)
             self.sender.__enter__()
         on_written = self.sender.wake if self.sender is not None else lambda: None
-        self.outbox = OutboxWriter(dicom.outbox, self.config.reports, on_written=on_written)
+        self.outbox = OutboxWriter(
+            dicom.outbox,
+            self.config.reports,
+            on_written=on_written,
+            busy=lambda: pipeline.pending > 0,
+        )
         pipeline.on_reported = self.outbox.notify
         self.outbox.__enter__()
 
