@@ -43,6 +43,7 @@ from daemon import DISCLAIMER
 from daemon.clock import utc_now
 from daemon.config import DicomSendConfig
 from daemon.errors import ConfigError
+from daemon.outbox import writer as writer_module
 from daemon.outbox.capture import CaptureError, band_rows, secondary_capture
 from daemon.outbox.sender import DEAD_LETTER, SENT, OutboxSender
 from daemon.outbox.writer import OutboxWriter, staging_folder
@@ -436,6 +437,34 @@ def test_a_capture_staged_before_a_restart_is_written(tmp_path: Path) -> None:
         wait_for(lambda: names(outbox) == [f"{scan_id}.dcm"], 20, "the capture")
         wait_for(lambda: list(staging_folder(outbox).iterdir()) == [], 5, "staging emptied")
         assert writer.snapshot()["written"] == 1
+
+
+def test_captures_wait_while_scans_are_pending(tmp_path: Path, monkeypatch) -> None:
+    """Busy: no capture yet; idle: made at once; busy for good: made after MAX_DEFER_S."""
+    monkeypatch.setattr(writer_module, "MAX_DEFER_S", 1.0)
+    outbox, reports = tmp_path / "outbox", tmp_path / "reports"
+    staging_folder(outbox).mkdir(parents=True)
+    reports.mkdir()
+    busy = threading.Event()
+    busy.set()
+    ids = ["0123456789abcdef-01234567", "fedcba9876543210-76543210"]
+    def stage(scan_id: str) -> None:
+        (staging_folder(outbox) / f"{scan_id}.dcm").write_bytes(dicom_bytes())
+        (reports / f"{scan_id}.json").write_text(json.dumps(REPORT), encoding="utf-8")
+
+    with OutboxWriter(outbox, reports, busy=busy.is_set) as writer:
+        stage(ids[0])
+        writer.notify(ids[0])
+        time.sleep(0.4)
+        assert names(outbox) == []  # the scan path first
+        busy.clear()
+        wait_for(lambda: names(outbox) == [f"{ids[0]}.dcm"], 20, "the capture once idle")
+        busy.set()
+        started = time.monotonic()
+        stage(ids[1])
+        writer.notify(ids[1])
+        wait_for(lambda: len(names(outbox)) == 2, 20, "the capture after the deferral")
+        assert time.monotonic() - started >= 1.0 - 0.05
 
 
 def test_a_source_without_uids_is_counted_and_dropped(tmp_path: Path) -> None:
