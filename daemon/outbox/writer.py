@@ -32,6 +32,8 @@ import json
 import queue
 import threading
 import time
+import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -43,7 +45,6 @@ from daemon.threads import StageThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 log = structlog.get_logger("infarctwatch.outbox")
 
@@ -124,7 +125,7 @@ class OutboxWriter(StageThread):
                 scan_id = self._queue.get_nowait()
                 if (self.staging / f"{scan_id}.dcm").exists():  # else not DICOM: nothing to do
                     self._yield_to_scans()
-                    self.make(scan_id)
+                    self._make_safely(scan_id)
 
     def _yield_to_scans(self) -> None:
         """Wait while scans are pending (``busy``), at most `MAX_DEFER_S`; not once stopping.
@@ -145,7 +146,24 @@ class OutboxWriter(StageThread):
         for name in names:
             if name.endswith(".dcm") and not name.startswith("."):
                 self._yield_to_scans()
-                self.make(name.removesuffix(".dcm"))
+                self._make_safely(name.removesuffix(".dcm"))
+
+    def _make_safely(self, scan_id: str) -> None:
+        """`make`; a bug drops that one staged file (counted), never the thread.
+
+        Only the exception's type and where it was raised are logged: a message from pydicom or
+        highdicom can quote a patient attribute.
+        """
+        try:
+            self.make(scan_id)
+        except Exception as exc:  # noqa: BLE001 - one file's bug must not end the writer
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+            self._fail(
+                scan_id,
+                self.staging / f"{scan_id}.dcm",
+                f"unexpected {type(exc).__name__}{where}",
+            )
 
     def make(self, scan_id: str) -> bool:
         """Write the capture of the staged ``scan_id``; True when one was written."""
