@@ -448,6 +448,7 @@ def test_captures_wait_while_scans_are_pending(tmp_path: Path, monkeypatch) -> N
     busy = threading.Event()
     busy.set()
     ids = ["0123456789abcdef-01234567", "fedcba9876543210-76543210"]
+
     def stage(scan_id: str) -> None:
         (staging_folder(outbox) / f"{scan_id}.dcm").write_bytes(dicom_bytes())
         (reports / f"{scan_id}.json").write_text(json.dumps(REPORT), encoding="utf-8")
