@@ -170,6 +170,49 @@ class LoggingConfig:
     format: Literal["auto", "json", "console"] = "auto"
 
 
+def _ae_title(value: str) -> str | None:
+    """A DICOM Application Entity title: 1-16 printable ASCII characters, no backslash."""
+    if len(value) > 16 or not value.isascii() or not value.isprintable() or "\\" in value:
+        return f"must be 1-16 printable ASCII characters without a backslash, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class DicomSendConfig:
+    """Sending the outbox to a PACS (C-STORE); off while ``host`` is ``None``."""
+
+    host: str | None = None
+    port: int = field(default=104, metadata=rules(1, maximum=65535))
+    ae_title: str = field(default="ANY-SCP", metadata=rules(check=_ae_title))
+    """The PACS's AE title (the called AE)."""
+    calling_ae_title: str = field(default="INFARCTWATCH", metadata=rules(check=_ae_title))
+    timeout_s: float = field(default=30.0, metadata=rules(above=0, maximum=600))
+    """Connection, association and per-message time limit."""
+    max_attempts: int = field(default=6, metadata=rules(1, maximum=100))
+    """Tries per file; after the last failed one the file goes to ``<outbox>/dead-letter/``."""
+    backoff_s: float = field(default=30.0, metadata=rules(above=0, maximum=86_400))
+    """Wait after the first failed try; doubled after each further one."""
+    backoff_max_s: float = field(default=600.0, metadata=rules(above=0, maximum=86_400))
+    after_send: Literal["move", "delete"] = "move"
+    """A file the PACS accepted goes to ``<outbox>/sent/`` (move) or is deleted."""
+
+
+@dataclass(frozen=True)
+class DicomOutputConfig:
+    """DICOM results: Secondary Captures in an outbox folder, optionally sent to a PACS."""
+
+    outbox: Path | None = None
+    """``None``: no DICOM results."""
+    send: DicomSendConfig = DicomSendConfig()
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """What the daemon writes besides the JSON reports."""
+
+    dicom: DicomOutputConfig = DicomOutputConfig()
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """Everything ``infarctwatch run`` needs to know, validated."""
@@ -186,6 +229,7 @@ class DaemonConfig:
     limits: LimitsConfig = LimitsConfig()
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
+    outputs: OutputsConfig = OutputsConfig()
 
     @property
     def status_path(self) -> Path:
@@ -219,6 +263,31 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
             )
     if model is not INVALID and model.inbox is not None:
         problems.extend(_inbox_problems(model.inbox, model.path, values))
+    outputs = values["outputs"]
+    if outputs is not INVALID:
+        problems.extend(_dicom_output_problems(outputs.dicom, incoming))
+    return problems
+
+
+def _dicom_output_problems(dicom: DicomOutputConfig, incoming: Any) -> list[str]:
+    """The outbox lies outside incoming; sending needs an outbox; the back-off grows."""
+    problems = []
+    outbox, send = dicom.outbox, dicom.send
+    if (
+        outbox is not None
+        and incoming is not INVALID
+        and (outbox == incoming or incoming in outbox.parents)
+    ):
+        problems.append(
+            f"At 'outputs.dicom.outbox': {outbox} must not be the incoming folder or inside it"
+        )
+    if send.host is not None and outbox is None:
+        problems.append("At 'outputs.dicom.send.host': sending needs 'outputs.dicom.outbox'")
+    if send.backoff_max_s < send.backoff_s:
+        problems.append(
+            f"At 'outputs.dicom.send.backoff_max_s': {send.backoff_max_s:g} must not be less "
+            f"than 'outputs.dicom.send.backoff_s' ({send.backoff_s:g})"
+        )
     return problems
 
 

@@ -49,6 +49,9 @@ class ScanSetup:
     ``None``: the DICOM header rules are off (``limits.dicom_header_rules: false``)."""
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     """The ``thresholds`` configuration: overrides of the bundle's (`daemon.scan.decision`)."""
+    outbox_staging: Path | None = None
+    """Where each analysed DICOM file gets a second name, ``<scan id>.dcm``, before its report is
+    written, for the daemon's outbox writer (`daemon.outbox`); ``None``: no DICOM results."""
 
 
 @dataclass(frozen=True)

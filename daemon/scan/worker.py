@@ -29,8 +29,10 @@ from __future__ import annotations
 import traceback
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from daemon.errors import InferenceError, InternalError
-from daemon.fs import write_atomic_group
+from daemon.fs import link_or_copy, write_atomic_group
 from daemon.records import Decoded, Failure, Prediction, ScanResult, Source
 from daemon.scan.decision import Rule, resolve
 from daemon.scan.inference import Engine, Outputs
@@ -41,9 +43,12 @@ from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from daemon.records import Claim, ModelInfo
     from daemon.shared.decode import DecodeLimits
+
+log = structlog.get_logger("infarctwatch.worker")
 
 
 class ScanWorker:
@@ -182,8 +187,14 @@ def inferred_result(
 
 
 def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
-    """Write the reports of ``results`` (one group commit), then apply the outcomes."""
+    """Write the reports of ``results`` (one group commit), then apply the outcomes.
+
+    With an outbox, each analysed DICOM file is first linked into its staging folder
+    (`stage_for_outbox`), so that the link is as durable as the report and outlives the outcome.
+    """
     encoded = [encode_report(result, setup.top_k) for result in results]
+    if setup.outbox_staging is not None:
+        stage_for_outbox(results, setup.outbox_staging)
     errors = write_atomic_group(
         [
             (report_path(setup.reports, result), data)
@@ -225,6 +236,26 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
             )
         )
     return finished
+
+
+def stage_for_outbox(results: list[ScanResult], staging: Path) -> None:
+    """Link each analysed DICOM file of ``results`` to ``<staging>/<scan id>.dcm``.
+
+    Only a prediction on a DICOM source is staged. A file that cannot be staged is logged (by
+    scan id) and loses its DICOM result only: the scan and its report go on.
+    """
+    for result in results:
+        if result.status != "ok" or result.source.dicom is None or result.prediction is None:
+            continue
+        try:
+            link_or_copy(result.claim.path, staging / f"{result.scan_id}.dcm")
+        except OSError as exc:
+            log.warning(
+                "outbox_stage_failed",
+                scan=result.scan_id,
+                error=exc.strerror or str(exc),
+                errno=exc.errno,
+            )
 
 
 def source_of(claim: Claim, max_bytes: int) -> Source:

@@ -47,6 +47,7 @@ import structlog
 from daemon.errors import InternalError, WorkerStartError
 from daemon.intake.recheck import Rechecker
 from daemon.intake.rules import Offer
+from daemon.outbox.writer import staging_folder
 from daemon.records import Failure, ScanResult
 from daemon.scan.protocol import ModelChoice, ScanSetup
 from daemon.scan.read import Rejected, fingerprint
@@ -112,6 +113,9 @@ class Pipeline:
         self.on_return: Callable[[Path], None] = lambda _path: None
         """Called when a claim was put back into incoming, with its path; the watcher's
         `returned`."""
+        self.on_reported: Callable[[str], None] = lambda _scan_id: None
+        """Called (worker or writer thread) with the scan id of each scan reported with a
+        prediction; the outbox writer's `notify`."""
         self._recheck: Rechecker[tuple[Rejected, ModelInfo]] = Rechecker(
             config.watch.grace_s, self._decide
         )
@@ -134,6 +138,9 @@ class Pipeline:
             if config.limits.dicom_header_rules
             else None,
             config.thresholds,
+            None
+            if config.outputs.dicom.outbox is None
+            else staging_folder(config.outputs.dicom.outbox),
         )
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True
@@ -407,6 +414,8 @@ class Pipeline:
             return
         self._counters.record(ok=finished.ok, not_analysed=finished.reason is not None)
         self._log_scan(finished)
+        if finished.failure is None and finished.reason is None and finished.label is not None:
+            self.on_reported(finished.scan_id)
         self._forget(finished.claim)
 
     def _requeue(self, claims: list[Claim]) -> None:

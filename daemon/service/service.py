@@ -64,6 +64,8 @@ from daemon.intake.watcher import Watcher
 from daemon.model.holder import ModelHolder, ServedModel, load_model
 from daemon.model.inbox import ModelInbox
 from daemon.model.reload import ModelReloader
+from daemon.outbox.sender import OutboxSender
+from daemon.outbox.writer import OutboxWriter, staging_folder
 from daemon.records import Failure
 from daemon.scan.report import VERSION
 from daemon.service.attempts import AttemptLog, TakeUp
@@ -136,6 +138,12 @@ def folder_problems(config: DaemonConfig, area: ClaimArea) -> list[tuple[str, Pa
         folders.append(("inference.cache_dir", config.inference.cache_dir))
     if config.model.inbox is not None:
         folders.append(("model.inbox", config.model.inbox))
+    if config.outputs.dicom.outbox is not None:
+        outbox = config.outputs.dicom.outbox
+        folders += [
+            ("outputs.dicom.outbox", outbox),
+            ("outputs.dicom.outbox", staging_folder(outbox)),
+        ]
     problems: list[tuple[str, Path, str]] = []
     for key, folder in folders:
         if any(bad == folder or bad in folder.parents for _, bad, _ in problems):
@@ -204,6 +212,10 @@ class Service:
         """Swaps in a new model when ``model.path`` changes (not with ``once``)."""
         self.inbox: ModelInbox | None = None
         """Installs archives dropped into ``model.inbox`` (when configured, not with ``once``)."""
+        self.outbox: OutboxWriter | None = None
+        """Writes DICOM results into ``outputs.dicom.outbox`` (when configured)."""
+        self.sender: OutboxSender | None = None
+        """Sends the outbox to ``outputs.dicom.send.host`` (when configured)."""
         self._started = time.monotonic()
         self._state = "starting"
         self._exit_code: int | None = None
@@ -321,6 +333,8 @@ class Service:
             stack.enter_context(self.guard)  # the locks, and each folder's identity
             for folder in (config.reports, config.work, self.area.root):
                 remove_stale_temporaries(folder)
+            if config.outputs.dicom.outbox is not None:
+                remove_stale_temporaries(config.outputs.dicom.outbox)
             bundle, signature = load_verified_bundle(config)
             limits = DecodeLimits(max_pixels=config.limits.max_pixels)
             workers = start_workers(  # they start while the model compiles
@@ -371,6 +385,7 @@ class Service:
             self.reloader = ModelReloader(config, holder, signature)
             if config.model.inbox is not None:
                 self.inbox = ModelInbox(config, on_installed=self.reloader.request)
+        self._start_outbox(pipeline)
         pipeline.start()
         code = EXIT_OK
         try:
@@ -392,6 +407,24 @@ class Service:
             return EXIT_FORCED
         return code
 
+    def _start_outbox(self, pipeline: Pipeline) -> None:
+        """Start the outbox writer and the sender when ``outputs.dicom`` configures them."""
+        dicom = self.config.outputs.dicom
+        if dicom.outbox is None:
+            return
+        if dicom.send.host is not None:
+            self.sender = OutboxSender(dicom.outbox, dicom.send)
+            self.sender.__enter__()
+        on_written = self.sender.wake if self.sender is not None else lambda: None
+        self.outbox = OutboxWriter(
+            dicom.outbox,
+            self.config.reports,
+            on_written=on_written,
+            busy=lambda: pipeline.pending > 0,
+        )
+        pipeline.on_reported = self.outbox.notify
+        self.outbox.__enter__()
+
     def _shut_down(
         self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: ModelHolder
     ) -> None:
@@ -405,6 +438,10 @@ class Service:
         if self.reloader is not None:
             self.reloader.close()
         abandoned = pipeline.drain(self.config.service.drain_timeout_s, shutdown.force)
+        if self.outbox is not None:
+            self.outbox.close()  # after the drain: the last scans' captures are written
+        if self.sender is not None:
+            self.sender.close()  # what is left in the outbox is sent at the next start
         if abandoned:
             log.warning(
                 "abandoned",
@@ -467,6 +504,10 @@ class Service:
             dead.append("model reloader")
         if self.inbox is not None and not self.inbox.alive:
             dead.append("model inbox")
+        if self.outbox is not None and not self.outbox.alive:
+            dead.append("outbox writer")
+        if self.sender is not None and not self.sender.alive:
+            dead.append("outbox sender")
         return dead
 
     def _track_storage(self, pipeline: Pipeline) -> None:
@@ -546,8 +587,18 @@ class Service:
             self.guard.to_status()["recoveries"],
             self.reloader.snapshot() if self.reloader is not None else None,
             self.inbox.snapshot() if self.inbox is not None else None,
+            self._outbox_status(),
             self._state,
         )
+
+    def _outbox_status(self) -> dict[str, Any] | None:
+        """The status file's ``outbox``: the writer's counters, and the sender's under ``send``."""
+        if self.outbox is None:
+            return None
+        return {
+            **self.outbox.snapshot(),
+            "send": self.sender.snapshot() if self.sender is not None else None,
+        }
 
     def _status_line(self, pipeline: Pipeline, info: ModelInfo) -> str:
         snap = self.counters.snapshot()
@@ -609,6 +660,7 @@ class Service:
             "last_scan_at": iso(snap.last_scan_at),
             "model": model,
             "inbox": self.inbox.snapshot() if self.inbox is not None else None,
+            "outbox": self._outbox_status(),
             "storage": pipeline.storage.snapshot().to_status() if pipeline is not None else None,
             "waiting_for": self._waiting_for,
             "exit_code": self._exit_code,

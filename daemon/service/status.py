@@ -22,8 +22,11 @@ recursive). ``folders`` says how often a folder the daemon owns vanished and was
 ``model`` names the model in service and, from `daemon.model.reload`, when it was loaded, the models
 folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed
 to load, with its message, until a later reload succeeds). ``inbox`` is `daemon.model.inbox`'s
-state. ``decoders`` counts the scan worker processes (``workers``) and their ``restarts``: the key
-keeps its name for compatibility, like ``pipeline.decode_workers`` in the config.
+state; ``outbox`` the DICOM results' (`daemon.outbox`: captures written, failed, staged, the last
+error, and under ``send`` the sender's destination, sent, queued, failed tries, dead-lettered, last
+error), or null without ``outputs.dicom.outbox``. ``decoders`` counts the scan worker processes
+(``workers``) and their ``restarts``: the key keeps its name for compatibility, like
+``pipeline.decode_workers`` in the config.
 """
 
 from __future__ import annotations
@@ -248,6 +251,32 @@ def _inbox_lines(inbox: object) -> list[str]:
     return [line]
 
 
+def _outbox_lines(outbox: object) -> list[str]:
+    if not isinstance(outbox, dict):
+        return []
+    head = (
+        f"  outbox       {outbox.get('folder')}: {outbox.get('written', 0):,} captures written, "
+        f"{outbox.get('failed', 0):,} failed, {outbox.get('staged', 0):,} staged"
+    )
+    lines = [head]
+    error = outbox.get("last_error")
+    if isinstance(error, dict):
+        lines.append(f"  outbox error {error.get('at', '?')}: {_one_line(error.get('message'))}")
+    send = outbox.get("send")
+    if isinstance(send, dict):
+        lines.append(
+            f"  sending      to {send.get('destination')}: {send.get('sent', 0):,} sent, "
+            f"{send.get('queued', 0):,} queued, {send.get('failed_tries', 0):,} failed tries, "
+            f"{send.get('dead_lettered', 0):,} in dead-letter/"
+        )
+        error = send.get("last_error")
+        if isinstance(error, dict):
+            lines.append(
+                f"  send error   {error.get('at', '?')}: {_one_line(error.get('message'))}"
+            )
+    return lines
+
+
 def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> tuple[str, int]:
     """Human-readable status and the exit code of ``infarctwatch status``.
 
@@ -308,6 +337,7 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
         *_decoder_lines(document.get("decoders")),
         *_model_lines(model, now),
         *_inbox_lines(document.get("inbox")),
+        *_outbox_lines(document.get("outbox")),
         f"  started at   {document.get('started_at', '?')}",
         f"  pid          {pid}",
         f"  status file  {path} (updated {_ago(age)} ago)",
