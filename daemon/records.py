@@ -173,3 +173,20 @@ def scan_id(claim: Claim, sha256: str | None) -> str:
     if sha256:
         return f"{sha256[:16]}-{name_tag}"
     return f"unread{_sha(claim.claim_id)[:10]}-{name_tag}"
+
+
+def series_id(series_instance_uid: str | None, name: str) -> str | None:
+    """The id of the series a scan belongs to, or None for a single image.
+
+    A DICOM image with a SeriesInstanceUID belongs to that series, whatever folder it came in:
+    ``<20 hex of sha256("dicom:" + uid)>``. Any other file in a sub-folder of incoming (``name``
+    holds a ``/``) belongs to its folder's series: ``<20 hex of sha256("folder:" + folder)>``,
+    the folder being the name's parent path. A loose file in the top folder is a single image.
+    The id names the series report (`daemon.series`) and never reveals the UID or the folder.
+    """
+    if series_instance_uid:
+        return hashlib.sha256(f"dicom:{series_instance_uid}".encode()).hexdigest()[:20]
+    folder, _, _ = name.rpartition("/")
+    if folder:
+        return _sha("folder:" + folder)[:20]
+    return None

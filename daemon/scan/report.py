@@ -43,14 +43,16 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import DISCLAIMER
 from daemon.errors import InternalError
+from daemon.records import series_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from daemon.records import ModelInfo, ScanResult, Source
+    from daemon.shared.dicom_series import SeriesTags
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 GENERATOR = "infarctwatch"
 
 
@@ -139,7 +141,27 @@ def _source(source: Source) -> dict[str, Any]:
             "diffusion_b_value": dicom.diffusion_b_value,
             "frames": dicom.frames,
             "frame_used": dicom.frame_used,
+            **_series_tags(dicom.series),
         },
+    }
+
+
+def _series_tags(tags: SeriesTags) -> dict[str, Any]:
+    """What a series report needs of a DICOM image (since 1.2; `daemon.shared.dicom_series`)."""
+    return {
+        "instance_number": tags.instance_number,
+        "slice_position": tags.slice_position,
+        "image_position_patient": None
+        if tags.image_position is None
+        else list(tags.image_position),
+        "image_orientation_patient": None
+        if tags.image_orientation is None
+        else list(tags.image_orientation),
+        "image_type": list(tags.image_type),
+        "series_number": tags.series_number,
+        "series_description": tags.series_description,
+        "manufacturer": tags.manufacturer,
+        "images_in_acquisition": tags.images_in_acquisition,
     }
 
 
@@ -174,9 +196,14 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
         }
     failure, reason = result.failure, result.reason
     model = result.model
+    dicom = result.source.dicom
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
+        "kind": "image",
         "id": result.scan_id,
+        "series_id": series_id(
+            None if dicom is None else dicom.series_instance_uid, result.claim.name
+        ),
         "status": result.status,
         "source": _source(result.source),
         "model": _model(model),
@@ -218,7 +245,9 @@ def internal_error_report(result: ScanResult, message: str) -> dict[str, Any]:
     report: dict[str, Any] = _clean(
         {
             "schema_version": SCHEMA_VERSION,
+            "kind": "image",
             "id": result.scan_id,
+            "series_id": series_id(None, claim.name),
             "status": "error",
             "source": {
                 "name": name,

@@ -34,6 +34,7 @@ from daemon.scan.inference import Engine
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
+from daemon.scan.slices import slice_record
 from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
@@ -213,6 +214,7 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 outcome_error=outcome_error,
                 errno=code,
                 reason=result.reason if failure is None else None,
+                series=slice_record(report),
             )
         )
     return finished

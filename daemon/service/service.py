@@ -66,6 +66,7 @@ from daemon.model.inbox import ModelInbox
 from daemon.model.reload import ModelReloader
 from daemon.records import Failure
 from daemon.scan.report import VERSION
+from daemon.series.tracker import SeriesTracker
 from daemon.service.attempts import AttemptLog, TakeUp
 from daemon.service.dispatch import Pipeline
 from daemon.service.sdnotify import Notifier
@@ -204,6 +205,8 @@ class Service:
         """Swaps in a new model when ``model.path`` changes (not with ``once``)."""
         self.inbox: ModelInbox | None = None
         """Installs archives dropped into ``model.inbox`` (when configured, not with ``once``)."""
+        self.series: SeriesTracker | None = None
+        """Groups reported images into series and writes the series reports (`daemon.series`)."""
         self._started = time.monotonic()
         self._state = "starting"
         self._exit_code: int | None = None
@@ -367,6 +370,8 @@ class Service:
         )
         pipeline.on_room = watcher.room
         pipeline.on_return = watcher.returned
+        self.series = SeriesTracker(config.reports, config.series.stable_s)
+        pipeline.on_series = self.series.add
         if not self.once:
             self.reloader = ModelReloader(config, holder, signature)
             if config.model.inbox is not None:
@@ -374,6 +379,7 @@ class Service:
         pipeline.start()
         code = EXIT_OK
         try:
+            self.series.__enter__()
             self._announce(holder.current.info, holder.current.requests, signature)
             watcher.__enter__()
             if self.reloader is not None:
@@ -405,6 +411,8 @@ class Service:
         if self.reloader is not None:
             self.reloader.close()
         abandoned = pipeline.drain(self.config.service.drain_timeout_s, shutdown.force)
+        if self.series is not None:  # open series stay open: the next start rebuilds them
+            self.series.close()
         if abandoned:
             log.warning(
                 "abandoned",
@@ -464,6 +472,8 @@ class Service:
             dead.append("model reloader")
         if self.inbox is not None and not self.inbox.alive:
             dead.append("model inbox")
+        if self.series is not None and not self.series.alive:
+            dead.append("series tracker")
         return dead
 
     def _track_storage(self, pipeline: Pipeline) -> None:
@@ -490,7 +500,7 @@ class Service:
         last_marker = self._change_marker()
         while not shutdown.stop.is_set():
             if self.once and watcher.finished.is_set() and pipeline.pending == 0:
-                log.info("once_done")
+                self._once_done()
                 return EXIT_OK
             dead = self._dead_stages(pipeline, watcher)
             if dead:
@@ -521,6 +531,12 @@ class Service:
             shutdown.stop.wait(tick)
         return EXIT_OK
 
+    def _once_done(self) -> None:
+        """``--once``: every file is reported; complete every series, then say so."""
+        if self.series is not None and not self.series.complete_all():
+            log.warning("series_not_completed", note="the series tracker did not answer")
+        log.info("once_done")
+
     def _folders_kept(self, pipeline: Pipeline, watcher: Watcher) -> bool:
         """Once a second: recover the owned folders that vanished; False when impossible."""
         now = time.monotonic()
@@ -543,6 +559,7 @@ class Service:
             self.guard.to_status()["recoveries"],
             self.reloader.snapshot() if self.reloader is not None else None,
             self.inbox.snapshot() if self.inbox is not None else None,
+            self.series.snapshot() if self.series is not None else None,
             self._state,
         )
 
@@ -607,6 +624,7 @@ class Service:
             "model": model,
             "inbox": self.inbox.snapshot() if self.inbox is not None else None,
             "storage": pipeline.storage.snapshot().to_status() if pipeline is not None else None,
+            "series": self.series.snapshot().to_status() if self.series is not None else None,
             "waiting_for": self._waiting_for,
             "exit_code": self._exit_code,
             "last_error": self._last_error,

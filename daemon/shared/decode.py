@@ -54,6 +54,7 @@ from daemon.errors import (
     UnsupportedImageError,
 )
 from daemon.shared.dicom_scope import Header, read_header
+from daemon.shared.dicom_series import SeriesTags, read_series_tags
 
 RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}
 _PILLOW_PARSERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG parser also yields MPO images
@@ -92,6 +93,8 @@ class DicomInfo:
     header: Header = field(default_factory=Header, compare=False)
     """What `daemon.shared.dicom_scope` judges the file by (never written into reports; not part
     of equality, which stays that of the attributes reports carry)."""
+    series: SeriesTags = field(default_factory=SeriesTags)
+    """The image's place in its series (`daemon.shared.dicom_series`), carried into reports."""
 
 
 @dataclass(frozen=True)
@@ -385,6 +388,7 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         frame_used=frame_used,
         photometric=photometric,
         header=header,
+        series=read_series_tags(ds),
     )
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     pixels = np.ascontiguousarray(grey)

@@ -1,0 +1,410 @@
+"""Series: DICOM images grouped by Study/Series UID, folders of PNGs, one report per series.
+
+Real daemons (in-process `Service` threads and ``python -m daemon run`` processes), real worker
+processes, the committed bundle, DICOM series built with pydicom from the committed DWI sample by
+setting UIDs, InstanceNumbers, positions and b-values (`daemon.series` has the rules).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import pydicom
+import pytest
+from daemon_support import (
+    PATIENT_ID,
+    PATIENT_NAME,
+    REPO,
+    drop,
+    log_events,
+    make_config,
+    reports,
+    run_once,
+    running,
+    small_png,
+    spawn,
+    wait_for,
+    write_config,
+)
+from pydicom.uid import generate_uid
+
+from daemon.config import load_config
+from daemon.records import series_id
+from daemon.scan.slices import SliceRecord
+from daemon.series.assemble import (
+    build_series_report,
+    missing_positions,
+    natural_key,
+    series_finding,
+)
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterator
+    from pathlib import Path
+
+DWI_SAMPLE = REPO / "samples" / "05-right-basal-ganglia.dcm"
+SERIES_SCHEMA = json.loads(
+    (REPO / "schemas" / "series-report.schema.json").read_text(encoding="utf-8")
+)
+SERIES_VALIDATOR = jsonschema.Draft202012Validator(
+    SERIES_SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+)
+AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def instance(
+    study: str,
+    series: str,
+    number: int,
+    *,
+    z: float | None,
+    b: float | None = 1000,
+    description: str = "ep2d_diff_tra_TRACEW",
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "DIFFUSION", "TRACEW"),
+    modality: str = "MR",
+    expected: int | None = None,
+    sop: str | None = None,
+) -> bytes:
+    """The DWI sample as one image of a series (pixels untouched)."""
+    ds = pydicom.dcmread(DWI_SAMPLE)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.SOPInstanceUID = sop or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.InstanceNumber = number
+    ds.SeriesNumber = 5
+    ds.SeriesDescription = description
+    ds.ImageType = list(image_type)
+    ds.Modality = modality
+    ds.Manufacturer = "SIEMENS"
+    ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
+    if z is not None:
+        ds.ImagePositionPatient = [-120.0, -120.0, z]
+        ds.ImageOrientationPatient = AXIAL
+    if b is None:
+        if "DiffusionBValue" in ds:
+            del ds.DiffusionBValue
+    else:
+        ds.DiffusionBValue = b
+    if expected is not None:
+        ds.ImagesInAcquisition = expected
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def series_reports(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every series report by id, each validated against the published schema."""
+    found = {}
+    for path in sorted((folder / "series").glob("*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        SERIES_VALIDATOR.validate(document)
+        assert path.stem == document["id"]
+        assert PATIENT_NAME.split("^")[0] not in path.read_text(encoding="utf-8")
+        found[document["id"]] = document
+    return found
+
+
+def uid_id(uid: str) -> str:
+    found = series_id(uid, "x")
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Daemons started by a test; any still running at the end is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+class TestOneStudyOnce:
+    """One ``run --once`` over a whole study dropped in shuffled order: every kind of series."""
+
+    def test_a_study_gives_one_report_per_series(self, tmp_path) -> None:  # noqa: PLR0915 - one story
+        study = generate_uid()
+        dwi, gappy, t1, ct, adc = (generate_uid() for _ in range(5))
+        files: dict[str, bytes] = {}
+        # DWI: b0 and b1000 images in one series, 4 positions, InstanceNumbers 1..8.
+        for i, z in enumerate((0.0, 5.0, 10.0, 15.0)):
+            files[f"dwi-b0-{i}.dcm"] = instance(study, dwi, 2 * i + 1, z=z, b=0)
+            files[f"dwi-b1000-{i}.dcm"] = instance(study, dwi, 2 * i + 2, z=z)
+        # the same image (SOPInstanceUID) sent again under another name
+        duplicate_sop = pydicom.dcmread(io.BytesIO(files["dwi-b1000-1.dcm"])).SOPInstanceUID
+        files["dwi-again.dcm"] = instance(study, dwi, 4, z=5.0, sop=duplicate_sop)
+        # A series with slice 3 of 5 missing (InstanceNumber and position).
+        for n, z in ((1, 0.0), (2, 4.0), (4, 12.0), (5, 16.0)):
+            files[f"gap-{n}.dcm"] = instance(study, gappy, n, z=z)
+        # T1 and CT series of the same study; an ADC series with the DWI geometry.
+        for n in (1, 2):
+            files[f"t1-{n}.dcm"] = instance(
+                study, t1, n, z=5.0 * n, b=None, description="t1_se_tra", image_type=("ORIGINAL",)
+            )
+            files[f"ct-{n}.dcm"] = instance(study, ct, n, z=5.0 * n, b=None, modality="CT")
+        for i, z in enumerate((0.0, 5.0, 10.0, 15.0)):
+            files[f"adc-{i}.dcm"] = instance(
+                study,
+                adc,
+                i + 1,
+                z=z,
+                b=None,
+                description="ep2d_diff_tra_ADC",
+                image_type=("DERIVED", "PRIMARY", "DIFFUSION", "ADC"),
+            )
+        config = make_config(tmp_path, series={"stable_s": 600})
+        config.incoming.mkdir(parents=True)
+        names = list(files)
+        random.Random(12).shuffle(names)  # noqa: S311 - a fixed order, no secret
+        for name in names:
+            (config.incoming / name).write_bytes(files[name])
+
+        assert run_once(config) == 0
+
+        images = reports(config.reports)
+        assert len(images) == len(files)
+        for name, report in images.items():
+            assert report["kind"] == "image"
+            uid = pydicom.dcmread(io.BytesIO(files[name])).SeriesInstanceUID
+            assert report["series_id"] == uid_id(uid), name
+        found = series_reports(config.reports)
+        assert set(found) == {uid_id(u) for u in (dwi, gappy, t1, ct, adc)}
+        for document in found.values():
+            assert document["timing"]["completed_by"] == "once"
+            assert document["study_instance_uid"] == study
+
+        one = found[uid_id(dwi)]
+        assert one["status"] == "ok", one["missing"]
+        assert one["images"] == 8
+        assert one["duplicates"] == 1
+        assert [s["slice_position"] for s in one["slices"]] == [0.0, 5.0, 10.0, 15.0]
+        assert [s["instance_number"] for s in one["slices"]] == [2, 4, 6, 8]
+        assert [b["instance_number"] for b in one["b0_images"]] == [1, 3, 5, 7]
+        assert all(b["b_value"] == 0 for b in one["b0_images"])
+        by_id = {r["id"]: n for n, r in images.items()}
+        names = [by_id[s["report_id"]] for s in one["slices"]]
+        assert names[0] == "dwi-b1000-0.dcm"
+        assert names[1] in ("dwi-b1000-1.dcm", "dwi-again.dcm")  # whichever came first
+        assert names[2:] == ["dwi-b1000-2.dcm", "dwi-b1000-3.dcm"]
+        assert one["finding"] in ("acute_infarct", "no_acute_infarct", "indeterminate")
+        assert one["adc_series"] == [
+            {"id": uid_id(adc), "series_instance_uid": adc, "series_number": 5}
+        ]
+        assert one["series_description"] == "ep2d_diff_tra_TRACEW"
+        assert one["manufacturer"] == "SIEMENS"
+
+        gap = found[uid_id(gappy)]
+        assert gap["status"] == "incomplete"
+        assert gap["missing"] == {"instance_numbers": [3], "positions": [8.0]}
+        assert len(gap["slices"]) == 4
+
+        for uid, code in ((t1, "NOT_DWI"), (ct, "NOT_MR"), (adc, "NOT_DWI")):
+            document = found[uid_id(uid)]
+            assert document["status"] == "not_analysed"
+            assert document["reason"]["code"] == code
+            assert document["finding"] is None
+            assert document["locations"] == []
+            assert document["slices"] == []
+        assert found[uid_id(adc)]["dwi_series"]["id"] == uid_id(dwi)
+        assert len(found[uid_id(adc)]["adc_images"]) == 4
+
+        status = json.loads(config.status_path.read_text(encoding="utf-8"))
+        assert status["series"]["reported"] == 5
+        assert status["series"]["ok"] == 1
+        assert status["series"]["incomplete"] == 1
+        assert status["series"]["not_analysed"] == 3
+        assert status["series"]["open"] == 0
+
+
+class TestLive:
+    def test_interleaved_series_complete_by_count_and_by_quiet_time(self, tmp_path) -> None:
+        """Two series sent interleaved and out of order into a running daemon.
+
+        The one whose headers say how many images it holds is reported as soon as the last
+        arrives; the other once no image of it has come for series.stable_s.
+        """
+        stable_s = 2.0
+        config = make_config(tmp_path, series={"stable_s": stable_s})
+        config.incoming.mkdir(parents=True)
+        study, counted, quiet = generate_uid(), generate_uid(), generate_uid()
+        items = [
+            (f"c{n}.dcm", instance(study, counted, n, z=6.0 * n, expected=5))
+            for n in (1, 2, 3, 4, 5)
+        ]
+        items += [(f"q{n}.dcm", instance(study, quiet, n, z=6.0 * n)) for n in (1, 2, 3, 4)]
+        random.Random(3).shuffle(items)  # noqa: S311 - a fixed order, no secret
+        with running(config):
+            for name, data in items:
+                drop(config.incoming, name, data)
+            dropped = time.monotonic()
+            wait_for(lambda: len(series_reports(config.reports)) == 2, 60, "two series reports")
+            status = json.loads(config.status_path.read_text(encoding="utf-8"))
+        found = series_reports(config.reports)
+        first, second = found[uid_id(counted)], found[uid_id(quiet)]
+        assert first["timing"]["completed_by"] == "count"
+        assert second["timing"]["completed_by"] == "quiet"
+        assert first["images"] == 5
+        assert second["images"] == 4
+        assert [s["instance_number"] for s in first["slices"]] == [1, 2, 3, 4, 5]
+        assert time.monotonic() - dropped >= stable_s
+        assert status["series"]["open"] in (0, 1)
+
+
+class TestRestarts:
+    def test_kill_9_mid_series_then_restart_gives_exactly_one_report(
+        self, tmp_path, processes
+    ) -> None:
+        """Half a series, kill -9, the other half, restart: one report with every image.
+
+        Another kill -9 and restart after the report was written leave it as it is.
+        """
+        path = write_config(tmp_path, series={"stable_s": 1.5})
+        config = load_config(path)
+        config.incoming.mkdir(parents=True)
+        study, uid = generate_uid(), generate_uid()
+        data = {n: instance(study, uid, n, z=5.0 * n) for n in range(1, 7)}
+
+        def start(run: int) -> subprocess.Popen[bytes]:
+            log = tmp_path / f"run-{run}.log"
+            daemon = spawn("run", "--config", str(path), log=log)
+            processes.append(daemon)
+            started = lambda: any(e["event"] == "started" for e in log_events(log))  # noqa: E731
+            wait_for(started, 60, "the daemon to start")
+            return daemon
+
+        def kill(daemon: subprocess.Popen[bytes]) -> None:
+            daemon.send_signal(signal.SIGKILL)
+            assert daemon.wait(10) == -signal.SIGKILL
+
+        daemon = start(1)
+        for n in (1, 2, 3):
+            drop(config.incoming, f"s{n}.dcm", data[n])
+        wait_for(lambda: len(reports(config.reports)) == 3, 60, "three image reports")
+        kill(daemon)
+        assert not (config.reports / "series").exists()
+        for n in (4, 5, 6):
+            drop(config.incoming, f"s{n}.dcm", data[n])
+        daemon = start(2)
+        target = config.reports / "series" / f"{uid_id(uid)}.json"
+        wait_for(target.exists, 60, "the series report")
+        found = series_reports(config.reports)
+        assert list(found) == [uid_id(uid)]
+        document = found[uid_id(uid)]
+        assert document["status"] == "ok"
+        assert [s["instance_number"] for s in document["slices"]] == [1, 2, 3, 4, 5, 6]
+        assert document["duplicates"] == 0
+        resumed = [e for e in log_events(tmp_path / "run-2.log") if e["event"] == "series_resumed"]
+        assert resumed, "the open series was rebuilt at start"
+        assert resumed[0]["images"] == 3
+        written = target.stat().st_mtime_ns
+        kill(daemon)
+        daemon = start(3)
+        time.sleep(3.0)  # twice series.stable_s: nothing to complete
+        assert list(series_reports(config.reports)) == [uid_id(uid)]
+        assert target.stat().st_mtime_ns == written
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+
+
+class TestFolderSeries:
+    def test_a_sub_folder_of_pngs_is_one_series_in_natural_order(self, tmp_path) -> None:
+        config = make_config(tmp_path, watch={"recursive": True}, series={"stable_s": 600})
+        folder = config.incoming / "case 7" / "dwi"
+        folder.mkdir(parents=True)
+        for seed, name in enumerate(("img10.png", "img2.png", "img1.png")):
+            (folder / name).write_bytes(small_png(seed))
+        (config.incoming / "loose.png").write_bytes(small_png(9))
+
+        assert run_once(config) == 0
+
+        images = reports(config.reports)
+        assert images["loose.png"]["series_id"] is None
+        ids = {
+            images[f"case 7/dwi/{n}"]["series_id"] for n in ("img1.png", "img2.png", "img10.png")
+        }
+        assert len(ids) == 1
+        (only,) = series_reports(config.reports).values()
+        assert only["id"] == ids.pop()
+        assert only["folder"] == "case 7/dwi"
+        assert only["series_instance_uid"] is None
+        by_id = {r["id"]: n for n, r in images.items()}
+        assert [by_id[s["report_id"]] for s in only["slices"]] == [
+            "case 7/dwi/img1.png",
+            "case 7/dwi/img2.png",
+            "case 7/dwi/img10.png",
+        ]
+        assert only["status"] == "ok"
+
+
+def _record(index: int, label: str, probability: float, position: float) -> SliceRecord:
+    return SliceRecord(
+        series_id="0" * 20,
+        scan_id=f"{index:016x}-00000000",
+        name=f"s{index}.dcm",
+        status="ok",
+        received_at="2026-12-07T00:00:00.000Z",
+        sop_uid=f"1.2.{index}",
+        instance_number=index + 1,
+        slice_position=position,
+        label=label,
+        probability=probability,
+    )
+
+
+class TestRules:
+    """The documented series rules (docs/daemon.md, "Series") on hand-made slices."""
+
+    def _report(self, slices: list[SliceRecord]) -> dict[str, Any]:
+        return build_series_report(
+            "0" * 20,
+            slices,
+            folder=None,
+            duplicates=0,
+            timing={},
+            links={},
+            generator={"name": "infarctwatch", "version": "test"},
+            disclaimer="Research use only.",
+        )
+
+    def test_a_confident_slice_makes_an_infarct_and_adjacent_slices_one_location(self) -> None:
+        slices = [
+            _record(0, "No acute infarct", 0.9, 0.0),
+            _record(1, "Left thalamus", 0.7, 5.0),
+            _record(2, "Left thalamus", 0.8, 10.0),
+            _record(3, "Right pons", 0.4, 15.0),  # not confident: no location
+        ]
+        report = self._report(list(reversed(slices)))
+        assert report["finding"] == "acute_infarct"
+        assert report["locations"] == [
+            {"label": "Left thalamus", "slices": [1, 2], "probability": 0.8}
+        ]
+        assert [s["finding"] for s in report["slices"]] == [
+            "no_acute_infarct",
+            "acute_infarct",
+            "acute_infarct",
+            "indeterminate",
+        ]
+
+    def test_no_infarct_needs_every_slice_confidently_negative(self) -> None:
+        negative = [_record(i, "No acute infarct", 0.8, 5.0 * i) for i in range(3)]
+        assert series_finding(negative) == "no_acute_infarct"
+        doubtful = [*negative, _record(3, "No acute infarct", 0.3, 15.0)]
+        assert series_finding(doubtful) == "indeterminate"
+        assert self._report(doubtful)["locations"] == []
+
+    def test_gaps_are_found_from_the_median_spacing(self) -> None:
+        slices = [_record(i, "No acute infarct", 0.9, z) for i, z in enumerate((0, 3, 6, 15, 18))]
+        assert missing_positions(slices) == [9.0, 12.0]
+
+    def test_natural_order(self) -> None:
+        names = ["img10.png", "img2.png", "IMG1.png"]
+        assert sorted(names, key=natural_key) == ["IMG1.png", "img2.png", "img10.png"]
