@@ -183,14 +183,20 @@ class TestOneStudyOnce:
             assert document["study_instance_uid"] == study
 
         one = found[uid_id(dwi)]
+        by_id = {r["id"]: n for n, r in images.items()}
         assert one["status"] == "ok", one["missing"]
         assert one["images"] == 8
         assert one["duplicates"] == 1
+        (again,) = one["duplicate_images"]
+        assert again["sop_instance_uid"] == duplicate_sop
+        assert {by_id[again["report_id"]], by_id[one["slices"][1]["report_id"]]} == {
+            "dwi-b1000-1.dcm",
+            "dwi-again.dcm",
+        }
         assert [s["slice_position"] for s in one["slices"]] == [0.0, 5.0, 10.0, 15.0]
         assert [s["instance_number"] for s in one["slices"]] == [2, 4, 6, 8]
         assert [b["instance_number"] for b in one["b0_images"]] == [1, 3, 5, 7]
         assert all(b["b_value"] == 0 for b in one["b0_images"])
-        by_id = {r["id"]: n for n, r in images.items()}
         names = [by_id[s["report_id"]] for s in one["slices"]]
         assert names[0] == "dwi-b1000-0.dcm"
         assert names[1] in ("dwi-b1000-1.dcm", "dwi-again.dcm")  # whichever came first
@@ -265,7 +271,8 @@ class TestRestarts:
     ) -> None:
         """Half a series, kill -9, the other half, restart: one report with every image.
 
-        Another kill -9 and restart after the report was written leave it as it is.
+        Another kill -9 and restart after the report was written leave it as it is (a duplicate
+        image among them included: the report lists it, so it does not reopen the series).
         """
         path = write_config(tmp_path, series={"stable_s": 1.5})
         config = load_config(path)
@@ -293,6 +300,7 @@ class TestRestarts:
         assert not (config.reports / "series").exists()
         for n in (4, 5, 6):
             drop(config.incoming, f"s{n}.dcm", data[n])
+        drop(config.incoming, "s3-again.dcm", data[3])  # a duplicate: listed, never reopens it
         daemon = start(2)
         target = config.reports / "series" / f"{uid_id(uid)}.json"
         wait_for(target.exists, 60, "the series report")
@@ -301,7 +309,7 @@ class TestRestarts:
         document = found[uid_id(uid)]
         assert document["status"] == "ok"
         assert [s["instance_number"] for s in document["slices"]] == [1, 2, 3, 4, 5, 6]
-        assert document["duplicates"] == 0
+        assert document["duplicates"] == 1
         resumed = [e for e in log_events(tmp_path / "run-2.log") if e["event"] == "series_resumed"]
         assert resumed, "the open series was rebuilt at start"
         assert resumed[0]["images"] == 3
@@ -368,7 +376,7 @@ class TestRules:
             "0" * 20,
             slices,
             folder=None,
-            duplicates=0,
+            duplicates=[],
             timing={},
             links={},
             generator={"name": "infarctwatch", "version": "test"},

@@ -32,7 +32,7 @@ SERIES_FOLDER = "series"
 REBUILD_HORIZON_S = 86_400.0
 """Image reports older than this (by mtime) are not read at start: a series left open by a stop
 is taken up again if the daemon restarts within a day."""
-_LISTS = ("slices", "b0_images", "adc_images", "other_images")
+_LISTS = ("slices", "b0_images", "adc_images", "other_images", "duplicate_images")
 
 
 def series_folder(reports: Path) -> Path:

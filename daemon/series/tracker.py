@@ -74,7 +74,8 @@ class _Series:
 
     series_id: str
     records: dict[str, SliceRecord] = field(default_factory=dict)
-    duplicates: int = 0
+    duplicates: dict[str, SliceRecord] = field(default_factory=dict)
+    """Other files with a SOPInstanceUID already counted, by report id (listed, not counted)."""
     last_seen: float = 0.0
     """Monotonic time of the last image that changed it."""
     reported: bool = False
@@ -258,7 +259,7 @@ class SeriesTracker(StageThread):
     def _put(series: _Series, record: SliceRecord) -> None:
         known = series.records.get(record.key)
         if known is not None and known.scan_id != record.scan_id:
-            series.duplicates += 1
+            series.duplicates[record.scan_id] = record
             return  # the first image of that SOPInstanceUID stays
         series.records[record.key] = record
 
@@ -314,7 +315,7 @@ class SeriesTracker(StageThread):
             series.series_id,
             list(series.records.values()),
             folder=series.folder,
-            duplicates=series.duplicates,
+            duplicates=list(series.duplicates.values()),
             timing={
                 "first_received_at": received[0] if received else None,
                 "last_received_at": received[-1] if received else None,
@@ -351,7 +352,7 @@ class SeriesTracker(StageThread):
             finding=document["finding"],
             images=document["images"],
             slices=len(document["slices"]),
-            duplicates=series.duplicates,
+            duplicates=len(series.duplicates),
             completed_by=how,
             quiet_s=round(time.monotonic() - series.last_seen, 2),
         )
