@@ -7,6 +7,7 @@ setting UIDs, InstanceNumbers, positions and b-values (`daemon.series` has the r
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import random
@@ -35,6 +36,7 @@ from daemon_support import (
 from pydicom.uid import generate_uid
 
 from daemon.config import load_config
+from daemon.errors import ConfigError
 from daemon.records import series_id
 from daemon.scan.slices import SliceRecord
 from daemon.series.assemble import (
@@ -43,6 +45,7 @@ from daemon.series.assemble import (
     natural_key,
     series_finding,
 )
+from daemon.service.status import describe
 
 if TYPE_CHECKING:
     import subprocess
@@ -224,6 +227,8 @@ class TestOneStudyOnce:
         assert len(found[uid_id(adc)]["adc_images"]) == 4
 
         status = json.loads(config.status_path.read_text(encoding="utf-8"))
+        text, _ = describe(status, config.status_path, dt.datetime.now(dt.UTC))
+        assert "series       5 reported (1 ok, 1 incomplete, 3 not analysed), 0 open" in text
         assert status["series"]["reported"] == 5
         assert status["series"]["ok"] == 1
         assert status["series"]["incomplete"] == 1
@@ -431,3 +436,9 @@ class TestRules:
     def test_natural_order(self) -> None:
         names = ["img10.png", "img2.png", "IMG1.png"]
         assert sorted(names, key=natural_key) == ["IMG1.png", "img2.png", "img10.png"]
+
+
+def test_series_stable_s_is_bounded(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"At 'series.stable_s': must be greater than 0"):
+        make_config(tmp_path, series={"stable_s": 0})
+    assert make_config(tmp_path).series.stable_s == 10.0

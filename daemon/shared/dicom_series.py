@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ def read_series_tags(ds: Any) -> SeriesTags:
     orientation = _floats(ds.get("ImageOrientationPatient"), 6)
     return SeriesTags(
         instance_number=_integer(ds.get("InstanceNumber")),
-        image_position=position,  # type: ignore[arg-type]
-        image_orientation=orientation,  # type: ignore[arg-type]
+        image_position=cast("tuple[float, float, float] | None", position),
+        image_orientation=cast(
+            "tuple[float, float, float, float, float, float] | None", orientation
+        ),
         slice_position=slice_position(position, orientation, _number(ds.get("SliceLocation"))),
         image_type=tuple(_texts(ds.get("ImageType"))),
         series_number=_integer(ds.get("SeriesNumber")),
