@@ -7,6 +7,7 @@ setting UIDs, InstanceNumbers, positions and b-values (`daemon.series` has the r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -34,17 +35,20 @@ from daemon_support import (
     write_config,
 )
 from pydicom.uid import generate_uid
+from structlog.testing import capture_logs
 
 from daemon.config import load_config
 from daemon.errors import ConfigError
 from daemon.records import series_id
 from daemon.scan.slices import SliceRecord
+from daemon.series import tracker as tracker_module
 from daemon.series.assemble import (
     build_series_report,
     missing_positions,
     natural_key,
     series_finding,
 )
+from daemon.series.tracker import SeriesTracker
 from daemon.service.status import describe
 
 if TYPE_CHECKING:
@@ -333,6 +337,10 @@ class TestRestarts:
         resumed = [e for e in log_events(tmp_path / "run-2.log") if e["event"] == "series_resumed"]
         assert resumed, "the open series was rebuilt at start"
         assert resumed[0]["images"] == 3
+        logged = (tmp_path / "run-2.log").read_text(encoding="utf-8")
+        assert uid not in logged
+        assert study not in logged
+        assert PATIENT_ID not in logged
         written = target.stat().st_mtime_ns
         kill(daemon)
         daemon = start(3)
@@ -442,3 +450,32 @@ def test_series_stable_s_is_bounded(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"At 'series.stable_s': must be greater than 0"):
         make_config(tmp_path, series={"stable_s": 0})
     assert make_config(tmp_path).series.stable_s == 10.0
+
+
+class TestTrackerFaults:
+    def test_a_bug_building_one_series_report_spares_the_others_and_the_thread(
+        self, tmp_path, monkeypatch
+    ) -> None:
+        """A report-building bug (injected) is logged; the tracker lives on, other series report."""
+        real = tracker_module.build_series_report
+
+        def broken(series: str, records: list[SliceRecord], **kwargs: Any) -> dict[str, Any]:
+            if series == "b" * 20:
+                raise ZeroDivisionError("injected")
+            return real(series, records, **kwargs)
+
+        monkeypatch.setattr(tracker_module, "build_series_report", broken)
+        tracker = SeriesTracker(tmp_path, stable_s=0.2)
+        with capture_logs() as logs, tracker:
+            assert tracker.rebuilt.wait(10)
+            for series in ("a" * 20, "b" * 20):
+                for index in range(3):
+                    record = _record(index, "No acute infarct", 0.9, 5.0 * index)
+                    tracker.add(dataclasses.replace(record, series_id=series))
+            wait_for(lambda: tracker.snapshot().reported == 1, 10, "the good series' report")
+            time.sleep(0.5)
+            assert tracker.alive
+            assert tracker.snapshot().open == 0
+        assert [p.name for p in (tmp_path / "series").iterdir()] == ["a" * 20 + ".json"]
+        failed = [e for e in logs if e["event"] == "series_report_failed"]
+        assert [e["series"] for e in failed] == ["b" * 20]

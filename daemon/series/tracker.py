@@ -210,10 +210,13 @@ class SeriesTracker(StageThread):
                 kind, item = "tick", None
             if kind == "stop":
                 return
-            if kind == "image":
-                seen, record = item
-                self._take(record, seen)
-            self._complete_due(time.monotonic(), everything=kind == "complete_all")
+            try:
+                if kind == "image":
+                    seen, record = item
+                    self._take(record, seen)
+                self._complete_due(time.monotonic(), everything=kind == "complete_all")
+            except Exception:  # a bug must not end the thread (and the service) for one series
+                log.exception("series_tracker_bug")
             if kind == "complete_all":
                 item.set()
             self._publish()
@@ -308,6 +311,19 @@ class SeriesTracker(StageThread):
         return {"adc_series": [], "dwi_series": None}, []
 
     def _complete(self, series: _Series, how: str) -> None:
+        """Write the series' report; a bug while building it is logged, the series set aside.
+
+        Set aside: marked reported, so it is not tried again until another image of it arrives
+        (a bug that repeats must not take the tracker down at every start).
+        """
+        try:
+            self._write(series, how)
+        except Exception:
+            log.exception("series_report_failed", series=series.series_id)
+            series.reported, series.retry_at = True, 0.0
+            series.completed_at = time.monotonic()
+
+    def _write(self, series: _Series, how: str) -> None:
         links, again = self._links(series)
         completed = utc_now()
         received = sorted(r.received_at for r in series.records.values() if r.received_at)
