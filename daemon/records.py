@@ -80,6 +80,9 @@ class Decoded:
     """``(H, W, C)``, or ``(H, W, 1)`` standing for C identical channels (how the scan worker
     processes send it); `daemon.scan.inference.Engine.submit` takes either."""
     decode_ms: float
+    frames: tuple[tuple[int, npt.NDArray[np.float32]], ...] = ()
+    """``(frame index, tensor)`` of each frame of an enhanced multi-frame object to analyse as a
+    slice of its own (b-value in range, or none given); empty for any other file."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,15 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class FramePrediction:
+    """The network's output for one frame of an enhanced multi-frame object (or why none)."""
+
+    index: int
+    prediction: Prediction | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ScanResult:
     """The end of the line for one claim: a prediction or a failure, and the timings."""
 
@@ -132,6 +144,8 @@ class ScanResult:
     infer_ms: float | None = None
     reason: OutOfScope | None = None
     """Set when the file is not a DWI b1000 slice (``not_analysed``): no prediction, no failure."""
+    frames: tuple[FramePrediction, ...] = ()
+    """Each frame analysed as a slice of its own (`Decoded.frames`), in frame order."""
 
     @property
     def ok(self) -> bool:

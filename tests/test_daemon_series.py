@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
+import numpy as np
 import pydicom
 import pytest
 from daemon_support import (
@@ -34,7 +35,8 @@ from daemon_support import (
     wait_for,
     write_config,
 )
-from pydicom.uid import generate_uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from structlog.testing import capture_logs
 
 from daemon.config import load_config
@@ -479,3 +481,79 @@ class TestTrackerFaults:
         assert [p.name for p in (tmp_path / "series").iterdir()] == ["a" * 20 + ".json"]
         failed = [e for e in logs if e["event"] == "series_report_failed"]
         assert [e["series"] for e in failed] == ["b" * 20]
+
+
+def enhanced_mr(study: str, series: str, frames: list[tuple[float, float]]) -> bytes:
+    """An enhanced MR object: one frame per ``(z, b-value)``, placed by per-frame groups."""
+    sample = pydicom.dcmread(DWI_SAMPLE)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.Modality, ds.InstanceNumber, ds.SeriesNumber = "MR", 1, 7
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"]
+    ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation"):
+        setattr(ds, keyword, getattr(sample, keyword))
+    for keyword in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation"):
+        setattr(ds, keyword, getattr(sample, keyword))
+    ds.NumberOfFrames = len(frames)
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = AXIAL
+    shared = Dataset()
+    shared.PlaneOrientationSequence = [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    groups = []
+    for z, b in frames:
+        position, diffusion, group = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [-120.0, -120.0, z]
+        diffusion.DiffusionBValue = b
+        group.PlanePositionSequence = [position]
+        group.MRDiffusionSequence = [diffusion]
+        groups.append(group)
+    ds.PerFrameFunctionalGroupsSequence = groups
+    ds.PixelData = np.stack([sample.pixel_array] * len(frames)).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class TestEnhancedMultiFrame:
+    def test_every_frame_of_an_enhanced_object_is_a_slice(self, tmp_path) -> None:
+        """b0 and b1000 frames in one file: the b1000 frames are slices, in position order."""
+        study, uid = generate_uid(), generate_uid()
+        frames = [(10.0, 0), (10.0, 1000), (0.0, 0), (0.0, 1000), (5.0, 0), (5.0, 1000)]
+        config = make_config(tmp_path, series={"stable_s": 600})
+        config.incoming.mkdir(parents=True)
+        (config.incoming / "enhanced.dcm").write_bytes(enhanced_mr(study, uid, frames))
+
+        assert run_once(config) == 0
+
+        (image,) = reports(config.reports).values()
+        assert image["status"] == "ok"
+        assert image["source"]["dicom"]["frames"] == 6
+        assert [f["analysed"] for f in image["frames"]] == [False, True] * 3
+        assert [f["slice_position"] for f in image["frames"]] == [10.0, 10.0, 0.0, 0.0, 5.0, 5.0]
+        assert all(f["label"] for f in image["frames"] if f["analysed"])
+        (series,) = series_reports(config.reports).values()
+        assert series["id"] == uid_id(uid)
+        assert series["status"] == "ok"
+        assert [(s["frame"], s["slice_position"]) for s in series["slices"]] == [
+            (3, 0.0),
+            (5, 5.0),
+            (1, 10.0),
+        ]
+        assert [(b["frame"], b["b_value"]) for b in series["b0_images"]] == [
+            (2, 0.0),
+            (4, 0.0),
+            (0, 0.0),
+        ]
+        assert {s["report_id"] for s in series["slices"]} == {image["id"]}
+        assert series["images"] == 6

@@ -111,8 +111,9 @@ class Finished:
     """The ``errno`` of ``write_error`` or ``outcome_error`` (the storage guard's reason)."""
     reason: OutOfScope | None = None
     """Set for a ``not_analysed`` report: why the file got no prediction."""
-    series: SliceRecord | None = None
-    """The image's place in its series (`daemon.scan.slices`), None for a single image."""
+    series: tuple[SliceRecord, ...] = ()
+    """The image's place in its series (`daemon.scan.slices`): one record, one per frame of an
+    enhanced multi-frame object, none for a single image."""
 
     @property
     def ok(self) -> bool:

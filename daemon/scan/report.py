@@ -176,6 +176,37 @@ def _model(model: ModelInfo) -> dict[str, Any]:
     }
 
 
+def _frames(result: ScanResult) -> list[dict[str, Any]] | None:
+    """Since 1.2: each frame of an enhanced object whose functional groups place it, else None.
+
+    A frame with a b-value in range (or none given) is analysed as a slice of its own: its most
+    probable label and probability; the others (b0 frames) are listed, ``analysed: false``.
+    """
+    dicom = result.source.dicom
+    if dicom is None or not dicom.series.frames:
+        return None
+    predicted = {frame.index: frame for frame in result.frames}
+    listed = []
+    for tag in dicom.series.frames:
+        frame = predicted.get(tag.index)
+        p = frame.prediction if frame is not None else None
+        listed.append(
+            {
+                "index": tag.index,
+                "slice_position": tag.slice_position,
+                "image_position_patient": None
+                if tag.image_position is None
+                else list(tag.image_position),
+                "b_value": tag.b_value,
+                "analysed": p is not None,
+                "label": None if p is None else p.label,
+                "probability": None if p is None else round(p.probability, 6),
+                "error": None if frame is None else frame.error,
+            }
+        )
+    return listed
+
+
 def build_report(result: ScanResult, top_k: int, now: float | None = None) -> dict[str, Any]:
     """The report of one finished scan as a JSON-ready mapping.
 
@@ -209,6 +240,7 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
         "model": _model(model),
         "device": {"requested": model.device_requested, "used": model.device_used},
         "prediction": prediction,
+        "frames": _frames(result),
         "error": None if failure is None else {"code": failure.code, "message": failure.message},
         "timing": {
             "received_at": _iso(result.claim.received_at),
@@ -263,6 +295,7 @@ def internal_error_report(result: ScanResult, message: str) -> dict[str, Any]:
             "model": _model(model),
             "device": {"requested": model.device_requested, "used": model.device_used},
             "prediction": None,
+            "frames": None,
             "error": {"code": InternalError.code, "message": message},
             "timing": {
                 "received_at": _iso(claim.received_at),

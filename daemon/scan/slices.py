@@ -12,6 +12,7 @@ folder series and for nothing else: it never goes into a log line.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +49,14 @@ class SliceRecord:
     probability: float | None = None
     model: dict[str, Any] | None = field(default=None, compare=False)
     """The image report's ``model``."""
+    frame: int | None = None
+    """The frame's index in an enhanced multi-frame object (each frame is a slice); else None."""
 
     @property
     def key(self) -> str:
-        """What makes two records the same image: the SOPInstanceUID, else the file name."""
-        return self.sop_uid or f"name:{self.name}"
+        """What makes two records the same image: the SOPInstanceUID (and frame), else the name."""
+        base = self.sop_uid or f"name:{self.name}"
+        return base if self.frame is None else f"{base}#{self.frame}"
 
 
 def _int(value: object) -> int | None:
@@ -69,8 +73,50 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def slice_records(report: dict[str, Any]) -> tuple[SliceRecord, ...]:
+    """The `SliceRecord` s of an image report.
+
+    None when the image is in no series; one per frame of an enhanced multi-frame object (its
+    report's ``frames``); else one.
+    """
+    record = slice_record(report)
+    frames = report.get("frames")
+    if record is None or not isinstance(frames, list) or not frames:
+        return () if record is None else (record,)
+    return tuple(_frame_record(record, frame) for frame in frames if isinstance(frame, dict))
+
+
+def _frame_record(record: SliceRecord, frame: dict[str, Any]) -> SliceRecord:
+    """One frame as a slice: its own position, b-value and prediction."""
+    b_value = _float(frame.get("b_value"))
+    one = dataclasses.replace(
+        record,
+        frame=_int(frame.get("index")),
+        instance_number=None,
+        slice_position=_float(frame.get("slice_position")),
+        b_value=b_value,
+        label=None,
+        probability=None,
+    )
+    if record.status != "ok":  # the whole object is out of scope or failed: so is each frame
+        return one
+    if frame.get("analysed"):
+        label, probability = _str(frame.get("label")), _float(frame.get("probability"))
+        return dataclasses.replace(one, label=label, probability=probability)
+    if frame.get("error"):
+        return dataclasses.replace(one, status="error", error_code="INFERENCE_FAILED")
+    message = (
+        "frame not analysed"
+        if b_value is None
+        else f"frame b = {b_value:g} s/mm², outside the accepted range"
+    )
+    return dataclasses.replace(
+        one, status="not_analysed", reason_code="NOT_B1000", reason_message=message
+    )
+
+
 def slice_record(report: dict[str, Any]) -> SliceRecord | None:
-    """The `SliceRecord` of an image report, or None when the image is in no series."""
+    """The `SliceRecord` of an image report as one image, or None when it is in no series."""
     series_id = report.get("series_id")
     if not isinstance(series_id, str) or report.get("kind", "image") != "image":
         return None

@@ -24,17 +24,18 @@ workers share the cores between them, one scan each at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import write_atomic_group
-from daemon.records import Decoded, Failure, Prediction, ScanResult, Source
+from daemon.records import Decoded, Failure, FramePrediction, Prediction, ScanResult, Source
 from daemon.scan.inference import Engine
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
-from daemon.scan.slices import slice_record
+from daemon.scan.slices import slice_records
 from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class ScanWorker:
             index, decoded = job
             results[index] = inferred_result(info, decoded, probabilities, latency_ms, error)
 
+        frames = _Frames(info, len(claims))
         spec = engine.bundle.preprocess
         decoded: list[Decoded | None] = [None] * len(claims)
         later: list[Finished | Rejected] = []
@@ -122,12 +124,14 @@ class ScanWorker:
         for index, job in enumerate(decoded):
             if job is not None:
                 engine.submit(job.tensor, (index, job), inferred)
+                frames.submit(engine, index, job)
         engine.wait()
         if not self._alive():  # the daemon died: its successor takes these claims up
             raise SystemExit(0)
         for index, job in enumerate(decoded):
             if results[index] is None and job is not None:  # no callback: never seen, but no loss
                 results[index] = inferred_result(info, job, None, 0.0, "OpenVINO never answered")
+        frames.attach(results, decoded)
         return [*commit([r for r in results if r is not None], setup), *later]
 
     def _decode(
@@ -156,6 +160,57 @@ def unscanned_result(model: ModelInfo, outcome: Rejected | NotAnalysed) -> ScanR
     return ScanResult(
         outcome.claim, outcome.source, model, failure=outcome.failure, decode_ms=outcome.decode_ms
     )
+
+
+class _Frames:
+    """The frames of a batch's enhanced multi-frame objects: each inferred as a slice of its own."""
+
+    def __init__(self, model: ModelInfo, count: int) -> None:
+        self._model = model
+        self._found: list[dict[int, FramePrediction]] = [{} for _ in range(count)]
+
+    def submit(self, engine: Engine, index: int, job: Decoded) -> None:
+        """Start inference on each frame of ``job`` to analyse (none for most files)."""
+        for frame, tensor in job.frames:
+            engine.submit(tensor, (index, frame), self._done)
+
+    def _done(
+        self,
+        job: tuple[int, int],
+        probabilities: npt.NDArray[np.float32] | None,
+        _latency_ms: float,
+        error: str | None,
+    ) -> None:  # OpenVINO's callback thread: only store the result
+        index, frame = job
+        self._found[index][frame] = frame_prediction(self._model, frame, probabilities, error)
+
+    def attach(self, results: list[ScanResult | None], decoded: list[Decoded | None]) -> None:
+        """Give each result of an enhanced object its frames' predictions, in frame order."""
+        for index, job in enumerate(decoded):
+            result = results[index]
+            if job is None or not job.frames or result is None:
+                continue
+            found = self._found[index]
+            results[index] = dataclasses.replace(
+                result,
+                frames=tuple(
+                    found.get(frame)
+                    or frame_prediction(self._model, frame, None, "OpenVINO never answered")
+                    for frame, _ in job.frames
+                ),
+            )
+
+
+def frame_prediction(
+    model: ModelInfo,
+    index: int,
+    probabilities: npt.NDArray[np.float32] | None,
+    error: str | None,
+) -> FramePrediction:
+    """The result of one frame's inference (an enhanced multi-frame object)."""
+    if probabilities is None:
+        return FramePrediction(index, None, error or "inference failed")
+    return FramePrediction(index, Prediction(model.labels, tuple(probabilities.tolist())))
 
 
 def inferred_result(
@@ -214,7 +269,7 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 outcome_error=outcome_error,
                 errno=code,
                 reason=result.reason if failure is None else None,
-                series=slice_record(report),
+                series=slice_records(report),
             )
         )
     return finished

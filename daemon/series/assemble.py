@@ -143,6 +143,7 @@ def _image(record: SliceRecord) -> dict[str, Any]:
         "slice_position": record.slice_position,
         "b_value": record.b_value,
         "report_id": record.scan_id,
+        "frame": record.frame,
         "status": record.status,
         "code": record.reason_code or record.error_code,
     }
@@ -155,6 +156,7 @@ def _slice(record: SliceRecord) -> dict[str, Any]:
         "slice_position": record.slice_position,
         "b_value": record.b_value,
         "report_id": record.scan_id,
+        "frame": record.frame,
         "finding": slice_finding(record),
         "label": record.label,
         "probability": record.probability,

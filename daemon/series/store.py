@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.fs import write_atomic
-from daemon.scan.slices import SliceRecord, slice_record
+from daemon.scan.slices import SliceRecord, slice_records
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -83,19 +83,17 @@ def read_series_report(reports: Path, series_id: str) -> dict[str, Any] | None:
 
 def image_records(reports: Path, report_ids: set[str]) -> list[SliceRecord]:
     """The `SliceRecord` s of these image reports (those gone or unreadable are left out)."""
-    records = []
+    records: list[SliceRecord] = []
     for report_id in sorted(report_ids):
         document = _read_json(reports / f"{report_id}.json")
-        record = slice_record(document) if document is not None else None
-        if record is not None:
-            records.append(record)
+        records += slice_records(document) if document is not None else []
     return records
 
 
 def recent_image_records(reports: Path, now: float | None = None) -> list[SliceRecord]:
     """Every image report of the last `REBUILD_HORIZON_S` seconds that belongs to a series."""
     since = (time.time() if now is None else now) - REBUILD_HORIZON_S
-    records = []
+    records: list[SliceRecord] = []
     try:
         entries = list(os.scandir(reports))
     except OSError as exc:
@@ -110,9 +108,7 @@ def recent_image_records(reports: Path, now: float | None = None) -> list[SliceR
         except OSError:
             continue
         document = _read_json(reports / entry.name)
-        record = slice_record(document) if document is not None else None
-        if record is not None:
-            records.append(record)
+        records += slice_records(document) if document is not None else []
     return records
 
 

@@ -410,8 +410,8 @@ class Pipeline:
             return
         self._counters.record(ok=finished.ok, not_analysed=finished.reason is not None)
         self._log_scan(finished)
-        if finished.series is not None:
-            self.on_series(finished.series)
+        for record in finished.series:
+            self.on_series(record)
         self._forget(finished.claim)
 
     def _requeue(self, claims: list[Claim]) -> None:

@@ -107,6 +107,9 @@ class DecodedImage:
     height: int
     bits: int
     dicom: DicomInfo | None = None
+    frame_pixels: tuple[npt.NDArray[np.float32], ...] = ()
+    """Every frame of an enhanced (multi-frame) DICOM object whose per-frame functional groups
+    say where each lies (`DicomInfo.series.frames`), in frame order; empty otherwise."""
 
 
 def looks_like_dicom(data: bytes, name: str = "") -> bool:
@@ -363,8 +366,14 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     frame_used = frames // 2
     syntax = ds.file_meta.TransferSyntaxUID
     plugin = _require_decoder(syntax)
+    tags = read_series_tags(ds)
+    every_frame = frames > 1 and len(tags.frames) == frames
     try:
-        array = _pixel_array(ds, frame_used if frames > 1 else None, plugin)
+        if every_frame:  # each frame is a slice of its own: all of them, decoded once
+            stack = _pixel_array(ds, None, plugin)
+            array = stack[frame_used]
+        else:
+            array = _pixel_array(ds, frame_used if frames > 1 else None, plugin)
     except (NotImplementedError, RuntimeError) as exc:
         # A decoder is installed (checked above): every plugin refused these bytes.
         raise TruncatedImageError(
@@ -375,6 +384,14 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         raise TruncatedImageError(f"DICOM pixel data is truncated or corrupt: {exc}") from exc
     try:
         grey = _dicom_grey(np.asarray(array), ds, photometric)
+        frame_pixels = (
+            tuple(
+                np.ascontiguousarray(_dicom_grey(np.asarray(stack[i]), ds, photometric))
+                for i in range(frames)
+            )
+            if every_frame
+            else ()
+        )
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise DicomInvalidError(f"cannot apply the DICOM lookup tables: {exc}") from exc
     header = read_header(ds)
@@ -388,9 +405,11 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         frame_used=frame_used,
         photometric=photometric,
         header=header,
-        series=read_series_tags(ds),
+        series=tags,
     )
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     pixels = np.ascontiguousarray(grey)
     _refuse_non_finite(pixels)
-    return DecodedImage(pixels, "dicom", cols, rows, bits, info)
+    for frame in frame_pixels:
+        _refuse_non_finite(frame)
+    return DecodedImage(pixels, "dicom", cols, rows, bits, info, frame_pixels)

@@ -21,6 +21,16 @@ from typing import Any, cast
 
 
 @dataclass(frozen=True)
+class FrameTags:
+    """One frame of an enhanced (multi-frame) object: where it lies and its b-value."""
+
+    index: int
+    image_position: tuple[float, float, float] | None = None
+    slice_position: float | None = None
+    b_value: float | None = None
+
+
+@dataclass(frozen=True)
 class SeriesTags:
     """An image's place in its series (never a patient attribute)."""
 
@@ -35,12 +45,18 @@ class SeriesTags:
     manufacturer: str | None = None
     images_in_acquisition: int | None = None
     """ImagesInAcquisition (0020,1002): how many images the series is expected to hold."""
+    frames: tuple[FrameTags, ...] = ()
+    """Each frame of an enhanced (multi-frame) object, from its per-frame functional groups;
+    empty for a single-frame image or a multi-frame object without them."""
 
 
 def read_series_tags(ds: Any) -> SeriesTags:
     """The `SeriesTags` of a pydicom ``Dataset`` (missing or malformed values are None)."""
     position = _floats(ds.get("ImagePositionPatient"), 3)
     orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
+    if orientation is None and shared is not None:
+        orientation = _plane_orientation(shared)
     return SeriesTags(
         instance_number=_integer(ds.get("InstanceNumber")),
         image_position=cast("tuple[float, float, float] | None", position),
@@ -53,7 +69,59 @@ def read_series_tags(ds: Any) -> SeriesTags:
         series_description=_text(ds.get("SeriesDescription")),
         manufacturer=_text(ds.get("Manufacturer")),
         images_in_acquisition=_integer(ds.get("ImagesInAcquisition")),
+        frames=read_frame_tags(ds),
     )
+
+
+def read_frame_tags(ds: Any) -> tuple[FrameTags, ...]:
+    """Each frame's position and b-value from an enhanced object's functional groups.
+
+    Per frame (PerFrameFunctionalGroupsSequence), else shared (SharedFunctionalGroupsSequence):
+    PlanePositionSequence > ImagePositionPatient, PlaneOrientationSequence >
+    ImageOrientationPatient, MRDiffusionSequence > DiffusionBValue. Empty unless there is one
+    per-frame item for each of NumberOfFrames (> 1) frames.
+    """
+    frames = _integer(ds.get("NumberOfFrames")) or 1
+    groups = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames < 2 or not groups or len(groups) != frames:
+        return ()
+    shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
+    shared_orientation = _plane_orientation(shared) if shared is not None else None
+    shared_b = _diffusion_b(shared) if shared is not None else None
+    tags = []
+    for index, item in enumerate(groups):
+        position = _floats(_item_value(item, "PlanePositionSequence", "ImagePositionPatient"), 3)
+        orientation = _plane_orientation(item) or shared_orientation
+        b_value = _diffusion_b(item)
+        tags.append(
+            FrameTags(
+                index,
+                cast("tuple[float, float, float] | None", position),
+                slice_position(position, orientation),
+                shared_b if b_value is None else b_value,
+            )
+        )
+    return tuple(tags)
+
+
+def _first_item(sequence: Any) -> Any:
+    try:
+        return sequence[0] if sequence else None
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+def _item_value(item: Any, sequence: str, keyword: str) -> Any:
+    inner = _first_item(item.get(sequence)) if item is not None else None
+    return inner.get(keyword) if inner is not None else None
+
+
+def _plane_orientation(item: Any) -> tuple[float, ...] | None:
+    return _floats(_item_value(item, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+
+
+def _diffusion_b(item: Any) -> float | None:
+    return _number(_item_value(item, "MRDiffusionSequence", "DiffusionBValue"))
 
 
 def slice_normal(orientation: tuple[float, ...]) -> tuple[float, float, float] | None:
