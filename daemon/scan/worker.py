@@ -28,6 +28,8 @@ import dataclasses
 import traceback
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import write_atomic_group
 from daemon.records import Decoded, Failure, FramePrediction, Prediction, ScanResult, Source
@@ -38,6 +40,8 @@ from daemon.scan.report import encode_report, report_path
 from daemon.scan.slices import slice_records
 from daemon.shared.bundle import load_bundle
 
+log = structlog.get_logger("infarctwatch.worker")
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from daemon.records import Claim, ModelInfo
+    from daemon.scan.slices import SliceRecord
     from daemon.shared.decode import DecodeLimits
 
 
@@ -269,10 +274,19 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 outcome_error=outcome_error,
                 errno=code,
                 reason=result.reason if failure is None else None,
-                series=slice_records(report),
+                series=_series_records(report, result.scan_id),
             )
         )
     return finished
+
+
+def _series_records(report: dict[str, Any], scan: str) -> tuple[SliceRecord, ...]:
+    """`slice_records`; a bug there costs the series this image (logged), never the batch."""
+    try:
+        return slice_records(report)
+    except Exception:
+        log.exception("series_record_failed", scan=scan)
+        return ()
 
 
 def source_of(claim: Claim, max_bytes: int) -> Source:
