@@ -11,11 +11,12 @@ Formats:
   intercept) is applied and MONOCHROME1 is inverted so that bright always means high signal;
   PALETTE COLOR is expanded through its lookup table, then reduced to grey like RGB.
   A multi-frame object is one scan: its **middle frame** (index ``frames // 2``) is classified,
-  and the report says which. An enhanced object whose per-frame functional groups place each
-  frame (`daemon.shared.dicom_series.read_frame_tags`) is decoded whole: every frame is also
-  returned (`DecodedImage.frame_pixels`), each a slice of its series. Every transfer syntax a
-  PACS sends is decoded by pydicom and its plugins: implicit/explicit VR little endian, explicit
-  VR big endian and deflated (pydicom); RLE Lossless (pylibjpeg-rle, else pydicom's own); JPEG Baseline (Pillow); JPEG Extended
+  and the report says which; an enhanced object whose per-frame functional groups place each
+  frame (`daemon.shared.dicom_series.read_frame_tags`) is decoded whole, every frame also
+  returned (`DecodedImage.frame_pixels`) as a slice of its series.
+  Every transfer syntax a PACS sends is decoded by pydicom and its
+  plugins: implicit/explicit VR little endian, explicit VR big endian and deflated (pydicom);
+  RLE Lossless (pylibjpeg-rle, else pydicom's own); JPEG Baseline (Pillow); JPEG Extended
   12-bit and JPEG Lossless process 14 and 14 SV1 (pylibjpeg-libjpeg); JPEG-LS lossless and
   near-lossless (pyjpegls); JPEG 2000 lossless and lossy (Pillow, else pylibjpeg-openjpeg) and
   HTJ2K (pylibjpeg-openjpeg). A syntax without an installed decoder (MPEG, H.264, a private one) is
