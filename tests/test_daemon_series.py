@@ -557,3 +557,23 @@ class TestEnhancedMultiFrame:
         ]
         assert {s["report_id"] for s in series["slices"]} == {image["id"]}
         assert series["images"] == 6
+
+    def test_a_series_report_that_cannot_be_written_is_tried_again(self, tmp_path) -> None:
+        """reports/series blocked by a file: logged, retried, written once the way is free."""
+        blocker = tmp_path / "series"
+        blocker.write_text("not a folder", encoding="utf-8")
+        tracker = SeriesTracker(tmp_path, stable_s=0.2)
+        with capture_logs() as logs, tracker:
+            for index in range(3):
+                tracker.add(_record(index, "No acute infarct", 0.9, 5.0 * index))
+            wait_for(
+                lambda: any(e["event"] == "series_report_write_failed" for e in logs),
+                10,
+                "the failed write",
+            )
+            assert tracker.snapshot().open == 1
+            blocker.unlink()
+            freed = time.monotonic()
+            wait_for(lambda: tracker.snapshot().reported == 1, 15, "the report")
+            print(f"series report written {time.monotonic() - freed:.2f} s after the way was free")
+        assert [p.name for p in (tmp_path / "series").iterdir()] == ["0" * 20 + ".json"]
