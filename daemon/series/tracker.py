@@ -223,9 +223,12 @@ class SeriesTracker(StageThread):
 
     def _sleep(self) -> float:
         now = time.monotonic()
-        due = [s.last_seen + self._stable_s for s in self._series.values() if not s.reported]
-        due += [s.retry_at for s in self._series.values() if not s.reported and s.retry_at]
-        return max(0.01, min([*due, now + 60.0]) - now) if due else 60.0
+        due = [
+            s.retry_at or s.last_seen + self._stable_s
+            for s in self._series.values()
+            if not s.reported
+        ]
+        return max(0.01, min([*due, now + 60.0]) - now)
 
     def _rebuild(self) -> None:
         try:
