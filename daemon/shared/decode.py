@@ -96,8 +96,9 @@ class DicomInfo:
     header: Header = field(default_factory=Header, compare=False)
     """What `daemon.shared.dicom_scope` judges the file by (never written into reports; not part
     of equality, which stays that of the attributes reports carry)."""
-    series: SeriesTags = field(default_factory=SeriesTags)
-    """The image's place in its series (`daemon.shared.dicom_series`), carried into reports."""
+    series: SeriesTags = field(default_factory=SeriesTags, compare=False)
+    """The image's place in its series (`daemon.shared.dicom_series`), carried into reports (not
+    part of equality either: the preprocessing reference of the tests predates it)."""
 
 
 @dataclass(frozen=True)
