@@ -146,6 +146,16 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SeriesConfig:
+    """How images are grouped into series and when a series counts as complete (`daemon.series`)."""
+
+    stable_s: float = field(default=10.0, metadata=rules(above=0, maximum=3600))
+    """A series is complete once no new image of it has arrived for this long (or earlier, when
+    ImagesInAcquisition says how many it holds and all have arrived); its report is then written.
+    An image arriving later reopens it and its report is rewritten after the same quiet time."""
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The service shell: shutdown and the status file."""
 
@@ -227,6 +237,7 @@ class DaemonConfig:
     outcome: OutcomeConfig = OutcomeConfig()
     pipeline: PipelineConfig = PipelineConfig()
     limits: LimitsConfig = LimitsConfig()
+    series: SeriesConfig = SeriesConfig()
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
     outputs: OutputsConfig = OutputsConfig()

@@ -26,6 +26,7 @@ workers share the cores between them, one scan each at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,13 @@ import structlog
 
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import link_or_copy, write_atomic_group
-from daemon.records import Decoded, Failure, Prediction, ScanResult, Source
+from daemon.records import Decoded, Failure, FramePrediction, Prediction, ScanResult, Source
 from daemon.scan.decision import Rule, resolve
 from daemon.scan.inference import Engine, Outputs
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
+from daemon.scan.slices import slice_records
 from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from daemon.records import Claim, ModelInfo
+    from daemon.scan.slices import SliceRecord
     from daemon.shared.decode import DecodeLimits
 
 log = structlog.get_logger("infarctwatch.worker")
@@ -110,6 +113,7 @@ class ScanWorker:
                 info, rule, decoded, outputs, latency_ms=latency_ms, error=error
             )
 
+        frames = _Frames(rule, len(claims))
         spec = engine.bundle.preprocess
         decoded: list[Decoded | None] = [None] * len(claims)
         later: list[Finished | Rejected] = []
@@ -127,6 +131,7 @@ class ScanWorker:
         for index, job in enumerate(decoded):
             if job is not None:
                 engine.submit(job.tensor, (index, job), inferred)
+                frames.submit(engine, index, job)
         engine.wait()
         if not self._alive():  # the daemon died: its successor takes these claims up
             raise SystemExit(0)
@@ -135,6 +140,7 @@ class ScanWorker:
                 results[index] = inferred_result(
                     info, rule, job, None, latency_ms=0.0, error="OpenVINO never answered"
                 )
+        frames.attach(results, decoded)
         return [*commit([r for r in results if r is not None], setup), *later]
 
     def _decode(
@@ -163,6 +169,56 @@ def unscanned_result(model: ModelInfo, outcome: Rejected | NotAnalysed) -> ScanR
     return ScanResult(
         outcome.claim, outcome.source, model, failure=outcome.failure, decode_ms=outcome.decode_ms
     )
+
+
+class _Frames:
+    """The frames of a batch's enhanced multi-frame objects: each inferred as a slice of its own."""
+
+    def __init__(self, rule: Rule, count: int) -> None:
+        self._rule = rule
+        self._found: list[dict[int, FramePrediction]] = [{} for _ in range(count)]
+
+    def submit(self, engine: Engine, index: int, job: Decoded) -> None:
+        """Start inference on each frame of ``job`` to analyse (none for most files)."""
+        for frame, tensor in job.frames:
+            engine.submit(tensor, (index, frame), self._done)
+
+    def _done(
+        self, job: tuple[int, int], outputs: Outputs | None, _latency_ms: float, error: str | None
+    ) -> None:  # OpenVINO's callback thread: only store the result
+        index, frame = job
+        self._found[index][frame] = frame_prediction(self._rule, frame, outputs, error)
+
+    def attach(self, results: list[ScanResult | None], decoded: list[Decoded | None]) -> None:
+        """Give each result of an enhanced object its frames' predictions, in frame order."""
+        for index, job in enumerate(decoded):
+            result = results[index]
+            if job is None or not job.frames or result is None:
+                continue
+            found = self._found[index]
+            results[index] = dataclasses.replace(
+                result,
+                frames=tuple(
+                    found.get(frame)
+                    or frame_prediction(self._rule, frame, None, "OpenVINO never answered")
+                    for frame, _ in job.frames
+                ),
+            )
+
+
+def frame_prediction(
+    rule: Rule, index: int, outputs: Outputs | None, error: str | None
+) -> FramePrediction:
+    """The answer for one frame of an enhanced multi-frame object, by the bundle's `Rule`.
+
+    A frame the rule refuses (``OUT_OF_SCOPE_IMAGE``) has no prediction; its reason is the error.
+    """
+    if outputs is None:
+        return FramePrediction(index, None, error or "inference failed")
+    answer = rule.answer(outputs.classes, outputs.in_scope)
+    if isinstance(answer, Prediction):
+        return FramePrediction(index, answer)
+    return FramePrediction(index, None, f"{answer.code}: {answer.message}")
 
 
 def inferred_result(
@@ -233,6 +289,7 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 outcome_error=outcome_error,
                 errno=code,
                 reason=result.reason if failure is None else None,
+                series=_series_records(report, result.scan_id),
             )
         )
     return finished
@@ -269,3 +326,12 @@ def source_of(claim: Claim, max_bytes: int) -> Source:
     except Refused as refused:
         return refused.source
     return source
+
+
+def _series_records(report: dict[str, Any], scan: str) -> tuple[SliceRecord, ...]:
+    """`slice_records`; a bug there costs the series this image (logged), never the batch."""
+    try:
+        return slice_records(report)
+    except Exception:
+        log.exception("series_record_failed", scan=scan)
+        return ()

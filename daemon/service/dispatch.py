@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from daemon.model.holder import ModelHolder
     from daemon.records import Claim, ModelInfo
     from daemon.scan.protocol import Finished
+    from daemon.scan.slices import SliceRecord
     from daemon.service.attempts import AttemptLog
     from daemon.service.status import Counters
     from daemon.workers.process import WorkerProcess
@@ -110,6 +111,9 @@ class Pipeline:
         """Holds claims while reports or outcomes cannot be written; probes; hands them back."""
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
+        self.on_series: Callable[[SliceRecord], None] = lambda _record: None
+        """Called with the series record of each reported image of a series; the series
+        tracker's `add`."""
         self.on_return: Callable[[Path], None] = lambda _path: None
         """Called when a claim was put back into incoming, with its path; the watcher's
         `returned`."""
@@ -416,6 +420,8 @@ class Pipeline:
         self._log_scan(finished)
         if finished.failure is None and finished.reason is None and finished.label is not None:
             self.on_reported(finished.scan_id)
+        for record in finished.series:
+            self.on_series(record)
         self._forget(finished.claim)
 
     def _requeue(self, claims: list[Claim]) -> None:

@@ -68,6 +68,7 @@ from daemon.outbox.sender import OutboxSender
 from daemon.outbox.writer import OutboxWriter, staging_folder
 from daemon.records import Failure
 from daemon.scan.report import VERSION
+from daemon.series.tracker import SeriesTracker
 from daemon.service.attempts import AttemptLog, TakeUp
 from daemon.service.dispatch import Pipeline
 from daemon.service.sdnotify import Notifier
@@ -216,6 +217,8 @@ class Service:
         """Writes DICOM results into ``outputs.dicom.outbox`` (when configured)."""
         self.sender: OutboxSender | None = None
         """Sends the outbox to ``outputs.dicom.send.host`` (when configured)."""
+        self.series: SeriesTracker | None = None
+        """Groups reported images into series and writes the series reports (`daemon.series`)."""
         self._started = time.monotonic()
         self._state = "starting"
         self._exit_code: int | None = None
@@ -381,6 +384,8 @@ class Service:
         )
         pipeline.on_room = watcher.room
         pipeline.on_return = watcher.returned
+        self.series = SeriesTracker(config.reports, config.series.stable_s)
+        pipeline.on_series = self.series.add
         if not self.once:
             self.reloader = ModelReloader(config, holder, signature)
             if config.model.inbox is not None:
@@ -389,6 +394,7 @@ class Service:
         pipeline.start()
         code = EXIT_OK
         try:
+            self.series.__enter__()
             self._announce(holder.current, signature)
             watcher.__enter__()
             if self.reloader is not None:
@@ -442,6 +448,8 @@ class Service:
             self.outbox.close()  # after the drain: the last scans' captures are written
         if self.sender is not None:
             self.sender.close()  # what is left in the outbox is sent at the next start
+        if self.series is not None:  # open series stay open: the next start rebuilds them
+            self.series.close()
         if abandoned:
             log.warning(
                 "abandoned",
@@ -508,6 +516,8 @@ class Service:
             dead.append("outbox writer")
         if self.sender is not None and not self.sender.alive:
             dead.append("outbox sender")
+        if self.series is not None and not self.series.alive:
+            dead.append("series tracker")
         return dead
 
     def _track_storage(self, pipeline: Pipeline) -> None:
@@ -534,7 +544,7 @@ class Service:
         last_marker = self._change_marker()
         while not shutdown.stop.is_set():
             if self.once and watcher.finished.is_set() and pipeline.pending == 0:
-                log.info("once_done")
+                self._once_done()
                 return EXIT_OK
             dead = self._dead_stages(pipeline, watcher)
             if dead:
@@ -565,6 +575,12 @@ class Service:
             shutdown.stop.wait(tick)
         return EXIT_OK
 
+    def _once_done(self) -> None:
+        """``--once``: every file is reported; complete every series, then say so."""
+        if self.series is not None and not self.series.complete_all():
+            log.warning("series_not_completed", note="the series tracker did not answer")
+        log.info("once_done")
+
     def _folders_kept(self, pipeline: Pipeline, watcher: Watcher) -> bool:
         """Once a second: recover the owned folders that vanished; False when impossible."""
         now = time.monotonic()
@@ -588,6 +604,7 @@ class Service:
             self.reloader.snapshot() if self.reloader is not None else None,
             self.inbox.snapshot() if self.inbox is not None else None,
             self._outbox_status(),
+            self.series.snapshot() if self.series is not None else None,
             self._state,
         )
 
@@ -662,6 +679,7 @@ class Service:
             "inbox": self.inbox.snapshot() if self.inbox is not None else None,
             "outbox": self._outbox_status(),
             "storage": pipeline.storage.snapshot().to_status() if pipeline is not None else None,
+            "series": self.series.snapshot().to_status() if self.series is not None else None,
             "waiting_for": self._waiting_for,
             "exit_code": self._exit_code,
             "last_error": self._last_error,

@@ -17,7 +17,9 @@ error report; ``pending`` are claimed and not yet reported (the queue depth); ``
 seen in incoming/ but not yet taken (still being written, or no free slot); ``ignored`` counts
 the distinct names in incoming/ that are never taken (dotfiles, ignored suffixes, folders when not
 recursive). ``folders`` says how often a folder the daemon owns vanished and was recreated
-(`daemon.intake.folders`), and the last time.
+(`daemon.intake.folders`), and the last time. ``series`` counts the series reports written since
+start-up by status (``reported``, ``ok``, ``incomplete``, ``not_analysed``, ``error``,
+``last_reported_at``) and the series still ``open`` (`daemon.series.tracker`).
 
 ``model`` names the model in service and, from `daemon.model.reload`, when it was loaded, the models
 folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed
@@ -277,6 +279,26 @@ def _outbox_lines(outbox: object) -> list[str]:
     return lines
 
 
+def _series_lines(series: object) -> list[str]:
+    """``series``: the series reported since start-up by status, and those still open."""
+    if not isinstance(series, dict) or not (series.get("reported") or series.get("open")):
+        return []
+    parts = [
+        f"{series.get(key, 0):,} {label}"
+        for key, label in (
+            ("ok", "ok"),
+            ("incomplete", "incomplete"),
+            ("not_analysed", "not analysed"),
+            ("error", "error"),
+        )
+        if series.get(key)
+    ]
+    line = f"  series       {series.get('reported', 0):,} reported"
+    if parts:
+        line += f" ({', '.join(parts)})"
+    return [f"{line}, {series.get('open', 0):,} open (waiting for their quiet time)"]
+
+
 def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> tuple[str, int]:
     """Human-readable status and the exit code of ``infarctwatch status``.
 
@@ -332,6 +354,7 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
             f"{document.get('waiting', 0):,} waiting in incoming"
         ),
         f"  last scan    {last_text}",
+        *_series_lines(document.get("series")),
         *_trouble_lines(document),
         *_intake_lines(document),
         *_decoder_lines(document.get("decoders")),
