@@ -13,6 +13,7 @@ What can only be checked on the machine (folders writable, the public key readab
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -29,6 +30,8 @@ from daemon.shared.dicom_scope import B_RANGE
 # Pillow warns above this many pixels and refuses above twice as many: ``limits.max_pixels`` stays
 # at or below it so that our own check, with its clear error code, always fires first.
 PILLOW_BOMB_PIXELS = 89_478_485
+AE_TITLE_MAX = 16
+"""A DICOM Application Entity title holds at most 16 characters (PS3.5, VR AE)."""
 
 
 def _bounds(
@@ -142,6 +145,30 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class ListenConfig:
+    """The DICOM Storage SCP (`daemon.receive`): where it listens and whom it accepts."""
+
+    port: int = field(default=11112, metadata=_bounds(1, maximum=65535))
+    """TCP port; below 1024 needs a capability the service does not have (docs/daemon.md)."""
+    address: str = field(default="0.0.0.0", metadata={"ip": True})  # noqa: S104 - a scanner on the LAN
+    """The local IPv4 or IPv6 address to listen on: ``0.0.0.0`` every IPv4 interface."""
+    ae_title: str = field(default="INFARCTWATCH", metadata={"ae_title": True})
+    """The called AE title senders must use: 1-16 characters, no backslash or control code."""
+    allowed_calling_ae_titles: tuple[str, ...] = field(default=(), metadata={"ae_title": True})
+    """When not empty, an association from any other calling AE title is rejected."""
+    min_free_mb: int = field(default=1024, metadata=_bounds(0, maximum=10_000_000))
+    """A C-STORE that would leave less than this much free space (MiB) on the incoming folder's
+    file system is answered "out of resources" (0xA700) instead of being written."""
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    """DICOM networking: ``listen`` is ``None`` (off) or where the Storage SCP listens."""
+
+    listen: ListenConfig | None = None
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """structlog output."""
 
@@ -163,6 +190,7 @@ class DaemonConfig:
     pipeline: PipelineConfig = PipelineConfig()
     limits: LimitsConfig = LimitsConfig()
     service: ServiceConfig = ServiceConfig()
+    dicom: DicomConfig = DicomConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property
@@ -284,6 +312,8 @@ class _Checker:
             return value
         if rules.get("upper"):
             return value.upper()
+        if rules.get("ae_title") or rules.get("ip"):
+            return self.dicom_text(value, rules, where)
         if "octal" in rules:
             try:
                 number = int(value, 8)
@@ -301,6 +331,27 @@ class _Checker:
         if maximum is not None and value > maximum:
             return self.problem(where, f"must be at most {maximum:,}, got {value!r}")
         return value
+
+    def dicom_text(self, value: Any, rules: Mapping[str, Any], where: str) -> Any:
+        """An IP address (``ip``), or an AE title or each of a tuple of them (``ae_title``).
+
+        An AE title has 1-16 characters, no backslash or control code; spaces around are dropped.
+        """
+        if rules.get("ip"):
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                return self.problem(where, f"must be an IPv4 or IPv6 address, got {value!r}")
+            return value
+        for title in (value,) if isinstance(value, str) else value:
+            text = title.strip()
+            if not 1 <= len(text) <= AE_TITLE_MAX or "\\" in text or not text.isprintable():
+                return self.problem(
+                    where,
+                    f"an AE title must have 1-{AE_TITLE_MAX} printable characters and no "
+                    f"backslash, got {title!r}",
+                )
+        return value.strip() if isinstance(value, str) else tuple(t.strip() for t in value)
 
 
 def _cross_checks(values: Mapping[str, Any]) -> list[str]:
