@@ -392,8 +392,8 @@ def test_a_full_incoming_disk_is_answered_out_of_resources(tmp_path) -> None:
             assert names == {instance_name(uid) for uid in stored}
             for file in received_files(incoming):
                 assert pydicom.dcmread(file).PixelData  # complete
+            wait_for(lambda: status_of(path)["receiver"]["no_space"] == len(refused))
             receiver = status_of(path)["receiver"]
-            assert receiver["no_space"] == len(refused)
             assert receiver["last_refusal"]["reason"].startswith("no_space: ")
             # the operator frees space; the sender retries what was refused
             for file in received_files(incoming / ".infarctwatch" / "done"):
