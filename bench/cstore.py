@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import os
+import json
 import signal
 import socket
 import statistics
@@ -98,18 +98,23 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
 
 
 @contextlib.contextmanager
-def started(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
+def started(command: list[str], port: int, log: Path) -> Iterator[None]:
+    """The receiver running and listening (a daemon: its start-up finished); SIGTERM after."""
+    with log.open("wb") as err:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
     try:
         wait_listening(port, process)
-        time.sleep(0.5)  # let a daemon finish its start-up scan
+        status = log.parent / "work" / "status.json"
+        deadline = time.monotonic() + 180
+        while status.parent.exists() and time.monotonic() < deadline:  # a daemon: until running
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(status.read_text(encoding="utf-8"))["state"] == "running":
+                    break
+            time.sleep(0.1)
         yield
+    except BaseException:
+        print(log.read_text(encoding="utf-8", errors="replace")[-4000:], file=sys.stderr)
+        raise
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -137,6 +142,7 @@ def send(port: int, paths: list[Path]) -> float:
 
 
 def storescp(port: int, out: Path) -> list[str]:
+    out.mkdir(parents=True)
     app = [sys.executable, "-m", "pynetdicom", "storescp"]
     return [*app, str(port), "-aet", AE_TITLE, "-od", str(out), "-q"]
 
@@ -153,6 +159,7 @@ def daemon(port: int, out: Path) -> list[str]:
         },
     }
     out.mkdir(parents=True)
+    (out / "work").mkdir()
     path = out / "daemon.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return [sys.executable, "-m", "daemon", "run", "--config", str(path)]
@@ -184,7 +191,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name, make in makers.items():
                 port, out = free_port(), root / f"{name}-{round_}"
-                with started(make(port, out), port):
+                with started(make(port, out), port, out / "stderr.log"):
                     seconds = send(port, paths)
                 rates[name].append(len(paths) / seconds)
                 print(f"round {round_ + 1} {name:9s} {len(paths) / seconds:7.1f} instances/s")
