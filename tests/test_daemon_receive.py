@@ -330,6 +330,8 @@ def test_sigterm_in_the_middle_of_a_series_keeps_every_acknowledged_instance(tmp
     others = {ds.SOPInstanceUID for ds in sent} - acknowledged
     assert len(acknowledged) >= 30
     assert others, "the whole series went through before the stop: nothing was tested"
+    answers = {scanner.statuses.get(uid) for uid in others}
+    assert answers <= {OUT_OF_RESOURCES, None}  # refused while stopping, or never answered
     kept = {p.name: p for p in received_files(config.incoming) + received_files(config.work)}
     for uid in acknowledged:
         name = instance_name(uid)

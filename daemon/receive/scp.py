@@ -81,6 +81,8 @@ class _Session:
     bytes: int = 0
     in_flight: bool = False
     """A request is being received, handled or answered: not to be aborted by `close`."""
+    finish_current: bool = False
+    """`close` came while a request was in flight: that one store is still written."""
     refusal_logged: bool = False
 
 
@@ -169,7 +171,10 @@ class DicomReceiver:
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, name="dicom receiver", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_S * 5},  # how soon `close` ends the accept loop
+            name="dicom receiver",
+            daemon=True,
         )
         self._thread.start()
         log.info(
@@ -189,10 +194,13 @@ class DicomReceiver:
 
     def close(self) -> None:
         """Stop listening; finish what is in flight, then abort every association (idempotent)."""
-        if self._closing.is_set() or self._server is None:
+        with self._lock:
+            if self._closing.is_set() or self._server is None:
+                self._closing.set()
+                return
             self._closing.set()
-            return
-        self._closing.set()
+            for session in self._sessions.values():
+                session.finish_current = session.in_flight
         # socketserver's own shutdown (the accept loop ends), then the listening socket closes.
         # Not pynetdicom's override: it also unregisters the server from its AE's list, which
         # `make_server` never added it to.
@@ -309,7 +317,14 @@ class DicomReceiver:
 
     def _store(self, event: Event) -> int:
         error: str | None
-        if self._closing.is_set():
+        with self._lock:
+            session = self._sessions.get(event.assoc)
+            current = session is not None and session.finish_current
+            refuse = self._closing.is_set() and not current
+            if session is not None:
+                session.finish_current = False
+        data = b""
+        if refuse:
             kept_outcome, error = Outcome.NO_SPACE, "the receiver is stopping"
         else:
             try:
@@ -317,11 +332,11 @@ class DicomReceiver:
                 request = typing.cast("C_STORE", event.request)
                 uid = str(request.AffectedSOPInstanceUID or "")
             except Exception as exc:  # noqa: BLE001 - a bad request is that request's failure
-                kept_outcome, error, data = Outcome.FAILED, type(exc).__name__, b""
+                kept_outcome, error = Outcome.FAILED, type(exc).__name__
             else:
                 kept = self.store.keep(uid, data)
                 kept_outcome, error = kept.outcome, kept.error
-        return self._count(event.assoc, kept_outcome, error, len(data) if data else 0)
+        return self._count(event.assoc, kept_outcome, error, len(data))
 
     def _count(self, assoc: Association, outcome: Outcome, error: str | None, size: int) -> int:
         """Count one C-STORE's outcome; its status for the sender."""
