@@ -126,6 +126,7 @@ def started(command: list[str], port: int, log: Path) -> Iterator[None]:
 def send(port: int, paths: list[Path]) -> float:
     """Send every file in one association; seconds from the first request to the last answer."""
     ae = AE(ae_title="BENCH_SCU")
+    ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = 300  # a loaded machine stalls
     ae.add_requested_context(MRImageStorage, "1.2.840.10008.1.2.1")
     assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
     if not assoc.is_established:

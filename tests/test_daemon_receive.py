@@ -15,6 +15,7 @@ import contextlib
 import copy
 import datetime as dt
 import io
+import os
 import signal
 import socket
 import subprocess
@@ -522,3 +523,45 @@ def test_listen_keys_are_checked_with_the_rest(tmp_path) -> None:
         "INFARCTWATCH",
         (),
     )
+
+
+def test_status_prints_the_receiver_and_its_last_refusal(tmp_path) -> None:
+    """``infarctwatch status`` shows the receiver's counters; a refusal line once there is one."""
+    now = utc_now()
+    document = {
+        "version": 1,
+        "state": "running",
+        "pid": os.getpid(),
+        "started_at": now.isoformat(),
+        "updated_at": now.isoformat(),
+        "receiver": {
+            "address": "0.0.0.0:11112",
+            "ae_title": "INFARCTWATCH",
+            "associations": 31,
+            "active": 1,
+            "rejected": 0,
+            "stored": 1240,
+            "stored_bytes": 164_300_000,
+            "no_space": 0,
+            "failed": 0,
+            "last_refusal": None,
+        },
+    }
+    text, code = describe(document, tmp_path / "status.json", now)
+    assert code == 0
+    assert "  dicom        INFARCTWATCH on 0.0.0.0:11112: 1,240 stored (164.3 MB)" in text
+    assert "31 association(s) (1 open)" in text
+    assert "REJECTED" not in text and "refused" not in text
+    document["receiver"] |= {
+        "no_space": 17,
+        "rejected": 2,
+        "last_refusal": {"at": "2026-12-07T02:01:10Z", "reason": "no_space: 0 MiB free"},
+    }
+    text, _ = describe(document, tmp_path / "status.json", now)
+    assert "2 REJECTED" in text
+    assert (
+        "  refused      17 DICOM instance(s), 17 out of resources; last at 2026-12-07T02:01:10Z: "
+        "no_space: 0 MiB free"
+    ) in text
+    document["receiver"] = None
+    assert "dicom" not in describe(document, tmp_path / "status.json", now)[0]
