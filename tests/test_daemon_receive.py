@@ -202,6 +202,7 @@ def received_files(folder: Path) -> list[Path]:
 # ------------------------------------------------------------------------ a whole series
 
 
+@pytest.mark.slow  # a real daemon
 def test_a_series_over_c_store_is_written_into_incoming_and_reported(tmp_path) -> None:
     """C-ECHO, then 24 instances in six transfer syntaxes: every one stored, reported, counted.
 
@@ -259,6 +260,7 @@ def test_a_series_over_c_store_is_written_into_incoming_and_reported(tmp_path) -
     assert received_files(config.incoming) == []  # all claimed, reported and moved to done/
 
 
+@pytest.mark.slow  # a real daemon
 def test_unknown_calling_ae_title_and_wrong_called_ae_title_are_rejected(tmp_path) -> None:
     """With an allow-list, another calling AE title is rejected (1, 1, 3); a wrong called AE
     title too (1, 1, 7). Nothing is written; each rejection is one log line and counted."""
@@ -286,6 +288,7 @@ def test_unknown_calling_ae_title_and_wrong_called_ae_title_are_rejected(tmp_pat
     assert rejections[0]["reason"] == "calling AE title not allowed"
 
 
+@pytest.mark.slow  # a real daemon
 def test_a_port_in_use_stops_the_start_with_exit_2_and_a_clear_error(tmp_path) -> None:
     """Another process listens on the port: exit 2 (as a configuration error), naming the key,
     the address and the reason, before the model is loaded; the status file says FAILED."""
@@ -310,6 +313,7 @@ def test_a_port_in_use_stops_the_start_with_exit_2_and_a_clear_error(tmp_path) -
 # ------------------------------------------------------------------------ stopping
 
 
+@pytest.mark.slow  # a real daemon
 def test_sigterm_in_the_middle_of_a_series_keeps_every_acknowledged_instance(tmp_path) -> None:
     """SIGTERM while a series streams in: the stores in flight finish, the association is then
     aborted; every instance answered 0x0000 is a complete file (reported, or waiting in incoming
@@ -375,6 +379,7 @@ def tmpfs(folder: Path, size: str) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@pytest.mark.slow  # a real daemon
 def test_a_full_incoming_disk_is_answered_out_of_resources(tmp_path) -> None:
     """Incoming on a 4 MiB tmpfs, ``min_free_mb: 1``, files kept there: the first instances are
     stored and reported, the rest answered 0xA700 with nothing half-written; once space is freed,
@@ -419,6 +424,7 @@ def test_a_full_incoming_disk_is_answered_out_of_resources(tmp_path) -> None:
     assert refusals[0]["status"] == "0xA700"
 
 
+@pytest.mark.slow  # a real daemon
 def test_the_free_space_probe_refuses_before_anything_is_written(tmp_path, monkeypatch) -> None:
     """The probe fault-injected (in-process daemon): below ``min_free_mb`` every store is
     answered 0xA700 and no file appears; above it, stores go through again."""
