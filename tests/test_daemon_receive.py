@@ -116,6 +116,37 @@ def series(count: int, syntaxes: Sequence[str] = (ExplicitVRLittleEndian,)) -> l
     return out
 
 
+class _Shut(threading.Event):
+    """Stands in for pynetdicom's reactor checkpoint while a test sends: it never opens."""
+
+    def set(self) -> None:
+        return
+
+
+@contextlib.contextmanager
+def reactor_held(assoc: Any) -> Iterator[None]:
+    """Keep a pynetdicom SCU's own reactor thread off the answers while the test sends.
+
+    pynetdicom 3.0's ``send_c_store`` pauses the association's reactor around each request, but
+    on a loaded machine the reactor can still take the answer off the queue first (it logs
+    "Received unexpected C-STORE service message"); the store then waits for the DIMSE timeout
+    and returns no status, which would fail a test for a fault of the sender. So the reactor is
+    parked on its (cleared) checkpoint for the whole association, and the checkpoint
+    ``send_c_store`` opens after each answer is a `_Shut` one. Released before the association
+    ends.
+    """
+    checkpoint = assoc._reactor_checkpoint
+    checkpoint.clear()
+    wait_for(lambda: assoc._is_paused, timeout=10, what="the reactor to pause")
+    time.sleep(0.05)  # nothing is queued yet: a last turn of the reactor takes nothing
+    assoc._reactor_checkpoint = _Shut()
+    try:
+        yield
+    finally:
+        assoc._reactor_checkpoint = checkpoint
+        checkpoint.set()
+
+
 class Scanner:
     """A pynetdicom SCU: one association, C-ECHO and C-STOREs, statuses recorded."""
 
@@ -128,6 +159,7 @@ class Scanner:
     @contextlib.contextmanager
     def association(self, syntaxes: Sequence[str] = SYNTAXES) -> Iterator[Any]:
         ae = AE(ae_title=self.calling)
+        ae.dimse_timeout = 10  # an aborted association is noticed by its next store
         ae.add_requested_context(Verification)
         for syntax in syntaxes:
             ae.add_requested_context(MRImageStorage, [syntax])
@@ -136,20 +168,34 @@ class Scanner:
             if assoc.is_rejected:
                 rsp = assoc.acceptor.primitive
                 self.rejection = (rsp.result, rsp.result_source, rsp.diagnostic)
-            yield assoc
+            if not assoc.is_established:
+                yield assoc
+                return
+            with reactor_held(assoc):
+                yield assoc
         finally:
             if assoc.is_established:
                 assoc.release()
+            elif not assoc.is_aborted and not assoc.is_rejected:
+                assoc.abort()
+            if assoc.ident is not None:  # a rejected association never started its thread
+                assoc.join(timeout=10)
+            # pynetdicom skips close() when shutdown() fails on a socket the peer closed first
+            raw = getattr(assoc.dul.socket, "socket", None)
+            if raw is not None:
+                raw.close()
 
     def send(self, datasets: Sequence[Dataset]) -> dict[str, int | None]:
         with self.association() as assoc:
             assert assoc.is_established, "association refused"
+            answered = True
             for ds in datasets:
-                if not assoc.is_established:
+                if not answered or not assoc.is_established or assoc.is_aborted:
                     self.statuses[ds.SOPInstanceUID] = None
                     continue
-                answer = assoc.send_c_store(ds)
-                self.statuses[ds.SOPInstanceUID] = answer.get("Status")
+                status = assoc.send_c_store(ds).get("Status")
+                self.statuses[ds.SOPInstanceUID] = status
+                answered = status is not None  # no answer: the association has ended
         return self.statuses
 
 
