@@ -49,7 +49,7 @@ class DataConfig:
         metadata=rules(check=_suffixes),
     )
     exclude: str = field(
-        default=r"(?i)_(adc|eadc|exp|t1|t2|flair)\.[a-z0-9]+$", metadata=rules(check=regex())
+        default=r"(?i)_(adc|eadc|exp|t1|t2|flair|mask)\.[a-z0-9]+$", metadata=rules(check=regex())
     )
     """Regex searched in each file name; a match means the file is not a DWI slice."""
     case_pattern: str = field(default=r"^(?P<case>[^_]+)_", metadata=rules(check=regex("case")))
