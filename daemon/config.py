@@ -12,6 +12,7 @@ What can only be checked on the machine (folders writable, the public key readab
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 # Pillow warns above this many pixels and refuses above twice as many: ``limits.max_pixels`` stays
 # at or below it so that our own check, with its clear error code, always fires first.
 PILLOW_BOMB_PIXELS = 89_478_485
+AE_TITLE_MAX = 16
+"""A DICOM Application Entity title holds at most 16 characters (PS3.5, VR AE)."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,55 @@ class ServiceConfig:
         return int(self.umask, 8)
 
 
+def _ae_title_problem(value: str | tuple[str, ...]) -> str | None:
+    """A DICOM AE title (or each of a tuple): 1-16 printable characters, no backslash."""
+    for title in (value,) if isinstance(value, str) else value:
+        if not 1 <= len(title) <= AE_TITLE_MAX or "\\" in title or not title.isprintable():
+            return (
+                f"an AE title must have 1-{AE_TITLE_MAX} printable characters and no backslash, "
+                f"got {title!r}"
+            )
+    return None
+
+
+def _stripped(titles: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(title.strip() for title in titles)
+
+
+def _ip_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"must be an IPv4 or IPv6 address, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """The DICOM Storage SCP (`daemon.receive`): where it listens and whom it accepts."""
+
+    port: int = field(default=11112, metadata=rules(1, maximum=65535))
+    """TCP port; below 1024 needs a capability the service does not have (docs/daemon.md)."""
+    address: str = field(default="0.0.0.0", metadata=rules(check=_ip_problem))  # noqa: S104 - LAN
+    """The local IPv4 or IPv6 address to listen on: ``0.0.0.0`` every IPv4 interface."""
+    ae_title: str = field(default="INFARCTWATCH", metadata=rules(check=_ae_title_problem))
+    """The called AE title senders must use: 1-16 characters, no backslash or control code."""
+    allowed_calling_ae_titles: tuple[str, ...] = field(
+        default=(), metadata=rules(transform=_stripped, check=_ae_title_problem)
+    )
+    """When not empty, an association from any other calling AE title is rejected."""
+    min_free_mb: int = field(default=1024, metadata=rules(0, maximum=10_000_000))
+    """A C-STORE that would leave less than this much free space (MiB) on the incoming folder's
+    file system is answered "out of resources" (0xA700) instead of being written."""
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    """DICOM networking: ``listen`` is ``None`` (off) or where the Storage SCP listens."""
+
+    listen: ListenConfig | None = None
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     """structlog output."""
@@ -239,6 +291,7 @@ class DaemonConfig:
     limits: LimitsConfig = LimitsConfig()
     series: SeriesConfig = SeriesConfig()
     service: ServiceConfig = ServiceConfig()
+    dicom: DicomConfig = DicomConfig()
     logging: LoggingConfig = LoggingConfig()
     outputs: OutputsConfig = OutputsConfig()
 

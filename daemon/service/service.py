@@ -20,6 +20,10 @@ Start-up, in order, each failure stopping the service before it touches a scan:
    reloader (`daemon.model.reload`) and, when configured, the model inbox (`daemon.model.inbox`)
    start; then ``READY=1``.
 
+With ``dicom.listen`` set, the DICOM Storage SCP (`daemon.receive.scp`) binds its port right after
+the locks are taken (a port in use is a `ConfigError`: exit 2) and writes what it receives into
+incoming; it is the first thing stopped, finishing the stores in flight.
+
 The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
 thread is alive; storage trouble is a state, ``degraded``, during which the watchdog is still
 fed), passes SIGHUP on to the reloader, checks once a second that the folders it owns are still
@@ -30,7 +34,7 @@ exit code 1 and the final status ``failed`` naming it. Stopping:
 ``service.drain_timeout_s`` (`Shutdown.force` cuts it short), log what was abandoned (it stays in
 processing/ for the next start), write the final status.
 
-With ``--once`` (a backfill) neither the reloader nor the inbox runs.
+With ``--once`` (a backfill) neither the reloader, the inbox nor the DICOM receiver runs.
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ if TYPE_CHECKING:
     import threading
     from pathlib import Path
 
-    from daemon.config import DaemonConfig
+    from daemon.config import DaemonConfig, ListenConfig
+    from daemon.receive.scp import DicomReceiver
     from daemon.records import Claim, ModelInfo
     from daemon.service.signals import Shutdown
     from daemon.shared.bundle import Bundle
@@ -219,6 +224,8 @@ class Service:
         """Sends the outbox to ``outputs.dicom.send.host`` (when configured)."""
         self.series: SeriesTracker | None = None
         """Groups reported images into series and writes the series reports (`daemon.series`)."""
+        self.receiver: DicomReceiver | None = None
+        """The DICOM Storage SCP of ``dicom.listen`` (when configured, not with ``once``)."""
         self._started = time.monotonic()
         self._state = "starting"
         self._exit_code: int | None = None
@@ -338,6 +345,9 @@ class Service:
                 remove_stale_temporaries(folder)
             if config.outputs.dicom.outbox is not None:
                 remove_stale_temporaries(config.outputs.dicom.outbox)
+            if config.dicom.listen is not None and not self.once:
+                listen = config.dicom.listen  # a port in use: ConfigError, exit 2
+                self.receiver = stack.enter_context(_receiver(listen, config))
             bundle, signature = load_verified_bundle(config)
             limits = DecodeLimits(max_pixels=config.limits.max_pixels)
             workers = start_workers(  # they start while the model compiles
@@ -438,6 +448,8 @@ class Service:
         self._state = "stopping"
         self.notifier.stopping(self._status_line(pipeline, holder.current.info))
         log.info("stopping", pending=pipeline.pending, signals=shutdown.signals)
+        if self.receiver is not None:  # first: what it finishes storing is still watched
+            self.receiver.close()
         watcher.close()
         if self.inbox is not None:
             self.inbox.close()
@@ -500,6 +512,7 @@ class Service:
             watch=config.watch.mode,
             hot_reload=None if watching is None else str(watching),
             inbox=None if config.model.inbox is None or self.once else str(config.model.inbox),
+            dicom_listen=self.receiver.address if self.receiver is not None else None,
             once=self.once,
         )
 
@@ -518,6 +531,8 @@ class Service:
             dead.append("outbox sender")
         if self.series is not None and not self.series.alive:
             dead.append("series tracker")
+        if self.receiver is not None and not self.receiver.alive:
+            dead.append("dicom receiver")
         return dead
 
     def _track_storage(self, pipeline: Pipeline) -> None:
@@ -605,6 +620,7 @@ class Service:
             self.inbox.snapshot() if self.inbox is not None else None,
             self._outbox_status(),
             self.series.snapshot() if self.series is not None else None,
+            self.receiver.to_status() if self.receiver is not None else None,
             self._state,
         )
 
@@ -678,6 +694,7 @@ class Service:
             "model": model,
             "inbox": self.inbox.snapshot() if self.inbox is not None else None,
             "outbox": self._outbox_status(),
+            "receiver": self.receiver.to_status() if self.receiver is not None else None,
             "storage": pipeline.storage.snapshot().to_status() if pipeline is not None else None,
             "series": self.series.snapshot().to_status() if self.series is not None else None,
             "waiting_for": self._waiting_for,
@@ -688,6 +705,13 @@ class Service:
             "watch": self.config.watch.mode,
             "infarctwatch_version": VERSION,
         }
+
+
+def _receiver(listen: ListenConfig, config: DaemonConfig) -> DicomReceiver:
+    """The Storage SCP of ``dicom.listen``, not started (pynetdicom is imported only then)."""
+    from daemon.receive.scp import DicomReceiver  # noqa: PLC0415 - only when dicom.listen is set
+
+    return DicomReceiver(listen, config.incoming, timeout_s=config.service.drain_timeout_s)
 
 
 def _take_up(attempts: AttemptLog, leftovers: list[Claim]) -> TakeUp:

@@ -26,8 +26,10 @@ folder watched for hot reloads, the last reload and ``reload_error`` (the last v
 to load, with its message, until a later reload succeeds). ``inbox`` is `daemon.model.inbox`'s
 state; ``outbox`` the DICOM results' (`daemon.outbox`: captures written, failed, staged, the last
 error, and under ``send`` the sender's destination, sent, queued, failed tries, dead-lettered, last
-error), or null without ``outputs.dicom.outbox``. ``decoders`` counts the scan worker processes
-(``workers``) and their ``restarts``: the key keeps its name for compatibility, like
+error), or null without ``outputs.dicom.outbox``. ``receiver`` is the DICOM Storage SCP's
+(`daemon.receive.scp`; null when ``dicom.listen`` is not set): where it listens, its associations,
+rejections, instances stored and refused, the last refusal. ``decoders`` counts the scan worker
+processes (``workers``) and their ``restarts``: the key keeps its name for compatibility, like
 ``pipeline.decode_workers`` in the config.
 """
 
@@ -297,6 +299,27 @@ def _series_lines(series: object) -> list[str]:
     if parts:
         line += f" ({', '.join(parts)})"
     return [f"{line}, {series.get('open', 0):,} open (waiting for their quiet time)"]
+def _receiver_lines(receiver: object) -> list[str]:
+    """The DICOM receiver's line (``dicom.listen``), and its last refusal when there was one."""
+    if not isinstance(receiver, dict):
+        return []
+    rejected = receiver.get("rejected", 0)
+    line = (
+        f"  dicom        {receiver.get('ae_title')} on {receiver.get('address')}: "
+        f"{receiver.get('stored', 0):,} stored "
+        f"({receiver.get('stored_bytes', 0) / 1e6:,.1f} MB), "
+        f"{receiver.get('associations', 0):,} association(s) ({receiver.get('active', 0)} open)"
+        + (f", {rejected:,} REJECTED" if rejected else "")
+    )
+    refused = receiver.get("no_space", 0) + receiver.get("failed", 0)
+    last = receiver.get("last_refusal")
+    if not refused or not isinstance(last, dict):
+        return [line]
+    refusals = (
+        f"  refused      {refused:,} DICOM instance(s), {receiver.get('no_space', 0):,} out of "
+        f"resources; last at {last.get('at')}: {_one_line(last.get('reason'), 120)}"
+    )
+    return [line, refusals]
 
 
 def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> tuple[str, int]:
@@ -361,6 +384,7 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
         *_model_lines(model, now),
         *_inbox_lines(document.get("inbox")),
         *_outbox_lines(document.get("outbox")),
+        *_receiver_lines(document.get("receiver")),
         f"  started at   {document.get('started_at', '?')}",
         f"  pid          {pid}",
         f"  status file  {path} (updated {_ago(age)} ago)",
