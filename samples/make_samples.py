@@ -13,11 +13,15 @@ from the fixed seed `SEED`, then copies the DWI files here under readable names 
   b0 and b1000 image of every position (``s01_b0.dcm``, ``s01_b1000.dcm``, ...) and its ADC
   series (``s01_adc.dcm``, ...), classic single-frame DICOM files; ``series-01.json`` lists them
   (series, b-value, instance number, sha256) with the generator's truth for the study (the
-  slices that show the lesion, its volume and location).
+  slices that show the lesion, its volume and location);
+* ``not-dwi/``: pictures that are not DWI b1000 slices, rendered from the same anatomy by
+  ``infarctwatch synth --out-of-scope`` (`NOT_DWI`: an axial T1 PNG, a head CT DICOM), which the
+  daemon must refuse (``not_analysed``) rather than answer; ``not-dwi.json`` lists them with the
+  reason code each must get and its sha256.
 
 ``scripts/make-samples --check`` regenerates into a temporary folder and only compares: exit 0 when
 the committed samples are exactly what the current generator makes, 1 otherwise. ``--series``
-limits either to the sample series.
+limits either to the sample series, ``--not-dwi`` to the not-DWI pictures.
 
 The seed is not the one ``scripts/train-default`` trains on, so no sample is a training image.
 """
@@ -57,6 +61,10 @@ SERIES_CLASS = "Right parietal lobe"
 SERIES_SLICES = 4
 SERIES_MATRIX = 128
 SERIES_DIR = "series-01"
+NOT_DWI_DIR = "not-dwi"
+NOT_DWI_RECORD = "not-dwi.json"
+NOT_DWI = (("t1", "png", "t1-axial.png"), ("ct_brain", "dicom", "ct-head.dcm"))
+"""(out-of-scope kind, format, file name): what the daemon must refuse, not answer."""
 SERIES_RECORD = "series-01.json"
 MANIFEST = "manifest.csv"
 PROVENANCE = "synth.json"
@@ -337,18 +345,60 @@ def install_series(series: list[SeriesFile], record: dict[str, Any]) -> None:
     _replace_block(SERIES_BEGIN, SERIES_END, series_block(series, record))
 
 
-def check(samples: list[Sample], series: list[SeriesFile]) -> list[str]:
-    """Differences between freshly generated samples (and series) and the committed ones."""
+def make_not_dwi(out: Path) -> list[dict[str, Any]]:
+    """Render the `NOT_DWI` pictures from the same anatomy; each with the code it must get."""
+    made = []
+    for kind, fmt, name in NOT_DWI:
+        folder = out / f"{kind}-{fmt}"
+        rows = generate(folder, out_of_scope=1, formats=f"{fmt}=1", seed=SEED)
+        row = next(r for r in rows if r.kind == kind)
+        source = folder / row.file
+        data = source.read_bytes()
+        made.append(
+            {
+                "file": name,
+                "kind": kind,
+                "expected_code": row.expected_code,
+                "source": source,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+    return made
+
+
+def install_not_dwi(made: list[dict[str, Any]]) -> None:
+    """Replace the not-DWI pictures and their record."""
+    folder = HERE / NOT_DWI_DIR
+    folder.mkdir(exist_ok=True)
+    for old_file in folder.iterdir():
+        old_file.unlink()
+    for item in made:
+        shutil.copyfile(item["source"], folder / item["file"])
+    record = [{k: v for k, v in item.items() if k != "source"} for item in made]
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    (HERE / NOT_DWI_RECORD).write_text(text, encoding="utf-8")
+
+
+def check(
+    samples: list[Sample], series: list[SeriesFile], not_dwi: list[dict[str, Any]]
+) -> list[str]:
+    """Differences between the freshly generated parts and the committed ones (empty: not made)."""
     committed: dict[str, str] = {}
     if samples:
         with (HERE / MANIFEST).open(encoding="utf-8", newline="") as handle:
             committed = {r["file"]: r["sha256"] for r in csv.DictReader(handle)}
     record_path = HERE / SERIES_RECORD
-    if record_path.is_file():
+    if series and record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
         committed |= {f"{SERIES_DIR}/{f['file']}": f["sha256"] for f in record["files"]}
+    not_dwi_path = HERE / NOT_DWI_RECORD
+    if not_dwi and not_dwi_path.is_file():
+        listed = json.loads(not_dwi_path.read_text(encoding="utf-8"))
+        committed |= {f"{NOT_DWI_DIR}/{item['file']}": item["sha256"] for item in listed}
     fresh = {s.file: s.sha256 for s in samples}
     fresh |= {f"{SERIES_DIR}/{f.file}": f.sha256 for f in series}
+    fresh |= {f"{NOT_DWI_DIR}/{item['file']}": item["sha256"] for item in not_dwi}
     problems = [f"{name}: not made any more" for name in sorted(set(committed) - set(fresh))]
     problems += [f"{name}: new" for name in sorted(set(fresh) - set(committed))]
     problems += [
@@ -370,34 +420,53 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help=f"only the sample series ({SERIES_DIR}/, {SERIES_RECORD}), not the single slices",
     )
+    parser.add_argument(
+        "--not-dwi",
+        action="store_true",
+        help=f"only the pictures that are not DWI ({NOT_DWI_DIR}/, {NOT_DWI_RECORD})",
+    )
     args = parser.parse_args(argv)
+    everything = not (args.series or args.not_dwi)
     with tempfile.TemporaryDirectory(prefix="infarctwatch-samples-") as tmp:
         out = Path(tmp) / "synth"
-        samples = [] if args.series else make(out)
-        series, truth = make_series(Path(tmp) / "series")
+        samples = make(out) if everything else []
+        series, truth = make_series(Path(tmp) / "series") if everything or args.series else ([], {})
+        not_dwi = make_not_dwi(Path(tmp) / "not-dwi") if everything or args.not_dwi else []
         if args.check:
-            problems = check(samples, series)
+            problems = check(samples, series, not_dwi)
             for problem in problems:
                 print(f"make-samples: {problem}", file=sys.stderr)
             if not problems:
                 print(
-                    f"make-samples: the {len(samples)} samples and the {len(series)} files of "
-                    f"{SERIES_DIR}/ match the generator"
+                    f"make-samples: the {len(samples)} samples, the {len(series)} files of "
+                    f"{SERIES_DIR}/ and the {len(not_dwi)} of {NOT_DWI_DIR}/ match the generator"
                 )
             return 1 if problems else 0
         if samples:
             provenance = json.loads((out / "synth.json").read_text(encoding="utf-8"))
             install(samples, provenance)
-        install_series(series, series_record(series, truth))
+        if not_dwi:
+            install_not_dwi(not_dwi)
+        if series:
+            install_series(series, series_record(series, truth))
+    _say_written(samples, series, not_dwi)
+    return 0
+
+
+def _say_written(
+    samples: list[Sample], series: list[SeriesFile], not_dwi: list[dict[str, Any]]
+) -> None:
     for sample in samples:
         print(f"{sample.file:<58} {sample.row.label}")
     if samples:
         print(f"wrote {len(samples)} samples ({sum(s.size for s in samples):,} bytes) to {HERE}")
-    print(
-        f"wrote the series {SERIES_DIR}/: {len(series)} files "
-        f"({sum(f.size for f in series):,} bytes) and {SERIES_RECORD}"
-    )
-    return 0
+    if series:
+        print(
+            f"wrote the series {SERIES_DIR}/: {len(series)} files "
+            f"({sum(f.size for f in series):,} bytes) and {SERIES_RECORD}"
+        )
+    for item in not_dwi:
+        print(f"wrote {NOT_DWI_DIR}/{item['file']} ({item['kind']}: {item['expected_code']})")
 
 
 if __name__ == "__main__":
