@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from daemon.shared.dataset import DatasetLayout
 from daemon.shared.preprocess import PREPROCESS_VERSION, PreprocessSpec
 from trainer.errors import TrainConfigError
 
@@ -26,6 +27,8 @@ SCHEDULES = ("cosine", "constant")
 MONITORS = ("val_loss", "val_accuracy")
 FREEZE = ("none", "features")
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+_LAYOUT = DatasetLayout()
+"""The dataset layout's defaults, shared with ``infarctwatch evaluate``."""
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,13 @@ class DataConfig:
     """How a folder-per-class dataset is read."""
 
     labels: str | None = None
-    """Label map (labels.yaml); None: the one shipped in ``config/labels.yaml``."""
-    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-    exclude: str = r"(?i)_(adc|eadc|exp|t1|t2|flair)\.[a-z0-9]+$"
+    """Label map (labels.yaml); None: the one shipped with infarctwatch (``config/labels.yaml``)."""
+    extensions: tuple[str, ...] = _LAYOUT.extensions
+    exclude: str = _LAYOUT.exclude
     """Regex searched in each file name; a match means the file is not a DWI slice."""
-    case_pattern: str = r"^(?P<case>[^_]+)_"
+    case_pattern: str = _LAYOUT.case_pattern
     """Regex with a named group ``case`` giving the case id from a file name."""
-    manifest: str | None = "manifest.csv"
+    manifest: str | None = _LAYOUT.manifest
     """CSV in the dataset root with ``file`` and ``case_id`` columns; wins over case_pattern."""
     workers: int = 2
     """Threads that decode and preprocess images."""
