@@ -87,7 +87,7 @@ class Dataset:
     root: Path
     samples: tuple[Sample, ...]
     excluded: int
-    """Files skipped by ``data.exclude``."""
+    """Files skipped by the layout's ``exclude``."""
     case_ids_from: str
     """"manifest", "pattern" or "manifest+pattern"."""
 
@@ -140,7 +140,8 @@ def _refuse(root: Path, cfg: Layout, unknown: list[str], unnamed: list[str]) -> 
         names = "\n".join(f"  - {name}" for name in unknown)
         raise LabelMapError(
             f"{len(unknown)} folder(s) in {root} are not known class names:\n{names}\n"
-            "Map each to a class under 'merge' in the label map (data.labels), or move it out."
+            "Map each to a class under 'merge' in the label map (train: data.labels, evaluate: "
+            "--labels), or move it out."
         )
     if unnamed:
         shown = "\n".join(f"  - {rel}" for rel in unnamed[:_LIST_AT_MOST])
