@@ -14,6 +14,9 @@ that is queued, up to a handful. The worker
    processing/;
 4. answers with a `Finished` per claim, from which the daemon logs and counts.
 
+Steps 1 and 2 are `scan_claims`, which ``infarctwatch evaluate`` (`daemon.evaluate.scoring`) runs
+too, so that an evaluation scores exactly what the daemon would report.
+
 Why here and not in the daemon process: a worker that owns its scans hands nothing but claims and
 short answers across the pipe; pixels, probabilities and reports stay in the process that made
 them (docs/performance.md has the measurements).
