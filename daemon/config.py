@@ -12,29 +12,23 @@ What can only be checked on the machine (folders writable, the public key readab
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import types
-import typing
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from daemon.errors import ConfigError
 from daemon.shared.dicom_scope import B_RANGE
+from daemon.shared.settings import INVALID, SettingsReader, describe, octal, rules, set_dotted
+from daemon.shared.settings import key_paths as _key_paths
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Pillow warns above this many pixels and refuses above twice as many: ``limits.max_pixels`` stays
 # at or below it so that our own check, with its clear error code, always fires first.
 PILLOW_BOMB_PIXELS = 89_478_485
-
-
-def _bounds(
-    minimum: float | None = None, *, above: float | None = None, maximum: float | None = None
-) -> dict[str, float | None]:
-    return {"minimum": minimum, "above": above, "maximum": maximum}
 
 
 @dataclass(frozen=True)
@@ -56,12 +50,12 @@ class ModelConfig:
 class InferenceConfig:
     """How OpenVINO compiles and runs the network."""
 
-    device: str = field(default="AUTO", metadata={"upper": True})
+    device: str = field(default="AUTO", metadata=rules(transform=str.upper))
     """Any OpenVINO device string (CPU, GPU.1, NPU, AUTO:GPU,CPU...), upper-cased."""
     performance_hint: Literal["THROUGHPUT", "LATENCY"] = "THROUGHPUT"
-    num_requests: int = field(default=0, metadata=_bounds(0, maximum=64))
+    num_requests: int = field(default=0, metadata=rules(0, maximum=64))
     cache_dir: Path | None = None
-    top_k: int = field(default=3, metadata=_bounds(1))
+    top_k: int = field(default=3, metadata=rules(1))
 
 
 @dataclass(frozen=True)
@@ -70,10 +64,10 @@ class WatchConfig:
 
     mode: Literal["inotify", "polling"] = "inotify"
     recursive: bool = False
-    poll_interval_s: float = field(default=1.0, metadata=_bounds(above=0, maximum=3600))
-    stable_s: float = field(default=2.0, metadata=_bounds(0, maximum=3600))
-    reconcile_interval_s: float = field(default=60.0, metadata=_bounds(above=0, maximum=86400))
-    grace_s: float = field(default=5.0, metadata=_bounds(0, maximum=3600))
+    poll_interval_s: float = field(default=1.0, metadata=rules(above=0, maximum=3600))
+    stable_s: float = field(default=2.0, metadata=rules(0, maximum=3600))
+    reconcile_interval_s: float = field(default=60.0, metadata=rules(above=0, maximum=86400))
+    grace_s: float = field(default=5.0, metadata=rules(0, maximum=3600))
     """A 0-byte file waits this long unchanged before it is taken; a file found truncated or
     empty is looked at again after this long, and put back to wait if it changed meanwhile."""
     ignore_suffixes: tuple[str, ...] = (
@@ -98,28 +92,28 @@ class OutcomeConfig:
 class PipelineConfig:
     """Concurrency and back-pressure."""
 
-    decode_workers: int = field(default=2, metadata=_bounds(1, maximum=64))
+    decode_workers: int = field(default=2, metadata=rules(1, maximum=64))
     """How many scan worker processes (`daemon.workers.process`). Each runs whole scans, not only
     decoding: the key keeps its name for compatibility."""
-    max_pending: int = field(default=64, metadata=_bounds(1, maximum=100_000))
+    max_pending: int = field(default=64, metadata=rules(1, maximum=100_000))
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
     """Bounds that keep one hostile file from exhausting the device."""
 
-    max_file_bytes: int = field(default=268_435_456, metadata=_bounds(1))
-    max_pixels: int = field(default=40_000_000, metadata=_bounds(1, maximum=PILLOW_BOMB_PIXELS))
-    decode_timeout_s: float = field(default=30.0, metadata=_bounds(above=0, maximum=3600))
+    max_file_bytes: int = field(default=268_435_456, metadata=rules(1))
+    max_pixels: int = field(default=40_000_000, metadata=rules(1, maximum=PILLOW_BOMB_PIXELS))
+    decode_timeout_s: float = field(default=30.0, metadata=rules(above=0, maximum=3600))
     """A file whose decoding takes longer gets a ``DECODE_TIMEOUT`` report; its worker restarts."""
-    max_attempts: int = field(default=3, metadata=_bounds(1, maximum=100))
+    max_attempts: int = field(default=3, metadata=rules(1, maximum=100))
     """A claim that was in flight when the daemon (or its worker) died this many times in a row is
     set aside into failed/ with a ``REPEATED_CRASH`` report instead of being taken up again."""
     dicom_header_rules: bool = True
     """A DICOM file whose header says it is not a DWI b1000 MR slice gets a ``not_analysed``
     report (`daemon.shared.dicom_scope`); ``False`` analyses every DICOM whatever it says."""
-    b_value_min: float = field(default=B_RANGE[0], metadata=_bounds(0, maximum=10_000))
-    b_value_max: float = field(default=B_RANGE[1], metadata=_bounds(0, maximum=10_000))
+    b_value_min: float = field(default=B_RANGE[0], metadata=rules(0, maximum=10_000))
+    b_value_max: float = field(default=B_RANGE[1], metadata=rules(0, maximum=10_000))
     """A DICOM file declaring a b-value (s/mm²) outside ``b_value_min`` .. ``b_value_max`` gets a
     ``not_analysed`` report with reason ``NOT_B1000`` (`daemon.shared.dicom_scope`)."""
 
@@ -128,10 +122,10 @@ class LimitsConfig:
 class ServiceConfig:
     """The service shell: shutdown and the status file."""
 
-    drain_timeout_s: float = field(default=15.0, metadata=_bounds(0, maximum=3600))
+    drain_timeout_s: float = field(default=15.0, metadata=rules(0, maximum=3600))
     status_file: Path | None = None
     """``None`` means ``<work>/status.json``."""
-    umask: str = field(default="0027", metadata={"octal": 0o777})
+    umask: str = field(default="0027", metadata=rules(check=octal(0o777)))
     """The daemon's umask (an octal string), set at the start of ``run`` and inherited by the
     worker processes: reports, the status file and the folders it creates are not world-readable."""
 
@@ -171,148 +165,16 @@ class DaemonConfig:
         return self.service.status_file or self.work / "status.json"
 
 
-_INVALID: Any = object()
-
-
-def _absolute(value: Any) -> Path:
-    # abspath, not resolve(): a symlinked folder keeps the name the operator gave it.
-    return Path(os.path.abspath(Path(value).expanduser()))  # noqa: PTH100
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _is_string_list(value: object) -> bool:
-    return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
-
-
-def _to_tuple(value: Any) -> tuple[str, ...]:
-    return tuple(value)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-# type -> (accepts the YAML value, converts it, what the problem message says is wanted)
-_SCALARS: dict[Any, tuple[Callable[[object], bool], Callable[[Any], Any], str]] = {
-    bool: (lambda v: isinstance(v, bool), bool, "true or false"),
-    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "a whole number"),
-    float: (_is_number, float, "a number"),
-    str: (lambda v: isinstance(v, str) and bool(v.strip()), str.strip, "a non-empty string"),
-    Path: (
-        lambda v: isinstance(v, str | os.PathLike) and bool(str(v).strip()),
-        _absolute,
-        "a path",
-    ),
-}
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Checker:
-    """Converts a merged mapping into dataclasses, collecting problems instead of stopping."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def problem(self, where: str, message: str) -> Any:
-        self.problems.append(f"At '{where}': {message}")
-        return _INVALID
-
-    def build(self, cls: type[Any], raw: object, where: str) -> Any:
-        values = self.fields(cls, raw, where)
-        if values is _INVALID or any(v is _INVALID for v in values.values()):
-            return _INVALID
-        return cls(**values)
-
-    def fields(self, cls: type[Any], raw: object, where: str) -> Any:
-        """The converted value of every field of ``cls`` (``_INVALID`` where there is a problem)."""
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            return self.problem(where or "(top level)", f"must be a mapping, got {_describe(raw)}")
-        hints = typing.get_type_hints(cls)
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        for key in raw:
-            if key not in known:
-                path = f"{where}.{key}" if where else str(key)
-                self.problem(path, f"unknown key (known here: {', '.join(known)})")
-        values = {}
-        for name, spec in known.items():
-            path = f"{where}.{name}" if where else name
-            hint = hints[name]
-            if name in raw:
-                value = self.convert(raw[name], hint, path)
-            elif dataclasses.is_dataclass(hint):
-                value = self.build(typing.cast("type[Any]", hint), {}, path)
-            else:  # defaults take the same road: a relative default path becomes absolute
-                value = self.convert(spec.default, hint, path)
-            values[name] = self.refine(value, spec.metadata, path)
-        return values
-
-    def convert(self, value: object, hint: Any, where: str) -> Any:
-        origin = typing.get_origin(hint)
-        if dataclasses.is_dataclass(hint):
-            return self.build(typing.cast("type[Any]", hint), value, where)
-        if origin in (types.UnionType, typing.Union):
-            if value is None:
-                return None
-            (inner,) = (a for a in typing.get_args(hint) if a is not type(None))
-            return self.convert(value, inner, where)
-        accepts: Callable[[object], bool]
-        make: Callable[[Any], Any]
-        if origin is Literal:
-            accepts, make = typing.get_args(hint).__contains__, _same
-            wanted = "one of " + ", ".join(str(c) for c in typing.get_args(hint))
-        elif origin is tuple:
-            accepts, make, wanted = _is_string_list, _to_tuple, "a list of strings"
-        else:
-            accepts, make, wanted = _SCALARS[hint]
-        if not accepts(value):
-            return self.problem(where, f"must be {wanted}, got {_describe(value)}")
-        return make(value)
-
-    def refine(self, value: Any, rules: Mapping[str, Any], where: str) -> Any:  # noqa: PLR0911 - one return per rule
-        if value is _INVALID or not rules:
-            return value
-        if rules.get("upper"):
-            return value.upper()
-        if "octal" in rules:
-            try:
-                number = int(value, 8)
-            except ValueError:
-                number = -1
-            if not 0 <= number <= rules["octal"]:
-                top = f"{rules['octal']:04o}"
-                return self.problem(where, f"must be an octal string 0000-{top}, got {value!r}")
-            return value
-        minimum, above, maximum = rules["minimum"], rules["above"], rules["maximum"]
-        if minimum is not None and value < minimum:
-            return self.problem(where, f"must be at least {minimum:g}, got {value!r}")
-        if above is not None and value <= above:
-            return self.problem(where, f"must be greater than {above:g}, got {value!r}")
-        if maximum is not None and value > maximum:
-            return self.problem(where, f"must be at most {maximum:,}, got {value!r}")
-        return value
-
-
 def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     """Rules between keys, checked on whatever parsed, so every problem is reported at once."""
     problems = []
     model = values["model"]
-    if model is not _INVALID and model.require_signature and model.public_key is None:
+    if model is not INVALID and model.require_signature and model.public_key is None:
         problems.append(
             "At 'model.require_signature': true needs 'model.public_key' to name the public key"
         )
     limits = values["limits"]
-    if limits is not _INVALID and limits.b_value_min > limits.b_value_max:
+    if limits is not INVALID and limits.b_value_min > limits.b_value_max:
         problems.append(
             f"At 'limits.b_value_min': {limits.b_value_min:g} must not exceed "
             f"'limits.b_value_max' ({limits.b_value_max:g})"
@@ -320,14 +182,14 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     incoming = values["incoming"]
     for key in ("reports", "work"):
         folder = values[key]
-        if _INVALID in (folder, incoming):
+        if INVALID in (folder, incoming):
             continue
         if folder == incoming or incoming in folder.parents:
             problems.append(
                 f"At '{key}': {folder} must not be the incoming folder or inside it "
                 "(the daemon would ingest its own output)"
             )
-    if model is not _INVALID and model.inbox is not None:
+    if model is not INVALID and model.inbox is not None:
         problems.extend(_inbox_problems(model.inbox, model.path, values))
     return problems
 
@@ -341,19 +203,9 @@ def _inbox_problems(inbox: Path, models: Path | None, values: Mapping[str, Any])
         "inside it or around it"
         for key, folder in others.items()
         if folder is not None
-        and folder is not _INVALID
+        and folder is not INVALID
         and (inbox == folder or folder in inbox.parents or inbox in folder.parents)
     ]
-
-
-def _set_dotted(target: dict[str, Any], dotted: str, value: object) -> None:
-    *parents, leaf = dotted.split(".")
-    node = target
-    for part in parents:
-        child = node.get(part)
-        node[part] = child = dict(child) if isinstance(child, Mapping) else {}
-        node = child
-    node[leaf] = value
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -375,9 +227,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            [f"At '(top level)': must be a mapping, got {_describe(data)}"], str(path)
-        )
+        raise ConfigError([f"At '(top level)': must be a mapping, got {describe(data)}"], str(path))
     return data
 
 
@@ -393,25 +243,17 @@ def load_config(
         ConfigError: listing every problem found, each with its key path.
     """
     raw: dict[str, Any] = read_yaml(path) if path is not None else {}
+    reader = SettingsReader()
     for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(raw, dotted, value)
-    checker = _Checker()
-    values = checker.fields(DaemonConfig, raw, "")
-    problems = checker.problems + (_cross_checks(values) if values is not _INVALID else [])
+        if value is not None and (problem := set_dotted(raw, dotted, value)) is not None:
+            reader.problems.append(problem)
+    values = reader.fields(DaemonConfig, raw)
+    problems = reader.problems + (_cross_checks(values) if values is not INVALID else [])
     if problems:
         raise ConfigError(problems, str(path) if path is not None else None)
     return DaemonConfig(**values)
 
 
-def key_paths(cls: type[Any] = DaemonConfig, prefix: str = "") -> list[str]:
+def key_paths() -> list[str]:
     """Every key path the configuration accepts, e.g. ``watch.stable_s`` (used by the docs test)."""
-    paths = []
-    hints = typing.get_type_hints(cls)
-    for spec in dataclasses.fields(cls):
-        path = f"{prefix}{spec.name}"
-        if dataclasses.is_dataclass(hints[spec.name]):
-            paths.extend(key_paths(hints[spec.name], f"{path}."))
-        else:
-            paths.append(path)
-    return paths
+    return _key_paths(DaemonConfig)

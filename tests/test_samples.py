@@ -8,16 +8,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 from daemon.shared.decode import decode
+from daemon.shared.dicom_scope import NOT_B1000, NOT_DWI, b_value_of, judge, read_header
 from daemon.shared.labels import load_label_map
 from daemon.shared.preprocess import preprocess
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 MANIFEST = SAMPLES / "manifest.csv"
 OWN_FILES = {"README.md", "manifest.csv", "synth.json", "make_samples.py"}
+SERIES = SAMPLES / "series-01"
+SERIES_RECORD = SAMPLES / "series-01.json"
+SERIES_FILES = {SERIES.name, SERIES_RECORD.name}
+"""The sample DWI series and its record (`TestSeries`)."""
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 
 
@@ -40,7 +46,7 @@ class TestManifest:
         names = [row["file"] for row in ROWS]
         assert 6 <= len(names) <= 10
         assert len(set(names)) == len(names)
-        assert {p.name for p in SAMPLES.iterdir()} == set(names) | OWN_FILES
+        assert {p.name for p in SAMPLES.iterdir()} == set(names) | OWN_FILES | SERIES_FILES
         assert sum((SAMPLES / name).stat().st_size for name in names) < 800_000
 
     def test_files_are_the_bytes_the_manifest_describes(self) -> None:
@@ -113,3 +119,71 @@ class TestDocumentation:
         assert options["seed"] == 20261126
         assert options["cases_per_class"] == 1
         assert sorted(options["classes"]) == sorted({row["label"] for row in ROWS})
+
+
+def _series_record() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(SERIES_RECORD.read_text(encoding="utf-8"))
+    return data
+
+
+class TestSeries:
+    def test_a_small_complete_series_listed_file_by_file(self) -> None:
+        """series-01/ holds exactly the files its record lists, with their sizes and sha256:
+        4-6 positions, each with a b0, a b1000 and an ADC image, a few hundred kB in all."""
+        record = _series_record()
+        files = record["files"]
+        assert {p.name for p in SERIES.iterdir()} == {f["file"] for f in files}
+        for item in files:
+            data = (SERIES / item["file"]).read_bytes()
+            assert len(data) == item["bytes"], item["file"]
+            assert hashlib.sha256(data).hexdigest() == item["sha256"], item["file"]
+        positions = record["truth"]["slices"]
+        assert 4 <= positions <= 6
+        b = record["truth"]["b_values"][1]
+        assert sorted((f["series"], f["b_value"]) for f in files) == sorted(
+            [("dwi", 0), ("dwi", b), ("adc", None)] * positions
+        )
+        assert 200_000 < sum(f["bytes"] for f in files) < 600_000
+
+    def test_series_headers_make_one_study_of_a_dwi_and_an_adc_series(self) -> None:
+        """One study and frame of reference; b0 and b1000 images share the DWI series UID, the
+        ADC images have their own; the header rules accept the b1000 images only."""
+        record = _series_record()
+        datasets = {p.name: pydicom.dcmread(p) for p in sorted(SERIES.glob("*.dcm"))}
+        assert {ds.StudyInstanceUID for ds in datasets.values()} == {record["study_instance_uid"]}
+        assert len({ds.FrameOfReferenceUID for ds in datasets.values()}) == 1
+        by_series = {f["file"]: f["series"] for f in record["files"]}
+        dwi_uid = record["truth"]["series_instance_uid"]
+        adc_uid = record["truth"]["adc_series_instance_uid"]
+        for name, ds in datasets.items():
+            expected = dwi_uid if by_series[name] == "dwi" else adc_uid
+            assert ds.SeriesInstanceUID == expected, name
+            verdict = judge(read_header(ds))
+            b_value, _ = b_value_of(ds)
+            if by_series[name] == "dwi" and b_value:
+                assert verdict is None, name
+            else:
+                assert verdict is not None, name
+                assert verdict.code == (NOT_B1000 if by_series[name] == "dwi" else NOT_DWI)
+
+    def test_the_lesion_is_on_the_slices_the_truth_names(self) -> None:
+        """The truth names a lesion on the middle slices with a volume; those b1000 files exist
+        and decode into model inputs with the daemon's code."""
+        record = _series_record()
+        truth = record["truth"]
+        assert record["label"] != "No acute infarct"
+        assert truth["lesions"]
+        assert truth["lesion_volume_ml"] > 0
+        shown = [item["slice"] for item in truth["lesion_slices"]]
+        assert shown
+        assert (truth["slices"] + 1) // 2 in shown
+        spec = load_bundle(DEFAULT_BUNDLE).preprocess
+        for item in truth["lesion_slices"]:
+            path = SERIES / item["file"]
+            image = decode(path.read_bytes(), path.name)
+            assert image.format == "dicom"
+            assert preprocess(image.pixels, spec).shape == (
+                spec.input_size,
+                spec.input_size,
+                spec.channels,
+            )

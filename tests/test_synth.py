@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from daemon.shared.decode import decode
 from daemon.shared.labels import load_label_map, normalise_name
@@ -208,6 +208,53 @@ class TestFormats:
             assert pixels[-40:, -120:].max() > 150
 
 
+class TestMasks:
+    def test_every_image_has_a_mask_of_its_size(self, dataset: Path) -> None:
+        """Each DWI file's mask (manifest ``mask_file``) is an 8-bit PNG of the decoded image's
+        size: all zeros on normal slices, labels 1..lesion_count on lesion slices (every lesion
+        shows on every slice of its case)."""
+        rows = read_manifest(dataset / "manifest.csv")
+        masks = {str(p.relative_to(dataset)) for p in dataset.rglob("*_mask.png")}
+        assert masks == {row["mask_file"] for row in rows}
+        for row in rows:
+            decoded = decode((dataset / row["file"]).read_bytes(), row["file"])
+            with Image.open(dataset / row["mask_file"]) as image:
+                assert image.mode == "L"
+                mask = np.asarray(image)
+            assert mask.shape == (decoded.height, decoded.width)
+            labels = set(np.unique(mask).tolist())
+            count = int(row["lesion_count"])
+            assert labels == set(range(count + 1)), row["file"]
+
+    def test_mask_area_is_the_lesion_area(self, dataset: Path) -> None:
+        """On scanner-matrix PNG and DICOM files the mask's pixels x pixel area is the
+        manifest's lesion area on that slice."""
+        for row in read_manifest(dataset / "manifest.csv"):
+            if row["format"] == "jpeg" or row["lesion_count"] == "0":
+                continue
+            with Image.open(dataset / row["mask_file"]) as image:
+                pixels = int((np.asarray(image) > 0).sum())
+            area = pixels * float(row["display_pixel_mm"]) ** 2
+            assert area == pytest.approx(float(row["lesion_area_mm2"]), rel=0.01, abs=1.0)
+
+    def test_mask_covers_the_bright_lesion(self, dataset: Path) -> None:
+        """The image is brighter under the mask than in the brain around it in every format
+        (a JPEG screenshot's mask is placed where the slice is on the canvas; 8-bit windows may
+        saturate the lesion), clearly so in the 16-bit DICOM files."""
+        for row in read_manifest(dataset / "manifest.csv"):
+            if row["lesion_count"] == "0":
+                continue
+            decoded = decode((dataset / row["file"]).read_bytes(), row["file"])
+            image = np.asarray(decoded.pixels, dtype=np.float64)
+            image = image.mean(axis=-1) if image.ndim == 3 else image
+            with Image.open(dataset / row["mask_file"]) as mask_image:
+                mask = np.asarray(mask_image) > 0
+            grown = np.asarray(Image.fromarray(mask).filter(ImageFilter.MaxFilter(9))) > 0
+            ring = grown & ~mask & (image > 0.2 * image.max())
+            factor = 1.15 if row["format"] == "dicom" else 1.0
+            assert image[mask].mean() > factor * image[ring].mean(), row["file"]
+
+
 class TestDeterminism:
     def test_same_seed_same_files_whatever_the_workers(
         self, tmp_path: Path, synth_cache: Path
@@ -346,6 +393,8 @@ class TestCommandLine:
             [out, "--negative-share", "lots"],
             [out, "--negative-share", "0.99"],
             [out, "--out-of-scope", "-1"],
+            [out, "--series", "--series-slices", "99"],
+            [out, "--series", "--out-of-scope", "2"],
         ):
             assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -373,6 +422,10 @@ class TestCommandLine:
             "--profile",
             "--negative-share",
             "--out-of-scope",
+            "--series",
+            "--multiframe",
+            "--structural",
+            "--series-slices",
         ):
             assert option in text
 

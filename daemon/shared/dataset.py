@@ -62,7 +62,7 @@ class DatasetLayout:
     """The default layout (``data`` in ``config/train.yaml`` documents each field)."""
 
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
-    exclude: str = r"(?i)_(adc|eadc|exp|t1|t2|flair)\.[a-z0-9]+$"
+    exclude: str = r"(?i)_(adc|eadc|exp|t1|t2|flair|mask)\.[a-z0-9]+$"
     case_pattern: str = r"^(?P<case>[^_]+)_"
     manifest: str | None = "manifest.csv"
 

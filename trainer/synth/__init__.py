@@ -13,6 +13,7 @@ from daemon.shared.labels import DEFAULT_LABELS, load_label_map
 from trainer.synth.manifest import ManifestRow
 from trainer.synth.options import (
     NEGATIVE_SHARE,
+    SeriesSpec,
     SynthOptions,
     default_workers,
     parse_classes,
@@ -26,7 +27,7 @@ from trainer.synth.pipeline import run
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["ManifestRow", "OutOfScopeRow", "SynthOptions", "generate"]
+__all__ = ["ManifestRow", "OutOfScopeRow", "SeriesSpec", "SynthOptions", "generate"]
 
 
 def generate(
@@ -48,6 +49,7 @@ def generate(
     profile: str = "train",
     negative_share: float | str | None = NEGATIVE_SHARE,
     out_of_scope: int = 0,
+    series: SeriesSpec | bool = False,
 ) -> list[Any]:
     """Generate a dataset in ``out_dir`` and return its manifest rows (one per DWI file).
 
@@ -58,7 +60,9 @@ def generate(
     ``negative_share`` the share of all cases that are 'No acute infarct' (``"balanced"`` or
     None: ``cases_per_class`` like any class). ``out_of_scope`` > 0 writes an out-of-scope
     dataset instead (that many images of every kind, see docs/synth.md); its rows are then
-    `OutOfScopeRow`. Same arguments, same files.
+    `OutOfScopeRow`. ``series`` (True or a `SeriesSpec`) writes a DWI study per case instead
+    of separate slices, with ``series.json`` (the truth); its rows are one per slice position.
+    Same arguments, same files.
 
     Raises:
         SynthError: bad options, an output folder that may not be replaced, missing anatomy.
@@ -83,5 +87,6 @@ def generate(
         profile=profile,
         negative_share=parse_negative_share(negative_share),
         out_of_scope=out_of_scope,
+        series=(SeriesSpec() if series is True else series or None),
     )
     return run(options)

@@ -10,7 +10,7 @@ case does not change its pixels (except through the format's own encoding).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from daemon.shared.labels import LabelMap
     from trainer.synth.anatomy import Anatomy
-    from trainer.synth.options import SynthOptions
+    from trainer.synth.options import SeriesSpec, SynthOptions
 
 MIN_LESION_AREA_MM2 = 40.0
 """Every lesion of a case shows at least this area on each of its slices..."""
@@ -87,6 +87,8 @@ class Job:
     adc: bool
     want_tile: bool
     profile: Profile = TRAIN
+    series: SeriesSpec | None = None
+    """A whole DWI study per case (`trainer.synth.series`) instead of separate slices."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class CaseResult:
 
     rows: tuple[ManifestRow, ...]
     tile: Tile | None
+    study: dict[str, Any] | None = None
+    """Series mode: the study's entry of the truth file (`trainer.synth.series`)."""
 
 
 def folder_variants(label_map: LabelMap, label: str) -> tuple[str, ...]:
@@ -166,7 +170,8 @@ def plan_cases(options: SynthOptions, label_map: LabelMap) -> list[CasePlan]:
     return plans
 
 
-def _rng(job: Job, stream: int, *extra: int) -> np.random.Generator:
+def case_rng(job: Job, stream: int, *extra: int) -> np.random.Generator:
+    """The case's random generator for ``stream`` (and ``extra`` keys, e.g. a slice number)."""
     plan = job.plan
     salt = STREAM_SALT[job.profile.name]
     return np.random.default_rng(
@@ -312,7 +317,7 @@ class CaseDesign:
             self.scan,
             self.lesions,
             z=self.positions[index - 1],
-            rng=_rng(job, _STREAM_NOISE, index),
+            rng=case_rng(job, _STREAM_NOISE, index),
             mimics=self.mimics,
             artefacts=self.artefacts,
         )
@@ -328,10 +333,10 @@ def design_case(anatomy: Anatomy, job: Job) -> CaseDesign:
         SynthError: no lesion layout visible on the requested slices was found.
     """
     plan = job.plan
-    rng = _rng(job, _STREAM_ANATOMY)
-    slice_rng = _rng(job, _STREAM_SLICES)
+    rng = case_rng(job, _STREAM_ANATOMY)
+    slice_rng = case_rng(job, _STREAM_SLICES)
     negative = not CLASS_REGIONS[plan.label]
-    mimic_rng = _rng(job, _STREAM_MIMICS)
+    mimic_rng = case_rng(job, _STREAM_MIMICS)
     for _ in range(_CASE_TRIES):
         geometry = random_geometry(rng, job.profile)
         scan = render.random_scan(rng, job.matrix, job.profile)
@@ -373,7 +378,7 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
     plan = job.plan
     design = design_case(anatomy, job)
     lesions = design.lesions
-    writer_rng = _rng(job, _STREAM_WRITER)
+    writer_rng = case_rng(job, _STREAM_WRITER)
     year, day = int(writer_rng.integers(2015, 2025)), int(writer_rng.integers(0, 365))
     date = np.datetime64(f"{year}-01-01") + np.timedelta64(day, "D")
     minutes = int(writer_rng.integers(7 * 60, 22 * 60))
@@ -402,7 +407,7 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
         rendered = design.render(anatomy, job, index)
         stem = f"{plan.case_id}_{index:02d}"
         meta = replace(series, index=index)
-        name, adc_name, dwi8 = write_slice(
+        written = write_slice(
             folder / stem,
             plan.format,
             rendered,
@@ -414,10 +419,11 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
             b_tags=b_tags,
         )
         area = sum(int(mask.sum()) for mask in rendered.lesions) * rendered.pixel_mm**2
+        dwi8 = written.dwi8
         rows.append(
             ManifestRow(
-                file=f"{plan.raw_label}/{name}",
-                adc_file=f"{plan.raw_label}/{adc_name}" if adc_name else "",
+                file=f"{plan.raw_label}/{written.name}",
+                adc_file=f"{plan.raw_label}/{written.adc_name}" if written.adc_name else "",
                 raw_label=plan.raw_label,
                 label=plan.label,
                 case_id=plan.case_id,
@@ -449,6 +455,7 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
                 ventricle_mm=round(scan.ventricle_enlargement_mm, 2),
                 sulcal_atrophy=round(scan.sulcal, 3),
                 findings=";".join(rendered.findings),
+                mask_file=f"{plan.raw_label}/{written.mask_name}",
             )
         )
         if job.want_tile and tile is None:

@@ -10,10 +10,16 @@ import sys
 from pathlib import Path
 
 from daemon.shared.labels import DEFAULT_LABELS
-from trainer.errors import TRAINER_ERRORS
+from trainer.errors import TRAINER_ERRORS, SynthError
 from trainer.logs import configure_logging
-from trainer.synth import generate
-from trainer.synth.options import MATRIX_RANGE, MAX_SLICES_PER_CASE, NEGATIVE_SHARE
+from trainer.synth import SeriesSpec, generate
+from trainer.synth.options import (
+    MATRIX_RANGE,
+    MAX_SERIES_SLICES,
+    MAX_SLICES_PER_CASE,
+    NEGATIVE_SHARE,
+    STRUCTURAL,
+)
 from trainer.synth.profiles import PROFILES
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
@@ -102,6 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
         "blank frames, rulers), one folder per kind (default: 0, a DWI dataset)",
     )
     parser.add_argument(
+        "--series",
+        action="store_true",
+        help="write per case a DWI study as a scanner sends it instead of separate slices: a "
+        "DICOM DWI series (b0 and b1000 images) covering the brain, its ADC series, the lesion "
+        "mask of every slice and series.json, the truth (see docs/synth.md); --formats and "
+        "--slices-per-case do not apply",
+    )
+    parser.add_argument(
+        "--multiframe",
+        action="store_true",
+        help="with --series: one Enhanced MR Image Storage file per series (per-frame position "
+        "and b-value) instead of one file per image",
+    )
+    parser.add_argument(
+        "--structural",
+        choices=STRUCTURAL,
+        default="none",
+        help="with --series: also a T1 or a FLAIR series in the study, or either (mixed, drawn "
+        "per study) (default: none)",
+    )
+    parser.add_argument(
+        "--series-slices",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"with --series: only N (1..{MAX_SERIES_SLICES}) slice positions, centred on the "
+        "lesion, instead of the whole brain (default: 0, cover the brain)",
+    )
+    parser.add_argument(
         "--no-adc",
         dest="adc",
         action="store_false",
@@ -146,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _series(args: argparse.Namespace) -> SeriesSpec | bool:
+    """The `SeriesSpec` of ``--series`` (False without it).
+
+    Raises:
+        SynthError: a series option without ``--series``.
+    """
+    if not args.series:
+        if args.multiframe or args.structural != "none" or args.series_slices:
+            raise SynthError("--multiframe, --structural and --series-slices need --series")
+        return False
+    return SeriesSpec(
+        multiframe=args.multiframe, structural=args.structural, slices=args.series_slices
+    )
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``infarctwatch synth``."""
     parser = build_parser()
@@ -155,6 +205,7 @@ def main(argv: list[str]) -> int:
         return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_USAGE
     configure_logging()
     try:
+        series = _series(args)
         rows = generate(
             args.out,
             cases_per_class=args.cases_per_class,
@@ -173,6 +224,7 @@ def main(argv: list[str]) -> int:
             profile=args.profile,
             negative_share=args.negative_share,
             out_of_scope=args.out_of_scope,
+            series=series,
         )
     except TRAINER_ERRORS as exc:
         print(f"infarctwatch synth: {exc}", file=sys.stderr)
@@ -182,7 +234,16 @@ def main(argv: list[str]) -> int:
         return EXIT_INTERRUPTED
     if args.out_of_scope:
         print(f"wrote {len(rows)} out-of-scope image(s) to {args.out} (manifest.csv, synth.json)")
-        return EXIT_OK
-    cases = len({row.case_id for row in rows})
-    print(f"wrote {len(rows)} slice(s) of {cases} case(s) to {args.out} (manifest.csv, synth.json)")
+    elif args.series:
+        cases = len({row.case_id for row in rows})
+        print(
+            f"wrote {cases} stud(ies), {len(rows)} slice position(s), to {args.out} "
+            "(manifest.csv, series.json, synth.json)"
+        )
+    else:
+        cases = len({row.case_id for row in rows})
+        print(
+            f"wrote {len(rows)} slice(s) of {cases} case(s) to {args.out} "
+            "(manifest.csv, synth.json)"
+        )
     return EXIT_OK

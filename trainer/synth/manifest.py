@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "manifest.csv"
 PROVENANCE_NAME = "synth.json"
-GENERATOR_VERSION = "3"
+TRUTH_NAME = "series.json"
+"""Series mode: per study and series, the slices that show a lesion and the lesion volumes."""
+GENERATOR_VERSION = "4"
 """Bumped when the same options start producing different files."""
 
 
@@ -74,6 +76,15 @@ class ManifestRow:
     sulcal_atrophy: float = 0.0
     findings: str = ""
     """Look-alikes and artefacts visible on this slice, ';'-separated (see docs/synth.md)."""
+    mask_file: str = ""
+    """The DWI file's lesion mask: an 8-bit PNG of the same size, 0 = no lesion, k = the k-th
+    lesion of ``lesion_regions`` (all zeros on a normal slice)."""
+    b0_file: str = ""
+    """Series mode: the b0 image of the same position ('' for single slices)."""
+    instance_number: int = 0
+    """Series mode: InstanceNumber of the b1000 image (enhanced file: its frame number)."""
+    b0_instance_number: int = 0
+    adc_instance_number: int = 0
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -103,6 +114,16 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
     """The manifest's rows as dicts of strings."""
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def write_truth(path: Path, studies: list[dict[str, Any]], *, disclaimer: str) -> None:
+    """``series.json``: the studies in case order (see docs/synth.md, *Series*)."""
+    data = {
+        "format": 1,
+        "disclaimer": disclaimer,
+        "studies": sorted(studies, key=lambda study: str(study["case_id"])),
+    }
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_provenance(path: Path, data: dict[str, Any]) -> None:

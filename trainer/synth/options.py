@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from daemon.shared.labels import DEFAULT_LABELS, LabelMap
@@ -25,6 +25,25 @@ together); per-class balance among the infarct classes is unchanged."""
 MAX_NEGATIVE_SHARE = 0.95
 MAX_OUT_OF_SCOPE = 10_000
 MAX_SLICES_PER_CASE = 32
+STRUCTURAL = ("none", "t1", "flair", "mixed")
+"""``--structural``: no other series, a T1, a FLAIR, or either (drawn per study)."""
+MAX_SERIES_SLICES = 64
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """How ``--series`` writes a study (see `trainer.synth.series`)."""
+
+    multiframe: bool = False
+    """One Enhanced MR Image Storage file per series instead of one file per image."""
+    structural: str = "none"
+    """A T1 or FLAIR series beside the DWI and ADC series: `STRUCTURAL`."""
+    slices: int = 0
+    """Slice positions of the DWI series: 0 = as many as cover the brain; N = N contiguous
+    positions holding the slice that shows the lesion clearly, centred on the lesion as near
+    as that allows (a small series for samples, tests)."""
+
+
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
@@ -69,6 +88,8 @@ class SynthOptions:
     class."""
     out_of_scope: int = 0
     """Content: > 0 makes an out-of-scope dataset instead: this many images of every kind."""
+    series: SeriesSpec | None = None
+    """Content: write a DWI study per case (``--series``) instead of separate slices."""
 
     def content(self) -> dict[str, Any]:
         """The options that determine the output, for ``synth.json``."""
@@ -83,6 +104,7 @@ class SynthOptions:
             "profile": self.profile,
             "negative_share": self.negative_share,
             "out_of_scope": self.out_of_scope,
+            "series": asdict(self.series) if self.series is not None else None,
         }
 
 
@@ -175,6 +197,24 @@ def parse_classes(spec: str | Sequence[str], label_map: LabelMap) -> tuple[str, 
     return tuple(c for c in label_map.classes if c in chosen)
 
 
+def _series_problems(options: SynthOptions) -> list[str]:
+    series = options.series
+    if series is None:
+        return []
+    problems = []
+    if series.structural not in STRUCTURAL:
+        problems.append(
+            f"unknown structural series {series.structural!r}; use {', '.join(STRUCTURAL)}"
+        )
+    if not 0 <= series.slices <= MAX_SERIES_SLICES:
+        problems.append(
+            f"series slices must be 0 (cover the brain) .. {MAX_SERIES_SLICES}, got {series.slices}"
+        )
+    if options.out_of_scope:
+        problems.append("--series and --out-of-scope cannot be combined")
+    return problems
+
+
 def check(options: SynthOptions, label_map: LabelMap) -> None:
     """Reject options that cannot work, listing every problem at once.
 
@@ -205,6 +245,7 @@ def check(options: SynthOptions, label_map: LabelMap) -> None:
             "the generator has no anatomy rule for class(es) "
             + ", ".join(repr(c) for c in unsupported)
         )
+    problems += _series_problems(options)
     if options.seed < 0:
         problems.append(f"seed must be >= 0, got {options.seed}")
     if problems:

@@ -39,10 +39,12 @@ from trainer.synth.manifest import (
     GENERATOR_VERSION,
     MANIFEST_NAME,
     PROVENANCE_NAME,
+    TRUTH_NAME,
     ManifestRow,
     write_manifest,
     write_provenance,
     write_rows,
+    write_truth,
 )
 from trainer.synth.options import SynthOptions, check
 from trainer.synth.outofscope import (
@@ -53,6 +55,7 @@ from trainer.synth.outofscope import (
     plan_out_of_scope,
 )
 from trainer.synth.profiles import PROFILES
+from trainer.synth.series import make_study
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -93,6 +96,8 @@ def _init_worker(path: str, key: str) -> None:
 def _dispatch(anatomy: Anatomy, job: Job | OutOfScopeJob) -> CaseResult | OutOfScopeRow:
     if isinstance(job, OutOfScopeJob):
         return make_out_of_scope(anatomy, job)
+    if job.series is not None:
+        return make_study(anatomy, job)
     return make_case(anatomy, job)
 
 
@@ -181,7 +186,7 @@ class _Executor:
 _Bar: Any = type("_Bar", (importlib.import_module("tqdm").tqdm,), {"monitor_interval": 0})
 
 
-def _progress(total: int, *, show: bool | None) -> Any:
+def _progress(total: int | None, *, show: bool | None) -> Any:
     """A tqdm bar on stderr when ``show`` (None: when stderr is a terminal)."""
     disable = None if show is None else not show
     return _Bar(
@@ -206,6 +211,7 @@ def _provenance(
     cases = Counter(r.label for r in rows if r.slice_index == 1)
     slices = Counter(r.label for r in rows)
     return {
+        "dataset": "series" if options.series is not None else "slices",
         "generator": "infarctwatch synth",
         "generator_version": GENERATOR_VERSION,
         "versions": _versions(),
@@ -329,11 +335,12 @@ def run(options: SynthOptions) -> list[Any]:  # noqa: PLR0915 (the run, start to
                 adc=options.adc,
                 want_tile=options.montage_dir is not None and plan.index_in_class < TILES_PER_CLASS,
                 profile=PROFILES[options.profile],
+                series=options.series,
             )
             for plan in plans
         ]
         results: list[CaseResult] = []
-        total = sum(plan.slices for plan in plans)
+        total = sum(plan.slices for plan in plans) if options.series is None else None
         with _progress(total, show=options.progress) as bar:
             for result in executor.run(jobs):
                 results.append(result)
@@ -344,6 +351,9 @@ def run(options: SynthOptions) -> list[Any]:  # noqa: PLR0915 (the run, start to
         rows = [row for result in results for row in result.rows]
         write_manifest(staging / MANIFEST_NAME, rows)
         write_provenance(staging / PROVENANCE_NAME, _provenance(options, anatomy, rows))
+        if options.series is not None:
+            studies = [r.study for r in results if r.study is not None]
+            write_truth(staging / TRUTH_NAME, studies, disclaimer=DISCLAIMER)
         _publish(staging, out)
     except BaseException:
         if executor is not None:

@@ -72,13 +72,30 @@ def burn_in(
     return np.asarray(canvas, dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class Viewport:
+    """Where the image sits on a screenshot: canvas side, image side and top-left corner."""
+
+    canvas_side: int
+    side: int
+    left: int
+    top: int
+
+    def place(self, mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """An 8-bit label image (a lesion mask) placed like the image: nearest resize, cut."""
+        canvas = Image.new("L", (self.canvas_side, self.canvas_side), 0)
+        scaled = Image.fromarray(mask).resize((self.side, self.side), Image.Resampling.NEAREST)
+        canvas.paste(scaled, (self.left, self.top))
+        return np.asarray(canvas, dtype=np.uint8)
+
+
 def render_screenshot(
     dwi: npt.NDArray[np.uint8],
     note: Annotation,
     rng: np.random.Generator,
     profile: Profile = TRAIN,
-) -> Image.Image:
-    """Compose the RGB screenshot (see the module docstring).
+) -> tuple[Image.Image, Viewport]:
+    """Compose the RGB screenshot (see the module docstring) and say where the image is on it.
 
     The canvas side comes from ``profile.screenshot_canvas``, the image's side inside it from
     ``profile.viewport`` (a share of the canvas; above 1 the image is zoomed and cut).
@@ -97,7 +114,7 @@ def _compose(
     rng: np.random.Generator,
     canvas_side: int,
     side: int,
-) -> Image.Image:
+) -> tuple[Image.Image, Viewport]:
     canvas = Image.new("RGB", (canvas_side, canvas_side), (0, 0, 0))
     viewport = Image.fromarray(dwi).resize((side, side), Image.Resampling.BICUBIC)
     left = (canvas_side - side) // 2 + int(rng.integers(-8, 9))
@@ -146,7 +163,7 @@ def _compose(
         for tick in range(11):
             at = y0 + tick * length / 10
             draw.line((x - (6 if tick % 5 == 0 else 3), at, x, at), fill=colour, width=1)
-    return canvas
+    return canvas, Viewport(canvas_side, side, left, top)
 
 
 def write_screenshot(
@@ -156,10 +173,14 @@ def write_screenshot(
     rng: np.random.Generator,
     *,
     profile: Profile = TRAIN,
-) -> None:
-    """Write the screenshot as JPEG at the profile's quality (4:2:0 or 4:4:4 chroma)."""
-    image = render_screenshot(dwi, note, rng, profile)
+) -> Viewport:
+    """Write the screenshot as JPEG at the profile's quality (4:2:0 or 4:4:4 chroma).
+
+    Returns where the image sits on it (to place the lesion mask the same way).
+    """
+    image, viewport = render_screenshot(dwi, note, rng, profile)
     low, high = profile.jpeg_quality
     quality = int(rng.integers(low, high + 1))
     subsampling = int(rng.choice([0, 2]))
     image.save(path, format="JPEG", quality=quality, subsampling=subsampling, optimize=False)
+    return viewport

@@ -9,7 +9,9 @@
   ``SYNTHETIC^C000123``.
 
 The ADC map is always a 16-bit grey PNG in 1e-6 mm2/s (scanner convention: white matter ~720,
-CSF ~3000, 0 outside the brain).
+CSF ~3000, 0 outside the brain). The lesion mask (`lesion_labels`) is an 8-bit PNG of the written
+image's size: 0 where there is no acute lesion, ``k`` on the pixels of the case's ``k``-th lesion
+(the order of the manifest's ``lesion_regions``); all zeros on a normal slice.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pydicom.uid import (
 
 from trainer.synth.display import Display, brain_level, export8, resize, window
 from trainer.synth.profiles import TRAIN, Profile
-from trainer.synth.screenshot import Annotation, burn_in, write_screenshot
+from trainer.synth.screenshot import Annotation, Viewport, burn_in, write_screenshot
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,6 +63,31 @@ class SliceMeta:
     """``YYYYMMDD``."""
     study_time: str
     """``HHMMSS``."""
+
+
+def lesion_labels(rendered: RenderedSlice, matrix: int) -> npt.NDArray[np.uint8]:
+    """The slice's lesion mask at ``matrix`` x ``matrix``: 0 none, ``k`` the ``k``-th lesion.
+
+    Each lesion's in-slice mask (`render.LESION_PIXEL_FRACTION` of the slab) at the acquired
+    matrix, enlarged by pixel repetition (nearest) like the montage outlines.
+    """
+    labels = np.zeros_like(rendered.b1000, dtype=np.uint8)
+    for number, mask in enumerate(rendered.lesions, start=1):
+        labels[mask & (labels == 0)] = number
+    if labels.shape[0] == matrix:
+        return labels
+    image = Image.fromarray(labels).resize((matrix, matrix), Image.Resampling.NEAREST)
+    return np.asarray(image, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class WrittenSlice:
+    """The files `write_slice` wrote (names within the case's folder) and the 8-bit image."""
+
+    name: str
+    adc_name: str | None
+    mask_name: str
+    dwi8: npt.NDArray[np.uint8]
 
 
 def to_uint8(image: npt.NDArray[np.float32], white: float) -> npt.NDArray[np.uint8]:
@@ -225,16 +252,17 @@ def write_slice(
     display: Display,
     profile: Profile = TRAIN,
     b_tags: tuple[str, ...] = ("standard",),
-) -> tuple[str, str | None, npt.NDArray[np.uint8]]:
-    """Write ``<stem>_dwi.<ext>`` (and ``<stem>_adc.png``) at the display matrix.
+) -> WrittenSlice:
+    """Write ``<stem>_dwi.<ext>``, ``<stem>_mask.png`` (and ``<stem>_adc.png``).
 
-    Returns:
-        The two file names (the second None without ADC) and the 8-bit display image.
+    The DWI and ADC images at the display matrix; the mask of the same size as the DWI file
+    (for a JPEG screenshot: the canvas, the mask placed where the slice is on it).
     """
     directory, stem_name = stem.parent, stem.name
     dwi8, (black, white) = export8(rendered, display)
     name = f"{stem_name}_dwi.{EXTENSIONS[fmt]}"
     b = round(rendered.b_value)
+    viewport: Viewport | None = None
     if fmt == "png":
         if rng.random() < profile.png_text_share:
             dwi8 = burn_in(dwi8, [meta.site, f"DWI b{b}", f"Im {meta.index}/{meta.count}"], rng)
@@ -253,7 +281,7 @@ def write_slice(
             window=(round((black + white) * 500), round((white - black) * 1000)),
             sequence=f"DWI b{b} TRACEW",
         )
-        write_screenshot(directory / name, dwi8, note, rng, profile=profile)
+        viewport = write_screenshot(directory / name, dwi8, note, rng, profile=profile)
     elif fmt == "dicom":
         write_dicom(
             directory / name, rendered, meta, rng, display=display, profile=profile, b_tags=b_tags
@@ -265,4 +293,7 @@ def write_slice(
         adc_name = f"{stem_name}_adc.png"
         shown = resize(rendered.adc, display.matrix, nearest=display.nearest)
         write_png(directory / adc_name, adc_uint16(shown))
-    return name, adc_name, dwi8
+    labels = lesion_labels(rendered, display.matrix)
+    mask_name = f"{stem_name}_mask.png"
+    write_png(directory / mask_name, viewport.place(labels) if viewport is not None else labels)
+    return WrittenSlice(name, adc_name, mask_name, dwi8)
