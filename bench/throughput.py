@@ -914,9 +914,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", type=Path, help="bundle (default: the committed default bundle)")
     parser.add_argument(
         "--variant",
-        choices=("fp16", "int8"),
+        choices=("auto", "fp16", "int8"),
         default=load_config(None).model.variant,
-        help="the bundle's IR to serve and measure everywhere (default: the daemon's default)",
+        help="the bundle's IR to serve and measure everywhere (default: the daemon's default; "
+        "auto: the bundle's default_variant)",
     )
     parser.add_argument("--device", default="CPU", help="OpenVINO device (default: CPU)")
     parser.add_argument(

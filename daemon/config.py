@@ -38,7 +38,9 @@ class ModelConfig:
     path: Path | None = None
     """A bundle folder or a deploy-managed models folder (``current`` -> ``versions/<v>``);
     ``None`` serves the embedded default bundle."""
-    variant: Literal["fp16", "int8"] = "fp16"
+    variant: Literal["auto", "fp16", "int8"] = "auto"
+    """``auto``: the bundle's ``default_variant``; ``fp16``/``int8``: that variant when the bundle
+    carries it, else the bundle's default."""
     inbox: Path | None = None
     """A folder where a bundle ``.tar.gz`` can be dropped to be installed into ``path`` (which must
     then be a models folder) and hot-reloaded; see `daemon.model.inbox`."""
@@ -56,6 +58,31 @@ class InferenceConfig:
     num_requests: int = field(default=0, metadata=rules(0, maximum=64))
     cache_dir: Path | None = None
     top_k: int = field(default=3, metadata=rules(1))
+
+
+_PROBABILITY = rules(0, maximum=1)
+_FINDING = rules(0.5, maximum=1)
+
+
+@dataclass(frozen=True)
+class ThresholdsConfig:
+    """The decision thresholds on the network's outputs (`daemon.scan.decision`).
+
+    ``None`` takes the bundle's own (manifest ``thresholds``); the ``fallback_*`` values serve a
+    bundle that has none. Finding thresholds are at least 0.5, so that ``acute_infarct`` and
+    ``no_acute_infarct`` cannot both hold.
+    """
+
+    acute_infarct: float | None = field(default=None, metadata=_FINDING)
+    """``prediction.finding`` is ``acute_infarct`` when 1 - p('No acute infarct') >= this."""
+    no_acute_infarct: float | None = field(default=None, metadata=_FINDING)
+    """Else ``no_acute_infarct`` when p('No acute infarct') >= this; else ``indeterminate``."""
+    in_scope: float | None = field(default=None, metadata=_PROBABILITY)
+    """A two-output bundle's image is refused (``OUT_OF_SCOPE_IMAGE``) when its in_scope output is
+    below this; 0 refuses nothing."""
+    fallback_acute_infarct: float = field(default=0.9, metadata=_FINDING)
+    fallback_no_acute_infarct: float = field(default=0.9, metadata=_FINDING)
+    fallback_in_scope: float = field(default=0.5, metadata=_PROBABILITY)
 
 
 @dataclass(frozen=True)
@@ -152,6 +179,7 @@ class DaemonConfig:
     work: Path = Path("var/work")
     model: ModelConfig = ModelConfig()
     inference: InferenceConfig = InferenceConfig()
+    thresholds: ThresholdsConfig = ThresholdsConfig()
     watch: WatchConfig = WatchConfig()
     outcome: OutcomeConfig = OutcomeConfig()
     pipeline: PipelineConfig = PipelineConfig()

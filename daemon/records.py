@@ -92,10 +92,14 @@ class Failure:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The network's output for one scan, in label order."""
+    """The answer for one scan: probabilities in label order and the finding."""
 
     labels: tuple[str, ...]
     probabilities: tuple[float, ...]
+    """Calibrated when `calibrated` is true (`daemon.scan.decision`)."""
+    calibrated: bool = False
+    finding: str = "indeterminate"
+    """``acute_infarct``, ``no_acute_infarct`` or ``indeterminate`` (`daemon.scan.decision`)."""
 
     @functools.cached_property
     def index(self) -> int:

@@ -42,8 +42,9 @@ def _infer(
     got: list[tuple[object, np.ndarray | None, float, str | None]] = []
     done = threading.Event()
 
-    def on_done(job, probabilities, latency, error) -> None:
-        got.append((job, probabilities, latency, error))
+    def on_done(job, outputs, latency, error) -> None:
+        assert outputs is None or outputs.in_scope is None  # the committed bundle: one output
+        got.append((job, None if outputs is None else outputs.classes, latency, error))
         done.set()
 
     engine.submit(tensor, "job-1", on_done)
@@ -131,7 +132,7 @@ class TestHolder:
         assert model.choice.sha256 == bundle.sha256
         assert model.choice.variant == worker.info.variant
         kept = [type(value).__name__ for value in vars(model).values()]
-        assert kept == ["Bundle", "ModelInfo", "int"], "the daemon keeps no compiled model"
+        assert kept == ["Bundle", "ModelInfo", "int", "Rule"], "the daemon keeps no compiled model"
         worker.close()
 
     def test_a_model_the_device_cannot_compile_is_refused_at_load(self, bundle) -> None:

@@ -23,6 +23,7 @@ import structlog
 from daemon_support import cli, reports, write_config
 from PIL import Image
 from pydicom.data import get_testdata_file
+from scope_bundles import Network, ellipse_png, mean_brightness, write_bundle
 
 from daemon.evaluate.progress import Progress
 from daemon.evaluate.scoring import BATCH
@@ -212,6 +213,11 @@ class TestLabelledSet:
             for j, label in enumerate(classes):
                 assert level["confusion"][i][j] == confusion[(truth, label)]
         assert metrics["case"]["n"] == len({(r["case"], r["truth"]) for r in analysed})
+        findings: dict[str, Counter[str]] = {}
+        for r in analysed:
+            true = "no_acute_infarct" if r["truth"] == "No acute infarct" else "acute_infarct"
+            findings.setdefault(true, Counter())[r["finding"]] += 1
+        assert metrics["findings"] == {k: dict(v) for k, v in findings.items()}
         assert 0.0 <= level["ece"] <= 1.0
         assert 0.0 <= metrics["case"]["ece"] <= 1.0
 
@@ -256,6 +262,7 @@ class TestLabelledSet:
             assert report["status"] == row["status"], row["file"]
             if row["status"] == "ok":
                 assert report["prediction"]["label"] == row["label"], row["file"]
+                assert report["prediction"]["finding"] == row["finding"], row["file"]
                 assert report["prediction"]["probability"] == pytest.approx(
                     float(row["probability"]), abs=2e-3
                 )
@@ -294,6 +301,56 @@ class TestOutOfScopeSet:
         assert all(r["correct"] == "1" and r["label"] == "" for r in rows)
         assert "refused 1.000 of the out-of-scope files" in result.stdout
         assert not (out / "confusion_matrix.png").exists()
+
+
+class TestTwoOutputBundle:
+    def test_the_daemons_refusal_calibration_and_findings_are_scored(self, tmp_path: Path) -> None:
+        """A two-output bundle (in_scope head, temperature, finding thresholds): a picture below
+        the in_scope threshold is counted as OUT_OF_SCOPE_IMAGE, the others get the findings
+        the daemon gives, and metrics.json names the rule that was applied."""
+        levels = {"refused": 0.1, "dim": 0.3, "middle": 0.5, "bright": 1.0}
+        pictures = {name: ellipse_png(level) for name, level in levels.items()}
+        means = {name: mean_brightness(data) for name, data in pictures.items()}
+        network = Network(m_even=means["middle"], m_scope=(means["refused"] + means["dim"]) / 2)
+        finding = {"acute_infarct": 0.9, "no_acute_infarct": 0.8}
+        bundle = write_bundle(tmp_path / "bundle", network, temperature=2.0, finding=finding)
+        files = {
+            "No acute infarct/a_01.png": "bright",
+            "No acute infarct/b_01.png": "middle",
+            "Left frontal lobe/c_01.png": "dim",
+            "Left frontal lobe/d_01.png": "refused",
+        }
+        for rel, name in files.items():
+            (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / rel).write_bytes(pictures[name])
+        out = tmp_path / "out"
+        result = evaluate(
+            str(tmp_path / "data"), "--model", str(bundle), "--out", str(out), "--device", "CPU"
+        )
+        assert result.returncode == 0, result.stderr
+        rows = {r["file"]: r for r in read_csv(out / "results.csv")}
+        refused = rows["Left frontal lobe/d_01.png"]
+        assert (refused["status"], refused["code"], refused["label"]) == (
+            "not_analysed",
+            "OUT_OF_SCOPE_IMAGE",
+            "",
+        )
+        assert rows["No acute infarct/a_01.png"]["finding"] == "no_acute_infarct"
+        assert rows["No acute infarct/a_01.png"]["label"] == "No acute infarct"
+        assert rows["No acute infarct/b_01.png"]["finding"] == "indeterminate"
+        assert rows["Left frontal lobe/c_01.png"]["finding"] == "acute_infarct"
+        metrics = json.loads((out / "metrics.json").read_text("utf-8"))
+        assert metrics["outcomes"]["by_code"] == {"OUT_OF_SCOPE_IMAGE": 1}
+        assert metrics["slice"]["n"] == 3
+        assert metrics["findings"] == {
+            "acute_infarct": {"acute_infarct": 1},
+            "no_acute_infarct": {"indeterminate": 1, "no_acute_infarct": 1},
+        }
+        decision = metrics["settings"]["decision"]
+        assert decision["calibrated"] is True
+        assert decision["temperature"] == 2.0
+        assert decision["in_scope_threshold"] == 0.5
+        assert metrics["model"]["name"] == "scope-test"
 
 
 class TestRefusals:

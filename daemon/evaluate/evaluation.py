@@ -15,6 +15,7 @@ from daemon.evaluate.figures import labelled_figures, out_of_scope_figures
 from daemon.evaluate.inputs import list_inputs
 from daemon.evaluate.progress import Progress
 from daemon.evaluate.scoring import ScanSettings, score
+from daemon.scan.decision import resolve
 from daemon.scan.inference import Engine
 from daemon.scan.read import configure_decoders, warm_up
 from daemon.scan.report import GENERATOR, VERSION
@@ -124,6 +125,7 @@ def run_evaluation(request: Request, stream: TextIO) -> dict[str, Any]:
     warm_up()
     variant = _variant(request, str(bundle.manifest.get("default_variant", "fp16")))
     engine = Engine.compile(bundle, config.inference, variant)
+    rule = resolve(bundle, config.thresholds)
     settings = ScanSettings(
         DecodeLimits(max_pixels=config.limits.max_pixels),
         config.limits.max_file_bytes,
@@ -144,7 +146,9 @@ def run_evaluation(request: Request, stream: TextIO) -> dict[str, Any]:
     )
     progress = Progress(len(inputs.items), stream, bar=request.progress)
     try:
-        rows = list(score(inputs.root, inputs.items, engine, settings, progress))
+        rows = list(
+            score(inputs.root, inputs.items, engine, rule, settings=settings, done=progress)
+        )
     finally:
         progress.close()
         engine.close()
@@ -165,6 +169,7 @@ def run_evaluation(request: Request, stream: TextIO) -> dict[str, Any]:
             "case_pattern": request.layout.case_pattern,
             "exclude": request.layout.exclude,
             "dicom_b_range": None if settings.b_range is None else list(settings.b_range),
+            "decision": rule.log_fields(),
         },
         "classes": list(classes),
         **figures,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from daemon.evaluate.inputs import Item
     from daemon.records import Decoded, ScanResult
+    from daemon.scan.decision import Rule
     from daemon.scan.inference import Engine
     from daemon.scan.read import NotAnalysed, Rejected
     from daemon.shared.decode import DecodeLimits
@@ -103,10 +104,16 @@ def score(
     root: Path,
     items: Sequence[Item],
     engine: Engine,
+    rule: Rule,
+    *,
     settings: ScanSettings,
     done: Callable[[int], None] = lambda _n: None,
 ) -> Iterator[Row]:
-    """Score ``items`` (files under ``root``) in order, `BATCH` at a time; then ``done(n)``."""
+    """Score ``items`` (files under ``root``) in order, `BATCH` at a time; then ``done(n)``.
+
+    ``rule`` is the bundle's decision rule with the configuration's thresholds
+    (`daemon.scan.decision.resolve`): calibration, findings, the in_scope refusal.
+    """
     spec = engine.bundle.preprocess
     classes = engine.info.labels
 
@@ -116,7 +123,7 @@ def score(
     for start in range(0, len(items), BATCH):
         batch = items[start : start + BATCH]
         claims = _claims(root, batch, start)
-        results, later = scan_claims(claims, engine, decode)
+        results, later = scan_claims(claims, engine, rule, decode)
         # A file found empty or truncated is final here: nobody is still writing it.
         by_claim: dict[str, ScanResult] = {r.claim.claim_id: r for r in results}
         by_claim.update({r.claim.claim_id: unscanned_result(engine.info, r) for r in later})

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from daemon.config import ThresholdsConfig
+from daemon.scan.decision import Rule, resolve
 from daemon.scan.inference import check_compiles
 from daemon.scan.protocol import ModelChoice
 
@@ -32,6 +34,8 @@ class ServedModel:
     """What reports and the status file say: name, version, precision, devices (the workers')."""
     requests: int
     """Infer requests of each worker's engine."""
+    rule: Rule
+    """Calibration and thresholds in service (the workers resolve the same from the bundle)."""
 
     @property
     def choice(self) -> ModelChoice:
@@ -39,14 +43,22 @@ class ServedModel:
         return ModelChoice(self.bundle.path, self.info.variant, self.bundle.sha256)
 
 
-def load_model(bundle: Bundle, inference: InferenceConfig, variant: str) -> ServedModel:
+def load_model(
+    bundle: Bundle,
+    inference: InferenceConfig,
+    variant: str,
+    thresholds: ThresholdsConfig | None = None,
+) -> ServedModel:
     """Check that the device compiles ``bundle`` as the workers will, and describe it.
+
+    ``variant``: ``auto`` serves the bundle's default variant. ``thresholds``: the configuration's
+    overrides (None: the built-in defaults).
 
     Raises:
         EngineError: the network does not fit the bundle, or the device cannot compile it.
     """
     info, requests = check_compiles(bundle, inference, variant)
-    return ServedModel(bundle, info, requests)
+    return ServedModel(bundle, info, requests, resolve(bundle, thresholds or ThresholdsConfig()))
 
 
 class ModelHolder:

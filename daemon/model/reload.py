@@ -294,7 +294,12 @@ class ModelReloader(StageThread):
         try:
             bundle = load_bundle(target)
             signature = check_signature(bundle.path, self._policy)
-            model = load_model(bundle, self._config.inference, self._config.model.variant)
+            model = load_model(
+                bundle,
+                self._config.inference,
+                self._config.model.variant,
+                self._config.thresholds,
+            )
         except (BundleError, EngineError) as exc:
             self._failed(target, version, str(exc))
             return
@@ -322,10 +327,12 @@ class ModelReloader(StageThread):
             previous=old.info.version,
             bundle_sha256=info.bundle_sha256,
             variant=info.variant,
+            variant_setting=self._config.model.variant,
             signature=signature,
             precision=info.precision,
             device=info.device_used,
             load_ms=round((time.monotonic() - started) * 1000.0, 1),
+            **model.rule.log_fields(),
         )
 
     def _failed(self, target: Path, version: str, message: str) -> None:

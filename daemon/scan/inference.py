@@ -2,8 +2,13 @@
 
 One `Engine` is one compiled bundle with its pool of infer requests. Scan workers call
 `Engine.submit` with the preprocessed tensor; OpenVINO runs the request on its own threads and
-calls back with the job (passed as ``userdata``), which hands the probabilities on. `Engine.close`
+calls back with the job (passed as ``userdata``), which hands the `Outputs` on. `Engine.close`
 ends with ``wait_all()``.
+
+A bundle whose manifest names its outputs (``outputs: {"classes": ..., "in_scope": ...}``) has
+them read by those names, never by position; one that names none has one output, the class
+probabilities. What the outputs mean for a report (calibration, finding, refusal) is
+`daemon.scan.decision`'s business.
 
 Each scan worker process compiles its own `Engine` (`Engine.compile` with ``one_thread``). The
 daemon compiles none to serve: `check_compiles` proves that the device takes a bundle the way the
@@ -16,8 +21,10 @@ should exist before the service (and any test's thread-leak check) starts.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,8 +40,21 @@ if TYPE_CHECKING:
     from daemon.config import InferenceConfig
     from daemon.shared.bundle import Bundle
 
-# (job, probabilities or None, inference latency in ms, error message or None)
-Done = Callable[[Any, npt.NDArray[np.float32] | None, float, str | None], None]
+CLASSES, IN_SCOPE = "classes", "in_scope"
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One image's network outputs."""
+
+    classes: npt.NDArray[np.float32]
+    """The class probabilities, in label order, as the network gives them (uncalibrated)."""
+    in_scope: float | None = None
+    """The in_scope score of a two-output bundle; None for a one-output bundle."""
+
+
+# (job, outputs or None, inference latency in ms, error message or None)
+Done = Callable[[Any, Outputs | None, float, str | None], None]
 
 
 def _precision_of(core: ov.Core, compiled: ov.CompiledModel, devices: list[str]) -> str:
@@ -64,23 +84,59 @@ def _checked_model(core: ov.Core, bundle: Bundle, variant_name: str) -> tuple[ov
         raise EngineError(msg) from exc
     spec = bundle.preprocess
     expected = (spec.input_size, spec.input_size, spec.channels)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        msg = f"bundle {bundle.path}: the network must have one input and one output"
-        raise EngineError(msg)
+    _check_outputs(model, bundle)
     shape = model.input(0).get_partial_shape()
     dims = tuple(d.get_length() if d.is_static else -1 for d in shape)
     if len(dims) != 4 or dims[1:] != expected:
         msg = f"bundle {bundle.path}: network input {shape} does not take NHWC {expected} tensors"
         raise EngineError(msg)
     model.reshape([1, *expected])
-    classes = model.output(0).get_partial_shape()[-1]
+    classes = _output(model, bundle, CLASSES).get_partial_shape()[-1]
     if not classes.is_static or classes.get_length() != len(bundle.labels):
         msg = (
             f"bundle {bundle.path}: the network has {classes} outputs but labels.json names "
             f"{len(bundle.labels)} labels"
         )
         raise EngineError(msg)
+    if bundle.outputs is not None and IN_SCOPE in bundle.outputs:
+        scope = _output(model, bundle, IN_SCOPE).get_partial_shape()
+        if not scope.is_static or math.prod(d.get_length() for d in scope) != 1:
+            msg = (
+                f"bundle {bundle.path}: the in_scope output {bundle.outputs[IN_SCOPE]!r} gives "
+                f"{scope} values per image, not one score"
+            )
+            raise EngineError(msg)
     return model, variant.name, variant.precision
+
+
+def _check_outputs(model: ov.Model, bundle: Bundle) -> None:
+    """One input; the outputs the manifest names, by name (or exactly one when it names none)."""
+    roles = bundle.outputs or {CLASSES: ""}
+    if len(model.inputs) != 1 or len(model.outputs) != len(roles):
+        named = ", ".join(f"{role}: {name!r}" for role, name in (bundle.outputs or {}).items())
+        wanted = f"the outputs its manifest names ({named})" if named else "one output"
+        msg = (
+            f"bundle {bundle.path}: the network must have one input and {wanted}; it has "
+            f"{len(model.inputs)} input(s) and {len(model.outputs)} output(s)"
+        )
+        raise EngineError(msg)
+    for role in roles:
+        _output(model, bundle, role)
+
+
+def _output(model: ov.Model | ov.CompiledModel, bundle: Bundle, role: str) -> Any:
+    """The output port of ``role``: by the manifest's name; the only one when it names none."""
+    if bundle.outputs is None:
+        return model.output(0)
+    name = bundle.outputs[role]
+    try:
+        return model.output(name)
+    except RuntimeError as exc:
+        msg = (
+            f"bundle {bundle.path}: the network has no output named {name!r} "
+            f"(manifest 'outputs.{role}')"
+        )
+        raise EngineError(msg) from exc
 
 
 _ONE_CPU_THREAD: dict[Any, Any] = {
@@ -181,6 +237,9 @@ class Engine:
         self._queue = queue
         self._queue.set_callback(self._on_done)
         self._submit_lock = threading.Lock()
+        self._classes = _output(compiled, bundle, CLASSES)
+        has_scope = bundle.outputs is not None and IN_SCOPE in bundle.outputs
+        self._in_scope = _output(compiled, bundle, IN_SCOPE) if has_scope else None
 
     @classmethod
     def compile(
@@ -210,7 +269,7 @@ class Engine:
 
         A ``(H, W, 1)`` tensor stands for C identical channels: it is spread over them.
 
-        ``done(job, probabilities, latency_ms, error)`` is called later on an OpenVINO thread, or
+        ``done(job, outputs, latency_ms, error)`` is called later on an OpenVINO thread, or
         right here with an error if the request cannot be started. It must be quick and must not
         log (a foreign thread); the pipeline only queues the result.
         """
@@ -229,14 +288,18 @@ class Engine:
 
     def _on_done(self, request: ov.InferRequest, userdata: tuple[Any, Done]) -> None:
         job, done = userdata
-        probabilities: npt.NDArray[np.float32] | None = None
+        outputs: Outputs | None = None
         latency, error = 0.0, None
         try:
-            probabilities = np.array(request.get_output_tensor(0).data[0], dtype=np.float32)
+            classes = np.array(request.get_tensor(self._classes).data[0], dtype=np.float32)
+            scope = None
+            if self._in_scope is not None:
+                scope = float(request.get_tensor(self._in_scope).data.reshape(-1)[0])
+            outputs = Outputs(classes, scope)
             latency = float(request.latency)
         except Exception as exc:  # noqa: BLE001 - reported as this scan's INFERENCE_FAILED
             error = f"reading the output failed: {exc}"
-        done(job, probabilities, latency, error)
+        done(job, outputs, latency, error)
 
     def wait(self) -> None:
         """Wait until every request started so far has called back (``wait_all``)."""

@@ -16,9 +16,10 @@ Messages are pickled: their classes live here, in one module both processes impo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from daemon.config import ThresholdsConfig
 from daemon.shared.dicom_scope import B_RANGE
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class ScanSetup:
     b_range: tuple[float, float] | None = B_RANGE
     """b-values (s/mm²) a DICOM file may declare and still be analysed (``limits.b_value_*``);
     ``None``: the DICOM header rules are off (``limits.dicom_header_rules: false``)."""
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+    """The ``thresholds`` configuration: overrides of the bundle's (`daemon.scan.decision`)."""
 
 
 @dataclass(frozen=True)

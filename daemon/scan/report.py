@@ -167,6 +167,8 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
             "label": p.label,
             "index": p.index,
             "probability": round(p.probability, 6),
+            "finding": p.finding,
+            "calibrated": p.calibrated,
             "top_k": [{"label": lb, "probability": round(pr, 6)} for lb, pr in p.top(top_k)],
             "probabilities": {
                 lb: round(pr, 6) for lb, pr in zip(p.labels, p.probabilities, strict=True)

@@ -7,7 +7,9 @@ that is queued, up to a handful. The worker
    code the trainer shares);
 2. runs the decoded ones through its own compiled model (`daemon.scan.inference.Engine`: an
    ``AsyncInferQueue`` whose callback stores each result) while the other workers decode: with
-   one worker per core, decoding and inference overlap across the workers;
+   one worker per core, decoding and inference overlap across the workers; the bundle's `Rule`
+   (`daemon.scan.decision`) turns each image's outputs into a calibrated prediction with its
+   finding, or refuses the image (``not_analysed``, ``OUT_OF_SCOPE_IMAGE``);
 3. waits for the last inference, then writes the reports of the whole batch with one group commit
    (`daemon.fs.write_atomic_group`) and only then moves or deletes the inputs
    (`daemon.intake.claims.ClaimArea.finish`): a report is durable before its input leaves
@@ -33,7 +35,8 @@ from typing import TYPE_CHECKING
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import write_atomic_group
 from daemon.records import Decoded, Failure, Prediction, ScanResult, Source
-from daemon.scan.inference import Engine
+from daemon.scan.decision import Rule, resolve
+from daemon.scan.inference import Engine, Outputs
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
@@ -41,9 +44,6 @@ from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-
-    import numpy as np
-    import numpy.typing as npt
 
     from daemon.records import Claim, ModelInfo
     from daemon.shared.decode import DecodeLimits
@@ -62,6 +62,7 @@ class ScanWorker:
         self._setup: ScanSetup | None = None
         self._model: ModelChoice | None = None
         self._engine: Engine | None = None
+        self._rule: Rule | None = None
 
     def handle(self, request: ScanRequest) -> list[Finished | Rejected] | ModelFailed:
         """Scan a batch (an empty one only loads the model), or say the model cannot be served.
@@ -75,9 +76,9 @@ class ScanWorker:
             failed = self._load(request.model)
             if failed is not None:
                 return failed
-        if self._setup is None or self._engine is None:
+        if self._setup is None or self._engine is None or self._rule is None:
             return ModelFailed("the daemon sent claims before a setup and a model")
-        return self._scan(request.claims, self._engine, self._setup)
+        return self._scan(request.claims, self._engine, self._rule, self._setup)
 
     def _load(self, model: ModelChoice) -> ModelFailed | None:
         assert self._setup is not None  # noqa: S101 - sent with the first request
@@ -86,22 +87,23 @@ class ScanWorker:
             if bundle.sha256 != model.sha256:
                 return ModelFailed(f"bundle {model.path} changed since the daemon loaded it")
             engine = Engine.compile(bundle, self._setup.inference, model.variant, one_thread=True)
+            rule = resolve(bundle, self._setup.thresholds)
         except Exception as exc:  # noqa: BLE001 - any reason is reported to the daemon
             return ModelFailed(f"{type(exc).__name__}: {exc}")
         if self._engine is not None:
             self._engine.close()
-        self._engine, self._model = engine, model
+        self._engine, self._rule, self._model = engine, rule, model
         return None
 
     def _scan(
-        self, claims: tuple[Claim, ...], engine: Engine, setup: ScanSetup
+        self, claims: tuple[Claim, ...], engine: Engine, rule: Rule, setup: ScanSetup
     ) -> list[Finished | Rejected]:
         spec = engine.bundle.preprocess
 
         def decode(claim: Claim) -> Decoded | Rejected | NotAnalysed:
             return guarded_decode(claim, spec, self._limits, self._max_bytes, setup.b_range)
 
-        results, later = scan_claims(claims, engine, decode)
+        results, later = scan_claims(claims, engine, rule, decode)
         if not self._alive():  # the daemon died: its successor takes these claims up
             raise SystemExit(0)
         return [*commit(results, setup), *later]
@@ -127,10 +129,12 @@ def guarded_decode(
 def scan_claims(
     claims: Sequence[Claim],
     engine: Engine,
+    rule: Rule,
     decode: Callable[[Claim], Decoded | Rejected | NotAnalysed],
 ) -> tuple[list[ScanResult], list[Rejected]]:
     """Decode each claim, infer the decoded ones on ``engine``: a result per claim, in order.
 
+    ``rule`` turns each image's outputs into its prediction or refusal (`inferred_result`).
     What a worker runs for a batch before writing its reports, and what ``infarctwatch
     evaluate`` runs over a labelled folder. A claim found truncated or empty (a `Rejected` with a
     fingerprint: maybe still being written) gets no result; it is returned apart.
@@ -139,13 +143,12 @@ def scan_claims(
     results: list[ScanResult | None] = [None] * len(claims)
 
     def inferred(
-        job: tuple[int, Decoded],
-        probabilities: npt.NDArray[np.float32] | None,
-        latency_ms: float,
-        error: str | None,
+        job: tuple[int, Decoded], outputs: Outputs | None, latency_ms: float, error: str | None
     ) -> None:  # OpenVINO's callback thread: only store the result
         index, decoded = job
-        results[index] = inferred_result(info, decoded, probabilities, latency_ms, error)
+        results[index] = inferred_result(
+            info, rule, decoded, outputs, latency_ms=latency_ms, error=error
+        )
 
     decoded: list[Decoded | None] = [None] * len(claims)
     later: list[Rejected] = []
@@ -166,7 +169,9 @@ def scan_claims(
     engine.wait()
     for index, job in enumerate(decoded):
         if results[index] is None and job is not None:  # no callback: never seen, but no loss
-            results[index] = inferred_result(info, job, None, 0.0, "OpenVINO never answered")
+            results[index] = inferred_result(
+                info, rule, job, None, latency_ms=0.0, error="OpenVINO never answered"
+            )
     return [r for r in results if r is not None], later
 
 
@@ -187,17 +192,23 @@ def unscanned_result(model: ModelInfo, outcome: Rejected | NotAnalysed) -> ScanR
 
 def inferred_result(
     model: ModelInfo,
+    rule: Rule,
     job: Decoded,
-    probabilities: npt.NDArray[np.float32] | None,
+    outputs: Outputs | None,
+    *,
     latency_ms: float,
     error: str | None,
 ) -> ScanResult:
-    """The result of one inference: a prediction, or INFERENCE_FAILED."""
-    if probabilities is None:
+    """The result of one inference: a prediction, a refused image, or INFERENCE_FAILED."""
+    if outputs is None:
         failure = Failure(InferenceError.code, error or "inference failed")
         return ScanResult(job.claim, job.source, model, None, failure, job.decode_ms)
-    prediction = Prediction(model.labels, tuple(probabilities.tolist()))
-    return ScanResult(job.claim, job.source, model, prediction, None, job.decode_ms, latency_ms)
+    answer = rule.answer(outputs.classes, outputs.in_scope)
+    if isinstance(answer, Prediction):
+        return ScanResult(job.claim, job.source, model, answer, None, job.decode_ms, latency_ms)
+    return ScanResult(
+        job.claim, job.source, model, decode_ms=job.decode_ms, infer_ms=latency_ms, reason=answer
+    )
 
 
 def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:

@@ -133,6 +133,7 @@ class Pipeline:
             (config.limits.b_value_min, config.limits.b_value_max)
             if config.limits.dicom_header_rules
             else None,
+            config.thresholds,
         )
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True

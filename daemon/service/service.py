@@ -61,7 +61,7 @@ from daemon.intake.claims import ClaimArea
 from daemon.intake.folders import FolderGuard, FolderLostError
 from daemon.intake.rules import IntakeRules
 from daemon.intake.watcher import Watcher
-from daemon.model.holder import ModelHolder, load_model
+from daemon.model.holder import ModelHolder, ServedModel, load_model
 from daemon.model.inbox import ModelInbox
 from daemon.model.reload import ModelReloader
 from daemon.records import Failure
@@ -330,7 +330,7 @@ class Service:
                 config.limits.decode_timeout_s,
             )
             stack.callback(close_workers, workers)
-            model = load_model(bundle, config.inference, config.model.variant)
+            model = load_model(bundle, config.inference, config.model.variant, config.thresholds)
             for worker in workers:
                 worker.wait_ready()
             return self._serve(ModelHolder(model), signature, shutdown, workers)
@@ -374,7 +374,7 @@ class Service:
         pipeline.start()
         code = EXIT_OK
         try:
-            self._announce(holder.current.info, holder.current.requests, signature)
+            self._announce(holder.current, signature)
             watcher.__enter__()
             if self.reloader is not None:
                 self.reloader.__enter__()
@@ -424,8 +424,9 @@ class Service:
             exit_code=self._exit_code,
         )
 
-    def _announce(self, info: ModelInfo, requests: int, signature: str) -> None:
+    def _announce(self, model: ServedModel, signature: str) -> None:
         config = self.config
+        info = model.info
         fs_type = filesystem_type(config.incoming)
         if config.watch.mode == "inotify" and fs_type in NETWORK_FILESYSTEMS:
             log.warning(
@@ -442,10 +443,12 @@ class Service:
             model_version=info.version,
             bundle_sha256=info.bundle_sha256,
             variant=info.variant,
+            variant_setting=config.model.variant,
+            **model.rule.log_fields(),
             signature=signature,
             precision=info.precision,
             device=info.device_used,
-            infer_requests=requests,
+            infer_requests=model.requests,
             decode_workers=config.pipeline.decode_workers,
             incoming=str(config.incoming),
             reports=str(config.reports),

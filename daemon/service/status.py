@@ -12,12 +12,12 @@ the claims held and the next retry), ``stopping``, ``stopped`` (cleanly) or ``fa
 ``exit_code``). ``last_error`` is the last error the daemon met (``at``, ``message``) or null.
 
 Counters: ``processed`` scans got a prediction, ``not_analysed`` ones a ``not_analysed`` report
-(not a DWI b1000 slice, `daemon.shared.dicom_scope`), ``failed`` ones an error report; ``pending``
-are claimed and not yet reported (the queue depth); ``waiting`` are seen in incoming/ but not yet
-taken (still being written, or no free slot); ``ignored`` counts the distinct names in incoming/
-that are never taken (dotfiles, ignored suffixes, folders when not recursive). ``folders`` says how
-often a folder the daemon owns vanished and was recreated (`daemon.intake.folders`), and the last
-time.
+(not a DWI b1000 slice: `daemon.shared.dicom_scope`, `daemon.scan.decision`), ``failed`` ones an
+error report; ``pending`` are claimed and not yet reported (the queue depth); ``waiting`` are
+seen in incoming/ but not yet taken (still being written, or no free slot); ``ignored`` counts
+the distinct names in incoming/ that are never taken (dotfiles, ignored suffixes, folders when not
+recursive). ``folders`` says how often a folder the daemon owns vanished and was recreated
+(`daemon.intake.folders`), and the last time.
 
 ``model`` names the model in service and, from `daemon.model.reload`, when it was loaded, the models
 folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed

@@ -101,7 +101,7 @@ class Bundle:
     """name, version, sha256 of the bundle this one was fine-tuned from."""
 
     def variant(self, preferred: str) -> Variant:
-        """The named variant, or the bundle's default (``fp16``) when it does not carry it."""
+        """The named variant; ``auto``, or a name the bundle lacks: its ``default_variant``."""
         if preferred in self.variants:
             return self.variants[preferred]
         return self.variants[self.manifest.get("default_variant", "fp16")]
