@@ -247,7 +247,7 @@ class TestLabelledSet:
         self, rows: list[dict[str, str]], labelled: Path, tmp_path: Path
     ) -> None:
         """The same files through ``infarctwatch run --once``: every report has the status, code,
-        label and top probability that results.csv gives."""
+        label, finding and top probability that results.csv gives."""
         config = write_config(tmp_path)
         incoming = tmp_path / "incoming"
         incoming.mkdir()
