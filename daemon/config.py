@@ -12,6 +12,7 @@ What can only be checked on the machine (folders writable, the public key readab
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 # Pillow warns above this many pixels and refuses above twice as many: ``limits.max_pixels`` stays
 # at or below it so that our own check, with its clear error code, always fires first.
 PILLOW_BOMB_PIXELS = 89_478_485
+AE_TITLE_MAX = 16
+"""A DICOM Application Entity title holds at most 16 characters (PS3.5, VR AE)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,16 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SeriesConfig:
+    """How images are grouped into series and when a series counts as complete (`daemon.series`)."""
+
+    stable_s: float = field(default=10.0, metadata=rules(above=0, maximum=3600))
+    """A series is complete once no new image of it has arrived for this long (or earlier, when
+    ImagesInAcquisition says how many it holds and all have arrived); its report is then written.
+    An image arriving later reopens it and its report is rewritten after the same quiet time."""
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The service shell: shutdown and the status file."""
 
@@ -162,12 +175,104 @@ class ServiceConfig:
         return int(self.umask, 8)
 
 
+def _ae_title_problem(value: str | tuple[str, ...]) -> str | None:
+    """A DICOM AE title (or each of a tuple): 1-16 printable characters, no backslash."""
+    for title in (value,) if isinstance(value, str) else value:
+        if not 1 <= len(title) <= AE_TITLE_MAX or "\\" in title or not title.isprintable():
+            return (
+                f"an AE title must have 1-{AE_TITLE_MAX} printable characters and no backslash, "
+                f"got {title!r}"
+            )
+    return None
+
+
+def _stripped(titles: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(title.strip() for title in titles)
+
+
+def _ip_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"must be an IPv4 or IPv6 address, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """The DICOM Storage SCP (`daemon.receive`): where it listens and whom it accepts."""
+
+    port: int = field(default=11112, metadata=rules(1, maximum=65535))
+    """TCP port; below 1024 needs a capability the service does not have (docs/daemon.md)."""
+    address: str = field(default="0.0.0.0", metadata=rules(check=_ip_problem))  # noqa: S104 - LAN
+    """The local IPv4 or IPv6 address to listen on: ``0.0.0.0`` every IPv4 interface."""
+    ae_title: str = field(default="INFARCTWATCH", metadata=rules(check=_ae_title_problem))
+    """The called AE title senders must use: 1-16 characters, no backslash or control code."""
+    allowed_calling_ae_titles: tuple[str, ...] = field(
+        default=(), metadata=rules(transform=_stripped, check=_ae_title_problem)
+    )
+    """When not empty, an association from any other calling AE title is rejected."""
+    min_free_mb: int = field(default=1024, metadata=rules(0, maximum=10_000_000))
+    """A C-STORE that would leave less than this much free space (MiB) on the incoming folder's
+    file system is answered "out of resources" (0xA700) instead of being written."""
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    """DICOM networking: ``listen`` is ``None`` (off) or where the Storage SCP listens."""
+
+    listen: ListenConfig | None = None
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     """structlog output."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+def _ae_title(value: str) -> str | None:
+    """A DICOM Application Entity title: 1-16 printable ASCII characters, no backslash."""
+    if len(value) > 16 or not value.isascii() or not value.isprintable() or "\\" in value:
+        return f"must be 1-16 printable ASCII characters without a backslash, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class DicomSendConfig:
+    """Sending the outbox to a PACS (C-STORE); off while ``host`` is ``None``."""
+
+    host: str | None = None
+    port: int = field(default=104, metadata=rules(1, maximum=65535))
+    ae_title: str = field(default="ANY-SCP", metadata=rules(check=_ae_title))
+    """The PACS's AE title (the called AE)."""
+    calling_ae_title: str = field(default="INFARCTWATCH", metadata=rules(check=_ae_title))
+    timeout_s: float = field(default=30.0, metadata=rules(above=0, maximum=600))
+    """Connection, association and per-message time limit."""
+    max_attempts: int = field(default=6, metadata=rules(1, maximum=100))
+    """Tries per file; after the last failed one the file goes to ``<outbox>/dead-letter/``."""
+    backoff_s: float = field(default=30.0, metadata=rules(above=0, maximum=86_400))
+    """Wait after the first failed try; doubled after each further one."""
+    backoff_max_s: float = field(default=600.0, metadata=rules(above=0, maximum=86_400))
+    after_send: Literal["move", "delete"] = "move"
+    """A file the PACS accepted goes to ``<outbox>/sent/`` (move) or is deleted."""
+
+
+@dataclass(frozen=True)
+class DicomOutputConfig:
+    """DICOM results: Secondary Captures in an outbox folder, optionally sent to a PACS."""
+
+    outbox: Path | None = None
+    """``None``: no DICOM results."""
+    send: DicomSendConfig = DicomSendConfig()
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """What the daemon writes besides the JSON reports."""
+
+    dicom: DicomOutputConfig = DicomOutputConfig()
 
 
 @dataclass(frozen=True)
@@ -184,8 +289,11 @@ class DaemonConfig:
     outcome: OutcomeConfig = OutcomeConfig()
     pipeline: PipelineConfig = PipelineConfig()
     limits: LimitsConfig = LimitsConfig()
+    series: SeriesConfig = SeriesConfig()
     service: ServiceConfig = ServiceConfig()
+    dicom: DicomConfig = DicomConfig()
     logging: LoggingConfig = LoggingConfig()
+    outputs: OutputsConfig = OutputsConfig()
 
     @property
     def status_path(self) -> Path:
@@ -219,6 +327,31 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
             )
     if model is not INVALID and model.inbox is not None:
         problems.extend(_inbox_problems(model.inbox, model.path, values))
+    outputs = values["outputs"]
+    if outputs is not INVALID:
+        problems.extend(_dicom_output_problems(outputs.dicom, incoming))
+    return problems
+
+
+def _dicom_output_problems(dicom: DicomOutputConfig, incoming: Any) -> list[str]:
+    """The outbox lies outside incoming; sending needs an outbox; the back-off grows."""
+    problems = []
+    outbox, send = dicom.outbox, dicom.send
+    if (
+        outbox is not None
+        and incoming is not INVALID
+        and (outbox == incoming or incoming in outbox.parents)
+    ):
+        problems.append(
+            f"At 'outputs.dicom.outbox': {outbox} must not be the incoming folder or inside it"
+        )
+    if send.host is not None and outbox is None:
+        problems.append("At 'outputs.dicom.send.host': sending needs 'outputs.dicom.outbox'")
+    if send.backoff_max_s < send.backoff_s:
+        problems.append(
+            f"At 'outputs.dicom.send.backoff_max_s': {send.backoff_max_s:g} must not be less "
+            f"than 'outputs.dicom.send.backoff_s' ({send.backoff_s:g})"
+        )
     return problems
 
 

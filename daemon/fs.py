@@ -312,6 +312,25 @@ def _copy_regular(src: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
+def link_or_copy(src: Path, target: Path) -> bool:
+    """Give the regular file ``src`` a second name ``target``: a hard link, or a copy elsewhere.
+
+    A copy (another file system, or links not allowed) is fsynced and renamed into place. An
+    existing ``target`` is left as it is. Returns False when ``target`` already existed.
+    """
+    try:
+        os.link(src, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        if os.path.lexists(target):
+            return False
+        _copy_regular(src, target)
+    return True
+
+
 def move_into(
     src: Path, folder: Path, name: PurePosixPath, *, sha256: str | None = None
 ) -> tuple[Path | None, bool]:

@@ -80,6 +80,9 @@ class Decoded:
     """``(H, W, C)``, or ``(H, W, 1)`` standing for C identical channels (how the scan worker
     processes send it); `daemon.scan.inference.Engine.submit` takes either."""
     decode_ms: float
+    frames: tuple[tuple[int, npt.NDArray[np.float32]], ...] = ()
+    """``(frame index, tensor)`` of each frame of an enhanced multi-frame object to analyse as a
+    slice of its own (b-value in range, or none given); empty for any other file."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,15 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class FramePrediction:
+    """The network's output for one frame of an enhanced multi-frame object (or why none)."""
+
+    index: int
+    prediction: Prediction | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ScanResult:
     """The end of the line for one claim: a prediction or a failure, and the timings."""
 
@@ -136,6 +148,8 @@ class ScanResult:
     infer_ms: float | None = None
     reason: OutOfScope | None = None
     """Set when the file is not a DWI b1000 slice (``not_analysed``): no prediction, no failure."""
+    frames: tuple[FramePrediction, ...] = ()
+    """Each frame analysed as a slice of its own (`Decoded.frames`), in frame order."""
 
     @property
     def ok(self) -> bool:
@@ -177,3 +191,20 @@ def scan_id(claim: Claim, sha256: str | None) -> str:
     if sha256:
         return f"{sha256[:16]}-{name_tag}"
     return f"unread{_sha(claim.claim_id)[:10]}-{name_tag}"
+
+
+def series_id(series_instance_uid: str | None, name: str) -> str | None:
+    """The id of the series a scan belongs to, or None for a single image.
+
+    A DICOM image with a SeriesInstanceUID belongs to that series, whatever folder it came in:
+    ``<20 hex of sha256("dicom:" + uid)>``. Any other file in a sub-folder of incoming (``name``
+    holds a ``/``) belongs to its folder's series: ``<20 hex of sha256("folder:" + folder)>``,
+    the folder being the name's parent path. A loose file in the top folder is a single image.
+    The id names the series report (`daemon.series`) and never reveals the UID or the folder.
+    """
+    if series_instance_uid:
+        return hashlib.sha256(f"dicom:{series_instance_uid}".encode()).hexdigest()[:20]
+    folder, _, _ = name.rpartition("/")
+    if folder:
+        return _sha("folder:" + folder)[:20]
+    return None

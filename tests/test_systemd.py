@@ -32,7 +32,7 @@ import pytest
 from daemon_support import drop, small_png, versioned_bundle, wait_for, write_config
 from PIL import Image
 
-from daemon.config import load_config
+from daemon.config import ListenConfig, load_config
 from daemon.service.status import read_status
 from daemon.shared.bundle import DEFAULT_BUNDLE
 from deploy.device import (
@@ -54,6 +54,7 @@ from deploy.signing import SignaturePolicy, keygen
 REPO = Path(__file__).resolve().parent.parent
 UNIT_FILE = REPO / "systemd" / UNIT
 GPU_DROPIN = REPO / "systemd" / f"{UNIT}.d" / "gpu.conf"
+DICOM_DROPIN = REPO / "systemd" / f"{UNIT}.d" / "dicom.conf"
 EXEC_START = f"{VENV}/bin/infarctwatch run --config {CONFIG}"
 MAX_EXPOSURE = 2.0
 
@@ -72,7 +73,7 @@ def directives(path: Path) -> dict[str, list[str]]:
     return result
 
 
-def staged_unit(tmp_path: Path, *, gpu: bool = False) -> Path:
+def staged_unit(tmp_path: Path, *, gpu: bool = False, dicom: bool = False) -> Path:
     """The unit copied to a temporary folder with ExecStart's binary present (verify needs it)."""
     binary = tmp_path / str(VENV).lstrip("/") / "bin" / "infarctwatch"
     binary.parent.mkdir(parents=True)
@@ -82,9 +83,10 @@ def staged_unit(tmp_path: Path, *, gpu: bool = False) -> Path:
     units.mkdir()
     text = UNIT_FILE.read_text().replace(f"{VENV}/bin/infarctwatch", str(binary))
     (units / UNIT).write_text(text)
-    if gpu:
-        (units / f"{UNIT}.d").mkdir()
-        shutil.copy(GPU_DROPIN, units / f"{UNIT}.d" / "gpu.conf")
+    for wanted, dropin in ((gpu, GPU_DROPIN), (dicom, DICOM_DROPIN)):
+        if wanted:
+            (units / f"{UNIT}.d").mkdir(exist_ok=True)
+            shutil.copy(dropin, units / f"{UNIT}.d" / dropin.name)
     return units / UNIT
 
 
@@ -105,7 +107,7 @@ def exposure(unit: Path) -> float:
 class TestUnitFile:
     def test_every_setting_has_a_comment_above_it(self) -> None:
         """Each directive line in the unit and the drop-in is explained by the line before it."""
-        for path in (UNIT_FILE, GPU_DROPIN):
+        for path in (UNIT_FILE, GPU_DROPIN, DICOM_DROPIN):
             lines = path.read_text().splitlines()
             for i, line in enumerate(lines):
                 if "=" in line and not line.startswith(("#", "[")):
@@ -166,13 +168,28 @@ class TestUnitFile:
         assert d["DeviceAllow"] == ["char-drm rw", "char-accel rw"]
         assert d["SupplementaryGroups"] == ["render"]
 
+    def test_dicom_dropin_opens_only_the_receivers_port(self) -> None:
+        """The drop-in gives the network back for dicom.listen: IP, private senders, one port.
+
+        The base unit documents the port; the drop-in's port is the configuration's default.
+        """
+        d = directives(DICOM_DROPIN)
+        assert d["PrivateNetwork"] == ["no"]
+        assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+        assert "0.0.0.0/0" not in d["IPAddressAllow"][0] and "any" not in d["IPAddressAllow"][0]
+        port = ListenConfig().port
+        assert d["SocketBindAllow"] == [f"tcp:{port}"]
+        assert d["SocketBindDeny"] == ["any"]
+        assert f"TCP port {port}" in UNIT_FILE.read_text()
+        assert directives(UNIT_FILE)["IPAddressDeny"] == ["any"]  # the allow list narrows it
+
 
 @needs_analyze
 class TestSystemdAnalyze:
     def test_verify_passes(self, tmp_path: Path) -> None:
         """`systemd-analyze verify` accepts the unit (with and without the GPU drop-in)."""
-        for gpu in (False, True):
-            unit = staged_unit(tmp_path / str(gpu), gpu=gpu)
+        for gpu, dicom in ((False, False), (True, False), (False, True)):
+            unit = staged_unit(tmp_path / f"{gpu}-{dicom}", gpu=gpu, dicom=dicom)
             result = subprocess.run(
                 ["systemd-analyze", "verify", str(unit)],
                 capture_output=True,
@@ -191,6 +208,10 @@ class TestSystemdAnalyze:
     def test_security_exposure_with_gpu_dropin_is_at_most_2(self, tmp_path: Path) -> None:
         """Opening the render devices costs a little exposure but stays within 2.0."""
         assert exposure(staged_unit(tmp_path, gpu=True)) <= MAX_EXPOSURE
+
+    def test_security_exposure_with_dicom_dropin_is_at_most_2(self, tmp_path: Path) -> None:
+        """Opening the network for the DICOM receiver costs exposure (1.0) but stays within 2.0."""
+        assert exposure(staged_unit(tmp_path, dicom=True)) <= MAX_EXPOSURE
 
 
 # --------------------------------------------------------------------- the sandbox, for real

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from daemon.config import InferenceConfig
     from daemon.intake.claims import ClaimArea
     from daemon.records import Claim, Failure
+    from daemon.scan.slices import SliceRecord
     from daemon.shared.dicom_scope import OutOfScope
 
 READY = "ready"
@@ -49,6 +50,9 @@ class ScanSetup:
     ``None``: the DICOM header rules are off (``limits.dicom_header_rules: false``)."""
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     """The ``thresholds`` configuration: overrides of the bundle's (`daemon.scan.decision`)."""
+    outbox_staging: Path | None = None
+    """Where each analysed DICOM file gets a second name, ``<scan id>.dcm``, before its report is
+    written, for the daemon's outbox writer (`daemon.outbox`); ``None``: no DICOM results."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class Finished:
     """The ``errno`` of ``write_error`` or ``outcome_error`` (the storage guard's reason)."""
     reason: OutOfScope | None = None
     """Set for a ``not_analysed`` report: why the file got no prediction."""
+    series: tuple[SliceRecord, ...] = ()
+    """The image's place in its series (`daemon.scan.slices`): one record, one per frame of an
+    enhanced multi-frame object, none for a single image."""
 
     @property
     def ok(self) -> bool:

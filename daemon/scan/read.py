@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import math
 import os
 import stat
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from daemon.errors import (
     EmptyFileError,
@@ -33,9 +35,13 @@ from daemon.errors import (
     TruncatedImageError,
 )
 from daemon.records import Claim, Decoded, Failure, Source
-from daemon.shared.decode import DecodeLimits, decode
+from daemon.shared.decode import DecodedImage, DecodeLimits, decode
 from daemon.shared.dicom_scope import B_RANGE, OutOfScope, judge
 from daemon.shared.preprocess import PreprocessSpec, preprocess
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 _KINDS = (
     (stat.S_ISLNK, "a symbolic link (links are never followed)"),
@@ -197,15 +203,30 @@ def decode_claim(
             if reason is not None:
                 return NotAnalysed(claim, source, reason, _ms_since(started))
         tensor = preprocess(image.pixels, spec)
+        frames = _frame_tensors(image, spec, b_range)
     except Refused as refused:
         source, error = refused.source, refused.error
     except ScanError as exc:
         error = exc
     else:
-        return Decoded(claim, source, tensor, _ms_since(started))
+        return Decoded(claim, source, tensor, _ms_since(started), frames)
     failure = Failure(error.code, error.message)
     again = before if error.code in RECHECK_CODES else None
     return Rejected(claim, source, failure, _ms_since(started), again)
+
+
+def _frame_tensors(
+    image: DecodedImage, spec: PreprocessSpec, b_range: tuple[float, float] | None
+) -> tuple[tuple[int, npt.NDArray[np.float32]], ...]:
+    """The frames of an enhanced object to analyse, preprocessed: b-value in range (or none)."""
+    if not image.frame_pixels or image.dicom is None:
+        return ()
+    low, high = b_range if b_range is not None else (-math.inf, math.inf)
+    return tuple(
+        (tag.index, preprocess(image.frame_pixels[tag.index], spec))
+        for tag in image.dicom.series.frames
+        if tag.b_value is None or low <= tag.b_value <= high
+    )
 
 
 def configure_decoders() -> None:

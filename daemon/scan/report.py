@@ -43,14 +43,16 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import DISCLAIMER
 from daemon.errors import InternalError
+from daemon.records import series_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from daemon.records import ModelInfo, ScanResult, Source
+    from daemon.shared.dicom_series import SeriesTags
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 GENERATOR = "infarctwatch"
 
 
@@ -139,7 +141,27 @@ def _source(source: Source) -> dict[str, Any]:
             "diffusion_b_value": dicom.diffusion_b_value,
             "frames": dicom.frames,
             "frame_used": dicom.frame_used,
+            **_series_tags(dicom.series),
         },
+    }
+
+
+def _series_tags(tags: SeriesTags) -> dict[str, Any]:
+    """What a series report needs of a DICOM image (since 1.2; `daemon.shared.dicom_series`)."""
+    return {
+        "instance_number": tags.instance_number,
+        "slice_position": tags.slice_position,
+        "image_position_patient": None
+        if tags.image_position is None
+        else list(tags.image_position),
+        "image_orientation_patient": None
+        if tags.image_orientation is None
+        else list(tags.image_orientation),
+        "image_type": list(tags.image_type),
+        "series_number": tags.series_number,
+        "series_description": tags.series_description,
+        "manufacturer": tags.manufacturer,
+        "images_in_acquisition": tags.images_in_acquisition,
     }
 
 
@@ -152,6 +174,39 @@ def _model(model: ModelInfo) -> dict[str, Any]:
         "weights_precision": model.weights_precision,
         "precision": model.precision,
     }
+
+
+def _frames(result: ScanResult) -> list[dict[str, Any]] | None:
+    """Since 1.2: each frame of an enhanced object whose functional groups place it, else None.
+
+    A frame with a b-value in range (or none given) is analysed as a slice of its own: its most
+    probable label, probability and finding; the others (b0 frames) are listed, ``analysed:
+    false``.
+    """
+    dicom = result.source.dicom
+    if dicom is None or not dicom.series.frames:
+        return None
+    predicted = {frame.index: frame for frame in result.frames}
+    listed = []
+    for tag in dicom.series.frames:
+        frame = predicted.get(tag.index)
+        p = frame.prediction if frame is not None else None
+        listed.append(
+            {
+                "index": tag.index,
+                "slice_position": tag.slice_position,
+                "image_position_patient": None
+                if tag.image_position is None
+                else list(tag.image_position),
+                "b_value": tag.b_value,
+                "analysed": p is not None,
+                "label": None if p is None else p.label,
+                "probability": None if p is None else round(p.probability, 6),
+                "finding": None if p is None else p.finding,
+                "error": None if frame is None else frame.error,
+            }
+        )
+    return listed
 
 
 def build_report(result: ScanResult, top_k: int, now: float | None = None) -> dict[str, Any]:
@@ -176,14 +231,20 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
         }
     failure, reason = result.failure, result.reason
     model = result.model
+    dicom = result.source.dicom
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
+        "kind": "image",
         "id": result.scan_id,
+        "series_id": series_id(
+            None if dicom is None else dicom.series_instance_uid, result.claim.name
+        ),
         "status": result.status,
         "source": _source(result.source),
         "model": _model(model),
         "device": {"requested": model.device_requested, "used": model.device_used},
         "prediction": prediction,
+        "frames": _frames(result),
         "error": None if failure is None else {"code": failure.code, "message": failure.message},
         "timing": {
             "received_at": _iso(result.claim.received_at),
@@ -220,7 +281,9 @@ def internal_error_report(result: ScanResult, message: str) -> dict[str, Any]:
     report: dict[str, Any] = _clean(
         {
             "schema_version": SCHEMA_VERSION,
+            "kind": "image",
             "id": result.scan_id,
+            "series_id": series_id(None, claim.name),
             "status": "error",
             "source": {
                 "name": name,
@@ -236,6 +299,7 @@ def internal_error_report(result: ScanResult, message: str) -> dict[str, Any]:
             "model": _model(model),
             "device": {"requested": model.device_requested, "used": model.device_used},
             "prediction": None,
+            "frames": None,
             "error": {"code": InternalError.code, "message": message},
             "timing": {
                 "received_at": _iso(claim.received_at),

@@ -29,25 +29,33 @@ workers share the cores between them, one scan each at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from daemon.errors import InferenceError, InternalError
-from daemon.fs import write_atomic_group
-from daemon.records import Decoded, Failure, Prediction, ScanResult, Source
+from daemon.fs import link_or_copy, write_atomic_group
+from daemon.records import Decoded, Failure, FramePrediction, Prediction, ScanResult, Source
 from daemon.scan.decision import Rule, resolve
 from daemon.scan.inference import Engine, Outputs
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
+from daemon.scan.slices import slice_records
 from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from daemon.records import Claim, ModelInfo
+    from daemon.scan.slices import SliceRecord
     from daemon.shared.decode import DecodeLimits
     from daemon.shared.preprocess import PreprocessSpec
+
+log = structlog.get_logger("infarctwatch.worker")
 
 
 class ScanWorker:
@@ -150,6 +158,7 @@ def scan_claims(
             info, rule, decoded, outputs, latency_ms=latency_ms, error=error
         )
 
+    frames = _Frames(rule, len(claims))
     decoded: list[Decoded | None] = [None] * len(claims)
     later: list[Rejected] = []
     for index, claim in enumerate(claims):
@@ -166,12 +175,14 @@ def scan_claims(
     for index, job in enumerate(decoded):
         if job is not None:
             engine.submit(job.tensor, (index, job), inferred)
+            frames.submit(engine, index, job)
     engine.wait()
     for index, job in enumerate(decoded):
         if results[index] is None and job is not None:  # no callback: never seen, but no loss
             results[index] = inferred_result(
                 info, rule, job, None, latency_ms=0.0, error="OpenVINO never answered"
             )
+    frames.attach(results, decoded)
     return [r for r in results if r is not None], later
 
 
@@ -188,6 +199,56 @@ def unscanned_result(model: ModelInfo, outcome: Rejected | NotAnalysed) -> ScanR
     return ScanResult(
         outcome.claim, outcome.source, model, failure=outcome.failure, decode_ms=outcome.decode_ms
     )
+
+
+class _Frames:
+    """The frames of a batch's enhanced multi-frame objects: each inferred as a slice of its own."""
+
+    def __init__(self, rule: Rule, count: int) -> None:
+        self._rule = rule
+        self._found: list[dict[int, FramePrediction]] = [{} for _ in range(count)]
+
+    def submit(self, engine: Engine, index: int, job: Decoded) -> None:
+        """Start inference on each frame of ``job`` to analyse (none for most files)."""
+        for frame, tensor in job.frames:
+            engine.submit(tensor, (index, frame), self._done)
+
+    def _done(
+        self, job: tuple[int, int], outputs: Outputs | None, _latency_ms: float, error: str | None
+    ) -> None:  # OpenVINO's callback thread: only store the result
+        index, frame = job
+        self._found[index][frame] = frame_prediction(self._rule, frame, outputs, error)
+
+    def attach(self, results: list[ScanResult | None], decoded: list[Decoded | None]) -> None:
+        """Give each result of an enhanced object its frames' predictions, in frame order."""
+        for index, job in enumerate(decoded):
+            result = results[index]
+            if job is None or not job.frames or result is None:
+                continue
+            found = self._found[index]
+            results[index] = dataclasses.replace(
+                result,
+                frames=tuple(
+                    found.get(frame)
+                    or frame_prediction(self._rule, frame, None, "OpenVINO never answered")
+                    for frame, _ in job.frames
+                ),
+            )
+
+
+def frame_prediction(
+    rule: Rule, index: int, outputs: Outputs | None, error: str | None
+) -> FramePrediction:
+    """The answer for one frame of an enhanced multi-frame object, by the bundle's `Rule`.
+
+    A frame the rule refuses (``OUT_OF_SCOPE_IMAGE``) has no prediction; its reason is the error.
+    """
+    if outputs is None:
+        return FramePrediction(index, None, error or "inference failed")
+    answer = rule.answer(outputs.classes, outputs.in_scope)
+    if isinstance(answer, Prediction):
+        return FramePrediction(index, answer)
+    return FramePrediction(index, None, f"{answer.code}: {answer.message}")
 
 
 def inferred_result(
@@ -212,8 +273,14 @@ def inferred_result(
 
 
 def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
-    """Write the reports of ``results`` (one group commit), then apply the outcomes."""
+    """Write the reports of ``results`` (one group commit), then apply the outcomes.
+
+    With an outbox, each analysed DICOM file is first linked into its staging folder
+    (`stage_for_outbox`), so that the link is as durable as the report and outlives the outcome.
+    """
     encoded = [encode_report(result, setup.top_k) for result in results]
+    if setup.outbox_staging is not None:
+        stage_for_outbox(results, setup.outbox_staging)
     errors = write_atomic_group(
         [
             (report_path(setup.reports, result), data)
@@ -252,9 +319,30 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 outcome_error=outcome_error,
                 errno=code,
                 reason=result.reason if failure is None else None,
+                series=_series_records(report, result.scan_id),
             )
         )
     return finished
+
+
+def stage_for_outbox(results: list[ScanResult], staging: Path) -> None:
+    """Link each analysed DICOM file of ``results`` to ``<staging>/<scan id>.dcm``.
+
+    Only a prediction on a DICOM source is staged. A file that cannot be staged is logged (by
+    scan id) and loses its DICOM result only: the scan and its report go on.
+    """
+    for result in results:
+        if result.status != "ok" or result.source.dicom is None or result.prediction is None:
+            continue
+        try:
+            link_or_copy(result.claim.path, staging / f"{result.scan_id}.dcm")
+        except OSError as exc:
+            log.warning(
+                "outbox_stage_failed",
+                scan=result.scan_id,
+                error=exc.strerror or str(exc),
+                errno=exc.errno,
+            )
 
 
 def source_of(claim: Claim, max_bytes: int) -> Source:
@@ -268,3 +356,12 @@ def source_of(claim: Claim, max_bytes: int) -> Source:
     except Refused as refused:
         return refused.source
     return source
+
+
+def _series_records(report: dict[str, Any], scan: str) -> tuple[SliceRecord, ...]:
+    """`slice_records`; a bug there costs the series this image (logged), never the batch."""
+    try:
+        return slice_records(report)
+    except Exception:
+        log.exception("series_record_failed", scan=scan)
+        return ()

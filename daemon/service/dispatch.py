@@ -47,6 +47,7 @@ import structlog
 from daemon.errors import InternalError, WorkerStartError
 from daemon.intake.recheck import Rechecker
 from daemon.intake.rules import Offer
+from daemon.outbox.writer import staging_folder
 from daemon.records import Failure, ScanResult
 from daemon.scan.protocol import ModelChoice, ScanSetup
 from daemon.scan.read import Rejected, fingerprint
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from daemon.model.holder import ModelHolder
     from daemon.records import Claim, ModelInfo
     from daemon.scan.protocol import Finished
+    from daemon.scan.slices import SliceRecord
     from daemon.service.attempts import AttemptLog
     from daemon.service.status import Counters
     from daemon.workers.process import WorkerProcess
@@ -109,9 +111,15 @@ class Pipeline:
         """Holds claims while reports or outcomes cannot be written; probes; hands them back."""
         self.on_room: Callable[[], None] = lambda: None
         """Called (writer thread) each time a slot frees; the watcher's `room`."""
+        self.on_series: Callable[[SliceRecord], None] = lambda _record: None
+        """Called with the series record of each reported image of a series; the series
+        tracker's `add`."""
         self.on_return: Callable[[Path], None] = lambda _path: None
         """Called when a claim was put back into incoming, with its path; the watcher's
         `returned`."""
+        self.on_reported: Callable[[str], None] = lambda _scan_id: None
+        """Called (worker or writer thread) with the scan id of each scan reported with a
+        prediction; the outbox writer's `notify`."""
         self._recheck: Rechecker[tuple[Rejected, ModelInfo]] = Rechecker(
             config.watch.grace_s, self._decide
         )
@@ -134,6 +142,9 @@ class Pipeline:
             if config.limits.dicom_header_rules
             else None,
             config.thresholds,
+            None
+            if config.outputs.dicom.outbox is None
+            else staging_folder(config.outputs.dicom.outbox),
         )
         self._writer = threading.Thread(
             target=self._write_loop, name="infarctwatch-report", daemon=True
@@ -407,6 +418,10 @@ class Pipeline:
             return
         self._counters.record(ok=finished.ok, not_analysed=finished.reason is not None)
         self._log_scan(finished)
+        if finished.failure is None and finished.reason is None and finished.label is not None:
+            self.on_reported(finished.scan_id)
+        for record in finished.series:
+            self.on_series(record)
         self._forget(finished.claim)
 
     def _requeue(self, claims: list[Claim]) -> None:

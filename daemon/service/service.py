@@ -20,6 +20,10 @@ Start-up, in order, each failure stopping the service before it touches a scan:
    reloader (`daemon.model.reload`) and, when configured, the model inbox (`daemon.model.inbox`)
    start; then ``READY=1``.
 
+With ``dicom.listen`` set, the DICOM Storage SCP (`daemon.receive.scp`) binds its port right after
+the locks are taken (a port in use is a `ConfigError`: exit 2) and writes what it receives into
+incoming; it is the first thing stopped, finishing the stores in flight.
+
 The main loop writes the status file, sends ``STATUS=`` and ``WATCHDOG=1`` (only while every stage
 thread is alive; storage trouble is a state, ``degraded``, during which the watchdog is still
 fed), passes SIGHUP on to the reloader, checks once a second that the folders it owns are still
@@ -30,7 +34,7 @@ exit code 1 and the final status ``failed`` naming it. Stopping:
 ``service.drain_timeout_s`` (`Shutdown.force` cuts it short), log what was abandoned (it stays in
 processing/ for the next start), write the final status.
 
-With ``--once`` (a backfill) neither the reloader nor the inbox runs.
+With ``--once`` (a backfill) neither the reloader, the inbox nor the DICOM receiver runs.
 """
 
 from __future__ import annotations
@@ -64,8 +68,11 @@ from daemon.intake.watcher import Watcher
 from daemon.model.holder import ModelHolder, ServedModel, load_model
 from daemon.model.inbox import ModelInbox
 from daemon.model.reload import ModelReloader
+from daemon.outbox.sender import OutboxSender
+from daemon.outbox.writer import OutboxWriter, staging_folder
 from daemon.records import Failure
 from daemon.scan.report import VERSION
+from daemon.series.tracker import SeriesTracker
 from daemon.service.attempts import AttemptLog, TakeUp
 from daemon.service.dispatch import Pipeline
 from daemon.service.sdnotify import Notifier
@@ -86,7 +93,8 @@ if TYPE_CHECKING:
     import threading
     from pathlib import Path
 
-    from daemon.config import DaemonConfig
+    from daemon.config import DaemonConfig, ListenConfig
+    from daemon.receive.scp import DicomReceiver
     from daemon.records import Claim, ModelInfo
     from daemon.service.signals import Shutdown
     from daemon.shared.bundle import Bundle
@@ -136,6 +144,12 @@ def folder_problems(config: DaemonConfig, area: ClaimArea) -> list[tuple[str, Pa
         folders.append(("inference.cache_dir", config.inference.cache_dir))
     if config.model.inbox is not None:
         folders.append(("model.inbox", config.model.inbox))
+    if config.outputs.dicom.outbox is not None:
+        outbox = config.outputs.dicom.outbox
+        folders += [
+            ("outputs.dicom.outbox", outbox),
+            ("outputs.dicom.outbox", staging_folder(outbox)),
+        ]
     problems: list[tuple[str, Path, str]] = []
     for key, folder in folders:
         if any(bad == folder or bad in folder.parents for _, bad, _ in problems):
@@ -204,6 +218,14 @@ class Service:
         """Swaps in a new model when ``model.path`` changes (not with ``once``)."""
         self.inbox: ModelInbox | None = None
         """Installs archives dropped into ``model.inbox`` (when configured, not with ``once``)."""
+        self.outbox: OutboxWriter | None = None
+        """Writes DICOM results into ``outputs.dicom.outbox`` (when configured)."""
+        self.sender: OutboxSender | None = None
+        """Sends the outbox to ``outputs.dicom.send.host`` (when configured)."""
+        self.series: SeriesTracker | None = None
+        """Groups reported images into series and writes the series reports (`daemon.series`)."""
+        self.receiver: DicomReceiver | None = None
+        """The DICOM Storage SCP of ``dicom.listen`` (when configured, not with ``once``)."""
         self._started = time.monotonic()
         self._state = "starting"
         self._exit_code: int | None = None
@@ -321,6 +343,11 @@ class Service:
             stack.enter_context(self.guard)  # the locks, and each folder's identity
             for folder in (config.reports, config.work, self.area.root):
                 remove_stale_temporaries(folder)
+            if config.outputs.dicom.outbox is not None:
+                remove_stale_temporaries(config.outputs.dicom.outbox)
+            if config.dicom.listen is not None and not self.once:
+                listen = config.dicom.listen  # a port in use: ConfigError, exit 2
+                self.receiver = stack.enter_context(_receiver(listen, config))
             bundle, signature = load_verified_bundle(config)
             limits = DecodeLimits(max_pixels=config.limits.max_pixels)
             workers = start_workers(  # they start while the model compiles
@@ -367,13 +394,17 @@ class Service:
         )
         pipeline.on_room = watcher.room
         pipeline.on_return = watcher.returned
+        self.series = SeriesTracker(config.reports, config.series.stable_s)
+        pipeline.on_series = self.series.add
         if not self.once:
             self.reloader = ModelReloader(config, holder, signature)
             if config.model.inbox is not None:
                 self.inbox = ModelInbox(config, on_installed=self.reloader.request)
+        self._start_outbox(pipeline)
         pipeline.start()
         code = EXIT_OK
         try:
+            self.series.__enter__()
             self._announce(holder.current, signature)
             watcher.__enter__()
             if self.reloader is not None:
@@ -392,6 +423,24 @@ class Service:
             return EXIT_FORCED
         return code
 
+    def _start_outbox(self, pipeline: Pipeline) -> None:
+        """Start the outbox writer and the sender when ``outputs.dicom`` configures them."""
+        dicom = self.config.outputs.dicom
+        if dicom.outbox is None:
+            return
+        if dicom.send.host is not None:
+            self.sender = OutboxSender(dicom.outbox, dicom.send)
+            self.sender.__enter__()
+        on_written = self.sender.wake if self.sender is not None else lambda: None
+        self.outbox = OutboxWriter(
+            dicom.outbox,
+            self.config.reports,
+            on_written=on_written,
+            busy=lambda: pipeline.pending > 0,
+        )
+        pipeline.on_reported = self.outbox.notify
+        self.outbox.__enter__()
+
     def _shut_down(
         self, shutdown: Shutdown, pipeline: Pipeline, watcher: Watcher, holder: ModelHolder
     ) -> None:
@@ -399,12 +448,20 @@ class Service:
         self._state = "stopping"
         self.notifier.stopping(self._status_line(pipeline, holder.current.info))
         log.info("stopping", pending=pipeline.pending, signals=shutdown.signals)
+        if self.receiver is not None:  # first: what it finishes storing is still watched
+            self.receiver.close()
         watcher.close()
         if self.inbox is not None:
             self.inbox.close()
         if self.reloader is not None:
             self.reloader.close()
         abandoned = pipeline.drain(self.config.service.drain_timeout_s, shutdown.force)
+        if self.outbox is not None:
+            self.outbox.close()  # after the drain: the last scans' captures are written
+        if self.sender is not None:
+            self.sender.close()  # what is left in the outbox is sent at the next start
+        if self.series is not None:  # open series stay open: the next start rebuilds them
+            self.series.close()
         if abandoned:
             log.warning(
                 "abandoned",
@@ -455,6 +512,7 @@ class Service:
             watch=config.watch.mode,
             hot_reload=None if watching is None else str(watching),
             inbox=None if config.model.inbox is None or self.once else str(config.model.inbox),
+            dicom_listen=self.receiver.address if self.receiver is not None else None,
             once=self.once,
         )
 
@@ -467,6 +525,14 @@ class Service:
             dead.append("model reloader")
         if self.inbox is not None and not self.inbox.alive:
             dead.append("model inbox")
+        if self.outbox is not None and not self.outbox.alive:
+            dead.append("outbox writer")
+        if self.sender is not None and not self.sender.alive:
+            dead.append("outbox sender")
+        if self.series is not None and not self.series.alive:
+            dead.append("series tracker")
+        if self.receiver is not None and not self.receiver.alive:
+            dead.append("dicom receiver")
         return dead
 
     def _track_storage(self, pipeline: Pipeline) -> None:
@@ -493,7 +559,7 @@ class Service:
         last_marker = self._change_marker()
         while not shutdown.stop.is_set():
             if self.once and watcher.finished.is_set() and pipeline.pending == 0:
-                log.info("once_done")
+                self._once_done()
                 return EXIT_OK
             dead = self._dead_stages(pipeline, watcher)
             if dead:
@@ -524,6 +590,12 @@ class Service:
             shutdown.stop.wait(tick)
         return EXIT_OK
 
+    def _once_done(self) -> None:
+        """``--once``: every file is reported; complete every series, then say so."""
+        if self.series is not None and not self.series.complete_all():
+            log.warning("series_not_completed", note="the series tracker did not answer")
+        log.info("once_done")
+
     def _folders_kept(self, pipeline: Pipeline, watcher: Watcher) -> bool:
         """Once a second: recover the owned folders that vanished; False when impossible."""
         now = time.monotonic()
@@ -546,8 +618,20 @@ class Service:
             self.guard.to_status()["recoveries"],
             self.reloader.snapshot() if self.reloader is not None else None,
             self.inbox.snapshot() if self.inbox is not None else None,
+            self._outbox_status(),
+            self.series.snapshot() if self.series is not None else None,
+            self.receiver.to_status() if self.receiver is not None else None,
             self._state,
         )
+
+    def _outbox_status(self) -> dict[str, Any] | None:
+        """The status file's ``outbox``: the writer's counters, and the sender's under ``send``."""
+        if self.outbox is None:
+            return None
+        return {
+            **self.outbox.snapshot(),
+            "send": self.sender.snapshot() if self.sender is not None else None,
+        }
 
     def _status_line(self, pipeline: Pipeline, info: ModelInfo) -> str:
         snap = self.counters.snapshot()
@@ -609,7 +693,10 @@ class Service:
             "last_scan_at": iso(snap.last_scan_at),
             "model": model,
             "inbox": self.inbox.snapshot() if self.inbox is not None else None,
+            "outbox": self._outbox_status(),
+            "receiver": self.receiver.to_status() if self.receiver is not None else None,
             "storage": pipeline.storage.snapshot().to_status() if pipeline is not None else None,
+            "series": self.series.snapshot().to_status() if self.series is not None else None,
             "waiting_for": self._waiting_for,
             "exit_code": self._exit_code,
             "last_error": self._last_error,
@@ -618,6 +705,13 @@ class Service:
             "watch": self.config.watch.mode,
             "infarctwatch_version": VERSION,
         }
+
+
+def _receiver(listen: ListenConfig, config: DaemonConfig) -> DicomReceiver:
+    """The Storage SCP of ``dicom.listen``, not started (pynetdicom is imported only then)."""
+    from daemon.receive.scp import DicomReceiver  # noqa: PLC0415 - only when dicom.listen is set
+
+    return DicomReceiver(listen, config.incoming, timeout_s=config.service.drain_timeout_s)
 
 
 def _take_up(attempts: AttemptLog, leftovers: list[Claim]) -> TakeUp:

@@ -17,13 +17,20 @@ error report; ``pending`` are claimed and not yet reported (the queue depth); ``
 seen in incoming/ but not yet taken (still being written, or no free slot); ``ignored`` counts
 the distinct names in incoming/ that are never taken (dotfiles, ignored suffixes, folders when not
 recursive). ``folders`` says how often a folder the daemon owns vanished and was recreated
-(`daemon.intake.folders`), and the last time.
+(`daemon.intake.folders`), and the last time. ``series`` counts the series reports written since
+start-up by status (``reported``, ``ok``, ``incomplete``, ``not_analysed``, ``error``,
+``last_reported_at``) and the series still ``open`` (`daemon.series.tracker`).
 
 ``model`` names the model in service and, from `daemon.model.reload`, when it was loaded, the models
 folder watched for hot reloads, the last reload and ``reload_error`` (the last version that failed
 to load, with its message, until a later reload succeeds). ``inbox`` is `daemon.model.inbox`'s
-state. ``decoders`` counts the scan worker processes (``workers``) and their ``restarts``: the key
-keeps its name for compatibility, like ``pipeline.decode_workers`` in the config.
+state; ``outbox`` the DICOM results' (`daemon.outbox`: captures written, failed, staged, the last
+error, and under ``send`` the sender's destination, sent, queued, failed tries, dead-lettered, last
+error), or null without ``outputs.dicom.outbox``. ``receiver`` is the DICOM Storage SCP's
+(`daemon.receive.scp`; null when ``dicom.listen`` is not set): where it listens, its associations,
+rejections, instances stored and refused, the last refusal. ``decoders`` counts the scan worker
+processes (``workers``) and their ``restarts``: the key keeps its name for compatibility, like
+``pipeline.decode_workers`` in the config.
 """
 
 from __future__ import annotations
@@ -248,6 +255,75 @@ def _inbox_lines(inbox: object) -> list[str]:
     return [line]
 
 
+def _outbox_lines(outbox: object) -> list[str]:
+    if not isinstance(outbox, dict):
+        return []
+    head = (
+        f"  outbox       {outbox.get('folder')}: {outbox.get('written', 0):,} captures written, "
+        f"{outbox.get('failed', 0):,} failed, {outbox.get('staged', 0):,} staged"
+    )
+    lines = [head]
+    error = outbox.get("last_error")
+    if isinstance(error, dict):
+        lines.append(f"  outbox error {error.get('at', '?')}: {_one_line(error.get('message'))}")
+    send = outbox.get("send")
+    if isinstance(send, dict):
+        lines.append(
+            f"  sending      to {send.get('destination')}: {send.get('sent', 0):,} sent, "
+            f"{send.get('queued', 0):,} queued, {send.get('failed_tries', 0):,} failed tries, "
+            f"{send.get('dead_lettered', 0):,} in dead-letter/"
+        )
+        error = send.get("last_error")
+        if isinstance(error, dict):
+            lines.append(
+                f"  send error   {error.get('at', '?')}: {_one_line(error.get('message'))}"
+            )
+    return lines
+
+
+def _series_lines(series: object) -> list[str]:
+    """``series``: the series reported since start-up by status, and those still open."""
+    if not isinstance(series, dict) or not (series.get("reported") or series.get("open")):
+        return []
+    parts = [
+        f"{series.get(key, 0):,} {label}"
+        for key, label in (
+            ("ok", "ok"),
+            ("incomplete", "incomplete"),
+            ("not_analysed", "not analysed"),
+            ("error", "error"),
+        )
+        if series.get(key)
+    ]
+    line = f"  series       {series.get('reported', 0):,} reported"
+    if parts:
+        line += f" ({', '.join(parts)})"
+    return [f"{line}, {series.get('open', 0):,} open (waiting for their quiet time)"]
+
+
+def _receiver_lines(receiver: object) -> list[str]:
+    """The DICOM receiver's line (``dicom.listen``), and its last refusal when there was one."""
+    if not isinstance(receiver, dict):
+        return []
+    rejected = receiver.get("rejected", 0)
+    line = (
+        f"  dicom        {receiver.get('ae_title')} on {receiver.get('address')}: "
+        f"{receiver.get('stored', 0):,} stored "
+        f"({receiver.get('stored_bytes', 0) / 1e6:,.1f} MB), "
+        f"{receiver.get('associations', 0):,} association(s) ({receiver.get('active', 0)} open)"
+        + (f", {rejected:,} REJECTED" if rejected else "")
+    )
+    refused = receiver.get("no_space", 0) + receiver.get("failed", 0)
+    last = receiver.get("last_refusal")
+    if not refused or not isinstance(last, dict):
+        return [line]
+    refusals = (
+        f"  refused      {refused:,} DICOM instance(s), {receiver.get('no_space', 0):,} out of "
+        f"resources; last at {last.get('at')}: {_one_line(last.get('reason'), 120)}"
+    )
+    return [line, refusals]
+
+
 def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> tuple[str, int]:
     """Human-readable status and the exit code of ``infarctwatch status``.
 
@@ -303,11 +379,14 @@ def describe(document: dict[str, Any] | None, path: Path, now: dt.datetime) -> t
             f"{document.get('waiting', 0):,} waiting in incoming"
         ),
         f"  last scan    {last_text}",
+        *_series_lines(document.get("series")),
         *_trouble_lines(document),
         *_intake_lines(document),
         *_decoder_lines(document.get("decoders")),
         *_model_lines(model, now),
         *_inbox_lines(document.get("inbox")),
+        *_outbox_lines(document.get("outbox")),
+        *_receiver_lines(document.get("receiver")),
         f"  started at   {document.get('started_at', '?')}",
         f"  pid          {pid}",
         f"  status file  {path} (updated {_ago(age)} ago)",

@@ -11,7 +11,10 @@ Formats:
   intercept) is applied and MONOCHROME1 is inverted so that bright always means high signal;
   PALETTE COLOR is expanded through its lookup table, then reduced to grey like RGB.
   A multi-frame object is one scan: its **middle frame** (index ``frames // 2``) is classified,
-  and the report says which. Every transfer syntax a PACS sends is decoded by pydicom and its
+  and the report says which; an enhanced object whose per-frame functional groups place each
+  frame (`daemon.shared.dicom_series.read_frame_tags`) is decoded whole, every frame also
+  returned (`DecodedImage.frame_pixels`) as a slice of its series.
+  Every transfer syntax a PACS sends is decoded by pydicom and its
   plugins: implicit/explicit VR little endian, explicit VR big endian and deflated (pydicom);
   RLE Lossless (pylibjpeg-rle, else pydicom's own); JPEG Baseline (Pillow); JPEG Extended
   12-bit and JPEG Lossless process 14 and 14 SV1 (pylibjpeg-libjpeg); JPEG-LS lossless and
@@ -54,6 +57,7 @@ from daemon.errors import (
     UnsupportedImageError,
 )
 from daemon.shared.dicom_scope import Header, read_header
+from daemon.shared.dicom_series import SeriesTags, read_series_tags
 
 RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}
 _PILLOW_PARSERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG parser also yields MPO images
@@ -92,6 +96,9 @@ class DicomInfo:
     header: Header = field(default_factory=Header, compare=False)
     """What `daemon.shared.dicom_scope` judges the file by (never written into reports; not part
     of equality, which stays that of the attributes reports carry)."""
+    series: SeriesTags = field(default_factory=SeriesTags, compare=False)
+    """The image's place in its series (`daemon.shared.dicom_series`), carried into reports (not
+    part of equality either: the preprocessing reference of the tests predates it)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,9 @@ class DecodedImage:
     height: int
     bits: int
     dicom: DicomInfo | None = None
+    frame_pixels: tuple[npt.NDArray[np.float32], ...] = ()
+    """Every frame of an enhanced (multi-frame) DICOM object whose per-frame functional groups
+    say where each lies (`DicomInfo.series.frames`), in frame order; empty otherwise."""
 
 
 def looks_like_dicom(data: bytes, name: str = "") -> bool:
@@ -360,8 +370,14 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     frame_used = frames // 2
     syntax = ds.file_meta.TransferSyntaxUID
     plugin = _require_decoder(syntax)
+    tags = read_series_tags(ds)
+    every_frame = frames > 1 and len(tags.frames) == frames
     try:
-        array = _pixel_array(ds, frame_used if frames > 1 else None, plugin)
+        if every_frame:  # each frame is a slice of its own: all of them, decoded once
+            stack = _pixel_array(ds, None, plugin)
+            array = stack[frame_used]
+        else:
+            array = _pixel_array(ds, frame_used if frames > 1 else None, plugin)
     except (NotImplementedError, RuntimeError) as exc:
         # A decoder is installed (checked above): every plugin refused these bytes.
         raise TruncatedImageError(
@@ -372,6 +388,14 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         raise TruncatedImageError(f"DICOM pixel data is truncated or corrupt: {exc}") from exc
     try:
         grey = _dicom_grey(np.asarray(array), ds, photometric)
+        frame_pixels = (
+            tuple(
+                np.ascontiguousarray(_dicom_grey(np.asarray(stack[i]), ds, photometric))
+                for i in range(frames)
+            )
+            if every_frame
+            else ()
+        )
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise DicomInvalidError(f"cannot apply the DICOM lookup tables: {exc}") from exc
     header = read_header(ds)
@@ -385,8 +409,11 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         frame_used=frame_used,
         photometric=photometric,
         header=header,
+        series=tags,
     )
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     pixels = np.ascontiguousarray(grey)
     _refuse_non_finite(pixels)
-    return DecodedImage(pixels, "dicom", cols, rows, bits, info)
+    for frame in frame_pixels:
+        _refuse_non_finite(frame)
+    return DecodedImage(pixels, "dicom", cols, rows, bits, info, frame_pixels)

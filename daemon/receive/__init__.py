@@ -1,0 +1,1 @@
+"""The DICOM Storage SCP: images pushed over the network become files in the incoming folder."""
