@@ -35,6 +35,10 @@ COMMANDS: dict[str, Command] = {
         "daemon.commands.run:main", "watch the incoming folder and write one report per scan"
     ),
     "status": Command("daemon.commands.status:main", "show the running daemon's counters"),
+    "evaluate": Command(
+        "daemon.commands.evaluate:main",
+        "score a model on a labelled folder the way the daemon serves it",
+    ),
     "synth": Command(
         "trainer.synth.cli:main",
         "generate a synthetic DWI dataset from MNI152 + AAL3 anatomy",

@@ -39,6 +39,14 @@ class BundleError(InfarctwatchError):
         super().__init__(f"model bundle {path} is not usable:\n{lines}")
 
 
+class DatasetError(InfarctwatchError):
+    """A labelled dataset folder is missing, empty, or has files without a case id."""
+
+
+class LabelMapError(DatasetError):
+    """The label map is malformed, or a dataset folder has a name it cannot map."""
+
+
 class ScanError(InfarctwatchError):
     """One input file could not be turned into a prediction. Subclasses set a stable ``code``."""
 

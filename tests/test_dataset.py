@@ -14,11 +14,12 @@ from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from daemon.errors import DatasetError, LabelMapError
+from daemon.shared.dataset import Sample, scan
+from daemon.shared.labels import load_label_map
 from daemon.shared.preprocess import PreprocessSpec
 from trainer.config import DataConfig
-from trainer.dataset import Sample, load_tensors, scan
-from trainer.errors import DatasetError, LabelMapError
-from trainer.labels import load_label_map
+from trainer.dataset import load_tensors
 from trainer.split import (
     SPLITS,
     assign_cases,

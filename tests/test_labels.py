@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from trainer.errors import LabelMapError
-from trainer.labels import load_label_map, mirror_name
+from daemon.errors import LabelMapError
+from daemon.shared.labels import load_label_map, mirror_name
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,8 +14,8 @@ import pytest
 from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 from daemon.shared.decode import decode
 from daemon.shared.dicom_scope import NOT_B1000, NOT_DWI, b_value_of, judge, read_header
+from daemon.shared.labels import load_label_map
 from daemon.shared.preprocess import preprocess
-from trainer.labels import load_label_map
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 MANIFEST = SAMPLES / "manifest.csv"

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from daemon.shared.decode import decode
+from daemon.shared.labels import load_label_map, normalise_name
 from daemon.shared.preprocess import PreprocessSpec, preprocess
 from trainer.errors import SynthError
-from trainer.labels import load_label_map, normalise_name
 from trainer.synth import cases, generate
 from trainer.synth.cli import main
 from trainer.synth.manifest import ManifestRow, read_manifest

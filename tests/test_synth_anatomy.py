@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from trainer.labels import load_label_map
+from daemon.shared.labels import load_label_map
 from trainer.synth import anatomy as anatomy_module
 from trainer.synth import render, sampling
 from trainer.synth.cases import (

@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from daemon.shared.decode import decode
-from trainer.labels import load_label_map
+from daemon.shared.labels import load_label_map
 from trainer.synth import anatomy as anatomy_module
 from trainer.synth import display, generate, render
 from trainer.synth.cases import Job, case_counts, design_case, plan_cases

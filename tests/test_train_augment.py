@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from daemon.shared.labels import load_label_map
 from trainer.augment import NO_MIRROR, Augmenter, mirror_table
 from trainer.config import AugmentConfig
 from trainer.inputs import (
@@ -17,7 +18,6 @@ from trainer.inputs import (
     steps_per_epoch,
     training_dataset,
 )
-from trainer.labels import load_label_map
 
 pytestmark = pytest.mark.train
 

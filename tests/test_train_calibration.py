@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from daemon.shared.metrics import expected_calibration_error
 from trainer.calibration import (
     ACUTE,
     INDETERMINATE,
@@ -18,7 +19,6 @@ from trainer.calibration import (
     nll,
     scope_rates,
 )
-from trainer.metrics import expected_calibration_error
 
 pytestmark = pytest.mark.train
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from trainer.metrics import (
+from daemon.shared.metrics import (
     aggregate_cases,
     confusion_matrix,
     evaluate,

@@ -14,9 +14,9 @@ import structlog
 
 from daemon.shared.bundle import load_bundle
 from daemon.shared.decode import decode
+from daemon.shared.labels import load_label_map
 from daemon.shared.preprocess import preprocess
 from trainer.cli import train_main
-from trainer.labels import load_label_map
 from trainer.split import leaked_cases, read_split_csv
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]

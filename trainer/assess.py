@@ -4,7 +4,7 @@ Every figure is computed on the calibrated probabilities (what reports serve), e
 ``ece_uncalibrated``. Per set::
 
     case, slice            n, top1, top3, ece, ece_uncalibrated, no_acute_infarct_recall,
-                           per_class_recall, confusion (`trainer.metrics.evaluate`)
+                           per_class_recall, confusion (`daemon.shared.metrics.evaluate`)
     per_format             {png|jpeg|dicom|...: {slices, slice_top1, slice_top3,
                            no_acute_infarct_recall, cases, case_top1, case_top3}}
     findings               `trainer.calibration.finding_rates` of the slices
@@ -18,9 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from daemon.shared.dataset import file_format
+from daemon.shared.metrics import (
+    aggregate_cases,
+    evaluate,
+    expected_calibration_error,
+    top_k_accuracy,
+)
 from trainer.calibration import finding_rates, findings, scope_rates
-from trainer.metrics import aggregate_cases, evaluate, expected_calibration_error, top_k_accuracy
-from trainer.scope_data import file_format
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -6,8 +6,8 @@ small zoom and gamma jitter.
 
 There is no plain flip anywhere: a left-right flip turns a left infarct into a right one, so it
 would teach the network the wrong label. The optional *laterality-aware* flip mirrors the image and
-swaps Left and Right in the label (`trainer.labels.LabelMap.mirror`); a class whose mirror is not
-a class (e.g. "Left centrum semiovale and right parietal lobe") is never flipped, and a class
+swaps Left and Right in the label (`daemon.shared.labels.LabelMap.mirror`); a class whose mirror is
+not a class (e.g. "Left centrum semiovale and right parietal lobe") is never flipped, and a class
 without a side ("No acute infarct") keeps its label.
 
 Randomness is stateless: each batch's draws come from ``(seed, step)``, so a run is reproducible.
@@ -23,8 +23,8 @@ import numpy.typing as npt
 import tensorflow as tf
 
 if TYPE_CHECKING:
+    from daemon.shared.labels import LabelMap
     from trainer.config import AugmentConfig
-    from trainer.labels import LabelMap
 
 NO_MIRROR = -1
 

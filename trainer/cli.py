@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from trainer.errors import TrainConfigError, TrainerError
+from trainer.errors import TRAINER_ERRORS, TrainConfigError
 from trainer.logs import configure_logging
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -130,7 +130,7 @@ def train_main(argv: list[str]) -> int:
 
     try:
         result = train(args.data, cfg, out)
-    except TrainerError as exc:
+    except TRAINER_ERRORS as exc:
         print(f"infarctwatch train: {exc}", file=sys.stderr)
         return EXIT_FAILED
     _print_result(result.run, result.bundle, result.metrics, cfg.evaluate.top_k)
@@ -149,7 +149,7 @@ def export_main(argv: list[str]) -> int:
     except TrainConfigError as exc:
         print(f"infarctwatch export: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except TrainerError as exc:
+    except TRAINER_ERRORS as exc:
         print(f"infarctwatch export: {exc}", file=sys.stderr)
         return EXIT_FAILED
     _print_result(result.run, result.bundle, result.metrics, 3)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from daemon.shared.dataset import DatasetLayout
 from daemon.shared.preprocess import PREPROCESS_VERSION, PreprocessSpec
 from daemon.shared.settings import INVALID, SettingsReader, regex, rules, set_dotted
 from trainer.errors import TrainConfigError
@@ -26,6 +27,8 @@ SCHEDULES = ("cosine", "constant")
 MONITORS = ("val_loss", "val_accuracy")
 FREEZE = ("none", "features")
 _PLAIN_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+_LAYOUT = DatasetLayout()
+"""The dataset layout's defaults, shared with ``infarctwatch evaluate``."""
 
 
 def _plain_name(value: str) -> str | None:
@@ -43,18 +46,13 @@ class DataConfig:
     """How a folder-per-class dataset is read."""
 
     labels: str | None = None
-    """Label map (labels.yaml); None: the one shipped in ``config/labels.yaml``."""
-    extensions: tuple[str, ...] = field(
-        default=(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"),
-        metadata=rules(check=_suffixes),
-    )
-    exclude: str = field(
-        default=r"(?i)_(adc|eadc|exp|t1|t2|flair|mask)\.[a-z0-9]+$", metadata=rules(check=regex())
-    )
+    """Label map (labels.yaml); None: the one shipped with infarctwatch (``config/labels.yaml``)."""
+    extensions: tuple[str, ...] = field(default=_LAYOUT.extensions, metadata=rules(check=_suffixes))
+    exclude: str = field(default=_LAYOUT.exclude, metadata=rules(check=regex()))
     """Regex searched in each file name; a match means the file is not a DWI slice."""
-    case_pattern: str = field(default=r"^(?P<case>[^_]+)_", metadata=rules(check=regex("case")))
+    case_pattern: str = field(default=_LAYOUT.case_pattern, metadata=rules(check=regex("case")))
     """Regex with a named group ``case`` giving the case id from a file name."""
-    manifest: str | None = "manifest.csv"
+    manifest: str | None = _LAYOUT.manifest
     """CSV in the dataset root with ``file`` and ``case_id`` columns; wins over case_pattern."""
     workers: int = field(default=2, metadata=rules(1))
     """Threads that decode and preprocess images."""

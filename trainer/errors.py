@@ -1,18 +1,28 @@
-"""Every error the trainer raises."""
+"""Every error the trainer raises.
+
+`DatasetError` and `LabelMapError` are the daemon's (`daemon.errors`): reading a labelled dataset
+is shared with ``infarctwatch evaluate`` (`daemon.shared.dataset`). The trainer's commands catch
+them beside `TrainerError` (`TRAINER_ERRORS`).
+"""
 
 from __future__ import annotations
 
+from daemon.errors import DatasetError, LabelMapError
+
+__all__ = [
+    "TRAINER_ERRORS",
+    "DatasetError",
+    "ExportError",
+    "LabelMapError",
+    "RunFolderError",
+    "SynthError",
+    "TrainConfigError",
+    "TrainerError",
+]
+
 
 class TrainerError(Exception):
-    """Base class for every error raised by the ``trainer`` package."""
-
-
-class LabelMapError(TrainerError):
-    """The label map is malformed, or a dataset folder has a name it cannot map."""
-
-
-class DatasetError(TrainerError):
-    """A dataset folder is missing, empty, or cannot be split by case."""
+    """Base class for every error raised by the ``trainer`` package (but the two above)."""
 
 
 class TrainConfigError(TrainerError):
@@ -35,3 +45,7 @@ class SynthError(TrainerError):
 
 class RunFolderError(TrainerError):
     """A run folder would overwrite an earlier run, or lacks what ``export`` needs."""
+
+
+TRAINER_ERRORS = (TrainerError, DatasetError)
+"""What a trainer command reports in one line (`LabelMapError` is a `DatasetError`)."""

@@ -21,10 +21,10 @@ import structlog
 
 from daemon.errors import BundleError
 from daemon.shared.bundle import load_bundle, write_manifest
+from daemon.shared.metrics import accuracy_summary
 from trainer import export as ir
 from trainer.calibration import apply_temperature
 from trainer.errors import ExportError
-from trainer.metrics import accuracy_summary
 from trainer.records import json_safe, versions, write_json
 
 if TYPE_CHECKING:

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
 
+from daemon.shared.metrics import reliability_bins
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
@@ -66,23 +68,6 @@ RELIABILITY_SIZE = (600, 600)
 """Pixel size of a reliability diagram PNG."""
 
 
-def _bin_curve(
-    probs: npt.NDArray[np.floating], truth: npt.NDArray[np.integer], bins: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """(mean confidence, accuracy, count) per equal-width bin of top probability."""
-    confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
-    correct = (probs.argmax(axis=1) == truth) if len(probs) else np.zeros(0, bool)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    conf, acc, count = np.full(bins, np.nan), np.full(bins, np.nan), np.zeros(bins, np.int64)
-    for b in range(bins):
-        mask = which == b
-        count[b] = int(mask.sum())
-        if mask.any():
-            conf[b], acc[b] = confidence[mask].mean(), correct[mask].mean()
-    return conf, acc, count
-
-
 def plot_reliability(
     raw: npt.NDArray[np.floating],
     *,
@@ -100,7 +85,7 @@ def plot_reliability(
     fig, ax = plt.subplots(figsize=(width / 100, height / 100), dpi=100)
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     for probs, name, style in ((raw, "network", "o--"), (calibrated, "calibrated", "s-")):
-        conf, acc, count = _bin_curve(np.asarray(probs), truth, bins)
+        conf, acc, count = reliability_bins(np.asarray(probs), truth, bins)
         keep = count > 0
         ax.plot(conf[keep], acc[keep], style, label=name, markersize=4)
     ax.set_xlim(0, 1)

@@ -39,6 +39,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from daemon.shared.dataset import Dataset, Sample, class_counts, file_format, scan
+from daemon.shared.labels import DEFAULT_LABELS, LabelMap, load_label_map
 from trainer import export as ir
 from trainer.assess import NEGATIVE_CLASS, assess
 from trainer.augment import mirror_table
@@ -50,16 +52,15 @@ from trainer.calibration import (
 )
 from trainer.card import model_card
 from trainer.config import TrainConfig, dump_config, load_config
-from trainer.dataset import Dataset, Sample, Tensors, class_counts, load_tensors, scan
+from trainer.dataset import Tensors, load_tensors
 from trainer.errors import DatasetError, RunFolderError
 from trainer.fit import FitResult, ScopeImages, fit
 from trainer.inputs import model_inputs
-from trainer.labels import REPO_LABELS, LabelMap, load_label_map
 from trainer.package import BundleJob, ShiftedSet, build_bundle
 from trainer.parent import Parent, load_parent
 from trainer.plots import plot_confusion, plot_curves, plot_reliability
 from trainer.records import versions, write_json
-from trainer.scope_data import ScopeSplit, file_format, load_out_of_scope, load_shifted
+from trainer.scope_data import ScopeSplit, load_out_of_scope, load_shifted
 from trainer.split import (
     TEST,
     TRAIN,
@@ -324,7 +325,7 @@ def _parent(cfg: TrainConfig) -> Parent | None:
     """The bundle to start from, its labels checked against the label map (before any work)."""
     if not cfg.finetune.init_from:
         return None
-    labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else REPO_LABELS)
+    labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else DEFAULT_LABELS)
     parent = load_parent(Path(cfg.finetune.init_from), labels.classes)
     log.info("init_from", **parent.info, freeze=cfg.finetune.freeze)
     return parent
@@ -339,7 +340,7 @@ def prepare(data: Path, cfg: TrainConfig, out: Path) -> Prepared:
     Raises:
         DatasetError: no usable dataset or split.
     """
-    labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else REPO_LABELS)
+    labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else DEFAULT_LABELS)
     dataset = scan(data, cfg.data, labels)
     counts = class_counts(dataset.samples)
     untrained = [c for c in labels.classes if c not in counts]
@@ -796,7 +797,7 @@ def export_run(run: Path, *, name: str | None = None, version: str | None = None
     calib_t = load_tensors(
         data_root, tuple(train_samples[i] for i in chosen), cfg.preprocess, workers=workers
     )
-    labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else REPO_LABELS)
+    labels = load_label_map(Path(cfg.data.labels) if cfg.data.labels else DEFAULT_LABELS)
     shifted, scope = _extra_sets(cfg, labels, workers)
     if (
         scope is not None

@@ -21,7 +21,7 @@ import numpy as np
 from trainer.errors import DatasetError
 
 if TYPE_CHECKING:
-    from trainer.dataset import Sample
+    from daemon.shared.dataset import Sample
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)

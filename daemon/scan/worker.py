@@ -16,6 +16,9 @@ that is queued, up to a handful. The worker
    processing/;
 4. answers with a `Finished` per claim, from which the daemon logs and counts.
 
+Steps 1 and 2 are `scan_claims`, which ``infarctwatch evaluate`` (`daemon.evaluate.scoring`) runs
+too, so that an evaluation scores exactly what the daemon would report.
+
 Why here and not in the daemon process: a worker that owns its scans hands nothing but claims and
 short answers across the pipe; pixels, probabilities and reports stay in the process that made
 them (docs/performance.md has the measurements).
@@ -44,12 +47,13 @@ from daemon.scan.slices import slice_records
 from daemon.shared.bundle import load_bundle
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from daemon.records import Claim, ModelInfo
     from daemon.scan.slices import SliceRecord
     from daemon.shared.decode import DecodeLimits
+    from daemon.shared.preprocess import PreprocessSpec
 
 log = structlog.get_logger("infarctwatch.worker")
 
@@ -102,58 +106,84 @@ class ScanWorker:
     def _scan(
         self, claims: tuple[Claim, ...], engine: Engine, rule: Rule, setup: ScanSetup
     ) -> list[Finished | Rejected]:
-        info = engine.info
-        results: list[ScanResult | None] = [None] * len(claims)
-
-        def inferred(
-            job: tuple[int, Decoded], outputs: Outputs | None, latency_ms: float, error: str | None
-        ) -> None:  # OpenVINO's callback thread: only store the result
-            index, decoded = job
-            results[index] = inferred_result(
-                info, rule, decoded, outputs, latency_ms=latency_ms, error=error
-            )
-
-        frames = _Frames(rule, len(claims))
         spec = engine.bundle.preprocess
-        decoded: list[Decoded | None] = [None] * len(claims)
-        later: list[Finished | Rejected] = []
-        for index, claim in enumerate(claims):
-            outcome = self._decode(claim, spec, setup.b_range)
-            if isinstance(outcome, Rejected) and outcome.fingerprint is not None:
-                later.append(outcome)  # maybe still being written: the daemon looks again
-            elif isinstance(outcome, Decoded):
-                decoded[index] = outcome
-            else:
-                results[index] = unscanned_result(info, outcome)
-        # Inference after decoding, not interleaved with it: the callbacks then never wait for this
-        # thread's GIL, and the other workers keep the cores busy meanwhile (docs/performance.md,
-        # Experiments).
-        for index, job in enumerate(decoded):
-            if job is not None:
-                engine.submit(job.tensor, (index, job), inferred)
-                frames.submit(engine, index, job)
-        engine.wait()
+
+        def decode(claim: Claim) -> Decoded | Rejected | NotAnalysed:
+            return guarded_decode(claim, spec, self._limits, self._max_bytes, setup.b_range)
+
+        results, later = scan_claims(claims, engine, rule, decode)
         if not self._alive():  # the daemon died: its successor takes these claims up
             raise SystemExit(0)
-        for index, job in enumerate(decoded):
-            if results[index] is None and job is not None:  # no callback: never seen, but no loss
-                results[index] = inferred_result(
-                    info, rule, job, None, latency_ms=0.0, error="OpenVINO never answered"
-                )
-        frames.attach(results, decoded)
-        return [*commit([r for r in results if r is not None], setup), *later]
+        return [*commit(results, setup), *later]
 
-    def _decode(
-        self, claim: Claim, spec: Any, b_range: tuple[float, float] | None
-    ) -> Decoded | Rejected | NotAnalysed:
-        """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""
-        try:
-            return decode_claim(claim, spec, self._limits, self._max_bytes, b_range)
-        except Exception as exc:  # noqa: BLE001 - one claim's bug must not take the batch down
-            error = InternalError(f"unexpected {type(exc).__name__} while decoding: {exc}")
-            trace = traceback.format_exc(limit=-3)
-            failure = Failure(error.code, f"{error.message} ({trace.strip().splitlines()[-1]})")
-            return Rejected(claim, source_of(claim, self._max_bytes), failure, 0.0)
+
+def guarded_decode(
+    claim: Claim,
+    spec: PreprocessSpec,
+    limits: DecodeLimits,
+    max_bytes: int,
+    b_range: tuple[float, float] | None,
+) -> Decoded | Rejected | NotAnalysed:
+    """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""
+    try:
+        return decode_claim(claim, spec, limits, max_bytes, b_range)
+    except Exception as exc:  # noqa: BLE001 - one claim's bug must not take the batch down
+        error = InternalError(f"unexpected {type(exc).__name__} while decoding: {exc}")
+        trace = traceback.format_exc(limit=-3)
+        failure = Failure(error.code, f"{error.message} ({trace.strip().splitlines()[-1]})")
+        return Rejected(claim, source_of(claim, max_bytes), failure, 0.0)
+
+
+def scan_claims(
+    claims: Sequence[Claim],
+    engine: Engine,
+    rule: Rule,
+    decode: Callable[[Claim], Decoded | Rejected | NotAnalysed],
+) -> tuple[list[ScanResult], list[Rejected]]:
+    """Decode each claim, infer the decoded ones on ``engine``: a result per claim, in order.
+
+    ``rule`` turns each image's outputs into its prediction or refusal (`inferred_result`).
+    What a worker runs for a batch before writing its reports, and what ``infarctwatch
+    evaluate`` runs over a labelled folder. A claim found truncated or empty (a `Rejected` with a
+    fingerprint: maybe still being written) gets no result; it is returned apart.
+    """
+    info = engine.info
+    results: list[ScanResult | None] = [None] * len(claims)
+
+    def inferred(
+        job: tuple[int, Decoded], outputs: Outputs | None, latency_ms: float, error: str | None
+    ) -> None:  # OpenVINO's callback thread: only store the result
+        index, decoded = job
+        results[index] = inferred_result(
+            info, rule, decoded, outputs, latency_ms=latency_ms, error=error
+        )
+
+    frames = _Frames(rule, len(claims))
+    decoded: list[Decoded | None] = [None] * len(claims)
+    later: list[Rejected] = []
+    for index, claim in enumerate(claims):
+        outcome = decode(claim)
+        if isinstance(outcome, Rejected) and outcome.fingerprint is not None:
+            later.append(outcome)  # maybe still being written: the daemon looks again
+        elif isinstance(outcome, Decoded):
+            decoded[index] = outcome
+        else:
+            results[index] = unscanned_result(info, outcome)
+    # Inference after decoding, not interleaved with it: the callbacks then never wait for this
+    # thread's GIL, and the other workers keep the cores busy meanwhile (docs/performance.md,
+    # Experiments).
+    for index, job in enumerate(decoded):
+        if job is not None:
+            engine.submit(job.tensor, (index, job), inferred)
+            frames.submit(engine, index, job)
+    engine.wait()
+    for index, job in enumerate(decoded):
+        if results[index] is None and job is not None:  # no callback: never seen, but no loss
+            results[index] = inferred_result(
+                info, rule, job, None, latency_ms=0.0, error="OpenVINO never answered"
+            )
+    frames.attach(results, decoded)
+    return [r for r in results if r is not None], later
 
 
 def unscanned_result(model: ModelInfo, outcome: Rejected | NotAnalysed) -> ScanResult:

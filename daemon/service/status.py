@@ -299,6 +299,8 @@ def _series_lines(series: object) -> list[str]:
     if parts:
         line += f" ({', '.join(parts)})"
     return [f"{line}, {series.get('open', 0):,} open (waiting for their quiet time)"]
+
+
 def _receiver_lines(receiver: object) -> list[str]:
     """The DICOM receiver's line (``dicom.listen``), and its last refusal when there was one."""
     if not isinstance(receiver, dict):

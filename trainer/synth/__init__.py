@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.labels import REPO_LABELS, load_label_map
+from daemon.shared.labels import DEFAULT_LABELS, load_label_map
 from trainer.synth.manifest import ManifestRow
 from trainer.synth.options import (
     NEGATIVE_SHARE,
@@ -41,7 +41,7 @@ def generate(
     classes: str | Sequence[str] | None = None,
     matrix: int | None = None,
     adc: bool = True,
-    labels: str | Path = REPO_LABELS,
+    labels: str | Path = DEFAULT_LABELS,
     montage_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     force: bool = False,

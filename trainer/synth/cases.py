@@ -32,7 +32,7 @@ from trainer.synth.writers import SliceMeta, random_b_tags, write_slice
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from trainer.labels import LabelMap
+    from daemon.shared.labels import LabelMap
     from trainer.synth.anatomy import Anatomy
     from trainer.synth.options import SeriesSpec, SynthOptions
 

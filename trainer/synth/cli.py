@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer.errors import SynthError, TrainerError
-from trainer.labels import REPO_LABELS
+from daemon.shared.labels import DEFAULT_LABELS
+from trainer.errors import TRAINER_ERRORS, SynthError
 from trainer.logs import configure_logging
 from trainer.synth import SeriesSpec, generate
 from trainer.synth.options import (
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--labels",
         type=Path,
-        default=REPO_LABELS,
+        default=DEFAULT_LABELS,
         metavar="YAML",
         help="label map with the classes and raw folder names (default: config/labels.yaml)",
     )
@@ -226,7 +226,7 @@ def main(argv: list[str]) -> int:
             out_of_scope=args.out_of_scope,
             series=series,
         )
-    except TrainerError as exc:
+    except TRAINER_ERRORS as exc:
         print(f"infarctwatch synth: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

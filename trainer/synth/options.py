@@ -7,8 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from daemon.shared.labels import DEFAULT_LABELS, LabelMap
 from trainer.errors import LabelMapError, SynthError
-from trainer.labels import REPO_LABELS, LabelMap
 from trainer.synth.profiles import PROFILES
 from trainer.synth.regions import CLASS_REGIONS
 from trainer.synth.writers import FORMATS
@@ -74,7 +74,7 @@ class SynthOptions:
     """Content: fixed scanner matrix (acquired = displayed), or None: drawn from the profile."""
     adc: bool = True
     """Content: also write the ADC map of every slice."""
-    labels_path: Path = REPO_LABELS
+    labels_path: Path = DEFAULT_LABELS
     workers: int = field(default_factory=default_workers)
     montage_dir: Path | None = None
     cache_dir: Path | None = None

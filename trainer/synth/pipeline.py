@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from daemon.shared.labels import load_label_map
 from trainer.errors import SynthError
-from trainer.labels import load_label_map
 from trainer.synth import anatomy as anatomy_module
 from trainer.synth import montage
 from trainer.synth.cases import (

@@ -1,7 +1,8 @@
 """The label map: canonical classes, raw folder-name variants and laterality.
 
-Loaded from ``config/labels.yaml`` (see the comments there). Used by ``synth`` to name folders and
-by ``train`` to map any folder-per-class dataset onto the canonical classes.
+Loaded from ``labels.yaml`` (see the comments there; shipped beside this module, and linked as
+``config/labels.yaml`` in the repository). Used by ``synth`` to name folders, and by ``train`` and
+``evaluate`` to map any folder-per-class dataset onto the canonical classes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from trainer.errors import LabelMapError
+from daemon.errors import LabelMapError
 
-REPO_LABELS = Path(__file__).resolve().parent.parent / "config" / "labels.yaml"
+DEFAULT_LABELS = Path(__file__).resolve().parent / "labels.yaml"
+"""The label map shipped with infarctwatch (package data, so the edge install has it too)."""
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
@@ -86,7 +88,7 @@ def _merge_map(
     return merge, variants
 
 
-def load_label_map(path: Path = REPO_LABELS) -> LabelMap:
+def load_label_map(path: Path = DEFAULT_LABELS) -> LabelMap:
     """Read and check a labels.yaml.
 
     Raises:

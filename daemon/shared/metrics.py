@@ -1,4 +1,4 @@
-"""Held-out metrics, slice-level and case-level (numpy only).
+"""Held-out metrics, slice-level and case-level (numpy only): ``train`` and ``evaluate`` use these.
 
 A *case* here is one patient's slices of one class (``case_id`` + true class; a case whose slices
 all share one class, the usual situation, is simply that patient). Its probabilities are the mean
@@ -45,20 +45,35 @@ def aggregate_cases(
     return case_probs, case_truth, [case for case, _ in keys]
 
 
-def expected_calibration_error(probs: Probs, truth: Ints, bins: int) -> float:
-    """ECE with ``bins`` equal-width confidence bins."""
-    if len(truth) == 0:
-        return float("nan")
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == truth
+def reliability_bins(
+    probs: Probs, truth: Ints, bins: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """(mean confidence, accuracy, count) per equal-width bin of top probability.
+
+    A bin holds the rows whose top probability is in ``(lower, upper]`` (the first bin also
+    takes 0); an empty bin's confidence and accuracy are NaN.
+    """
+    confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+    correct = (probs.argmax(axis=1) == truth) if len(probs) else np.zeros(0, bool)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
+    conf, acc, count = np.full(bins, np.nan), np.full(bins, np.nan), np.zeros(bins, np.int64)
     for b in range(bins):
         mask = which == b
+        count[b] = int(mask.sum())
         if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+            conf[b], acc[b] = confidence[mask].mean(), correct[mask].mean()
+    return conf, acc, count
+
+
+def expected_calibration_error(probs: Probs, truth: Ints, bins: int) -> float:
+    """ECE with ``bins`` equal-width confidence bins (`reliability_bins`)."""
+    if len(truth) == 0:
+        return float("nan")
+    conf, acc, count = reliability_bins(probs, truth, bins)
+    filled = count > 0
+    weights = count[filled] / len(truth)
+    return float(np.sum(weights * np.abs(acc[filled] - conf[filled])))
 
 
 def confusion_matrix(truth: Ints, predicted: Ints, num_classes: int) -> Ints:
