@@ -21,7 +21,7 @@ import yaml
 from daemon.shared.preprocess import PREPROCESS_VERSION, PreprocessSpec
 from trainer.errors import TrainConfigError
 
-ARCHITECTURES = ("seed", "seed_bn")
+ARCHITECTURES = ("seed", "seed_bn", "compact")
 SCHEDULES = ("cosine", "constant")
 MONITORS = ("val_loss", "val_accuracy")
 FREEZE = ("none", "features")
