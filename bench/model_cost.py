@@ -32,7 +32,7 @@ from pathlib import Path
 from machine import cpu_lines
 
 _THROUGHPUT = re.compile(r"Throughput:\s+([\d.]+)\s+FPS")
-_MEDIAN = re.compile(r"Median:\s+([\d.]+)\s+ms")
+_MEDIAN = re.compile(r"Median:\s+([\d.]+)\s+(ms|us)")
 SIZE = 128
 
 
@@ -69,7 +69,8 @@ def benchmark(xml: Path, seconds: int) -> tuple[float, float]:
     fps, median = _THROUGHPUT.search(out), _MEDIAN.search(out)
     if fps is None or median is None:
         raise SystemExit(f"benchmark_app printed no throughput for {xml}:\n{out[-2000:]}")
-    return float(fps.group(1)), float(median.group(1))
+    scale = 1e-3 if median.group(2) == "us" else 1.0
+    return float(fps.group(1)), float(median.group(1)) * scale
 
 
 def main() -> None:
