@@ -164,8 +164,11 @@ def build_model(
 
 
 def multiply_accumulates(model: keras.Model) -> int:
-    """Multiply-accumulates of one forward pass: every Conv2D and Dense layer (batch norm folds
-    into the convolution before it in the IR; pooling, ReLU and softmax are not counted)."""
+    """Multiply-accumulates of one forward pass: every Conv2D and Dense layer.
+
+    Batch norm folds into the convolution before it in the IR; pooling, ReLU and softmax are not
+    counted.
+    """
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.Conv2D):
@@ -183,7 +186,7 @@ def has_scope_head(model: keras.Model) -> bool:
 
 
 def freeze_features(model: keras.Model) -> list[str]:
-    """Make the convolutional feature layers (convolutions, batch norm) untrainable; return names."""
+    """Make the feature layers (convolutions, batch norm) untrainable; return their names."""
     frozen = []
     for layer in model.layers:
         if isinstance(layer, FEATURE_KINDS):
