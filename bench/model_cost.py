@@ -4,6 +4,7 @@ Run from the repo with the dev venv (the ``[train]`` extra)::
 
     .venv/bin/python bench/model_cost.py                       # seed against compact, 2 rounds
     .venv/bin/python bench/model_cost.py --rounds 3 --seconds 15
+    .venv/bin/python bench/model_cost.py --precision f32         # as on a CPU without bf16
     .venv/bin/python bench/model_cost.py --xml RUN/bundle/model.xml --xml RUN/bundle/model-int8.xml
 
 Without ``--xml`` it builds each architecture of ``--arch`` (default ``seed`` and ``compact``) for
@@ -60,11 +61,13 @@ def build_irs(architectures: list[str], workdir: Path) -> list[tuple[str, Path]]
     return irs
 
 
-def benchmark(xml: Path, seconds: int) -> tuple[float, float]:
+def benchmark(xml: Path, seconds: int, precision: str | None) -> tuple[float, float]:
     """One ``benchmark_app`` run: (throughput FPS, median latency ms)."""
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     command = [tool, "-m", str(xml), "-d", "CPU", "-t", str(seconds), "-hint", "throughput"]
     command += ["-shape", f"[1,{SIZE},{SIZE},3]"]
+    if precision:
+        command += ["-infer_precision", precision]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     fps, median = _THROUGHPUT.search(out), _MEDIAN.search(out)
     if fps is None or median is None:
@@ -80,9 +83,14 @@ def main() -> None:
     parser.add_argument("--xml", action="append", type=Path, help="measure this IR instead")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--precision",
+        help="benchmark_app -infer_precision (f32: no bf16 even where the CPU has it)",
+    )
     args = parser.parse_args()
     for line in cpu_lines():
         print(line)
+    print(f"inference precision: {args.precision or 'the CPU plugin default'}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.xml:
             irs = [(str(x), x) for x in args.xml]
@@ -91,7 +99,7 @@ def main() -> None:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in irs}
         for _ in range(args.rounds):
             for name, xml in irs:
-                results[name].append(benchmark(xml, args.seconds))
+                results[name].append(benchmark(xml, args.seconds, args.precision))
     first = max(fps for fps, _ in results[irs[0][0]])
     for name, runs in results.items():
         best = max(fps for fps, _ in runs)
