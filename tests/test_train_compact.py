@@ -4,6 +4,8 @@ training on tiny data through export to a verified two-output bundle."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import keras
@@ -15,6 +17,7 @@ from test_train_e2e import make_tiny_dataset
 
 from daemon.shared.bundle import MANIFEST, load_bundle
 from trainer.cli import train_main
+from trainer.config import load_config
 from trainer.model import build_model, freeze_features, multiply_accumulates
 from trainer.synth import generate
 
@@ -22,9 +25,9 @@ pytestmark = pytest.mark.train
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 SHAPE = (128, 128, 3)
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -105,3 +108,14 @@ def test_compact_trains_one_epoch_and_exports_a_two_output_bundle(
         result = compiled(inputs)
         assert np.asarray(result[compiled.output("classes")]).shape == (2, 4)
         assert np.asarray(result[compiled.output("in_scope")]).shape == (2, 1)
+
+
+def test_train_default_recipe_is_a_valid_compact_configuration() -> None:
+    """scripts/train-default's TRAIN_SET loads with config/train.yaml and trains compact."""
+    script = (REPO / "scripts" / "train-default").read_text()
+    match = re.search(r"^TRAIN_SET=\$\{TRAIN_SET:-(.*)\}$", script, re.MULTILINE)
+    assert match is not None
+    cfg = load_config(REPO / "config" / "train.yaml", match.group(1).split())
+    assert cfg.model.architecture == "compact"
+    assert cfg.export.name == "infarctwatch-compact"
+    assert cfg.augment.negative_weight > 1
