@@ -22,7 +22,7 @@ from daemon.shared.preprocess import PREPROCESS_VERSION, PreprocessSpec
 from daemon.shared.settings import INVALID, SettingsReader, regex, rules, set_dotted
 from trainer.errors import TrainConfigError
 
-ARCHITECTURES = ("seed", "seed_bn")
+ARCHITECTURES = ("seed", "seed_bn", "compact")
 SCHEDULES = ("cosine", "constant")
 MONITORS = ("val_loss", "val_accuracy")
 FREEZE = ("none", "features")
