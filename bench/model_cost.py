@@ -41,8 +41,8 @@ def build_irs(architectures: list[str], workdir: Path) -> list[tuple[str, Path]]
     """FP16 IRs of untrained ``architectures`` with the in_scope head; print their size."""
     import openvino as ov  # noqa: PLC0415
 
+    from daemon.shared.labels import load_label_map  # noqa: PLC0415
     from trainer.export import to_openvino  # noqa: PLC0415
-    from trainer.labels import load_label_map  # noqa: PLC0415
     from trainer.model import build_model, multiply_accumulates  # noqa: PLC0415
 
     classes = len(load_label_map().classes)
