@@ -144,7 +144,14 @@ def dicom_bytes(
 
 
 def write_config(tmp_path: Path, **sections: Any) -> Path:
-    """A YAML config with tmp folders, device CPU, fast timings, overridden by ``sections``."""
+    """A YAML config with tmp folders, device CPU, fast timings, overridden by ``sections``.
+
+    The made-up test slices (`brain_slice`: an ellipse and a spot) are no DWI brain slice to the
+    default model's in_scope output, so unless ``thresholds`` is given, ``thresholds.in_scope`` is
+    0 (nothing is refused for the picture): these tests are about the service's mechanics.
+    Refusals have their own tests, which give ``thresholds`` (test_daemon_decisions, with bundles
+    whose in_scope output the test controls; test_default_model_scope).
+    """
     data: dict[str, Any] = {
         "incoming": str(tmp_path / "incoming"),
         "reports": str(tmp_path / "reports"),
@@ -153,6 +160,8 @@ def write_config(tmp_path: Path, **sections: Any) -> Path:
         "watch": {"stable_s": 0.3, "poll_interval_s": 0.1, "reconcile_interval_s": 30},
         "logging": {"format": "json"},
     }
+    if "thresholds" not in sections:
+        data["thresholds"] = {"in_scope": 0}
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -307,7 +316,8 @@ def write_slowly(path: Path, data: bytes, chunks: int = 5, pause: float = 0.1) -
 def versioned_bundle(
     folder: Path, version: str, *, change: Callable[[Path], None] | None = None
 ) -> Path:
-    """The committed bundle copied to ``folder`` as ``version`` (manifest rewritten to match).
+    """The committed bundle copied to ``folder`` as ``version`` (manifest rewritten to match,
+    its optional fields kept).
 
     ``change`` may alter the copy's files first; the manifest then matches the altered files,
     so the bundle verifies (e.g. a truncated model.bin that only OpenVINO can refuse).
@@ -324,8 +334,27 @@ def versioned_bundle(
         input_spec=seed["input"],
         metrics_summary=seed.get("metrics_summary", {}),
         default_variant=seed.get("default_variant", "fp16"),
+        extra={k: v for k, v in seed.items() if k not in _WRITTEN_BY_WRITE_MANIFEST},
     )
     return folder
+
+
+_WRITTEN_BY_WRITE_MANIFEST = frozenset(
+    (
+        "format_version",
+        "name",
+        "version",
+        "created_at",
+        "default_variant",
+        "variants",
+        "input",
+        "labels",
+        "preprocess",
+        "metrics_summary",
+        "files",
+    )
+)
+"""Manifest keys `write_manifest` makes itself; the rest (outputs, calibration, ...) are copied."""
 
 
 def point_current(models: Path, target: Path) -> None:

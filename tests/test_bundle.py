@@ -155,15 +155,24 @@ CONTRACT = {
 
 
 class TestOptionalFields:
-    def test_a_format_1_bundle_without_them_loads_as_before(self) -> None:
-        """The committed bundle has none of the optional fields: every one reads as None."""
-        loaded = load_bundle(DEFAULT_BUNDLE)
+    def test_a_format_1_bundle_without_them_loads_as_before(self, bundle: Path) -> None:
+        """A manifest without the optional fields (as before issue 11): every one reads as None."""
+        _rewrite(bundle)
+        loaded = load_bundle(bundle)
         assert loaded.manifest["format_version"] == 1
         assert loaded.outputs is None
         assert loaded.temperature is None
         assert loaded.finding_thresholds is None
         assert loaded.in_scope_threshold is None
         assert loaded.parent is None
+
+    def test_the_committed_default_carries_the_calibration_contract(self) -> None:
+        """The embedded default is a two-output, calibrated bundle with both kinds of threshold."""
+        loaded = load_bundle(DEFAULT_BUNDLE)
+        assert loaded.outputs == {"classes": "classes", "in_scope": "in_scope"}
+        assert loaded.temperature is not None
+        assert loaded.finding_thresholds is not None
+        assert loaded.in_scope_threshold is not None
 
     def test_outputs_calibration_thresholds_and_parent_are_read(self, bundle: Path) -> None:
         """A bundle with the calibration contract loads with each field parsed."""
@@ -195,7 +204,7 @@ class TestOptionalFields:
             ),
             ("thresholds", {"in_scope": {"threshold": 0.5}}, "in_scope output"),
             ("parent", {"name": "x"}, "parent"),
-            ("keras_model", "model.keras", "keras_model"),
+            ("keras_model", "absent.keras", "keras_model"),
         ],
     )
     def test_a_malformed_field_is_named(

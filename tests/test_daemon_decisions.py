@@ -36,7 +36,6 @@ from daemon_support import (
     reports,
     run_once,
     running,
-    versioned_bundle,
     wait_for,
     write_config,
 )
@@ -66,7 +65,7 @@ from daemon.scan.decision import (
 )
 from daemon.scan.inference import Engine
 from daemon.service.status import describe, read_status
-from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
+from daemon.shared.bundle import load_bundle
 from daemon.shared.decode import decode
 from daemon.shared.preprocess import preprocess
 from deploy.install import install_bundle
@@ -96,7 +95,8 @@ def network() -> Network:
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, network) -> dict[str, Path]:
-    """calibrated (int8 its default), its uncalibrated twin, and one without any threshold."""
+    """calibrated (int8 its default), its uncalibrated twin, one without any threshold, and a
+    one-output bundle without calibration or thresholds (as bundles were before issue 11)."""
     root = tmp_path_factory.mktemp("bundles")
     return {
         "calibrated": write_bundle(
@@ -108,6 +108,15 @@ def bundles(tmp_path_factory, network) -> dict[str, Path]:
         "bare": write_bundle(
             root / "bare", network, temperature=None, finding=None, in_scope_threshold=None
         ),
+        "one": write_bundle(
+            root / "one",
+            network,
+            version="1.0.0-one",
+            temperature=None,
+            finding=None,
+            in_scope_threshold=None,
+            two_outputs=False,
+        ),
     }
 
 
@@ -115,6 +124,7 @@ def _once(root: Path, bundle: Path | None, **sections: Any) -> dict[str, Any]:
     """``run --once`` (in-process, real worker processes) over the pictures (and ``extra``)."""
     extra = sections.pop("extra", {})
     model_section = {"path": None if bundle is None else str(bundle), **sections.pop("model", {})}
+    sections.setdefault("thresholds", {})  # the bundle's own thresholds (see write_config)
     config = make_config(root, model=model_section, **sections)
     config.incoming.mkdir(parents=True)
     for name, data in {**PICTURES, **extra}.items():
@@ -138,7 +148,7 @@ def _started(logs: list[dict[str, Any]]) -> dict[str, Any]:
 def calibrated_cli(tmp_path_factory, bundles) -> dict[str, Any]:
     """A real ``infarctwatch run --once`` process over the pictures and a CT (a header refusal)."""
     root = tmp_path_factory.mktemp("calibrated")
-    path = write_config(root, model={"path": str(bundles["calibrated"])})
+    path = write_config(root, model={"path": str(bundles["calibrated"])}, thresholds={})
     config = load_config(path)
     config.incoming.mkdir(parents=True)
     for name, data in PICTURES.items():
@@ -298,14 +308,14 @@ def test_a_bundle_without_thresholds_uses_the_fallbacks(tmp_path, bundles) -> No
     )
 
 
-def test_the_one_output_default_is_served_as_before(tmp_path) -> None:
-    """The committed bundle: nothing refused, the network's own probabilities, calibrated false.
+def test_a_one_output_bundle_is_served_as_before(tmp_path, bundles) -> None:
+    """One output, no calibration, no thresholds: nothing refused, the network's own probabilities.
 
     The probabilities are what its engine gives for the daemon's tensor (as reports gave them
-    before); the finding is the fallback rule's on them.
+    before two-output bundles); the finding is the fallback rule's on them.
     """
-    run = _once(tmp_path, None)
-    bundle = load_bundle(DEFAULT_BUNDLE)
+    run = _once(tmp_path, bundles["one"])
+    bundle = load_bundle(bundles["one"])
     engine = Engine.compile(bundle, InferenceConfig(device="CPU"), "fp16")
     try:
         for name, data in PICTURES.items():
@@ -323,7 +333,7 @@ def test_the_one_output_default_is_served_as_before(tmp_path) -> None:
     started = _started(run["logs"])
     assert started["calibrated"] is False
     assert started["in_scope_threshold"] is None
-    assert started["variant"] == "fp16"  # auto: the committed bundle's default_variant
+    assert started["variant"] == "fp16"  # auto: the bundle's default_variant
     assert run["status"]["not_analysed"] == 0
 
 
@@ -337,10 +347,10 @@ def _classes(engine: Engine, tensor: np.ndarray) -> np.ndarray:
 
 
 def test_a_hot_reload_to_a_two_output_bundle_takes_effect(tmp_path, bundles) -> None:
-    """A running daemon on the one-output model; install the calibrated bundle; it refuses."""
+    """A running daemon on a one-output model; install the calibrated bundle; it refuses."""
     models = tmp_path / "models"
-    install_bundle(versioned_bundle(tmp_path / "v1", "1.0.0-one"), models)
-    config = make_config(tmp_path, model={"path": str(models)})
+    install_bundle(bundles["one"], models)
+    config = make_config(tmp_path, model={"path": str(models)}, thresholds={})
     with capture_logs() as logs, running(config) as service:
         drop(config.incoming, "before.png", PICTURES["refused.png"])
         wait_for(lambda: "before.png" in reports(config.reports), what="the first report")

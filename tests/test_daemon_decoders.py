@@ -225,7 +225,8 @@ class TestScanBatches:
         assert all(isinstance(a, Finished) and a.ok and a.action == "moved" for a in answers)
         found = reports(setup.reports)
         assert sorted(found) == ["a.png", "b.png", "c.png"]
-        assert {d["model"]["version"] for d in found.values()} == {"1.0.1"}
+        version = load_bundle(DEFAULT_BUNDLE).version
+        assert {d["model"]["version"] for d in found.values()} == {version}
         assert files_under(tmp_path / "work" / "done") == ["a.png", "b.png", "c.png"]
         assert worker.restarts == 0
 

@@ -43,7 +43,6 @@ def _infer(
     done = threading.Event()
 
     def on_done(job, outputs, latency, error) -> None:
-        assert outputs is None or outputs.in_scope is None  # the committed bundle: one output
         got.append((job, None if outputs is None else outputs.classes, latency, error))
         done.set()
 
@@ -76,6 +75,21 @@ class TestEngine:
         assert probabilities.shape == (len(bundle.labels),)
         assert abs(float(probabilities.sum()) - 1.0) < 1e-3
         assert latency > 0
+
+    def test_a_two_output_bundle_gives_its_in_scope_score(self, bundle) -> None:
+        """The committed default names two outputs: the in_scope score comes with the classes."""
+        assert bundle.outputs == {"classes": "classes", "in_scope": "in_scope"}
+        engine = Engine.compile(bundle, CPU)
+        got = []
+        done = threading.Event()
+        engine.submit(_tensor(bundle), "job", lambda *args: (got.append(args), done.set()))
+        assert done.wait(30)
+        engine.close()
+        _job, outputs, _latency, error = got[0]
+        assert error is None
+        assert outputs is not None
+        assert outputs.in_scope is not None
+        assert 0.0 <= outputs.in_scope <= 1.0
 
     def test_one_channel_stands_for_identical_channels(self, bundle) -> None:
         """A (H, W, 1) tensor, as the scan workers send it, gives the (H, W, 3) result."""

@@ -38,6 +38,7 @@ from structlog.testing import capture_logs
 from daemon.errors import ImageTooLargeError
 from daemon.records import Claim
 from daemon.scan.read import Rejected, configure_decoders, decode_claim
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 from daemon.shared.decode import DecodeLimits, decode
 from daemon.shared.preprocess import PreprocessSpec
 
@@ -251,7 +252,7 @@ def test_logs_identify_scans_by_id_never_by_file_name(outcome) -> None:
 def test_report_says_what_made_it(outcome) -> None:
     """Model name, version, bundle sha256, precision used, device and the disclaimer."""
     report = outcome["reports"]["grey16.png"]
-    assert report["model"]["name"] == "infarctwatch-seed"
+    assert report["model"]["name"] == load_bundle(DEFAULT_BUNDLE).name
     assert report["model"]["precision"] in ("bf16", "f32", "f16")
     assert report["device"] == {"requested": "CPU", "used": "CPU"}
     assert "Research use only" in report["disclaimer"]

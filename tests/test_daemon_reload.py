@@ -140,9 +140,10 @@ class TestHotReload:
         A later good version is then picked up normally and clears the error.
         """
 
-        def truncated_bin(folder: Path) -> None:
-            data = (folder / "model.bin").read_bytes()
-            (folder / "model.bin").write_bytes(data[: len(data) // 2])
+        def truncated_bin(folder: Path) -> None:  # every variant's weights, whichever is served
+            for weights in folder.glob("*.bin"):
+                data = weights.read_bytes()
+                weights.write_bytes(data[: len(data) // 2])
 
         def labels_mismatch(folder: Path) -> None:
             labels = json.loads((folder / "labels.json").read_text())

@@ -32,6 +32,7 @@ from daemon.config import WatchConfig
 from daemon.intake import watcher as watch
 from daemon.intake.rules import IntakeRules, Offer
 from daemon.intake.watcher import Watcher
+from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -240,7 +241,8 @@ def test_status_file_and_status_command_while_running(tmp_path, capsys) -> None:
         )
         assert status_command.main(["--config", str(config_file)]) == 0
         out = capsys.readouterr().out
-        assert "running" in out and "processed    1" in out and "infarctwatch-seed" in out
+        assert "running" in out and "processed    1" in out
+        assert load_bundle(DEFAULT_BUNDLE).name in out
     assert status_command.main(["--config", str(config_file)]) == 3
     assert "not running" in capsys.readouterr().out
     status = json.loads(config.status_path.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,15 @@ pytestmark = pytest.mark.slow
 def _samples() -> list[str]:
     with (REPO / "samples" / "manifest.csv").open(encoding="utf-8", newline="") as handle:
         return [row["file"] for row in csv.DictReader(handle)]
+
+
+def _not_dwi() -> dict[str, str]:
+    listed = json.loads((REPO / "samples" / "not-dwi.json").read_text(encoding="utf-8"))
+    return {item["file"]: item["expected_code"] for item in listed}
+
+
+def _series_files() -> list[str]:
+    return [f"series-01_{p.name}" for p in (REPO / "samples" / "series-01").glob("*.dcm")]
 
 
 def _demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -40,19 +50,26 @@ def _demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_reports_every_sample_and_stops_the_daemon_cleanly(tmp_path: Path) -> None:
-    """The demo starts the daemon, gets one printed line per sample, stops it with exit 0."""
+    """One line per DWI sample, the not-DWI pictures refused, the series reported, exit 0."""
     result = _demo(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     lines = [line for line in out.splitlines() if "(true class:" in line]
     assert sorted(line.split()[0] for line in lines) == sorted(_samples())
-    assert all(" p=" in line and " model " in line for line in lines)
+    assert all(" p=" in line for line in lines)
+    refused = [line for line in out.splitlines() if "not analysed:" in line]
+    assert {line.split()[0]: line.split()[3].rstrip(":") for line in refused} == _not_dwi()
+    series = [line for line in out.splitlines() if line.lstrip().startswith("series '")]
+    assert len(series) == 2  # the DWI series and its ADC series
+    assert any("NOT_DWI" in line for line in series)  # the ADC series: listed, not analysed
     assert out.count("Research use only") == 1
     assert "stopped cleanly (exit 0)" in out
     assert out.rstrip().endswith("demo: OK")
     demo = tmp_path / "demo"
-    assert len(list((demo / "reports").glob("*.json"))) == len(lines)
-    assert sorted(p.name for p in (demo / "work" / "done").iterdir()) == sorted(_samples())
+    dropped = [*_samples(), *_not_dwi(), *_series_files()]
+    assert len(list((demo / "reports").glob("*.json"))) == len(dropped)
+    assert len(list((demo / "reports" / "series").glob("*.json"))) == 2
+    assert sorted(p.name for p in (demo / "work" / "done").iterdir()) == sorted(dropped)
     assert not [p for p in (demo / "incoming").iterdir() if not p.name.startswith(".")]
 
 

@@ -239,7 +239,7 @@ class TestLabelledSet:
         model = metrics["model"]
         assert (model["name"], model["version"]) == (manifest["name"], manifest["version"])
         assert model["bundle_sha256"] == hashlib.sha256(manifest_text).hexdigest()
-        assert model["variant"] == "fp16"
+        assert model["variant"] == manifest["default_variant"]  # --variant auto
         assert metrics["settings"]["bins"] == 15
         assert "Research use only" in metrics["disclaimer"]
 

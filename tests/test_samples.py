@@ -24,6 +24,10 @@ SERIES = SAMPLES / "series-01"
 SERIES_RECORD = SAMPLES / "series-01.json"
 SERIES_FILES = {SERIES.name, SERIES_RECORD.name}
 """The sample DWI series and its record (`TestSeries`)."""
+NOT_DWI_DIR = SAMPLES / "not-dwi"
+NOT_DWI_RECORD = SAMPLES / "not-dwi.json"
+NOT_DWI_FILES = {NOT_DWI_DIR.name, NOT_DWI_RECORD.name}
+"""The pictures that are not DWI and their record (`TestNotDwi`)."""
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 
 
@@ -46,7 +50,9 @@ class TestManifest:
         names = [row["file"] for row in ROWS]
         assert 6 <= len(names) <= 10
         assert len(set(names)) == len(names)
-        assert {p.name for p in SAMPLES.iterdir()} == set(names) | OWN_FILES | SERIES_FILES
+        assert {p.name for p in SAMPLES.iterdir()} == (
+            set(names) | OWN_FILES | SERIES_FILES | NOT_DWI_FILES
+        )
         assert sum((SAMPLES / name).stat().st_size for name in names) < 800_000
 
     def test_files_are_the_bytes_the_manifest_describes(self) -> None:
@@ -187,3 +193,16 @@ class TestSeries:
                 spec.input_size,
                 spec.channels,
             )
+
+
+class TestNotDwi:
+    """samples/not-dwi/: pictures the daemon must refuse, each with the code it must get."""
+
+    def test_each_file_is_listed_with_its_bytes_and_a_refusal_code(self) -> None:
+        listed = json.loads(NOT_DWI_RECORD.read_text(encoding="utf-8"))
+        assert {item["file"] for item in listed} == {p.name for p in NOT_DWI_DIR.iterdir()}
+        for item in listed:
+            data = (NOT_DWI_DIR / item["file"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == item["sha256"], item["file"]
+            assert item["expected_code"] in {"NOT_MR", "NOT_DWI", "OUT_OF_SCOPE_IMAGE"}
+        assert {item["expected_code"] for item in listed} >= {"NOT_MR", "OUT_OF_SCOPE_IMAGE"}

@@ -1,0 +1,69 @@
+"""The embedded default model refuses what is not a DWI b1000 brain slice, through the real daemon.
+
+`infarctwatch synth --out-of-scope` renders every kind of picture the daemon must not answer from
+the same anatomy (T1, T2, FLAIR, ADC, b0, head CT in two windows, photographs, documents, noise,
+blank frames, rulers), as PNG and as DICOM; a fresh seed, so none is a training image. They go
+through `infarctwatch run --once` with the embedded default model and its own thresholds, beside
+the committed DWI samples: every out-of-scope picture gets ``not_analysed`` with the code the
+generator expects (the header rules for DICOM, ``OUT_OF_SCOPE_IMAGE`` for pictures) and no
+prediction; every DWI sample gets a prediction.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+from daemon_support import REPO, cli, reports, write_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.train]
+
+SAMPLES = REPO / "samples"
+SEED = 777_001
+"""Not a seed of scripts/train-default (3) nor of the samples: pictures no model has seen."""
+
+
+@pytest.fixture(scope="module")
+def out_of_scope(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.synth import generate  # noqa: PLC0415 - the [train] extra
+
+    out = tmp_path_factory.mktemp("oos") / "set"
+    generate(out, out_of_scope=2, formats="png=0.5,dicom=0.5", seed=SEED)
+    return out
+
+
+def test_every_kind_of_out_of_scope_picture_is_refused_and_dwi_is_answered(
+    tmp_path: Path, out_of_scope: Path
+) -> None:
+    with (out_of_scope / "manifest.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kinds = {row["kind"] for row in rows}
+    assert {"t1", "t2", "flair", "adc", "b0", "ct_brain", "photo", "document", "noise"} <= kinds
+    path = write_config(tmp_path, model={"variant": "auto"}, thresholds={})
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    expected = {}
+    for row in rows:
+        name = f"{row['kind']}-{Path(row['file']).name}"
+        shutil.copyfile(out_of_scope / row["file"], incoming / name)
+        expected[name] = row["expected_code"]
+    dwi = [p for p in SAMPLES.iterdir() if p.suffix in {".png", ".jpg", ".dcm"}]
+    for sample in dwi:
+        shutil.copyfile(sample, incoming / sample.name)
+
+    run = cli("run", "--config", str(path), "--once")
+    assert run.returncode == 0, run.stderr
+    found = reports(tmp_path / "reports")
+
+    wrong = {
+        name: (found[name]["status"], (found[name].get("reason") or {}).get("code"))
+        for name, code in expected.items()
+        if found[name]["status"] != "not_analysed" or found[name]["reason"]["code"] != code
+    }
+    assert wrong == {}, f"answered or refused for another reason: {wrong}"
+    assert all(found[name]["prediction"] is None for name in expected)
+    answered = {s.name: found[s.name]["status"] for s in dwi}
+    assert answered == dict.fromkeys(answered, "ok")
+    assert all(found[s.name]["prediction"]["calibrated"] for s in dwi)
