@@ -140,7 +140,8 @@ def missing_positions(slices: list[SliceRecord]) -> list[float]:
     return missing
 
 
-def _image(record: SliceRecord) -> dict[str, Any]:
+def _place(record: SliceRecord) -> dict[str, Any]:
+    """What places an image in its series, for every entry of a series report."""
     return {
         "sop_instance_uid": record.sop_uid,
         "instance_number": record.instance_number,
@@ -148,6 +149,12 @@ def _image(record: SliceRecord) -> dict[str, Any]:
         "b_value": record.b_value,
         "report_id": record.scan_id,
         "frame": record.frame,
+    }
+
+
+def _image(record: SliceRecord) -> dict[str, Any]:
+    return {
+        **_place(record),
         "status": record.status,
         "code": record.reason_code or record.error_code,
     }
@@ -155,12 +162,7 @@ def _image(record: SliceRecord) -> dict[str, Any]:
 
 def _slice(record: SliceRecord) -> dict[str, Any]:
     return {
-        "sop_instance_uid": record.sop_uid,
-        "instance_number": record.instance_number,
-        "slice_position": record.slice_position,
-        "b_value": record.b_value,
-        "report_id": record.scan_id,
-        "frame": record.frame,
+        **_place(record),
         "finding": slice_finding(record),
         "label": record.label,
         "probability": record.probability,

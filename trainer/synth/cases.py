@@ -379,17 +379,15 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
     design = design_case(anatomy, job)
     lesions = design.lesions
     writer_rng = case_rng(job, _STREAM_WRITER)
-    year, day = int(writer_rng.integers(2015, 2025)), int(writer_rng.integers(0, 365))
-    date = np.datetime64(f"{year}-01-01") + np.timedelta64(day, "D")
-    minutes = int(writer_rng.integers(7 * 60, 22 * 60))
+    site, study_date, study_time = study_stamp(writer_rng)
     series = SliceMeta(
         case_id=plan.case_id,
         seed=job.seed,
         index=0,
         count=len(design.positions),
-        site=SITES[int(writer_rng.integers(len(SITES)))],
-        study_date=str(date).replace("-", ""),
-        study_time=f"{minutes // 60:02d}{minutes % 60:02d}00",
+        site=site,
+        study_date=study_date,
+        study_time=study_time,
     )
     scan = design.scan
     display = random_display(
@@ -467,3 +465,12 @@ def make_case(anatomy: Anatomy, job: Job) -> CaseResult:
             caption = f"{plan.case_id} z={rendered.z_mni:+.0f} {plan.format}"
             tile = Tile(dwi=dwi8, adc=adc8, lesion=lesion_mask, caption=caption)
     return CaseResult(rows=tuple(rows), tile=tile)
+
+
+def study_stamp(rng: np.random.Generator) -> tuple[str, str, str]:
+    """A case's site, StudyDate (YYYYMMDD, 2015-2024) and StudyTime (07:00-21:59), from ``rng``."""
+    year, day = int(rng.integers(2015, 2025)), int(rng.integers(0, 365))
+    date = np.datetime64(f"{year}-01-01") + np.timedelta64(day, "D")
+    minutes = int(rng.integers(7 * 60, 22 * 60))
+    site = SITES[int(rng.integers(len(SITES)))]
+    return site, str(date).replace("-", ""), f"{minutes // 60:02d}{minutes % 60:02d}00"

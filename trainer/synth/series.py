@@ -44,6 +44,7 @@ from trainer.synth.cases import (
     CaseResult,
     case_rng,
     design_case,
+    study_stamp,
 )
 from trainer.synth.dicom_series import (
     Frame,
@@ -56,7 +57,6 @@ from trainer.synth.dicom_series import (
 from trainer.synth.display import Display, random_display, resize, window
 from trainer.synth.geometry import BRAIN_CENTRE_MNI
 from trainer.synth.manifest import ManifestRow
-from trainer.synth.screenshot import SITES
 from trainer.synth.writers import adc_uint16, lesion_labels, random_b_tags, write_png
 
 if TYPE_CHECKING:
@@ -277,15 +277,13 @@ def _design(anatomy: Anatomy, job: Job, spec: SeriesSpec) -> _Study:
     design = design_case(anatomy, replace(job, plan=replace(plan, slices=1)))
     scan = design.scan
     writer_rng = case_rng(job, _STREAM_WRITER)
-    year, day = int(writer_rng.integers(2015, 2025)), int(writer_rng.integers(0, 365))
-    date = np.datetime64(f"{year}-01-01") + np.timedelta64(day, "D")
-    minutes = int(writer_rng.integers(7 * 60, 22 * 60))
+    site, study_date, study_time = study_stamp(writer_rng)
     info = StudyInfo(
         seed=job.seed,
         case_id=plan.case_id,
-        site=SITES[int(writer_rng.integers(len(SITES)))],
-        study_date=str(date).replace("-", ""),
-        study_time=f"{minutes // 60:02d}{minutes % 60:02d}00",
+        site=site,
+        study_date=study_date,
+        study_time=study_time,
     )
     display = random_display(
         writer_rng, job.profile, matrix=scan.shown_matrix, nearest=scan.display_nearest
