@@ -175,7 +175,9 @@ class TestStop:
         assert _stop(daemon) == 0
         (abandoned,) = [e for e in log_events(log) if e["event"] == "abandoned"]
         left = files_under(claim_root(config) / "processing")
-        assert abandoned["count"] == len(left) > 0
+        # Never handed to a worker: left; in the batch a worker was still scanning when the drain
+        # gave up on it (a slow machine): reported by that worker or left.
+        assert 0 < abandoned["count"] <= len(left) <= abandoned["count"] + abandoned["in_flight"]
         assert len(reports(config.reports)) + len(left) == len(names)
         assert cli("run", "--config", str(path), "--once").returncode == 0
         assert sorted(reports(config.reports)) == names

@@ -101,6 +101,8 @@ class Pipeline:
         self._claims: queue.Queue[Claim] = queue.Queue()
         self._results: queue.SimpleQueue[ScanResult] = queue.SimpleQueue()
         self._open: dict[str, Claim] = {}
+        self._in_flight: dict[int, tuple[Claim, ...]] = {}
+        """The batch each worker process is scanning now, by worker index (under ``_open_lock``)."""
         self._open_lock = threading.Lock()
         self._aside: dict[str, ScanResult] = {}
         """Claims the repeat guard set aside, with their report (never scanned again)."""
@@ -264,6 +266,8 @@ class Pipeline:
         stage = f"worker-{worker.index}"
         if self._attempts is not None:
             self._attempts.mark(stage, batch)
+        with self._open_lock:
+            self._in_flight[worker.index] = batch
         try:
             model = self._holder.current  # the model in service for this whole batch
             answers = worker.scan(batch, model.choice, self._setup)
@@ -283,6 +287,8 @@ class Pipeline:
                 else:
                     self._finished(answer)
         finally:
+            with self._open_lock:
+                self._in_flight.pop(worker.index, None)
             if self._attempts is not None:
                 self._attempts.unmark(stage)
 
@@ -504,11 +510,13 @@ class Pipeline:
         """Every stage thread alive."""
         return not self.dead_stages()
 
-    def drain(self, timeout: float, force: threading.Event) -> list[Claim]:
+    def drain(self, timeout: float, force: threading.Event) -> tuple[list[Claim], list[Claim]]:
         """Stop taking files, finish what is pending within ``timeout``, stop every thread.
 
-        Returns the claims abandoned (the timeout passed, or ``force`` was set): they stay in
-        processing/ and are taken up again at the next start.
+        Returns the claims left unreported (the timeout passed, or ``force`` was set): those never
+        handed to a worker, which stay in processing/ and are taken up again at the next start,
+        and those in a batch a worker process was still scanning, which it may yet report before
+        it sees the daemon gone (else they too stay in processing/).
         """
         self._accepting = False
         deadline = time.monotonic() + timeout
@@ -531,4 +539,7 @@ class Pipeline:
         if self._attempts is not None:
             self._attempts.close()
         with self._open_lock:
-            return list(self._open.values())
+            running = {c.claim_id + "/" + c.name for b in self._in_flight.values() for c in b}
+            left = list(self._open.values())
+        in_flight = [c for c in left if c.claim_id + "/" + c.name in running]
+        return [c for c in left if c.claim_id + "/" + c.name not in running], in_flight

@@ -455,19 +455,22 @@ class Service:
             self.inbox.close()
         if self.reloader is not None:
             self.reloader.close()
-        abandoned = pipeline.drain(self.config.service.drain_timeout_s, shutdown.force)
+        abandoned, in_flight = pipeline.drain(self.config.service.drain_timeout_s, shutdown.force)
         if self.outbox is not None:
             self.outbox.close()  # after the drain: the last scans' captures are written
         if self.sender is not None:
             self.sender.close()  # what is left in the outbox is sent at the next start
         if self.series is not None:  # open series stay open: the next start rebuilds them
             self.series.close()
-        if abandoned:
+        if abandoned or in_flight:
             log.warning(
                 "abandoned",
                 count=len(abandoned),
                 claims=[c.claim_id for c in abandoned],
-                note="left in processing/, taken up again at the next start",
+                in_flight=len(in_flight),
+                in_flight_claims=[c.claim_id for c in in_flight],
+                note="left in processing/, taken up again at the next start; those in flight "
+                "may still be reported by their worker before it stops",
             )
         failed = self._exit_code not in (None, EXIT_OK)
         self._state = "failed" if failed else "stopped"
