@@ -427,6 +427,7 @@ class Watcher(StageThread):
         scan_every = config.poll_interval_s if self._polling else config.reconcile_interval_s
         check_every = min(config.poll_interval_s, max(config.stable_s, _MIN_CHECK_S))
         next_scan, next_check = time.monotonic(), 0.0
+        followup: float | None = None
         first = True
         while not self._stop.is_set():
             now = time.monotonic()
@@ -434,6 +435,11 @@ class Watcher(StageThread):
                 if self._rewatch.is_set():
                     self._restart_observer()
                     self._rewatch.clear()
+                    # Scan now, with the new watch up, and once more a second later: a file that
+                    # landed while the folder was being made again is never left to the
+                    # reconciliation scan.
+                    self._scan_requested.set()
+                    followup = now + 1.0
                 if (
                     now >= next_scan
                     or self._scan_requested.is_set()
@@ -443,6 +449,10 @@ class Watcher(StageThread):
                     self._scan(now, first=first)
                     first = False
                     next_scan = math.inf if self._once else now + scan_every
+                    if followup is not None and followup > now:
+                        next_scan = min(next_scan, followup)
+                    else:
+                        followup = None
                     next_check = now + check_every
                 elif self._settling and now >= next_check:
                     self._refresh(now)
