@@ -10,13 +10,13 @@ rules in each field's metadata), reporting every problem with its key path in on
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from daemon.shared.bundle import PLAIN_VERSION
 from daemon.shared.dataset import DatasetLayout
 from daemon.shared.preprocess import PREPROCESS_VERSION, PreprocessSpec
 from daemon.shared.settings import INVALID, SettingsReader, regex, rules, set_dotted
@@ -26,14 +26,13 @@ ARCHITECTURES = ("seed", "seed_bn", "compact")
 SCHEDULES = ("cosine", "constant")
 MONITORS = ("val_loss", "val_accuracy")
 FREEZE = ("none", "features")
-_PLAIN_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _LAYOUT = DatasetLayout()
 """The dataset layout's defaults, shared with ``infarctwatch evaluate``."""
 
 
 def _plain_name(value: str) -> str | None:
     """A bundle name or version: letters, digits and ``.+_-``, at most 64 characters."""
-    return None if _PLAIN_NAME.match(value) else f"{value!r} is not a plain name or version"
+    return None if PLAIN_VERSION.match(value) else f"{value!r} is not a plain name or version"
 
 
 def _suffixes(values: tuple[str, ...]) -> str | None:

@@ -53,7 +53,8 @@ SIGNATURE = "manifest.sig"
 LABELS = "labels.json"
 PREPROCESS = "preprocess.json"
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
-_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+PLAIN_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+"""A bundle name or version: letters, digits and ``.+_-``, at most 64 characters."""
 _CHUNK = 1 << 20
 
 
@@ -169,7 +170,7 @@ def verify(path: Path) -> dict[str, Any]:
         )
     required = ("name", "version", "created_at", "variants", "files")
     problems.extend(f"manifest is missing {key!r}" for key in required if key not in manifest)
-    if not _VERSION_RE.match(str(manifest.get("version", ""))):
+    if not PLAIN_VERSION.match(str(manifest.get("version", ""))):
         problems.append(f"version {manifest.get('version')!r} is not a plain version string")
     _check_files(root, manifest.get("files"), problems)
     if problems:
@@ -350,7 +351,7 @@ def write_manifest(
     ``variants`` maps a variant name to ``{"xml": ..., "bin": ..., "precision": ...}``.
     The trainer calls this last, once every other file of the bundle is in place.
     """
-    if not _VERSION_RE.match(version):
+    if not PLAIN_VERSION.match(version):
         raise ValueError(f"version {version!r} is not a plain version string")
     files = {}
     for path in sorted(Path(root).rglob("*")):

@@ -17,17 +17,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     UID,
     EnhancedMRImageStorage,
-    ExplicitVRLittleEndian,
     MRImageStorage,
 )
 
-from trainer.synth.writers import add_b_value_tags, uid
+from trainer.synth.writers import add_b_value_tags, new_dataset, uid
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -109,16 +107,7 @@ def sop_uid(study: StudyInfo, series: SeriesInfo, instance: int) -> UID:
 
 
 def _base(study: StudyInfo, series: SeriesInfo, sop_class: UID, sop: UID) -> Dataset:
-    file_meta = FileMetaDataset()
-    file_meta.MediaStorageSOPClassUID = sop_class
-    file_meta.MediaStorageSOPInstanceUID = sop
-    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = file_meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop
+    ds = new_dataset(sop_class, sop)
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study.study_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = study.study_time
     ds.Modality = "MR"

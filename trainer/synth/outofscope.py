@@ -27,12 +27,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     UID,
     CTImageStorage,
-    ExplicitVRLittleEndian,
     MRImageStorage,
     SecondaryCaptureImageStorage,
 )
@@ -43,12 +40,13 @@ from trainer.synth.display import resize, to_uint8
 from trainer.synth.geometry import BRAIN_CENTRE_MNI, random_geometry
 from trainer.synth.profiles import STREAM_SALT, TRAIN, Profile
 from trainer.synth.screenshot import SITES, Annotation, write_screenshot
-from trainer.synth.writers import EXTENSIONS, add_b_value_tags, uid, write_png
+from trainer.synth.writers import EXTENSIONS, add_b_value_tags, new_dataset, uid, write_png
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from PIL import Image
+    from pydicom.dataset import Dataset
 
     from trainer.synth.anatomy import Anatomy
     from trainer.synth.geometry import CaseGeometry
@@ -227,17 +225,7 @@ def _anatomical(anatomy: Anatomy, job: OutOfScopeJob, rng: np.random.Generator) 
 
 
 def _base_dataset(job: OutOfScopeJob, sop_class: UID, modality: str) -> Dataset:
-    sop_uid = uid(job.seed, job.image_id, "oos-image")
-    file_meta = FileMetaDataset()
-    file_meta.MediaStorageSOPClassUID = sop_class
-    file_meta.MediaStorageSOPInstanceUID = sop_uid
-    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = file_meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
+    ds = new_dataset(sop_class, uid(job.seed, job.image_id, "oos-image"))
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20200101"
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
     ds.Modality = modality

@@ -153,6 +153,21 @@ def random_b_tags(rng: np.random.Generator) -> tuple[str, ...]:
     return (vendor,)
 
 
+def new_dataset(sop_class: UID, sop_uid: UID) -> Dataset:
+    """An empty instance of ``sop_class`` with its file meta (explicit VR little endian)."""
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = sop_class
+    file_meta.MediaStorageSOPInstanceUID = sop_uid
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = file_meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
 def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
     path: Path,
     rendered: RenderedSlice,
@@ -178,19 +193,8 @@ def write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
     rows, cols = pixels.shape
     spacing = rendered.pixel_mm * rendered.b1000.shape[0] / rows
     black, white = window(rendered, display) if display is not None else (0.0, 2 * level)
-    sop_uid = uid(meta.seed, meta.case_id, "image", meta.index)
-    file_meta = FileMetaDataset()
-    file_meta.MediaStorageSOPClassUID = MRImageStorage
-    file_meta.MediaStorageSOPInstanceUID = sop_uid
-    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-    ds = Dataset()
-    ds.file_meta = file_meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = new_dataset(MRImageStorage, uid(meta.seed, meta.case_id, "image", meta.index))
     ds.ImageType = ["DERIVED", "PRIMARY", "DIFFUSION", "TRACEW"]
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = sop_uid
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = meta.study_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = meta.study_time
     ds.Modality = "MR"
