@@ -93,7 +93,8 @@ class WatchConfig:
     """How new files in the incoming folder are noticed."""
 
     mode: Literal["inotify", "polling"] = "inotify"
-    recursive: bool = False
+    recursive: bool = True
+    """Also watch sub-folders (a study folder, a PNG series folder); False: loose files only."""
     poll_interval_s: float = field(default=1.0, metadata=rules(above=0, maximum=3600))
     stable_s: float = field(default=2.0, metadata=rules(0, maximum=3600))
     reconcile_interval_s: float = field(default=60.0, metadata=rules(above=0, maximum=86400))

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from segmenter_bundles import default_with_segmenter
 
 from daemon.errors import BundleError
 from daemon.shared.bundle import (
@@ -214,3 +215,76 @@ class TestOptionalFields:
         _rewrite(bundle, **{field: value})
         with pytest.raises(BundleError, match=message):
             load_bundle(bundle)
+
+
+class TestFormat2:
+    """Bundles with a lesion segmenter beside the classifier (tests/segmenter_bundles.py)."""
+
+    def test_a_segmenter_bundle_loads_with_its_network(self, tmp_path: Path) -> None:
+        """Format 2: the classifier as in format 1, the segmenter's files, input and settings."""
+        folder = default_with_segmenter(tmp_path / "b", threshold=0.4, min_lesion_px=6)
+        loaded = load_bundle(folder)
+        assert loaded.manifest["format_version"] == 2
+        assert loaded.labels == load_bundle(DEFAULT_BUNDLE).labels
+        segmenter = loaded.segmenter
+        assert segmenter is not None
+        assert segmenter.variant("auto").xml == folder / "segmenter" / "model.xml"
+        assert segmenter.channels == ("dwi", "adc")
+        assert segmenter.input_shape == (-1, 128, 128, 2)
+        assert (segmenter.output, segmenter.threshold, segmenter.min_lesion_px) == (
+            "lesion",
+            0.4,
+            6,
+        )
+        assert load_bundle(DEFAULT_BUNDLE).segmenter is None
+
+    def test_the_segmenter_files_are_verified_like_the_rest(self, tmp_path: Path) -> None:
+        """A changed byte of the segmenter's weights fails verification, naming the file."""
+        folder = default_with_segmenter(tmp_path / "b")
+        weights = folder / "segmenter" / "model.bin"
+        weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+        with pytest.raises(BundleError, match=r"segmenter/model\.bin: sha256"):
+            verify(folder)
+
+    @pytest.mark.parametrize(
+        ("change", "problem"),
+        [
+            (lambda m: m.pop("networks"), "format_version 2 needs 'networks'"),
+            (lambda m: m.update(format_version=1), "'networks' needs format_version 2"),
+            (
+                lambda m: m["networks"]["segmenter"]["input"].update(channels=["adc"]),
+                "channels from",
+            ),
+            (lambda m: m["networks"]["segmenter"].update(threshold=0), "'threshold'"),
+            (lambda m: m["networks"]["segmenter"].update(task="classify"), "'task'"),
+            (lambda m: m["networks"].update(denoiser={}), "networks.denoiser"),
+            (
+                lambda m: m["networks"]["segmenter"].update(preprocess="nowhere.json"),
+                "'preprocess' must name a file",
+            ),
+        ],
+    )
+    def test_a_broken_networks_entry_is_refused_with_its_reason(
+        self, tmp_path: Path, change, problem: str
+    ) -> None:
+        """Every malformed part of ``networks`` is an error naming it; nothing half-loads."""
+        folder = default_with_segmenter(tmp_path / "b")
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        change(manifest)
+        (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        with pytest.raises(BundleError, match=problem):
+            load_bundle(folder)
+
+    def test_a_classifier_only_manifest_stays_format_1(self, bundle: Path) -> None:
+        """Without networks, write_manifest writes format 1: older daemons keep reading it."""
+        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+        written = write_manifest(
+            bundle,
+            name=manifest["name"],
+            version="9.9.9",
+            variants=manifest["variants"],
+            input_spec=manifest["input"],
+            metrics_summary={},
+        )
+        assert written["format_version"] == 1
+        assert load_bundle(bundle).networks is None

@@ -261,7 +261,7 @@ class TestIgnoredNames:
     def test_each_ignored_name_is_logged_once_without_its_name_and_counted(
         self, tmp_path, daemon
     ) -> None:
-        config, log = daemon(watch=_watch(reconcile_interval_s=1.0))
+        config, log = daemon(watch=_watch(reconcile_interval_s=1.0, recursive=False))
         incoming = tmp_path / "incoming"
         (incoming / "..png").write_bytes(small_png(9))
         (incoming / "Mueller.png.part").write_bytes(small_png(10))

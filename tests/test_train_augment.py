@@ -65,6 +65,44 @@ def test_without_laterality_flip_the_side_never_changes() -> None:
         assert (labels == label).all()
 
 
+def test_acquisition_changes_stay_in_range_and_draw_their_own_amounts() -> None:
+    """Blur, noise and saturation keep [0, 1], vary per image and are reproducible per step."""
+    cfg = replace(NO_GEOMETRY, blur=1.5, noise=0.1, saturation=0.5)
+    grey = np.tile(np.linspace(0.0, 1.0, SIZE, dtype=np.float32), (16, SIZE, 1))
+    grey[:, :8] = 0.0  # a black background band
+    images, _ = _augment(cfg, grey, [0] * 16, step=3)
+    again, _ = _augment(cfg, grey, [0] * 16, step=3)
+    other, _ = _augment(cfg, grey, [0] * 16, step=4)
+    np.testing.assert_array_equal(images, again)
+    assert not np.array_equal(images, other)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    spread = images[:, 8:, :, 0].reshape(16, -1).std(axis=1)
+    assert np.ptp(spread) > 0.01, "every image drew the same amounts"
+
+
+def test_noise_lifts_a_black_background_and_saturation_whitens_bright_tissue() -> None:
+    """Noise puts a rectified floor on a black background; saturation clips the top to 1."""
+    grey = np.full((64, SIZE, SIZE), 0.8, np.float32)
+    grey[:, :, : SIZE // 2] = 0.0
+    noisy, _ = _augment(replace(NO_GEOMETRY, noise=0.2), grey, [0] * 64)
+    background = noisy[:, :, : SIZE // 2, 0]
+    assert background.min() == 0.0 and 0.02 < background.mean() < 0.1
+    saturated, _ = _augment(replace(NO_GEOMETRY, saturation=0.5), grey, [0] * 64)
+    tissue = saturated[:, :, SIZE // 2 :, 0].max(axis=(1, 2))
+    assert (tissue >= 0.8 - 1e-6).all() and (tissue == 1.0).mean() > 0.3
+    assert (saturated[:, :, : SIZE // 2] == 0.0).all()
+
+
+def test_blur_softens_an_edge_without_moving_it() -> None:
+    """A sharp vertical edge gets intermediate values around it; its side does not change."""
+    grey = _spot_left(32)
+    blurred, _ = _augment(replace(NO_GEOMETRY, blur=2.0), grey, [0] * 32)
+    plane = blurred[..., 0]
+    assert ((plane > 0.05) & (plane < 0.95)).sum(axis=(1, 2)).max() > 20
+    assert (plane[:, :, SIZE // 2 :] < 0.01).all()
+    np.testing.assert_allclose(plane.sum(axis=(1, 2)), grey.sum(axis=(1, 2)), rtol=0.02)
+
+
 def test_laterality_flip_mirrors_image_and_label_together() -> None:
     """With p=1 a Left class becomes its Right class and the spot moves right, exactly mirrored."""
     cfg = replace(NO_GEOMETRY, laterality_flip=1.0)

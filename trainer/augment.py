@@ -4,6 +4,16 @@ As in the study: small height/width shifts, rotation and shear, composed into on
 resampled once (bilinear, background filled with 0, the normalised background value). Optional
 small zoom and gamma jitter.
 
+Optional acquisition and display changes, in the order a scanner and a viewer make them, each
+image drawing its own amount uniformly from none to the configured largest:
+
+* ``blur``: the image blended with its Gaussian blur at the largest sigma (a coarser acquired or
+  display matrix, a wider point-spread function);
+* ``noise``: Gaussian noise added and the result clipped at 0 (so the background gets the
+  rectified noise floor of a magnitude image): a lower SNR;
+* ``saturation``: a white level below 1, everything above it shown as 1 (a high-gain window in
+  which lesions and bright cortex saturate together).
+
 There is no plain flip anywhere: a left-right flip turns a left infarct into a right one, so it
 would teach the network the wrong label. The optional *laterality-aware* flip mirrors the image and
 swaps Left and Right in the label (`daemon.shared.labels.LabelMap.mirror`); a class whose mirror is
@@ -69,6 +79,17 @@ def affine_transforms(
     return tf.stack([a, b, a2, d, e, b2, zeros, zeros], axis=1)
 
 
+def gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
+    """``images`` ``(B, H, W, 1)`` blurred by a separable Gaussian of ``sigma`` pixels (edges
+    repeated, so the background stays the background)."""
+    radius = max(1, math.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel = tf.constant(taps / taps.sum(), tf.float32)
+    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC")
+    rows = tf.nn.conv2d(padded, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
+    return tf.nn.conv2d(rows, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")
+
+
 class Augmenter:
     """Turns a batch of grey planes and class indices into augmented model inputs and labels."""
 
@@ -109,6 +130,8 @@ class Augmenter:
                 interpolation="BILINEAR",
                 fill_mode="CONSTANT",
             )
+        if cfg.blur or cfg.noise or cfg.saturation:
+            images = self.acquisition(images, tf.random.experimental.stateless_fold_in(seed, 1))
         if cfg.intensity:
             gamma = tf.exp(uniform(5, math.log1p(cfg.intensity)))
             images = tf.pow(tf.clip_by_value(images, 0.0, 1.0), gamma[:, None, None, None])
@@ -117,6 +140,25 @@ class Augmenter:
         if self.channels > 1:
             images = tf.repeat(images, self.channels, axis=-1)
         return images, labels
+
+    def acquisition(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Blur, noise and saturation (see the module docstring) on ``images`` ``(B, H, W, 1)``."""
+        cfg = self.cfg
+        batch = tf.shape(images)[0]
+        seeds = tf.random.experimental.stateless_split(seed, num=4)
+
+        def amount(i: int, largest: float) -> tf.Tensor:
+            draw = tf.random.stateless_uniform([batch], seeds[i], 0.0, largest, tf.float32)
+            return draw[:, None, None, None]
+
+        if cfg.blur:
+            images += amount(0, 1.0) * (gaussian_blur(images, cfg.blur) - images)
+        if cfg.noise:
+            noise = tf.random.stateless_normal(tf.shape(images), seeds[1], dtype=tf.float32)
+            images = tf.maximum(images + amount(2, cfg.noise) * noise, 0.0)
+        if cfg.saturation:
+            images = images / (1.0 - amount(3, cfg.saturation))
+        return tf.clip_by_value(images, 0.0, 1.0)
 
     def laterality_flip(
         self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor

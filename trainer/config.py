@@ -71,7 +71,8 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random geometry applied to training images only (never a plain flip)."""
+    """Random geometry and acquisition changes applied to training images only (never a plain
+    flip)."""
 
     shift: float = field(default=0.08, metadata=rules(0, maximum=0.5))
     """Largest height/width shift, as a fraction of the side."""
@@ -83,6 +84,12 @@ class AugmentConfig:
     """Largest relative zoom in or out."""
     intensity: float = field(default=0.0, metadata=rules(0, maximum=0.9))
     """Largest relative gamma change of the normalised image."""
+    blur: float = field(default=0.0, metadata=rules(0, maximum=4))
+    """Largest Gaussian blur, sigma in input pixels (a coarser acquisition or display matrix)."""
+    noise: float = field(default=0.0, metadata=rules(0, maximum=0.5))
+    """Largest SD of added noise, as a share of the normalised range (a lower SNR)."""
+    saturation: float = field(default=0.0, metadata=rules(0, maximum=0.9))
+    """Largest share of the range cut off at the top (a high-gain window: bright tissue saturates)."""
     laterality_flip: float = field(default=0.0, metadata=rules(0, maximum=1))
     """Probability of a horizontal flip that also swaps Left and Right in the label."""
     images_per_class: int | None = field(default=None, metadata=rules(1))

@@ -24,6 +24,30 @@ Optional manifest fields (absent in older bundles, which load exactly as before;
     parent       {"name", "version", "sha256"}: the bundle this one was fine-tuned from.
     keras_model  the listed file holding the Keras model.
 
+Format 2 adds ``networks``: further networks beside the classifier (which stays where format 1
+puts it, so everything above holds unchanged). Each has its own files, listed in ``files`` with
+their sha256 like every other file (so deploy's verification and signatures cover them), in a
+sub-folder named after it. Today one kind exists, the lesion segmenter::
+
+    "networks": {"segmenter": {
+        "task": "segment",
+        "variants": {"fp16": {"xml": "segmenter/model.xml", "bin": "segmenter/model.bin",
+                              "precision": "FP16"}},
+        "default_variant": "fp16",
+        "input": {"name": "image", "shape": [-1, 128, 128, 2], "layout": "NHWC", "dtype": "f32",
+                  "channels": ["dwi", "adc"]},
+        "output": "lesion",                 # per-pixel lesion probability, shape (N, H, W, 1)
+        "preprocess": "segmenter/preprocess.json",
+        "threshold": 0.5,                   # a pixel is lesion at or above this probability
+        "min_lesion_px": 4,                 # smaller connected parts (input pixels) are dropped
+        "metrics_summary": {...}}}
+
+The input channels are the preprocessed DWI b1000 slice and, when the series provides one, the
+ADC slice cropped and resized the same way; an absent ADC is a plane of zeros (the segmenter is
+trained with ADC sometimes absent). Format 1 bundles (no ``networks``) load as before: a
+classifier only, no lesion maps. `write_manifest` writes format 1 unless ``networks`` is given,
+so a classifier-only bundle stays readable by older daemons.
+
 Every file except ``manifest.json`` and ``manifest.sig`` must be listed in the manifest and match
 its sha256; an unlisted file is an error too, so what is verified is exactly what is loaded.
 The *bundle sha256* named in reports is the sha256 of ``manifest.json``: it pins every file.
@@ -47,7 +71,13 @@ from daemon.errors import BundleError
 from daemon.shared.preprocess import PreprocessSpec
 
 FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = frozenset({1})
+"""The format of a bundle with a classifier only."""
+NETWORKS_FORMAT_VERSION = 2
+"""The format of a bundle with further networks (``networks``)."""
+SUPPORTED_FORMAT_VERSIONS = frozenset({FORMAT_VERSION, NETWORKS_FORMAT_VERSION})
+SEGMENTER = "segmenter"
+SEGMENTER_CHANNELS = ("dwi", "adc")
+"""The segmenter's input channels in order (``input.channels``; a bundle may use the first only)."""
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 LABELS = "labels.json"
@@ -78,6 +108,29 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Network:
+    """A further network of a format 2 bundle (today: the lesion segmenter)."""
+
+    name: str
+    task: str
+    variants: dict[str, Variant]
+    default_variant: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    channels: tuple[str, ...]
+    output: str
+    preprocess: PreprocessSpec
+    threshold: float
+    min_lesion_px: int
+    spec: dict[str, Any]
+    """The manifest entry as written."""
+
+    def variant(self, preferred: str) -> Variant:
+        """The named variant; ``auto``, or a name the network lacks: its ``default_variant``."""
+        return self.variants.get(preferred, self.variants[self.default_variant])
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A verified bundle, ready for `daemon.scan.inference` to compile."""
 
@@ -100,6 +153,13 @@ class Bundle:
     """Refuse an image whose in_scope output is below this (two-output bundles)."""
     parent: dict[str, str] | None = None
     """name, version, sha256 of the bundle this one was fine-tuned from."""
+    networks: dict[str, Network] | None = None
+    """Format 2: further networks by name; None for a classifier-only bundle."""
+
+    @property
+    def segmenter(self) -> Network | None:
+        """The lesion segmenter, when the bundle holds one."""
+        return (self.networks or {}).get(SEGMENTER)
 
     def variant(self, preferred: str) -> Variant:
         """The named variant; ``auto``, or a name the bundle lacks: its ``default_variant``."""
@@ -178,17 +238,22 @@ def verify(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_variants(root: Path, manifest: dict[str, Any], problems: list[str]) -> dict[str, Variant]:
+def _read_variants(
+    root: Path, entries: Any, files: dict[str, Any], problems: list[str], owner: str = ""
+) -> dict[str, Variant]:
     variants: dict[str, Variant] = {}
-    for name, entry in (manifest.get("variants") or {}).items():
+    if not isinstance(entries, dict):
+        problems.append(f"{owner}'variants' must be a mapping of name -> {{xml, bin, precision}}")
+        return variants
+    for name, entry in entries.items():
         try:
             parts = (entry["xml"], entry["bin"])
         except (KeyError, TypeError):
-            problems.append(f"variant {name!r} must name its 'xml' and 'bin' files")
+            problems.append(f"{owner}variant {name!r} must name its 'xml' and 'bin' files")
             continue
-        unlisted = [part for part in parts if part not in manifest["files"]]
+        unlisted = [part for part in parts if part not in files]
         problems.extend(
-            f"variant {name!r} uses {p}, which the manifest does not list" for p in unlisted
+            f"{owner}variant {name!r} uses {p}, which the manifest does not list" for p in unlisted
         )
         variants[name] = Variant(
             name, root / parts[0], root / parts[1], str(entry.get("precision", name))
@@ -281,6 +346,108 @@ def _read_parent(manifest: dict[str, Any], problems: list[str]) -> dict[str, str
     return {k: parent[k] for k in ("name", "version", "sha256")}
 
 
+def _read_network_input(
+    entry: dict[str, Any], owner: str, problems: list[str]
+) -> tuple[str, tuple[int, ...], tuple[str, ...]] | None:
+    """A network's input name, NHWC shape and channel names, or None (a problem noted)."""
+    spec = entry.get("input")
+    if isinstance(spec, dict):
+        name, shape, channels = spec.get("name"), spec.get("shape"), spec.get("channels")
+        if (
+            isinstance(name, str)
+            and isinstance(shape, list)
+            and len(shape) == 4
+            and all(isinstance(v, int) for v in shape)
+            and isinstance(channels, list)
+            and channels
+            and tuple(channels) == SEGMENTER_CHANNELS[: len(channels)]
+            and shape[3] == len(channels)
+        ):
+            return name, tuple(shape), tuple(channels)
+    problems.append(
+        f"{owner}'input' needs a name, an NHWC shape [N, H, W, C] and C channels from "
+        f"{list(SEGMENTER_CHANNELS)} in that order"
+    )
+    return None
+
+
+def _read_network_preprocess(
+    root: Path, entry: dict[str, Any], files: dict[str, Any], owner: str, problems: list[str]
+) -> PreprocessSpec | None:
+    """The network's own preprocessing spec, or None (a problem noted)."""
+    spec_file = entry.get("preprocess")
+    if not isinstance(spec_file, str) or spec_file not in files:
+        problems.append(f"{owner}'preprocess' must name a file the manifest lists")
+        return None
+    raw = _read_json(root / spec_file, problems)
+    try:
+        return PreprocessSpec.from_dict(raw if isinstance(raw, dict) else {})
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{owner}{spec_file}: {exc}")
+    return None
+
+
+def _read_network(
+    root: Path, name: str, entry: Any, files: dict[str, Any], problems: list[str]
+) -> Network | None:
+    """One entry of ``networks`` (today only the segmenter), or None (problems noted)."""
+    owner = f"networks.{name}: "
+    if name != SEGMENTER or not isinstance(entry, dict):
+        problems.append(f"{owner}not a segmenter entry (this build knows {SEGMENTER!r})")
+        return None
+    count = len(problems)
+    if entry.get("task") != "segment":
+        problems.append(f"{owner}'task' must be 'segment'")
+    variants = _read_variants(root, entry.get("variants"), files, problems, owner)
+    default = entry.get("default_variant", "fp16")
+    if variants and default not in variants:
+        problems.append(f"{owner}default_variant {default!r} is not one of its variants")
+    elif not variants:
+        problems.append(f"{owner}has no variants")
+    io = _read_network_input(entry, owner, problems)
+    output = entry.get("output")
+    if not isinstance(output, str) or not output:
+        problems.append(f"{owner}'output' must name the lesion probability output")
+    threshold = entry.get("threshold", 0.5)
+    if not _probability(threshold) or threshold == 0:
+        problems.append(f"{owner}'threshold' must be in (0, 1]")
+    min_px = entry.get("min_lesion_px", 1)
+    if not isinstance(min_px, int) or isinstance(min_px, bool) or min_px < 1:
+        problems.append(f"{owner}'min_lesion_px' must be a whole number >= 1")
+    preprocess = _read_network_preprocess(root, entry, files, owner, problems)
+    if len(problems) > count or io is None or preprocess is None:
+        return None
+    return Network(
+        name=name,
+        task="segment",
+        variants=variants,
+        default_variant=str(default),
+        input_name=io[0],
+        input_shape=io[1],
+        channels=io[2],
+        output=str(output),
+        preprocess=preprocess,
+        threshold=float(threshold),
+        min_lesion_px=int(min_px),
+        spec=entry,
+    )
+
+
+def _read_networks(
+    root: Path, manifest: dict[str, Any], problems: list[str]
+) -> dict[str, Network] | None:
+    networks = manifest.get("networks")
+    if manifest.get("format_version") == FORMAT_VERSION:
+        if networks is not None:
+            problems.append("'networks' needs format_version 2")
+        return None
+    if not isinstance(networks, dict) or not networks:
+        problems.append("format_version 2 needs 'networks', a mapping of name -> network")
+        return None
+    read = {n: _read_network(root, n, e, manifest["files"], problems) for n, e in networks.items()}
+    return {n: network for n, network in read.items() if network is not None}
+
+
 def load_bundle(path: Path) -> Bundle:
     """Verify a bundle folder and read its labels, preprocessing and variants.
 
@@ -302,7 +469,7 @@ def load_bundle(path: Path) -> Bundle:
             spec = PreprocessSpec.from_dict(raw_spec)
         except (TypeError, ValueError) as exc:
             problems.append(f"preprocess.json: {exc}")
-    variants = _read_variants(root, manifest, problems)
+    variants = _read_variants(root, manifest.get("variants") or {}, manifest["files"], problems)
     if not variants:
         problems.append("the bundle has no model variants")
     default = manifest.get("default_variant", "fp16")
@@ -312,6 +479,7 @@ def load_bundle(path: Path) -> Bundle:
     temperature = _read_temperature(manifest, problems)
     finding, in_scope = _read_thresholds(manifest, labels, outputs, problems)
     parent = _read_parent(manifest, problems)
+    networks = _read_networks(root, manifest, problems)
     keras_model = manifest.get("keras_model")
     if keras_model is not None and keras_model not in manifest["files"]:
         problems.append(f"keras_model {keras_model!r} is not a file the manifest lists")
@@ -332,6 +500,7 @@ def load_bundle(path: Path) -> Bundle:
         finding_thresholds=finding,
         in_scope_threshold=in_scope,
         parent=parent,
+        networks=networks,
     )
 
 
@@ -349,7 +518,8 @@ def write_manifest(
     """Hash every file in ``root`` and write ``manifest.json``; return the manifest.
 
     ``variants`` maps a variant name to ``{"xml": ..., "bin": ..., "precision": ...}``.
-    The trainer calls this last, once every other file of the bundle is in place.
+    The trainer calls this last, once every other file of the bundle is in place. With
+    ``networks`` in ``extra`` the bundle is format 2, else format 1.
     """
     if not PLAIN_VERSION.match(version):
         raise ValueError(f"version {version!r} is not a plain version string")
@@ -359,7 +529,9 @@ def write_manifest(
         if path.is_file() and rel not in (MANIFEST, SIGNATURE):
             files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": (
+            NETWORKS_FORMAT_VERSION if (extra or {}).get("networks") else FORMAT_VERSION
+        ),
         "name": name,
         "version": version,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
