@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from daemon.errors import BadDimensionsError, BlankImageError
-from daemon.shared.preprocess import PreprocessSpec, brain_box, preprocess
+from daemon.shared.preprocess import PreprocessSpec, brain_box, preprocess, preprocess_placed
 
 
 def _phantom(size: int = 512, text: bool = True) -> np.ndarray:
@@ -107,3 +107,46 @@ def test_spec_round_trips_and_rejects_unknown_keys() -> None:
         PreprocessSpec.from_dict({"input_size": 128, "colour": "red"})
     with pytest.raises(ValueError, match="version"):
         PreprocessSpec.from_dict({"version": 99})
+
+
+class TestPlacement:
+    """An ADC slice or a lesion mask goes through the same crop as its DWI slice, and back."""
+
+    @staticmethod
+    def _head(shape: tuple[int, int] = (200, 260)) -> np.ndarray:
+        """An off-centre elliptical head with a bright round lesion, on a noisy background."""
+        rng = np.random.default_rng(5)
+        yy, xx = np.mgrid[: shape[0], : shape[1]]
+        head = ((yy - 110) / 70) ** 2 + ((xx - 150) / 90) ** 2 < 1
+        image = rng.normal(20, 5, shape) + 600 * head
+        image[((yy - 90) / 12) ** 2 + ((xx - 170) / 12) ** 2 < 1] = 1500
+        return image.astype(np.float32)
+
+    def test_placed_grey_image_is_the_slice_own_tensor(self) -> None:
+        """The slice placed by its own placement gives exactly its preprocessed plane."""
+        image = self._head()
+        spec = PreprocessSpec(channels=1)
+        tensor, placement = preprocess_placed(image, spec)
+        np.testing.assert_array_equal(placement.place(image), tensor[:, :, 0])
+        np.testing.assert_array_equal(preprocess(image, spec), tensor)
+        assert placement.shape == image.shape
+        assert placement.bottom - placement.top < image.shape[0]
+
+    def test_a_mask_goes_to_the_input_square_and_back(self) -> None:
+        """A lesion mask placed and mapped back covers the same pixels (IoU > 0.9)."""
+        image = self._head()
+        _, placement = preprocess_placed(image, PreprocessSpec())
+        yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+        mask = ((yy - 90) / 12) ** 2 + ((xx - 170) / 12) ** 2 < 1
+        square = placement.place(mask.astype(np.uint8), mask=True)
+        assert set(np.unique(square)) == {0.0, 1.0}
+        back = placement.to_source(square, 0.5)
+        iou = (back & mask).sum() / (back | mask).sum()
+        assert iou > 0.9, iou
+        assert placement.source_per_input == placement.side / 128
+
+    def test_an_image_of_another_shape_is_refused(self) -> None:
+        """An ADC slice that does not match the DWI slice's matrix is an error, not a guess."""
+        _, placement = preprocess_placed(self._head(), PreprocessSpec())
+        with pytest.raises(BadDimensionsError, match="like the slice"):
+            placement.place(self._head((200, 200)))

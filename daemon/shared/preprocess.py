@@ -17,6 +17,11 @@ Steps, each a function below:
    OpenVINO's RESIZE_LINEAR gives different pixels, so it is not used), then normalise;
 5. repeat the grey channel to the model's channel count (the study trained on RGB screenshots).
 
+`preprocess_placed` also returns the `Placement`: where the input square lies in the source
+image. With it, an image of the same geometry (the ADC slice of a DWI slice, a lesion mask) is
+cropped and resized exactly like the slice (`Placement.place`), and a map the model made on its
+input square goes back onto the source pixels (`Placement.to_source`).
+
 The code is written for CPU per scan (it runs once per file on the edge box): a selection instead
 of `np.percentile`'s generic machinery, a separable opening, run-based labelling. Every change
 keeps the tensors bit for bit: ``tests/test_preprocess_exact.py`` compares them with the version
@@ -358,8 +363,84 @@ def _single_value(image: FloatImage) -> bool:
     return not (middle != first).any() and not (image != first).any()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the model's input square lies in a source image of ``shape`` (rows, columns).
+
+    The crop ``[top:bottom, left:right]`` sits at ``(pad_top, pad_left)`` inside a square of
+    ``side`` source pixels, which is resized to ``size`` x ``size`` input pixels.
+    """
+
+    shape: tuple[int, int]
+    top: int
+    left: int
+    bottom: int
+    right: int
+    side: int
+    pad_top: int
+    pad_left: int
+    size: int
+    high_percentile: float
+
+    @property
+    def source_per_input(self) -> float:
+        """Source pixels per input pixel along each side."""
+        return self.side / self.size
+
+    def place(self, image: npt.NDArray[Any], *, mask: bool = False) -> FloatImage:
+        """``image`` (same shape as the source) cropped, padded and resized like the source.
+
+        A grey image (an ADC slice) is padded with its crop's minimum and normalised like the
+        slice; a ``mask`` is padded with 0, resized and kept as 0/1 (at least half covered).
+
+        Raises:
+            BadDimensionsError: ``image`` does not have the source's shape.
+            BlankImageError: a grey image's crop holds a single value.
+        """
+        if image.shape != self.shape:
+            raise BadDimensionsError(
+                f"expected an image of {self.shape[1]}x{self.shape[0]} pixels like the slice, "
+                f"got {image.shape[1] if image.ndim > 1 else 0}x{image.shape[0]}"
+            )
+        crop = np.ascontiguousarray(
+            image[self.top : self.bottom, self.left : self.right], dtype=np.float32
+        )
+        if mask:
+            square = resize(_pad_square(np.minimum(crop, 1.0), 0.0), self.size)
+            return (square >= 0.5).astype(np.float32)
+        square = resize(_pad_square(crop, float(crop.min())), self.size)
+        return normalise(square, self.high_percentile)
+
+    def to_source(self, plane: npt.NDArray[Any], threshold: float) -> Mask:
+        """A ``size`` x ``size`` map on the input square, back on the source pixels, as a mask.
+
+        Pixels of the source image outside the crop are False.
+        """
+        side = self.side
+        upsampled = Image.fromarray(np.asarray(plane, np.float32)).resize(
+            (side, side), Image.Resampling.BILINEAR
+        )
+        square = np.asarray(upsampled) >= threshold
+        h, w = self.bottom - self.top, self.right - self.left
+        out = np.zeros(self.shape, np.bool_)
+        out[self.top : self.bottom, self.left : self.right] = square[
+            self.pad_top : self.pad_top + h, self.pad_left : self.pad_left + w
+        ]
+        return out
+
+
 def preprocess(grey: npt.NDArray[Any], spec: PreprocessSpec) -> FloatImage:
     """Turn a 2-D grey image of any numeric dtype into a ``(size, size, channels)`` float32 tensor.
+
+    Raises:
+        BadDimensionsError: the image is not 2-D or is smaller than 16 pixels on a side.
+        BlankImageError: the image (or the brain crop) holds a single value.
+    """
+    return preprocess_placed(grey, spec)[0]
+
+
+def preprocess_placed(grey: npt.NDArray[Any], spec: PreprocessSpec) -> tuple[FloatImage, Placement]:
+    """`preprocess`, and where its input square lies in ``grey`` (see `Placement`).
 
     Raises:
         BadDimensionsError: the image is not 2-D or is smaller than 16 pixels on a side.
@@ -376,10 +457,24 @@ def preprocess(grey: npt.NDArray[Any], spec: PreprocessSpec) -> FloatImage:
         raise BlankImageError("every pixel has the same value")
     top, left, bottom, right = brain_box(image, spec)
     crop = image[top:bottom, left:right]
+    h, w = crop.shape
+    side = max(h, w)
+    placement = Placement(
+        image.shape,
+        top,
+        left,
+        bottom,
+        right,
+        side,
+        (side - h) // 2,
+        (side - w) // 2,
+        spec.input_size,
+        spec.high_percentile,
+    )
     square = resize(_pad_square(crop, float(crop.min())), spec.input_size)
     square = normalise(square, spec.high_percentile)
     if spec.channels == 1:
-        return square[:, :, np.newaxis]
+        return square[:, :, np.newaxis], placement
     if spec.channels > 1:  # np.stack lays the planes out a little faster than np.repeat
-        return np.stack([square] * spec.channels, axis=2)
-    return np.repeat(square[:, :, np.newaxis], spec.channels, axis=2)  # as version 1 did
+        return np.stack([square] * spec.channels, axis=2), placement
+    return np.repeat(square[:, :, np.newaxis], spec.channels, axis=2), placement  # as version 1
