@@ -267,6 +267,22 @@ def _components(runs: _Runs) -> npt.NDArray[np.intp]:
     return np.array(parent, dtype=np.intp)
 
 
+def label_parts(mask: Mask) -> tuple[npt.NDArray[np.int32], int]:
+    """The 8-connected parts of a 2-D ``mask`` and how many there are.
+
+    Labels are 0 outside, 1..n inside, in raster order of each part's first pixel.
+    """
+    h, w = mask.shape
+    runs = _runs(np.asarray(mask, dtype=np.bool_))
+    roots = _components(runs)
+    unique, part = np.unique(roots, return_inverse=True)  # roots ascend with first pixels
+    steps = np.zeros(h * runs.stride + 1, dtype=np.int32)
+    np.add.at(steps, runs.first, part + 1)
+    np.subtract.at(steps, runs.last, part + 1)
+    labels = np.cumsum(steps[:-1], dtype=np.int32).reshape(h, runs.stride)[:, :w]
+    return np.ascontiguousarray(labels), len(unique)
+
+
 def _central_runs(mask: Mask, centre: float) -> tuple[_Runs, Mask]:
     """The runs of ``mask`` and which of them belong to a part that reaches the centre."""
     h, w = mask.shape
