@@ -211,3 +211,12 @@ def test_negative_weight_multiplies_one_class_per_epoch() -> None:
     plan = balanced_epochs(labels, epochs=2, per_class=8, seed=1, weights={0: 3.0})
     for row in plan.indices:
         assert np.bincount(labels[row], minlength=3).tolist() == [24, 8, 8]
+
+
+def test_acquisition_share_leaves_the_other_images_untouched() -> None:
+    """With a share of 0.5 about half the images change and the rest are exactly the input."""
+    cfg = replace(NO_GEOMETRY, blur=1.0, noise=0.1, saturation=0.5, acquisition_share=0.5)
+    grey = np.tile(np.linspace(0.0, 1.0, SIZE, dtype=np.float32), (200, SIZE, 1))
+    images, _ = _augment(cfg, grey, [0] * 200)
+    same = np.array([np.array_equal(images[i, ..., 0], grey[i]) for i in range(200)])
+    assert 0.35 < same.mean() < 0.65, same.mean()

@@ -5,7 +5,8 @@ resampled once (bilinear, background filled with 0, the normalised background va
 small zoom and gamma jitter.
 
 Optional acquisition and display changes, in the order a scanner and a viewer make them, each
-image drawing its own amount uniformly from none to the configured largest:
+image drawing its own amount uniformly from none to the configured largest (and only a share
+``acquisition_share`` of the images any at all, so clean images stay in every batch):
 
 * ``blur``: the image blended with its Gaussian blur at the largest sigma (a coarser acquired or
   display matrix, a wider point-spread function);
@@ -80,8 +81,10 @@ def affine_transforms(
 
 
 def gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
-    """``images`` ``(B, H, W, 1)`` blurred by a separable Gaussian of ``sigma`` pixels (edges
-    repeated, so the background stays the background)."""
+    """``images`` ``(B, H, W, 1)`` blurred by a separable Gaussian of ``sigma`` pixels.
+
+    Edges are mirrored, so the background stays the background.
+    """
     radius = max(1, math.ceil(3 * sigma))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     kernel = tf.constant(taps / taps.sum(), tf.float32)
@@ -145,11 +148,13 @@ class Augmenter:
         """Blur, noise and saturation (see the module docstring) on ``images`` ``(B, H, W, 1)``."""
         cfg = self.cfg
         batch = tf.shape(images)[0]
-        seeds = tf.random.experimental.stateless_split(seed, num=4)
+        seeds = tf.random.experimental.stateless_split(seed, num=5)
+        chosen = tf.random.stateless_uniform([batch], seeds[4], 0.0, 1.0, tf.float32)
+        share = tf.cast(chosen < cfg.acquisition_share, tf.float32)[:, None, None, None]
 
         def amount(i: int, largest: float) -> tf.Tensor:
             draw = tf.random.stateless_uniform([batch], seeds[i], 0.0, largest, tf.float32)
-            return draw[:, None, None, None]
+            return draw[:, None, None, None] * share
 
         if cfg.blur:
             images += amount(0, 1.0) * (gaussian_blur(images, cfg.blur) - images)

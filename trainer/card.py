@@ -80,7 +80,8 @@ def _data(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
         (
             f"- Augmentation: shift {aug.shift:g}, rotation {aug.rotation:g} deg, shear "
             f"{aug.shear:g} deg, zoom {aug.zoom:g}, intensity {aug.intensity:g}, blur "
-            f"{aug.blur:g} px, noise {aug.noise:g}, saturation {aug.saturation:g}, laterality-aware "
+            f"{aug.blur:g} px, noise {aug.noise:g}, saturation {aug.saturation:g} (on "
+            f"{aug.acquisition_share:.0%} of images), laterality-aware "
             f"flip p={aug.laterality_flip:g}; no plain flips; 'No acute infarct' weight "
             f"{aug.negative_weight:g} per epoch."
         ),

@@ -71,8 +71,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random geometry and acquisition changes applied to training images only (never a plain
-    flip)."""
+    """Random geometry and acquisition changes of training images only (never a plain flip)."""
 
     shift: float = field(default=0.08, metadata=rules(0, maximum=0.5))
     """Largest height/width shift, as a fraction of the side."""
@@ -89,7 +88,9 @@ class AugmentConfig:
     noise: float = field(default=0.0, metadata=rules(0, maximum=0.5))
     """Largest SD of added noise, as a share of the normalised range (a lower SNR)."""
     saturation: float = field(default=0.0, metadata=rules(0, maximum=0.9))
-    """Largest share of the range cut off at the top (a high-gain window: bright tissue saturates)."""
+    """Largest share of the range cut off at the top (a high-gain window saturates tissue)."""
+    acquisition_share: float = field(default=1.0, metadata=rules(0, maximum=1))
+    """Share of training images that get the blur, noise and saturation changes (the rest none)."""
     laterality_flip: float = field(default=0.0, metadata=rules(0, maximum=1))
     """Probability of a horizontal flip that also swaps Left and Right in the label."""
     images_per_class: int | None = field(default=None, metadata=rules(1))
