@@ -87,6 +87,29 @@ def test_findings_follow_the_documented_rule() -> None:
     assert called == [ACUTE, NEGATIVE, INDETERMINATE, INDETERMINATE]
 
 
+def test_scope_threshold_sits_between_the_two_targets_in_log_odds() -> None:
+    """With out-of-scope scores, both validation targets hold and the margin is split evenly."""
+    rng = np.random.default_rng(5)
+    dwi = rng.beta(40, 1, 1000)  # near 1
+    oos = rng.beta(1, 40, 500)  # near 0
+    threshold = choose_scope_threshold(dwi, 0.01, oos_scores=oos, min_refused=0.99)
+    assert scope_rates(dwi, threshold)["refused"] <= 0.01
+    assert scope_rates(oos, threshold)["refused"] >= 0.99
+    highest = choose_scope_threshold(dwi, 0.01)
+    lowest = float(np.nextafter(np.sort(oos)[::-1][5], 2.0))
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(threshold) - logit(lowest) == pytest.approx(logit(highest) - logit(threshold))
+    assert lowest < threshold < highest
+
+
+def test_scope_threshold_keeps_the_dwi_target_when_the_two_conflict() -> None:
+    """Overlapping scores: the DWI-side threshold, as without out-of-scope scores."""
+    rng = np.random.default_rng(6)
+    dwi = rng.uniform(0.0, 1.0, 400)
+    oos = rng.uniform(0.0, 1.0, 400)
+    assert choose_scope_threshold(dwi, 0.01, oos_scores=oos) == choose_scope_threshold(dwi, 0.01)
+
+
 def test_scope_threshold_refuses_at_most_the_allowed_share_of_dwi() -> None:
     """Chosen on DWI scores for <= 1 % refused, it refuses 1 % of them, no more."""
     rng = np.random.default_rng(4)

@@ -183,17 +183,36 @@ def finding_rates(called: Sequence[str], truth: Ints, negative: int) -> dict[str
 
 
 def choose_scope_threshold(
-    dwi_scores: npt.NDArray[np.floating], max_wrongly_refused: float
+    dwi_scores: npt.NDArray[np.floating],
+    max_wrongly_refused: float,
+    *,
+    oos_scores: npt.NDArray[np.floating] | None = None,
+    min_refused: float = 0.99,
 ) -> float:
-    """Highest threshold refusing (score < t) at most ``max_wrongly_refused`` of DWI scores."""
+    """The in_scope threshold (refuse when score < t) chosen on validation scores.
+
+    Without ``oos_scores``: the highest threshold refusing at most ``max_wrongly_refused`` of the
+    DWI scores. With them: halfway in log-odds between that and the lowest threshold refusing at
+    least ``min_refused`` of the out-of-scope scores (the widest margin on both sides), or the
+    first when the two conflict (no threshold meets both).
+    """
     scores = np.sort(np.asarray(dwi_scores, np.float64))
     if len(scores) == 0:
         return 0.5
     may = math.floor(max_wrongly_refused * len(scores) + 1e-9)
-    if may >= len(scores):
-        return 1.0
     # The (may+1)-th lowest score must pass (score >= t), so t is at most that score.
-    return float(scores[may])
+    highest = 1.0 if may >= len(scores) else float(scores[may])
+    if oos_scores is None or len(oos_scores) == 0:
+        return highest
+    others = np.sort(np.asarray(oos_scores, np.float64))[::-1]
+    passing = math.floor((1.0 - min_refused) * len(others) + 1e-9)
+    # At most `passing` out-of-scope scores may reach t: t is just above the next one.
+    lowest = 0.0 if passing >= len(others) else float(np.nextafter(others[passing], 2.0))
+    if lowest > highest:
+        return highest
+    low, high = (min(max(t, 1e-6), 1.0 - 1e-6) for t in (lowest, highest))
+    mid = (math.log(low / (1.0 - low)) + math.log(high / (1.0 - high))) / 2.0
+    return min(max(1.0 / (1.0 + math.exp(-mid)), lowest), highest)
 
 
 def scope_rates(

@@ -26,6 +26,7 @@ ARCHITECTURES = ("seed", "seed_bn", "compact")
 SCHEDULES = ("cosine", "constant")
 MONITORS = ("val_loss", "val_accuracy")
 FREEZE = ("none", "features")
+SCOPE_RULES = ("midpoint", "dwi")
 _LAYOUT = DatasetLayout()
 """The dataset layout's defaults, shared with ``infarctwatch evaluate``."""
 
@@ -168,6 +169,11 @@ class ScopeConfig:
     """Share of each training epoch's images that are out-of-scope images."""
     max_wrongly_refused: float = field(default=0.01, metadata=rules(0, maximum=0.5))
     """The threshold refuses at most this share of validation DWI slices."""
+    min_refused: float = field(default=0.99, metadata=rules(0.5, maximum=1))
+    """The threshold refuses at least this share of validation out-of-scope images."""
+    rule: str = field(default="midpoint", metadata=rules(one_of=SCOPE_RULES))
+    """midpoint: halfway in log-odds between the highest threshold meeting max_wrongly_refused and
+    the lowest meeting min_refused; dwi: the highest meeting max_wrongly_refused."""
 
 
 @dataclass(frozen=True)

@@ -529,8 +529,12 @@ def _decide(
     classes: tuple[str, ...],
     val: ir.Outputs,
     val_truth: npt.NDArray[np.int64],
+    oos_val: npt.NDArray[np.float32] | None = None,
 ) -> Decisions:
-    """Fit the temperature, then the finding and in_scope thresholds, on validation slices."""
+    """Fit the temperature, then the finding and in_scope thresholds, on validation slices.
+
+    ``oos_val``: the in_scope scores of the validation out-of-scope images (`ScopeConfig.rule`).
+    """
     calibration = fit_temperature(val.classes, val_truth)
     calibrated = apply_temperature(val.classes, calibration["temperature"])
     finding = None
@@ -552,9 +556,17 @@ def _decide(
         }
     in_scope = None
     if val.in_scope is not None:
+        midpoint = cfg.scope.rule == "midpoint" and oos_val is not None
         in_scope = {
-            "threshold": choose_scope_threshold(val.in_scope, cfg.scope.max_wrongly_refused),
+            "threshold": choose_scope_threshold(
+                val.in_scope,
+                cfg.scope.max_wrongly_refused,
+                oos_scores=oos_val if midpoint else None,
+                min_refused=cfg.scope.min_refused,
+            ),
             "max_wrongly_refused": cfg.scope.max_wrongly_refused,
+            "min_refused": cfg.scope.min_refused if midpoint else None,
+            "rule": "midpoint" if midpoint else "dwi",
             "refuse_when": "in_scope < threshold",
         }
     log.info(
@@ -635,7 +647,10 @@ def evaluate_and_bundle(
     channels = cfg.preprocess.channels
     test, validation = held_out.test, held_out.validation
     val_out = _predict(model, validation, channels)
-    decisions = _decide(cfg, classes, val_out, _label_indices(validation.samples, classes))
+    oos_val = None
+    if held_out.scope is not None:
+        oos_val = _predict(model, held_out.scope.tensors[VALIDATION], channels).in_scope
+    decisions = _decide(cfg, classes, val_out, _label_indices(validation.samples, classes), oos_val)
     metrics["calibration"] = decisions.calibration
     metrics["thresholds"] = decisions.manifest().get("thresholds", {})
     metrics["validation"] = _assess(cfg, classes, validation, val_out, decisions)
