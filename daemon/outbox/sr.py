@@ -1,0 +1,294 @@
+"""The TID 1500 Measurement Report (Comprehensive 3D SR) of one series' lesion findings.
+
+`lesion_report` takes the series' source DICOM datasets, its series report and the SEG that
+`daemon.outbox.seg.lesion_segmentation` made of it (None when the series has no lesion, or when
+no SEG is sent) and returns a highdicom ``Comprehensive3DSR`` whose content follows TID 1500:
+
+* observation context: a device observer, ``infarctwatch`` (manufacturer ``infarctwatch``, model
+  the model's ``name version``);
+* procedure reported: "Imaging procedure"; an image library (TID 1600) of every source slice;
+* imaging measurements:
+
+  - one TID 1501 group, the **series finding**: the qualitative evaluation "Infarct" with
+    Present / Absent / Undetermined (CID 240) from the report's ``finding`` (``acute_infarct``,
+    ``no_acute_infarct``, anything else), and the series' total lesion volume in mL (UCUM
+    ``ml``) when the report has one;
+  - one group per **lesion**: TID 1411 (volumetric ROI) referencing the SEG's segment and the
+    SEG frames of the lesion's slices, or TID 1501 naming the lesion's source slices when there
+    is no SEG or it has no frame on them; its volume in mL, its finding sites (SNOMED CT, with
+    laterality, `daemon.outbox.lesion_codes`), finding type "Infarct", and its tracking
+    identifier ``Lesion <n>: <label>``, so the location label's text is always there;
+
+  every group and measurement names the algorithm (``infarctwatch``, version the model's ``name
+  version``, family "Artificial Intelligence", manufacturer ``infarctwatch``, parameters the
+  bundle's sha256 and the infarctwatch version);
+* TID 1500's "Qualitative Evaluations" of the whole report: the research-use disclaimer as a
+  TEXT item ("Comment"); ``SeriesDescription`` says it too;
+* flags: COMPLETE, UNVERIFIED (no person checked it), PRELIMINARY;
+* the evidence: the source series and the SEG (same study); the patient and study modules copied
+  by highdicom from the first source, trimmed as the SEG's are (`keep_identity_minimal`);
+* a new series (number: the source's + `SERIES_NUMBER_OFFSET`) and an instance whose UIDs derive
+  from the source series, the model's sha256 and the reported content (finding, lesions, the SEG
+  instance, the source instances): the same report written again is the same object.
+
+Importing this module does not import highdicom (the function does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from daemon import DISCLAIMER
+from daemon.outbox import lesion_codes
+from daemon.outbox.seg import (
+    LesionResultError,
+    check_sources,
+    keep_identity_minimal,
+    model_identity,
+    source_frames,
+)
+from daemon.scan.report import GENERATOR, VERSION
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pydicom
+    from highdicom.sr import (
+        AlgorithmIdentification,
+        Comprehensive3DSR,
+        MeasurementsAndQualitativeEvaluations,
+        VolumetricROIMeasurementsAndQualitativeEvaluations,
+    )
+
+    from daemon.outbox.seg import ModelIdentity
+
+SERIES_NUMBER_OFFSET = 3000
+"""The SR's series number is the source's plus this (captures: +1000, the SEG: +2000)."""
+SERIES_DESCRIPTION = "infarctwatch lesion report - RESEARCH USE ONLY"
+SERIES_GROUP = "Acute infarct: series finding"
+"""The tracking identifier of the series finding's group."""
+
+
+def _content_digest(
+    sources: Sequence[pydicom.Dataset], report: dict[str, Any], seg: pydicom.Dataset | None
+) -> str:
+    content = {
+        "finding": report.get("finding"),
+        "lesions": report.get("lesions") or [],
+        "lesion_volume_ml": report.get("lesion_volume_ml"),
+        "seg": None if seg is None else str(seg.SOPInstanceUID),
+        "sources": sorted(str(source.SOPInstanceUID) for source in sources),
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _algorithm(model: ModelIdentity) -> AlgorithmIdentification:
+    from highdicom.sr import AlgorithmIdentification  # noqa: PLC0415
+
+    return AlgorithmIdentification(
+        name=GENERATOR,
+        version=model.algorithm_version[:64],
+        parameters=[f"bundle_sha256={model.sha256}", f"infarctwatch={VERSION}"],
+        family=lesion_codes.ARTIFICIAL_INTELLIGENCE,
+        manufacturer=GENERATOR,
+    )
+
+
+def _series_group(
+    report: dict[str, Any], algorithm: AlgorithmIdentification, uid: str
+) -> MeasurementsAndQualitativeEvaluations:
+    from highdicom import sr  # noqa: PLC0415
+
+    presence = lesion_codes.PRESENCE.get(
+        str(report.get("finding")), lesion_codes.PRESENCE["indeterminate"]
+    )
+    measurements = []
+    total = report.get("lesion_volume_ml")
+    if isinstance(total, int | float) and not isinstance(total, bool):
+        measurements.append(
+            sr.Measurement(
+                name=lesion_codes.VOLUME,
+                value=float(total),
+                unit=lesion_codes.MILLILITER,
+                algorithm_id=algorithm,
+            )
+        )
+    return sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=sr.TrackingIdentifier(uid=uid, identifier=SERIES_GROUP),
+        finding_type=lesion_codes.INFARCT,
+        algorithm_id=algorithm,
+        qualitative_evaluations=[sr.QualitativeEvaluation(lesion_codes.INFARCT, presence)],
+        measurements=measurements or None,
+    )
+
+
+def _lesion_group(
+    number: int,
+    lesion: dict[str, Any],
+    context: _Context,
+) -> VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations:
+    from highdicom import sr  # noqa: PLC0415
+    from pydicom.uid import generate_uid  # noqa: PLC0415
+
+    label = str(lesion.get("label") or "")
+    volume = lesion.get("volume_ml")
+    if not isinstance(volume, int | float) or isinstance(volume, bool):
+        raise LesionResultError(f"lesion {number} of the series report has no volume_ml")
+    sites = [
+        sr.FindingSite(site.anatomy, laterality=site.laterality)
+        for site in lesion_codes.finding_sites(label)
+    ]
+    uids = [str(item.get("sop_instance_uid")) for item in lesion.get("slices") or []]
+    slices = [context.sources[uid] for uid in uids if uid in context.sources]
+    tracking = sr.TrackingIdentifier(
+        uid=generate_uid(entropy_srcs=[context.uid, str(number), "lesion"]),
+        identifier=f"Lesion {number}: {label}" if label else f"Lesion {number}",
+    )
+    common: dict[str, Any] = {
+        "tracking_identifier": tracking,
+        "finding_type": lesion_codes.INFARCT,
+        "algorithm_id": context.algorithm,
+        "finding_sites": sites or None,
+        "measurements": [
+            sr.Measurement(
+                name=lesion_codes.VOLUME,
+                value=float(volume),
+                unit=lesion_codes.MILLILITER,
+                algorithm_id=context.algorithm,
+            )
+        ],
+    }
+    frames = sorted({f for uid in uids for f in context.frames.get(uid, [])})
+    if context.seg is not None and frames:
+        segment = sr.ReferencedSegment(
+            sop_class_uid=str(context.seg.SOPClassUID),
+            sop_instance_uid=str(context.seg.SOPInstanceUID),
+            segment_number=1,
+            frame_numbers=frames,
+            source_images=[
+                sr.SourceImageForSegmentation(str(s.SOPClassUID), str(s.SOPInstanceUID))
+                for s in slices
+            ]
+            or None,
+        )
+        return sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            referenced_segment=segment, **common
+        )
+    images = [
+        sr.SourceImageForMeasurementGroup(str(s.SOPClassUID), str(s.SOPInstanceUID)) for s in slices
+    ]
+    return sr.MeasurementsAndQualitativeEvaluations(source_images=images or None, **common)
+
+
+class _Context:
+    """What every lesion group needs: the sources by UID, the SEG and its frames, the algorithm."""
+
+    def __init__(
+        self,
+        sources: Sequence[pydicom.Dataset],
+        seg: pydicom.Dataset | None,
+        algorithm: AlgorithmIdentification,
+        uid: str,
+    ) -> None:
+        self.sources = {str(source.SOPInstanceUID): source for source in sources}
+        self.seg = seg
+        self.frames = source_frames(seg) if seg is not None else {}
+        self.algorithm = algorithm
+        self.uid = uid
+
+
+def _check_seg(sources: Sequence[pydicom.Dataset], seg: pydicom.Dataset | None) -> None:
+    if seg is None:
+        return
+    for keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
+        if seg.get(keyword) != sources[0].get(keyword):
+            raise LesionResultError(f"the SEG has another {keyword} than the sources")
+
+
+def lesion_report(
+    sources: Sequence[pydicom.Dataset],
+    report: dict[str, Any],
+    seg: pydicom.Dataset | None,
+) -> Comprehensive3DSR:
+    """The TID 1500 SR of a series report's finding and lesions (see the module docstring).
+
+    ``seg`` is the series' SEG (as made, or as read back), or None: then the lesions, if any,
+    name their source slices instead of a segment.
+
+    Raises:
+        LesionResultError: sources that are not one series with its geometry, a SEG of another
+            study or frame of reference, a report without a model or a lesion without a volume.
+    """
+    from highdicom import sr  # noqa: PLC0415
+    from pydicom.sr.codedict import codes  # noqa: PLC0415
+    from pydicom.uid import generate_uid  # noqa: PLC0415
+
+    check_sources(sources)
+    _check_seg(sources, seg)
+    model = model_identity(report)
+    source_series = str(sources[0].SeriesInstanceUID)
+    series_uid = generate_uid(entropy_srcs=[source_series, model.sha256, "infarctwatch-sr-series"])
+    sop_uid = generate_uid(
+        entropy_srcs=[source_series, model.sha256, _content_digest(sources, report, seg), "sr"]
+    )
+    algorithm = _algorithm(model)
+    context = _Context(sources, seg, algorithm, str(sop_uid))
+    groups: list[Any] = [
+        _series_group(report, algorithm, generate_uid(entropy_srcs=[str(sop_uid), "series"]))
+    ]
+    groups += [
+        _lesion_group(number, lesion, context)
+        for number, lesion in enumerate(report.get("lesions") or [], start=1)
+    ]
+    device = sr.DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=[model.sha256, "infarctwatch-device"]),
+        name=GENERATOR,
+        manufacturer_name=GENERATOR,
+        model_name=model.algorithm_version[:64],
+    )
+    observation = sr.ObservationContext(
+        observer_device_context=sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+    content = sr.MeasurementReport(
+        observation_context=observation,
+        procedure_reported=lesion_codes.IMAGING_PROCEDURE,
+        imaging_measurements=groups,
+        referenced_images=list(sources),
+    )
+    disclaimer = sr.ContainerContentItem(
+        name=lesion_codes.QUALITATIVE_EVALUATIONS,
+        relationship_type=sr.RelationshipTypeValues.CONTAINS,
+    )
+    disclaimer.ContentSequence = sr.ContentSequence(
+        [
+            sr.TextContentItem(
+                name=lesion_codes.COMMENT,
+                value=DISCLAIMER,
+                relationship_type=sr.RelationshipTypeValues.CONTAINS,
+            )
+        ]
+    )
+    content[0].ContentSequence.append(disclaimer)
+    evidence = [*sources, seg] if seg is not None else list(sources)
+    document = sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=content[0],
+        series_instance_uid=series_uid,
+        series_number=int(sources[0].get("SeriesNumber") or 0) + SERIES_NUMBER_OFFSET,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer=GENERATOR,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description=SERIES_DESCRIPTION,
+    )
+    document.ManufacturerModelName = model.name[:64]
+    document.SoftwareVersions = VERSION
+    keep_identity_minimal(document)
+    return document
