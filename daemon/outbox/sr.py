@@ -13,13 +13,17 @@ no SEG is sent) and returns a highdicom ``Comprehensive3DSR`` whose content foll
     Present / Absent / Undetermined (CID 240) from the report's ``finding`` (``acute_infarct``,
     ``no_acute_infarct``, anything else), and the series' total lesion volume in mL (UCUM
     ``ml``) when the report has one;
-  - one group per **lesion**: TID 1411 (volumetric ROI) referencing the SEG's segment and the
-    SEG frames of the lesion's slices, or TID 1501 naming the lesion's source slices when there
-    is no SEG or it has no frame on them; its volume in mL, its finding sites (SNOMED CT, with
-    laterality, `daemon.outbox.lesion_codes`), finding type "Infarct", and its tracking
-    identifier ``Lesion <n>: <label>``, so the location label's text is always there;
+  - with a SEG, one TID 1411 group, the **lesion map**: a volumetric ROI referencing the SEG's
+    segment (and the source slices it has frames for), with the total volume;
+  - one TID 1501 group per **lesion**: its volume in mL, its finding sites (SNOMED CT, with
+    laterality, `daemon.outbox.lesion_codes`), finding type "Infarct", the source slices it
+    lies on, and its tracking identifier ``Lesion <n>: <label>``, so the location label's text
+    is always there. Not a TID 1411 referencing the SEG: the SEG has one segment for every
+    lesion, and a reference to some of its frames may not name a segment as well (PS3.3
+    C.10.4: Referenced Segment Number only without Referenced Frame Number; dciodvfy refuses
+    both), so a per-lesion ROI reference would point at every lesion;
 
-  every group and measurement names the algorithm (``infarctwatch``, version the model's ``name
+  every group names the algorithm (``infarctwatch``, version the model's ``name
   version``, family "Artificial Intelligence", manufacturer ``infarctwatch``, parameters the
   bundle's sha256 and the infarctwatch version);
 * TID 1500's "Qualitative Evaluations" of the whole report: the research-use disclaimer as a
@@ -43,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from daemon import DISCLAIMER
 from daemon.outbox import lesion_codes
 from daemon.outbox.seg import (
+    SEGMENT_NUMBER,
     LesionResultError,
     check_sources,
     keep_identity_minimal,
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
     from highdicom.sr import (
         AlgorithmIdentification,
         Comprehensive3DSR,
+        Measurement,
         MeasurementsAndQualitativeEvaluations,
         VolumetricROIMeasurementsAndQualitativeEvaluations,
     )
@@ -69,6 +75,8 @@ SERIES_NUMBER_OFFSET = 3000
 SERIES_DESCRIPTION = "infarctwatch lesion report - RESEARCH USE ONLY"
 SERIES_GROUP = "Acute infarct: series finding"
 """The tracking identifier of the series finding's group."""
+SEGMENT_GROUP = "Acute infarct: lesion map"
+"""The tracking identifier of the group of the SEG's segment."""
 
 
 def _content_digest(
@@ -105,99 +113,95 @@ def _series_group(
     presence = lesion_codes.PRESENCE.get(
         str(report.get("finding")), lesion_codes.PRESENCE["indeterminate"]
     )
-    measurements = []
     total = report.get("lesion_volume_ml")
-    if isinstance(total, int | float) and not isinstance(total, bool):
-        measurements.append(
-            sr.Measurement(
-                name=lesion_codes.VOLUME,
-                value=float(total),
-                unit=lesion_codes.MILLILITER,
-                algorithm_id=algorithm,
-            )
-        )
     return sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=sr.TrackingIdentifier(uid=uid, identifier=SERIES_GROUP),
         finding_type=lesion_codes.INFARCT,
         algorithm_id=algorithm,
         qualitative_evaluations=[sr.QualitativeEvaluation(lesion_codes.INFARCT, presence)],
-        measurements=measurements or None,
+        measurements=[_volume(total)] if _is_number(total) else None,
+    )
+
+
+def _volume(value: Any) -> Measurement:
+    """A volume in mL (the group names the algorithm that measured it)."""
+    from highdicom import sr  # noqa: PLC0415
+
+    return sr.Measurement(
+        name=lesion_codes.VOLUME, value=float(value), unit=lesion_codes.MILLILITER
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _segment_group(
+    report: dict[str, Any],
+    seg: pydicom.Dataset,
+    sources: dict[str, pydicom.Dataset],
+    algorithm: AlgorithmIdentification,
+    uid: str,
+) -> VolumetricROIMeasurementsAndQualitativeEvaluations:
+    """TID 1411 of the SEG's segment (every lesion): the segment's volume, its source slices."""
+    from highdicom import sr  # noqa: PLC0415
+
+    slices = [sources[uid] for uid in source_frames(seg) if uid in sources]
+    segment = sr.ReferencedSegment(
+        sop_class_uid=str(seg.SOPClassUID),
+        sop_instance_uid=str(seg.SOPInstanceUID),
+        segment_number=SEGMENT_NUMBER,
+        source_images=[
+            sr.SourceImageForSegmentation(str(s.SOPClassUID), str(s.SOPInstanceUID)) for s in slices
+        ]
+        or None,
+        source_series=None
+        if slices
+        else sr.SourceSeriesForSegmentation(str(seg.SeriesInstanceUID)),
+    )
+    total = report.get("lesion_volume_ml")
+    return sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=sr.TrackingIdentifier(uid=uid, identifier=SEGMENT_GROUP),
+        referenced_segment=segment,
+        finding_type=lesion_codes.INFARCT,
+        algorithm_id=algorithm,
+        measurements=[_volume(total)] if _is_number(total) else None,
     )
 
 
 def _lesion_group(
     number: int,
     lesion: dict[str, Any],
-    context: _Context,
-) -> VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations:
+    sources: dict[str, pydicom.Dataset],
+    algorithm: AlgorithmIdentification,
+    uid: str,
+) -> MeasurementsAndQualitativeEvaluations:
+    """TID 1501 of one lesion: its volume, finding sites, label and source slices."""
     from highdicom import sr  # noqa: PLC0415
-    from pydicom.uid import generate_uid  # noqa: PLC0415
 
     label = str(lesion.get("label") or "")
     volume = lesion.get("volume_ml")
-    if not isinstance(volume, int | float) or isinstance(volume, bool):
+    if not _is_number(volume):
         raise LesionResultError(f"lesion {number} of the series report has no volume_ml")
     sites = [
         sr.FindingSite(site.anatomy, laterality=site.laterality)
         for site in lesion_codes.finding_sites(label)
     ]
     uids = [str(item.get("sop_instance_uid")) for item in lesion.get("slices") or []]
-    slices = [context.sources[uid] for uid in uids if uid in context.sources]
-    tracking = sr.TrackingIdentifier(
-        uid=generate_uid(entropy_srcs=[context.uid, str(number), "lesion"]),
-        identifier=f"Lesion {number}: {label}" if label else f"Lesion {number}",
-    )
-    common: dict[str, Any] = {
-        "tracking_identifier": tracking,
-        "finding_type": lesion_codes.INFARCT,
-        "algorithm_id": context.algorithm,
-        "finding_sites": sites or None,
-        "measurements": [
-            sr.Measurement(
-                name=lesion_codes.VOLUME,
-                value=float(volume),
-                unit=lesion_codes.MILLILITER,
-                algorithm_id=context.algorithm,
-            )
-        ],
-    }
-    frames = sorted({f for uid in uids for f in context.frames.get(uid, [])})
-    if context.seg is not None and frames:
-        segment = sr.ReferencedSegment(
-            sop_class_uid=str(context.seg.SOPClassUID),
-            sop_instance_uid=str(context.seg.SOPInstanceUID),
-            segment_number=1,
-            frame_numbers=frames,
-            source_images=[
-                sr.SourceImageForSegmentation(str(s.SOPClassUID), str(s.SOPInstanceUID))
-                for s in slices
-            ]
-            or None,
-        )
-        return sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            referenced_segment=segment, **common
-        )
     images = [
-        sr.SourceImageForMeasurementGroup(str(s.SOPClassUID), str(s.SOPInstanceUID)) for s in slices
+        sr.SourceImageForMeasurementGroup(str(source.SOPClassUID), str(source.SOPInstanceUID))
+        for source in (sources[uid] for uid in uids if uid in sources)
     ]
-    return sr.MeasurementsAndQualitativeEvaluations(source_images=images or None, **common)
-
-
-class _Context:
-    """What every lesion group needs: the sources by UID, the SEG and its frames, the algorithm."""
-
-    def __init__(
-        self,
-        sources: Sequence[pydicom.Dataset],
-        seg: pydicom.Dataset | None,
-        algorithm: AlgorithmIdentification,
-        uid: str,
-    ) -> None:
-        self.sources = {str(source.SOPInstanceUID): source for source in sources}
-        self.seg = seg
-        self.frames = source_frames(seg) if seg is not None else {}
-        self.algorithm = algorithm
-        self.uid = uid
+    return sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=sr.TrackingIdentifier(
+            uid=uid, identifier=f"Lesion {number}: {label}" if label else f"Lesion {number}"
+        ),
+        finding_type=lesion_codes.INFARCT,
+        algorithm_id=algorithm,
+        finding_sites=sites or None,
+        measurements=[_volume(volume)],
+        source_images=images or None,
+    )
 
 
 def _check_seg(sources: Sequence[pydicom.Dataset], seg: pydicom.Dataset | None) -> None:
@@ -235,14 +239,16 @@ def lesion_report(
         entropy_srcs=[source_series, model.sha256, _content_digest(sources, report, seg), "sr"]
     )
     algorithm = _algorithm(model)
-    context = _Context(sources, seg, algorithm, str(sop_uid))
+    by_uid = {str(source.SOPInstanceUID): source for source in sources}
     groups: list[Any] = [
         _series_group(report, algorithm, generate_uid(entropy_srcs=[str(sop_uid), "series"]))
     ]
-    groups += [
-        _lesion_group(number, lesion, context)
-        for number, lesion in enumerate(report.get("lesions") or [], start=1)
-    ]
+    if seg is not None:
+        uid = generate_uid(entropy_srcs=[str(sop_uid), "segment"])
+        groups.append(_segment_group(report, seg, by_uid, algorithm, uid))
+    for number, lesion in enumerate(report.get("lesions") or [], start=1):
+        uid = generate_uid(entropy_srcs=[str(sop_uid), str(number), "lesion"])
+        groups.append(_lesion_group(number, lesion, by_uid, algorithm, uid))
     device = sr.DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=[model.sha256, "infarctwatch-device"]),
         name=GENERATOR,
