@@ -97,7 +97,9 @@ def lesion_masks(slices: int) -> list[np.ndarray]:
     """Two lesions: a left one on slices 2-4 (growing then shrinking), a right one on slice 6."""
     masks = [np.zeros((SIZE, SIZE), np.bool_) for _ in range(slices)]
     for index, half in ((2, 2), (3, 4), (4, 3)):
-        masks[index][30 - half : 30 + half, 40 - half : 40 + half] = True  # image right: patient left
+        masks[index][30 - half : 30 + half, 40 - half : 40 + half] = (
+            True  # image right: patient left
+        )
     masks[6][20:23, 10:14] = True
     return masks
 
