@@ -272,6 +272,23 @@ class TestLesionReport:
         with pytest.raises(LesionResultError, match=r"lesion 1 .* no volume_ml"):
             lesion_report(series.sources, broken, None)
 
+    def test_sources_without_accession_number_or_study_id(
+        self, series: Series, tmp_path: Path
+    ) -> None:
+        """A series whose files lack the type 2 AccessionNumber and StudyID (common) still gets
+        its SEG and SR, with those attributes empty; the caller's datasets are left as they
+        were."""
+        for source in series.sources:
+            del source.AccessionNumber
+            del source.StudyID
+        report = series_report(series)
+        seg = lesion_segmentation(series.sources, series.masks, report)
+        assert seg is not None
+        document = _written(lesion_report(series.sources, report, seg), tmp_path / "sr.dcm")
+        assert document.AccessionNumber == ""
+        assert seg.AccessionNumber in {None, ""}
+        assert "AccessionNumber" not in series.sources[0]
+
 
 class TestLocations:
     def _locations(self) -> list[str]:

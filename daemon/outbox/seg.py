@@ -2,7 +2,8 @@
 
 `lesion_segmentation` takes the series' source DICOM datasets (single-frame MR images of one
 series, one frame of reference), the lesion mask of each (a bool array at the source's matrix,
-or the ``<reports>/lesions/<stem>_mask.png`` file the daemon writes: 8-bit, 0/255) and the series
+or the ``<reports>/lesions/<stem>_mask.png`` file the daemon writes: 8-bit, 0/255; any
+non-zero pixel is lesion, so the synthetic generator's label maps read too) and the series
 report, and returns a highdicom ``Segmentation``, or None when no mask has a lesion pixel (a SEG
 must hold at least one segment, and a segment without a pixel says nothing):
 
@@ -34,6 +35,7 @@ results are configured and nothing is paid elsewhere.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,8 +61,6 @@ CONTENT_DESCRIPTION = "Research use only. Not for diagnostic use."
 CONTENT_LABEL = "INFARCT"
 SEGMENT_LABEL = "Acute infarct"
 SEGMENT_NUMBER = 1
-MASK_LEVEL = 128
-"""A mask PNG's pixel at or above this is lesion (the daemon writes 0 and 255)."""
 
 _KEPT_PATIENT_TAGS = frozenset(
     {
@@ -74,6 +74,17 @@ _KEPT_PATIENT_TAGS = frozenset(
     }
 )
 _ADMITTING_DIAGNOSES = (0x00081080, 0x00081084)
+_STUDY_TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
+"""Type 2 patient and study attributes highdicom reads from the first source (and must find)."""
 
 
 class LesionResultError(ValueError):
@@ -144,7 +155,10 @@ def check_sources(sources: Sequence[pydicom.Dataset]) -> None:
 
 
 def read_mask(path: Path) -> npt.NDArray[np.bool_]:
-    """A lesion mask PNG (8-bit, 0/255) as a bool array (True where >= `MASK_LEVEL`).
+    """A lesion mask PNG (8-bit grey) as a bool array: True where not 0.
+
+    The daemon's masks are 0/255; the synthetic generator's are label maps (0, then the lesion's
+    number): both read the same.
 
     Raises:
         LesionResultError: not an 8-bit grey image.
@@ -153,7 +167,7 @@ def read_mask(path: Path) -> npt.NDArray[np.bool_]:
         if image.mode != "L":
             raise LesionResultError(f"{path.name}: a mask is 8-bit grey, not {image.mode}")
         pixels = np.asarray(image)
-    mask: npt.NDArray[np.bool_] = pixels >= MASK_LEVEL
+    mask: npt.NDArray[np.bool_] = pixels > 0
     return mask
 
 
@@ -176,6 +190,21 @@ def stack_masks(
         planes.append(plane)
     stacked: npt.NDArray[np.bool_] = np.stack(planes)
     return stacked
+
+
+def with_study_attributes(source: pydicom.Dataset) -> pydicom.Dataset:
+    """``source``, or a copy with empty values for the type 2 patient and study attributes it lacks.
+
+    highdicom reads them from the first source; files without an accession number or study ID
+    are common.
+    """
+    missing = [keyword for keyword in _STUDY_TYPE_2 if keyword not in source]
+    if not missing:
+        return source
+    head = copy.deepcopy(source)
+    for keyword in missing:
+        setattr(head, keyword, None)
+    return head
 
 
 def keep_identity_minimal(dataset: pydicom.Dataset) -> None:
@@ -244,7 +273,7 @@ def lesion_segmentation(
         entropy_srcs=[source_series, model.sha256, _instance_entropy(sources, planes), "seg"]
     )
     segmentation = hd.seg.Segmentation(
-        source_images=list(sources),
+        source_images=[with_study_attributes(first), *sources[1:]],
         pixel_array=planes,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],

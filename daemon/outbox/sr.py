@@ -53,6 +53,7 @@ from daemon.outbox.seg import (
     keep_identity_minimal,
     model_identity,
     source_frames,
+    with_study_attributes,
 )
 from daemon.scan.report import GENERATOR, VERSION
 
@@ -280,7 +281,7 @@ def lesion_report(
         ]
     )
     content[0].ContentSequence.append(disclaimer)
-    evidence = [*sources, seg] if seg is not None else list(sources)
+    evidence = [with_study_attributes(sources[0]), *sources[1:], *([seg] if seg else [])]
     document = sr.Comprehensive3DSR(
         evidence=evidence,
         content=content[0],
