@@ -111,6 +111,14 @@ class TestLesionReport:
             if item.ValueType == "IMAGE"
         }
         assert images == {s.SOPInstanceUID for s in series.sources}
+        (group,) = library[0].ContentSequence
+        shared = {
+            item.ConceptNameCodeSequence[0].CodeMeaning: item
+            for item in group.ContentSequence
+            if item.RelationshipType == "HAS ACQ CONTEXT"
+        }
+        assert shared["Modality"].ConceptCodeSequence[0].CodeValue == "MR"
+        assert shared["Frame of Reference UID"].UID == first.FrameOfReferenceUID
         assert isinstance(document.content, hd.sr.MeasurementReport)
 
     def test_each_lesion_has_its_volume_location_codes_label_and_slices(
