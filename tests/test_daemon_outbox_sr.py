@@ -118,7 +118,7 @@ class TestLesionReport:
             if item.RelationshipType == "HAS ACQ CONTEXT"
         }
         assert shared["Modality"].ConceptCodeSequence[0].CodeValue == "MR"
-        assert shared["Frame of Reference UID"].UID == first.FrameOfReferenceUID
+        assert first.FrameOfReferenceUID == shared["Frame of Reference UID"].UID
         assert isinstance(document.content, hd.sr.MeasurementReport)
 
     def test_each_lesion_has_its_volume_location_codes_label_and_slices(
