@@ -21,7 +21,8 @@ must hold at least one segment, and a segment without a pixel says nothing):
   modules of the first source; of the patient attributes only name, ID (and its issuer and
   type), birth date and sex are kept (what a PACS matches a result to its patient with), the
   rest of group 0x0010 (age, size, weight, comments, other IDs, address...) and the admitting
-  diagnoses are removed;
+  diagnoses are removed; a first source without the type 2 patient and study attributes
+  highdicom reads (an accession number, a study ID...) lends a copy of itself with them empty;
 * a new series (number: the source's + `SERIES_NUMBER_OFFSET`) whose UID derives from the source
   series and the model's sha256, and an instance UID that also derives from the masks and the
   source instances: the same result written again is the same object (a PACS keeps one copy),
