@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from daemon.lesionmaps.slice import LesionMap
     from daemon.shared.decode import DicomInfo
     from daemon.shared.dicom_scope import OutOfScope
+    from daemon.shared.preprocess import Placement
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,20 @@ class Source:
 
 
 @dataclass(frozen=True)
+class SegmenterInfo:
+    """What makes the lesion maps: the segmenter of a format 2 bundle, as compiled."""
+
+    variant: str
+    weights_precision: str
+    precision: str
+    threshold: float
+    """A pixel is lesion at or above this probability."""
+    min_lesion_px: int
+    """Connected parts smaller than this (input pixels) are dropped."""
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What made a prediction: the bundle, the precision actually used and the device."""
 
@@ -68,6 +84,13 @@ class ModelInfo:
     device_requested: str
     device_used: str
     labels: tuple[str, ...]
+    segmenter: SegmenterInfo | None = None
+    """The bundle's lesion segmenter; None for a classifier-only bundle (no lesion maps)."""
+
+    @property
+    def name_version(self) -> str:
+        """``name version (variant, first 12 hex of the bundle sha256)``, for pictures."""
+        return f"{self.name} {self.version} ({self.variant}, {self.bundle_sha256[:12]})"
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,10 @@ class Decoded:
     frames: tuple[tuple[int, npt.NDArray[np.float32]], ...] = ()
     """``(frame index, tensor)`` of each frame of an enhanced multi-frame object to analyse as a
     slice of its own (b-value in range, or none given); empty for any other file."""
+    pixels: npt.NDArray[np.float32] | None = None
+    """The decoded grey image the tensor was made from (for the lesion map and its overlay)."""
+    placement: Placement | None = None
+    """Where the tensor's square lies in `pixels` (`daemon.shared.preprocess.Placement`)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +177,9 @@ class ScanResult:
     """Set when the file is not a DWI b1000 slice (``not_analysed``): no prediction, no failure."""
     frames: tuple[FramePrediction, ...] = ()
     """Each frame analysed as a slice of its own (`Decoded.frames`), in frame order."""
+    lesion_map: LesionMap | None = None
+    """The segmenter's lesion map of an analysed image (`daemon.lesionmaps.slice`); None when
+    the bundle has no segmenter or the image got no prediction."""
 
     @property
     def ok(self) -> bool:

@@ -37,12 +37,14 @@ import structlog
 
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import link_or_copy, write_atomic_group
+from daemon.lesionmaps.files import write_map_files
 from daemon.records import Decoded, Failure, FramePrediction, Prediction, ScanResult, Source
 from daemon.scan.decision import Rule, resolve
 from daemon.scan.inference import Engine, Outputs
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
+from daemon.scan.segment import segment_batch
 from daemon.scan.slices import slice_records
 from daemon.shared.bundle import load_bundle
 
@@ -183,6 +185,8 @@ def scan_claims(
                 info, rule, job, None, latency_ms=0.0, error="OpenVINO never answered"
             )
     frames.attach(results, decoded)
+    if engine.segmenter is not None:
+        segment_batch(engine.segmenter, engine.bundle.preprocess, results, decoded)
     return [r for r in results if r is not None], later
 
 
@@ -275,18 +279,23 @@ def inferred_result(
 def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
     """Write the reports of ``results`` (one group commit), then apply the outcomes.
 
+    Lesion map files (masks, overlays) are written before the reports that name them; a report
+    whose map files could not be written is not written either (its input stays in processing/,
+    like any report that cannot be written).
+
     With an outbox, each analysed DICOM file is first linked into its staging folder
     (`stage_for_outbox`), so that the link is as durable as the report and outlives the outcome.
     """
     encoded = [encode_report(result, setup.top_k) for result in results]
     if setup.outbox_staging is not None:
         stage_for_outbox(results, setup.outbox_staging)
-    errors = write_atomic_group(
-        [
-            (report_path(setup.reports, result), data)
-            for result, (_, data) in zip(results, encoded, strict=True)
-        ]
+    errors = write_map_files(setup.reports, [(r.scan_id, r.lesion_map) for r in results])
+    ready = [index for index, error in enumerate(errors) if error is None]
+    written = write_atomic_group(
+        [(report_path(setup.reports, results[index]), encoded[index][1]) for index in ready]
     )
+    for index, error in zip(ready, written, strict=True):
+        errors[index] = error
     finished = []
     for result, (report, _), error in zip(results, encoded, errors, strict=True):
         if error is not None:
