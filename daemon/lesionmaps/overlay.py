@@ -3,8 +3,9 @@
 **Overlay** (one slice with a lesion): the slice in grey (its minimum black, its 99.5th percentile
 white), enlarged by a whole factor to about 512 pixels, each lesion outlined just outside its
 edge (its own pixels untouched) by a bright yellow line with a black border on both sides, so that
-the outline stays visible on any grey and when printed in greyscale; below, a black band with the location label and finding, a note when the
-map disagrees with the finding, the model, and the research-use disclaimer.
+the outline stays visible on any grey and when printed in greyscale; below, a black band with
+the location label and finding, a note when the map disagrees with the finding, the model, and
+the research-use disclaimer.
 
 **Summary** (a series with a lesion, like a vendor's key images): the overlays of its slices with
 a lesion, without their bands, side by side (at most `MONTAGE_COLUMNS` a row) with the slice's
