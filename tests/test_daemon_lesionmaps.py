@@ -14,22 +14,41 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import numpy as np
 import pytest
-from daemon_support import REPO, files_under, make_config, reports, run_once, running, wait_for
+from daemon_support import (
+    REPO,
+    VALIDATOR,
+    files_under,
+    make_config,
+    reports,
+    run_once,
+    running,
+    wait_for,
+)
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from segmenter_bundles import default_with_segmenter
 
+from daemon.clock import utc_now
+from daemon.config import InferenceConfig, ThresholdsConfig
 from daemon.fs import TMP_SUFFIX
 from daemon.lesionmaps.series import lesions_3d, slice_spacing
 from daemon.lesionmaps.slice import keep_large_parts, source_lesions
-from daemon.records import series_id
+from daemon.records import Claim, series_id
+from daemon.scan.decision import resolve
+from daemon.scan.inference import Engine
+from daemon.scan.read import decode_claim
+from daemon.scan.report import build_report
 from daemon.scan.slices import SliceRecord
+from daemon.scan.worker import scan_claims
+from daemon.shared.bundle import MANIFEST, load_bundle, write_manifest
+from daemon.shared.decode import DecodeLimits
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -128,6 +147,32 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return default_with_segmenter(folder, level=LEVEL, min_lesion_px=MIN_LESION_PX)
 
 
+@pytest.fixture(scope="module")
+def own_spec_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As `bundle`, but the segmenter crops with its own, wider margin (its own preprocess.json)."""
+    folder = default_with_segmenter(
+        tmp_path_factory.mktemp("own-spec") / "bundle", level=LEVEL, min_lesion_px=MIN_LESION_PX
+    )
+    spec_file = folder / "segmenter" / "preprocess.json"
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    spec["margin"] = 0.25
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    written = ("format_version", "name", "version", "created_at", "default_variant", "variants")
+    written += ("input", "labels", "preprocess", "metrics_summary", "files")
+    write_manifest(
+        folder,
+        name=manifest["name"],
+        version=manifest["version"],
+        variants=manifest["variants"],
+        input_spec=manifest["input"],
+        metrics_summary=manifest["metrics_summary"],
+        default_variant=manifest["default_variant"],
+        extra={k: v for k, v in manifest.items() if k not in written},
+    )
+    return folder
+
+
 def config_for(tmp_path: Path, bundle: Path, **sections: Any) -> Any:
     config = make_config(tmp_path, model={"path": str(bundle)}, **sections)
     config.incoming.mkdir(parents=True)
@@ -195,6 +240,34 @@ class TestSliceMaps:
         assert report["lesion_error"] is None
         assert report["timing"]["segment_ms"] >= 0
 
+    def test_a_segmenter_with_its_own_preprocessing_maps_back_onto_the_same_pixels(
+        self, tmp_path, own_spec_bundle
+    ) -> None:
+        """Its own crop (a wider margin than the classifier's): the blob is found where it is."""
+        config = config_for(tmp_path, own_spec_bundle)
+        (config.incoming / "blob.png").write_bytes(png(slice_pixels()))
+
+        assert run_once(config) == 0
+
+        (report,) = reports(config.reports).values()
+        (lesion,) = report["lesions"]
+        x0, y0, side = BLOB
+        assert lesion["area_px"] == pytest.approx(side * side, rel=0.15)
+        assert lesion["bbox"] == pytest.approx([x0, y0, x0 + side - 1, y0 + side - 1], abs=1.5)
+
+    def test_the_schema_holds_lesions_to_their_form(self, tmp_path, bundle) -> None:
+        """A report with a three-number bbox or a mask outside lesions/ is not a valid report."""
+        config = config_for(tmp_path, bundle)
+        (config.incoming / "blob.png").write_bytes(png(slice_pixels()))
+        assert run_once(config) == 0
+        (report,) = reports(config.reports).values()
+        bad_box = json.loads(json.dumps(report))
+        bad_box["lesions"][0]["bbox"] = [1, 2, 3]
+        bad_path = {**report, "lesion_mask": "../elsewhere.png"}
+        for document in (bad_box, bad_path):
+            with pytest.raises(jsonschema.ValidationError):
+                VALIDATOR.validate(document)
+
     def test_a_slice_without_a_blob_has_an_empty_mask_and_no_overlay(
         self, tmp_path, bundle
     ) -> None:
@@ -259,6 +332,59 @@ class TestSliceMaps:
         assert "segment_ms" not in report["timing"]
         assert not (config.reports / "lesions").exists()
         assert not (config.reports / "overlays").exists()
+
+
+class _Faulty:
+    """A segmenter that answers every image with ``plane`` or ``error`` (a fault injected)."""
+
+    def __init__(self, network: Any, plane: np.ndarray | None, error: str | None) -> None:
+        self.network, self._plane, self._error = network, plane, error
+
+    def submit(self, dwi: np.ndarray, job: Any, done: Any) -> None:
+        done(job, self._plane, 0.0, self._error)
+
+    def wait(self) -> None:
+        pass
+
+
+class TestSegmenterFaults:
+    """A segmenter that fails costs the image its map, never its prediction."""
+
+    @pytest.mark.parametrize(
+        ("plane", "error", "said"),
+        [
+            (None, "OpenVINO could not start segmenting: injected", "injected"),
+            (np.full((128, 128), np.nan, np.float32), None, "not numbers"),
+        ],
+    )
+    def test_the_report_keeps_its_prediction_and_says_why(
+        self, tmp_path, bundle, plane, error, said
+    ) -> None:
+        """The real worker code (`scan_claims`, `build_report`) around a failing segmenter."""
+        engine = Engine.compile(load_bundle(bundle), InferenceConfig(device="CPU"))
+        assert engine.segmenter is not None
+        engine.segmenter = _Faulty(engine.segmenter.network, plane, error)  # type: ignore[assignment]
+        rule = resolve(engine.bundle, ThresholdsConfig(in_scope=0))
+        path = tmp_path / "blob.png"
+        path.write_bytes(png(slice_pixels()))
+        claim = Claim("c1", path, "blob.png", utc_now(), time.monotonic())
+        spec = engine.bundle.preprocess
+
+        def decode(claim: Claim) -> Any:
+            return decode_claim(claim, spec, DecodeLimits(), 1 << 26, None)
+
+        (result,), later = scan_claims([claim], engine, rule, decode)
+        engine.close()
+
+        assert later == []
+        report = build_report(result, 3)
+        VALIDATOR.validate(report)
+        assert report["status"] == "ok"
+        assert report["prediction"] is not None
+        assert report["lesions"] is None
+        assert report["lesion_mask"] is None
+        assert report["map_disagrees"] is None
+        assert said in report["lesion_error"]
 
 
 def write_series(
