@@ -109,7 +109,7 @@ def one_round(bundle: Path, folder: Path, count: int) -> tuple[float, float, flo
 
 
 def series_cost(bundle: Path, folder: Path, slices: int) -> tuple[float, int]:
-    """CPU ms of `lesion_fields` for a series of ``slices`` slices (a blob on three), and lesions."""
+    """CPU ms of `lesion_fields` for a series of ``slices`` slices (a blob on three); lesions."""
     loaded = load_bundle(bundle)
     engine = Engine.compile(loaded, InferenceConfig(device="CPU"), one_thread=True)
     rule = resolve(loaded, ThresholdsConfig(in_scope=0))

@@ -34,6 +34,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from segmenter_bundles import default_with_segmenter
+from structlog.testing import capture_logs
 
 from daemon.clock import utc_now
 from daemon.config import InferenceConfig, ThresholdsConfig
@@ -204,9 +205,14 @@ class TestSliceMaps:
         data = dicom(slice_pixels(), study=study, series=series, number=1, z=0.0)
         (config.incoming / "blob.dcm").write_bytes(data)
 
-        assert run_once(config) == 0
+        with capture_logs() as logs:
+            assert run_once(config) == 0
 
         (report,) = reports(config.reports).values()
+        started = next(e for e in logs if e["event"] == "started")
+        assert started["segmenter"] == "fp16"
+        (scan,) = [e for e in logs if e["event"] == "scan"]
+        assert scan["lesions"] == 1
         assert report["schema_version"] == "1.3"
         assert report["status"] == "ok"
         assert report["model"]["segmenter"]["threshold"] == 0.5
@@ -323,9 +329,13 @@ class TestSliceMaps:
         config.incoming.mkdir(parents=True)
         (config.incoming / "blob.png").write_bytes(png(slice_pixels()))
 
-        assert run_once(config) == 0
+        with capture_logs() as logs:
+            assert run_once(config) == 0
 
         (report,) = reports(config.reports).values()
+        (scan,) = [e for e in logs if e["event"] == "scan"]
+        assert "lesions" not in scan
+        assert next(e for e in logs if e["event"] == "started")["segmenter"] is None
         for field in ("lesions", "lesion_mask", "overlay", "map_disagrees", "lesion_error"):
             assert field not in report
         assert "segmenter" not in report["model"]

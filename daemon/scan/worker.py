@@ -328,6 +328,7 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 outcome_error=outcome_error,
                 errno=code,
                 reason=result.reason if failure is None else None,
+                lesions=len(report["lesions"]) if isinstance(report.get("lesions"), list) else None,
                 series=_series_records(report, result.scan_id),
             )
         )
