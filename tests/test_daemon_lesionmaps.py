@@ -23,11 +23,13 @@ import pytest
 from daemon_support import (
     REPO,
     VALIDATOR,
+    drop,
     files_under,
     make_config,
     reports,
     run_once,
     running,
+    versioned_bundle,
     wait_for,
 )
 from PIL import Image
@@ -50,6 +52,7 @@ from daemon.scan.slices import SliceRecord
 from daemon.scan.worker import scan_claims
 from daemon.shared.bundle import MANIFEST, load_bundle, write_manifest
 from daemon.shared.decode import DecodeLimits
+from deploy.install import install_bundle
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -395,6 +398,44 @@ class TestSegmenterFaults:
         assert report["lesion_mask"] is None
         assert report["map_disagrees"] is None
         assert said in report["lesion_error"]
+
+
+class TestHotReload:
+    """A hot reload switches lesion maps on and off with the bundle, between batches."""
+
+    def test_a_reload_to_a_bundle_with_a_segmenter_and_back(self, tmp_path) -> None:
+        """v1 (no segmenter): no map; v2 (a segmenter): maps; v3 (none again): no map."""
+        models = tmp_path / "models"
+        install_bundle(versioned_bundle(tmp_path / "src-v1", "1.0.0-maps"), models)
+        config = make_config(tmp_path, model={"path": str(models)})
+        config.incoming.mkdir(parents=True)
+
+        def scanned(name: str) -> dict[str, Any]:
+            drop(config.incoming, name, png(slice_pixels(at=(140, 100 + len(name)))))
+            wait_for(lambda: name in reports(config.reports), 60, name)
+            return reports(config.reports)[name]
+
+        with running(config) as service:
+            reloader = service.service.reloader
+            assert reloader is not None
+            first = scanned("v1.png")
+            segmenting = default_with_segmenter(
+                tmp_path / "src-v2", level=LEVEL, min_lesion_px=MIN_LESION_PX, version="2.0.0-maps"
+            )
+            install_bundle(segmenting, models)
+            wait_for(lambda: reloader.snapshot().reloads == 1, 60, "v2 in service")
+            second = scanned("v2-with-maps.png")
+            install_bundle(versioned_bundle(tmp_path / "src-v3", "3.0.0-maps"), models)
+            wait_for(lambda: reloader.snapshot().reloads == 2, 60, "v3 in service")
+            third = scanned("v3-without.png")
+
+        assert "lesions" not in first
+        assert second["model"]["version"] == "2.0.0-maps"
+        assert len(second["lesions"]) == 1
+        assert (config.reports / second["lesion_mask"]).is_file()
+        assert third["model"]["version"] == "3.0.0-maps"
+        assert "lesions" not in third
+        assert "segmenter" not in third["model"]
 
 
 def write_series(
