@@ -14,7 +14,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from daemon.lesionmaps.slice import LesionMap
     from daemon.shared.decode import DicomInfo
     from daemon.shared.dicom_scope import OutOfScope
     from daemon.shared.preprocess import Placement
@@ -159,6 +158,51 @@ class FramePrediction:
     index: int
     prediction: Prediction | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One connected lesion on a slice, in source pixels."""
+
+    area_px: int
+    area_mm2: float | None
+    """``area_px`` x the pixel's area from PixelSpacing; None when the spacing is unknown."""
+    bbox: tuple[int, int, int, int]
+    """``(x0, y0, x1, y1)``: first and last column, first and last row inside (inclusive)."""
+    centroid: tuple[float, float]
+    """``(x, y)``: the mean column and row of its pixels."""
+
+    def to_report(self) -> dict[str, Any]:
+        """As the image report holds it (``lesions[]``)."""
+        return {
+            "area_px": self.area_px,
+            "area_mm2": self.area_mm2,
+            "bbox": list(self.bbox),
+            "centroid": list(self.centroid),
+        }
+
+
+@dataclass(frozen=True)
+class LesionMap:
+    """The lesion map of one analysed image, or why there is none."""
+
+    mask: npt.NDArray[np.bool_] | None
+    """The lesion pixels at the source matrix (rows, columns); None when segmenting failed."""
+    lesions: tuple[Lesion, ...] = ()
+    pixels: npt.NDArray[np.float32] | None = None
+    """The source grey image, kept for the overlay when there is a lesion (else None)."""
+    segment_ms: float | None = None
+    """The segmenter's inference latency."""
+    mask_png: bytes | None = None
+    """The mask file's content (`daemon.lesionmaps.files.encode_mask`), once encoded."""
+    overlay_png: bytes | None = None
+    """The overlay file's content (`daemon.lesionmaps.overlay`) of a slice with a lesion."""
+    error: str | None = None
+    """Why there is no map (the segmenter failed); the image's prediction stands."""
+
+    def disagrees_with(self, finding: str) -> bool:
+        """True when ``finding`` is not ``acute_infarct`` but the map marks a lesion."""
+        return finding != "acute_infarct" and bool(self.lesions)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from structlog.testing import capture_logs
 from daemon.clock import utc_now
 from daemon.config import InferenceConfig, ThresholdsConfig
 from daemon.fs import TMP_SUFFIX
-from daemon.lesionmaps.series import lesions_3d, slice_spacing
 from daemon.lesionmaps.slice import keep_large_parts, source_lesions
 from daemon.records import Claim, series_id
 from daemon.scan.decision import resolve
@@ -50,6 +49,7 @@ from daemon.scan.read import decode_claim
 from daemon.scan.report import build_report
 from daemon.scan.slices import SliceRecord
 from daemon.scan.worker import scan_claims
+from daemon.series.lesions import lesions_3d, slice_spacing
 from daemon.shared.bundle import MANIFEST, load_bundle, write_manifest
 from daemon.shared.decode import DecodeLimits
 from deploy.install import install_bundle

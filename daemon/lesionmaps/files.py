@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
-    from daemon.lesionmaps.slice import LesionMap
+    from daemon.records import LesionMap
 
 LESIONS_FOLDER = "lesions"
 OVERLAYS_FOLDER = "overlays"

@@ -24,7 +24,8 @@ import numpy as np
 
 from daemon.lesionmaps.files import encode_mask
 from daemon.lesionmaps.overlay import render_overlay
-from daemon.lesionmaps.slice import LesionMap, lesion_map
+from daemon.lesionmaps.slice import lesion_map
+from daemon.records import LesionMap
 from daemon.shared.preprocess import preprocess_placed
 
 if TYPE_CHECKING:

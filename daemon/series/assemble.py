@@ -232,7 +232,7 @@ def build_series_report(
 
     ``links``: ``adc_series`` (a list) and ``dwi_series`` (or None), from the tracker, which
     knows the other series of the study. ``lesions``: the lesion fields
-    (`daemon.lesionmaps.series.lesion_fields`), placed after ``locations``; None: the series
+    (`daemon.series.lesions.lesion_fields`), placed after ``locations``; None: the series
     has no lesion map (no field, and no ``lesion_mask`` in ``slices``).
     """
     ordered = order(records)

@@ -36,7 +36,6 @@ import structlog
 
 from daemon import DISCLAIMER
 from daemon.clock import iso, utc_now
-from daemon.lesionmaps.series import failed_fields, lesion_fields, model_text
 from daemon.scan.report import GENERATOR, VERSION
 from daemon.series.assemble import (
     analysed_slices,
@@ -45,6 +44,7 @@ from daemon.series.assemble import (
     kind_of,
     missing_instances,
 )
+from daemon.series.lesions import failed_fields, lesion_fields, model_text
 from daemon.series.store import (
     image_records,
     listed_report_ids,
@@ -385,7 +385,7 @@ class SeriesTracker(StageThread):
             dwi.last_seen = 0.0  # due at once: its report gains the ADC series
 
     def _lesions(self, series: _Series) -> dict[str, Any] | None:
-        """The series' lesion fields (`daemon.lesionmaps.series`); a bug there costs them only."""
+        """The series' lesion fields (`daemon.series.lesions`); a bug there costs them only."""
         slices = analysed_slices(series.records.values())
         try:
             model = next((r.model for r in slices if r.model), None)
