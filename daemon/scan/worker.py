@@ -10,13 +10,15 @@ that is queued, up to a handful. The worker
    one worker per core, decoding and inference overlap across the workers; the bundle's `Rule`
    (`daemon.scan.decision`) turns each image's outputs into a calibrated prediction with its
    finding, or refuses the image (``not_analysed``, ``OUT_OF_SCOPE_IMAGE``);
-3. waits for the last inference, then writes the reports of the whole batch with one group commit
-   (`daemon.fs.write_atomic_group`) and only then moves or deletes the inputs
-   (`daemon.intake.claims.ClaimArea.finish`): a report is durable before its input leaves
-   processing/;
-4. answers with a `Finished` per claim, from which the daemon logs and counts.
+3. with a bundle that has a lesion segmenter, runs every image with a prediction through it
+   (`daemon.scan.segment`): its lesion map, mask file and overlay;
+4. waits for the last inference, then writes the batch's lesion map files and then its reports,
+   each folder with one group commit (`daemon.fs.write_atomic_group`), and only then moves or
+   deletes the inputs (`daemon.intake.claims.ClaimArea.finish`): a report is durable before its
+   input leaves processing/;
+5. answers with a `Finished` per claim, from which the daemon logs and counts.
 
-Steps 1 and 2 are `scan_claims`, which ``infarctwatch evaluate`` (`daemon.evaluate.scoring`) runs
+Steps 1 to 3 are `scan_claims`, which ``infarctwatch evaluate`` (`daemon.evaluate.scoring`) runs
 too, so that an evaluation scores exactly what the daemon would report.
 
 Why here and not in the daemon process: a worker that owns its scans hands nothing but claims and
