@@ -170,7 +170,10 @@ def scan_claims(
         if isinstance(outcome, Rejected) and outcome.fingerprint is not None:
             later.append(outcome)  # maybe still being written: the daemon looks again
         elif isinstance(outcome, Decoded):
-            decoded[index] = outcome
+            # The decoded image is kept only for a segmenter (its map and overlay): a batch of
+            # large images must not stay in memory for nothing.
+            keep = engine.segmenter is not None
+            decoded[index] = outcome if keep else dataclasses.replace(outcome, pixels=None)
         else:
             results[index] = unscanned_result(info, outcome)
     # Inference after decoding, not interleaved with it: the callbacks then never wait for this
