@@ -7,9 +7,10 @@ through neighbouring slices when two parts share a pixel position). Each lesion 
 
 ``volume_ml``
     its voxels x PixelSpacing (rows x columns) x the slice spacing, in mL. The slice spacing is the
-    median step between the slices' positions along the normal; with one position, the
-    SpacingBetweenSlices, else the SliceThickness, of the images. Null when the spacing is
-    unknown (a PNG series) or differs between slices.
+    median step between the slices' positions along the normal (each slice at a position of its
+    own); with one slice, its SpacingBetweenSlices, else its SliceThickness. Null when a spacing
+    is unknown (a PNG series, a slice without a position, two slices at one position) or the
+    slices' PixelSpacing differ.
 ``slices``
     the slices it spans: their index in the report's ``slices``, SOPInstanceUID and
     InstanceNumber.
