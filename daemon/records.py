@@ -14,7 +14,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from daemon.shared.decode import DicomInfo
     from daemon.shared.dicom_scope import OutOfScope
+    from daemon.shared.preprocess import Placement
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,20 @@ class Source:
 
 
 @dataclass(frozen=True)
+class SegmenterInfo:
+    """What makes the lesion maps: the segmenter of a format 2 bundle, as compiled."""
+
+    variant: str
+    weights_precision: str
+    precision: str
+    threshold: float
+    """A pixel is lesion at or above this probability."""
+    min_lesion_px: int
+    """Connected parts smaller than this (input pixels) are dropped."""
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What made a prediction: the bundle, the precision actually used and the device."""
 
@@ -68,6 +83,13 @@ class ModelInfo:
     device_requested: str
     device_used: str
     labels: tuple[str, ...]
+    segmenter: SegmenterInfo | None = None
+    """The bundle's lesion segmenter; None for a classifier-only bundle (no lesion maps)."""
+
+    @property
+    def name_version(self) -> str:
+        """``name version (variant, first 12 hex of the bundle sha256)``, for pictures."""
+        return f"{self.name} {self.version} ({self.variant}, {self.bundle_sha256[:12]})"
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,10 @@ class Decoded:
     frames: tuple[tuple[int, npt.NDArray[np.float32]], ...] = ()
     """``(frame index, tensor)`` of each frame of an enhanced multi-frame object to analyse as a
     slice of its own (b-value in range, or none given); empty for any other file."""
+    pixels: npt.NDArray[np.float32] | None = None
+    """The decoded grey image the tensor was made from (for the lesion map and its overlay)."""
+    placement: Placement | None = None
+    """Where the tensor's square lies in `pixels` (`daemon.shared.preprocess.Placement`)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,51 @@ class FramePrediction:
 
 
 @dataclass(frozen=True)
+class Lesion:
+    """One connected lesion on a slice, in source pixels."""
+
+    area_px: int
+    area_mm2: float | None
+    """``area_px`` x the pixel's area from PixelSpacing; None when the spacing is unknown."""
+    bbox: tuple[int, int, int, int]
+    """``(x0, y0, x1, y1)``: first and last column, first and last row inside (inclusive)."""
+    centroid: tuple[float, float]
+    """``(x, y)``: the mean column and row of its pixels."""
+
+    def to_report(self) -> dict[str, Any]:
+        """As the image report holds it (``lesions[]``)."""
+        return {
+            "area_px": self.area_px,
+            "area_mm2": self.area_mm2,
+            "bbox": list(self.bbox),
+            "centroid": list(self.centroid),
+        }
+
+
+@dataclass(frozen=True)
+class LesionMap:
+    """The lesion map of one analysed image, or why there is none."""
+
+    mask: npt.NDArray[np.bool_] | None
+    """The lesion pixels at the source matrix (rows, columns); None when segmenting failed."""
+    lesions: tuple[Lesion, ...] = ()
+    pixels: npt.NDArray[np.float32] | None = None
+    """The source grey image, kept for the overlay when there is a lesion (else None)."""
+    segment_ms: float | None = None
+    """The segmenter's inference latency."""
+    mask_png: bytes | None = None
+    """The mask file's content (`daemon.lesionmaps.files.encode_mask`), once encoded."""
+    overlay_png: bytes | None = None
+    """The overlay file's content (`daemon.lesionmaps.overlay`) of a slice with a lesion."""
+    error: str | None = None
+    """Why there is no map (the segmenter failed); the image's prediction stands."""
+
+    def disagrees_with(self, finding: str) -> bool:
+        """True when ``finding`` is not ``acute_infarct`` but the map marks a lesion."""
+        return finding != "acute_infarct" and bool(self.lesions)
+
+
+@dataclass(frozen=True)
 class ScanResult:
     """The end of the line for one claim: a prediction or a failure, and the timings."""
 
@@ -150,6 +221,9 @@ class ScanResult:
     """Set when the file is not a DWI b1000 slice (``not_analysed``): no prediction, no failure."""
     frames: tuple[FramePrediction, ...] = ()
     """Each frame analysed as a slice of its own (`Decoded.frames`), in frame order."""
+    lesion_map: LesionMap | None = None
+    """The segmenter's lesion map of an analysed image (`daemon.lesionmaps.slice`); None when
+    the bundle has no segmenter or the image got no prediction."""
 
     @property
     def ok(self) -> bool:

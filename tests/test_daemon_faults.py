@@ -154,7 +154,7 @@ class TestNamesAreBytes:
             assert document["status"] == "ok"
             assert base64.b64decode(document["source"]["name_base64"]) == LATIN1
             assert document["id"].endswith("-" + _name_tag(LATIN1))
-            assert document["schema_version"] == "1.2"
+            assert document["schema_version"] == "1.3"
         for name in names:
             if name != LATIN1:
                 document = found[name.decode()]

@@ -53,7 +53,7 @@ def test_any_name_gives_valid_json_and_its_exact_bytes(raw: bytes, shown: str) -
     else:
         assert document["source"]["name_base64"] is None
     assert document["id"].endswith("-" + hashlib.sha256(raw).hexdigest()[:8])
-    assert document["schema_version"] == "1.2"
+    assert document["schema_version"] == "1.3"
 
 
 def test_scan_id_hashes_the_raw_bytes_of_the_name() -> None:

@@ -332,6 +332,7 @@ class ModelReloader(StageThread):
             precision=info.precision,
             device=info.device_used,
             load_ms=round((time.monotonic() - started) * 1000.0, 1),
+            segmenter=None if info.segmenter is None else info.segmenter.variant,
             **model.rule.log_fields(),
         )
 

@@ -15,6 +15,11 @@ daemon compiles none to serve: `check_compiles` proves that the device takes a b
 workers will compile it, reads what they will report (precision, devices, infer requests), and
 drops it (`daemon.model.holder`).
 
+A format 2 bundle's lesion segmenter (`daemon.shared.bundle.Network`) is compiled beside the
+classifier, on the same device with the same options (`Segmenter`), with its own
+``AsyncInferQueue``: `Engine.segmenter` is None for a classifier-only bundle. What its map means
+(threshold, small parts, source pixels) is `daemon.lesionmaps.slice`'s business.
+
 OpenVINO is imported at module level on purpose: importing it starts a helper thread, which
 should exist before the service (and any test's thread-leak check) starts.
 """
@@ -34,11 +39,11 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 
 from daemon.errors import EngineError
-from daemon.records import ModelInfo
+from daemon.records import ModelInfo, SegmenterInfo
 
 if TYPE_CHECKING:
     from daemon.config import InferenceConfig
-    from daemon.shared.bundle import Bundle
+    from daemon.shared.bundle import Bundle, Network
 
 CLASSES, IN_SCOPE = "classes", "in_scope"
 
@@ -55,6 +60,8 @@ class Outputs:
 
 # (job, outputs or None, inference latency in ms, error message or None)
 Done = Callable[[Any, Outputs | None, float, str | None], None]
+# (job, lesion probability plane (H, W) or None, inference latency in ms, error message or None)
+SegmentDone = Callable[[Any, npt.NDArray[np.float32] | None, float, str | None], None]
 
 
 def _precision_of(core: ov.Core, compiled: ov.CompiledModel, devices: list[str]) -> str:
@@ -157,37 +164,24 @@ def _one_thread_options(device: str) -> dict[Any, Any]:
 
 def _compile(
     bundle: Bundle, config: InferenceConfig, variant: str, *, one_thread: bool
-) -> tuple[ov.CompiledModel, ModelInfo]:
-    """Read, check and compile ``bundle`` for ``config.device``; the compiled model and its info.
+) -> tuple[ov.CompiledModel, ModelInfo, ov.CompiledModel | None]:
+    """Read, check and compile ``bundle`` for ``config.device``.
+
+    Returns the compiled network, its info, and the compiled segmenter (None without one).
 
     Raises:
         EngineError: the network does not fit the bundle's preprocessing or labels, or
             OpenVINO cannot compile it on the device.
     """
-    core = ov.Core()
-    if config.cache_dir is not None:
-        core.set_property({props.cache_dir: str(config.cache_dir)})
+    core = _core(config)
     model, variant_name, weights = _checked_model(core, bundle, variant)
-    options: dict[Any, Any] = {
-        hints.performance_mode: getattr(hints.PerformanceMode, config.performance_hint)
-    }
-    if one_thread:
-        options.update(_one_thread_options(config.device))
-    if config.num_requests:
-        options[hints.num_requests] = config.num_requests
-    try:
-        compiled = core.compile_model(model, config.device, options)
-    except RuntimeError as exc:
-        available = ", ".join(core.available_devices) or "none"
-        msg = (
-            f"At 'inference.device': OpenVINO cannot compile the network for "
-            f"{config.device!r} (devices here: {available}): {str(exc).strip()[-300:]}"
+    compiled = _compile_on_device(core, model, config, one_thread=one_thread, what="network")
+    devices = _devices_of(compiled, config)
+    segmenter, segmenter_info = None, None
+    if bundle.segmenter is not None:
+        segmenter, segmenter_info = _compile_segmenter(
+            core, bundle, bundle.segmenter, config, variant, one_thread=one_thread
         )
-        raise EngineError(msg) from exc
-    try:
-        devices = [str(d) for d in compiled.get_property(props.execution_devices)]
-    except RuntimeError:
-        devices = [config.device]
     info = ModelInfo(
         name=bundle.name,
         version=bundle.version,
@@ -198,6 +192,109 @@ def _compile(
         device_requested=config.device,
         device_used=",".join(devices),
         labels=bundle.labels,
+        segmenter=segmenter_info,
+    )
+    return compiled, info, segmenter
+
+
+def _core(config: InferenceConfig) -> ov.Core:
+    core = ov.Core()
+    if config.cache_dir is not None:
+        core.set_property({props.cache_dir: str(config.cache_dir)})
+    return core
+
+
+def _compile_on_device(
+    core: ov.Core, model: ov.Model, config: InferenceConfig, *, one_thread: bool, what: str
+) -> ov.CompiledModel:
+    """``model`` compiled for ``config.device`` with the configured hint and requests.
+
+    Raises:
+        EngineError: OpenVINO cannot compile it on the device.
+    """
+    options: dict[Any, Any] = {
+        hints.performance_mode: getattr(hints.PerformanceMode, config.performance_hint)
+    }
+    if one_thread:
+        options.update(_one_thread_options(config.device))
+    if config.num_requests:
+        options[hints.num_requests] = config.num_requests
+    try:
+        return core.compile_model(model, config.device, options)
+    except RuntimeError as exc:
+        available = ", ".join(core.available_devices) or "none"
+        msg = (
+            f"At 'inference.device': OpenVINO cannot compile the {what} for "
+            f"{config.device!r} (devices here: {available}): {str(exc).strip()[-300:]}"
+        )
+        raise EngineError(msg) from exc
+
+
+def _devices_of(compiled: ov.CompiledModel, config: InferenceConfig) -> list[str]:
+    try:
+        return [str(d) for d in compiled.get_property(props.execution_devices)]
+    except RuntimeError:
+        return [config.device]
+
+
+def _checked_segmenter(
+    core: ov.Core, bundle: Bundle, network: Network, variant_name: str
+) -> tuple[ov.Model, str, str]:
+    """The segmenter's IR, checked: one input of NHWC (size, size, channels), its named output.
+
+    Raises:
+        EngineError: the IR cannot be read or does not fit the manifest's entry.
+    """
+    variant = network.variant(variant_name)
+    try:
+        model = core.read_model(str(variant.xml), str(variant.bin))
+    except RuntimeError as exc:
+        msg = f"OpenVINO cannot read {variant.xml.name} of the segmenter of bundle {bundle.path}"
+        raise EngineError(f"{msg}: {exc}") from exc
+    size = network.preprocess.input_size
+    expected = (size, size, len(network.channels))
+    owner = f"bundle {bundle.path}: the segmenter"
+    if len(model.inputs) != 1:
+        msg = f"{owner} must have one input; it has {len(model.inputs)}"
+        raise EngineError(msg)
+    shape = model.input(0).get_partial_shape()
+    dims = tuple(d.get_length() if d.is_static else -1 for d in shape)
+    if len(dims) != 4 or dims[1:] != expected or tuple(network.input_shape[1:]) != expected:
+        msg = f"{owner}'s input {shape} does not take NHWC {expected} tensors"
+        raise EngineError(msg)
+    try:
+        model.output(network.output)
+    except RuntimeError as exc:
+        msg = f"{owner} has no output named {network.output!r} (manifest 'networks.segmenter')"
+        raise EngineError(msg) from exc
+    model.reshape([1, *expected])
+    out = model.output(network.output).get_partial_shape()
+    if not out.is_static or tuple(d.get_length() for d in out) != (1, size, size, 1):
+        msg = f"{owner}'s output {network.output!r} is {out}, not one (size, size, 1) map"
+        raise EngineError(msg)
+    return model, variant.name, variant.precision
+
+
+def _compile_segmenter(
+    core: ov.Core,
+    bundle: Bundle,
+    network: Network,
+    config: InferenceConfig,
+    variant: str,
+    *,
+    one_thread: bool,
+) -> tuple[ov.CompiledModel, SegmenterInfo]:
+    """Read, check and compile the segmenter like the classifier (same device and options)."""
+    model, variant_name, weights = _checked_segmenter(core, bundle, network, variant)
+    compiled = _compile_on_device(core, model, config, one_thread=one_thread, what="segmenter")
+    devices = _devices_of(compiled, config)
+    info = SegmenterInfo(
+        variant=variant_name,
+        weights_precision=weights,
+        precision=_precision_of(core, compiled, devices),
+        threshold=network.threshold,
+        min_lesion_px=network.min_lesion_px,
+        channels=network.channels,
     )
     return compiled, info
 
@@ -213,14 +310,14 @@ def check_compiles(
     Raises:
         EngineError: as `Engine.compile`.
     """
-    compiled, info = _compile(bundle, config, variant, one_thread=True)
+    compiled, info, segmenter = _compile(bundle, config, variant, one_thread=True)
     requests = config.num_requests
     if not requests:
         try:
             requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
         except RuntimeError:
             requests = 1
-    del compiled
+    del compiled, segmenter
     return info, requests
 
 
@@ -240,6 +337,8 @@ class Engine:
         self._classes = _output(compiled, bundle, CLASSES)
         has_scope = bundle.outputs is not None and IN_SCOPE in bundle.outputs
         self._in_scope = _output(compiled, bundle, IN_SCOPE) if has_scope else None
+        self.segmenter: Segmenter | None = None
+        """The lesion segmenter of a format 2 bundle, compiled beside the network."""
 
     @classmethod
     def compile(
@@ -257,12 +356,19 @@ class Engine:
         OpenVINO's CPU pinning off: pinned, every process would put its stream on the first core
         and the processes would queue there (measured: 0.55-0.60 of the pinned-off throughput).
 
+        A format 2 bundle's segmenter is compiled too, the same way (`Engine.segmenter`).
+
         Raises:
-            EngineError: the network does not fit the bundle's preprocessing or labels, or
-                OpenVINO cannot compile it on the device.
+            EngineError: the network (or the segmenter) does not fit the bundle, or OpenVINO
+                cannot compile it on the device.
         """
-        compiled, info = _compile(bundle, config, variant, one_thread=one_thread)
-        return cls(bundle, compiled, ov.AsyncInferQueue(compiled, config.num_requests), info)
+        compiled, info, seg = _compile(bundle, config, variant, one_thread=one_thread)
+        engine = cls(bundle, compiled, ov.AsyncInferQueue(compiled, config.num_requests), info)
+        if bundle.segmenter is not None and seg is not None:
+            engine.segmenter = Segmenter(
+                bundle.segmenter, seg, ov.AsyncInferQueue(seg, config.num_requests)
+            )
+        return engine
 
     def submit(self, tensor: npt.NDArray[np.float32], job: Any, done: Done) -> None:
         """Start inference on one preprocessed ``(H, W, C)`` tensor.
@@ -304,7 +410,54 @@ class Engine:
     def wait(self) -> None:
         """Wait until every request started so far has called back (``wait_all``)."""
         self._queue.wait_all()
+        if self.segmenter is not None:
+            self.segmenter.wait()
 
     def close(self) -> None:
         """Wait for every request in flight (``wait_all``)."""
         self.wait()
+
+
+class Segmenter:
+    """The compiled lesion segmenter of a bundle and its infer requests."""
+
+    def __init__(
+        self, network: Network, compiled: ov.CompiledModel, queue: ov.AsyncInferQueue
+    ) -> None:
+        self.network = network
+        self._queue = queue
+        self._queue.set_callback(self._on_done)
+        self._submit_lock = threading.Lock()
+        self._output = compiled.output(network.output)
+
+    def submit(self, dwi: npt.NDArray[np.float32], job: Any, done: SegmentDone) -> None:
+        """Start segmenting one preprocessed DWI plane ``(H, W)``; other channels get zeros.
+
+        The ADC channel (when the network has one) is a plane of zeros: the daemon does not pair
+        ADC slices at scan time. ``done(job, plane, latency_ms, error)`` as `Engine.submit`.
+        """
+        try:
+            with self._submit_lock:  # as Engine.submit: the request filled is the request started
+                request = self._queue[self._queue.get_idle_request_id()]
+                data = request.get_input_tensor(0).data
+                data[0, :, :, 0] = dwi
+                if data.shape[-1] > 1:
+                    data[0, :, :, 1:] = 0.0
+                self._queue.start_async(userdata=(job, done))
+        except (RuntimeError, ValueError) as exc:
+            done(job, None, 0.0, f"OpenVINO could not start segmenting: {str(exc).strip()[-300:]}")
+
+    def _on_done(self, request: ov.InferRequest, userdata: tuple[Any, SegmentDone]) -> None:
+        job, done = userdata
+        plane: npt.NDArray[np.float32] | None = None
+        latency, error = 0.0, None
+        try:
+            plane = np.array(request.get_tensor(self._output).data[0, :, :, 0], dtype=np.float32)
+            latency = float(request.latency)
+        except Exception as exc:  # noqa: BLE001 - reported as this image's lesion map error
+            error = f"reading the lesion map failed: {exc}"
+        done(job, plane, latency, error)
+
+    def wait(self) -> None:
+        """Wait until every request started so far has called back (``wait_all``)."""
+        self._queue.wait_all()

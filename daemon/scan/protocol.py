@@ -117,6 +117,8 @@ class Finished:
     """The ``errno`` of ``write_error`` or ``outcome_error`` (the storage guard's reason)."""
     reason: OutOfScope | None = None
     """Set for a ``not_analysed`` report: why the file got no prediction."""
+    lesions: int | None = None
+    """How many lesions the image's lesion map holds; None without a map (no segmenter)."""
     series: tuple[SliceRecord, ...] = ()
     """The image's place in its series (`daemon.scan.slices`): one record, one per frame of an
     enhanced multi-frame object, none for a single image."""

@@ -37,7 +37,7 @@ from daemon.errors import (
 from daemon.records import Claim, Decoded, Failure, Source
 from daemon.shared.decode import DecodedImage, DecodeLimits, decode
 from daemon.shared.dicom_scope import B_RANGE, OutOfScope, judge
-from daemon.shared.preprocess import PreprocessSpec, preprocess
+from daemon.shared.preprocess import PreprocessSpec, preprocess, preprocess_placed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,14 +202,14 @@ def decode_claim(
             reason = judge(image.dicom.header, b_range)
             if reason is not None:
                 return NotAnalysed(claim, source, reason, _ms_since(started))
-        tensor = preprocess(image.pixels, spec)
+        tensor, placement = preprocess_placed(image.pixels, spec)
         frames = _frame_tensors(image, spec, b_range)
     except Refused as refused:
         source, error = refused.source, refused.error
     except ScanError as exc:
         error = exc
     else:
-        return Decoded(claim, source, tensor, _ms_since(started), frames)
+        return Decoded(claim, source, tensor, _ms_since(started), frames, image.pixels, placement)
     failure = Failure(error.code, error.message)
     again = before if error.code in RECHECK_CODES else None
     return Rejected(claim, source, failure, _ms_since(started), again)

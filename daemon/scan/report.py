@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import DISCLAIMER
 from daemon.errors import InternalError
+from daemon.lesionmaps.files import mask_name, overlay_name
 from daemon.records import series_id
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from daemon.records import ModelInfo, ScanResult, Source
     from daemon.shared.dicom_series import SeriesTags
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 GENERATOR = "infarctwatch"
 
 
@@ -162,17 +163,58 @@ def _series_tags(tags: SeriesTags) -> dict[str, Any]:
         "series_description": tags.series_description,
         "manufacturer": tags.manufacturer,
         "images_in_acquisition": tags.images_in_acquisition,
+        "pixel_spacing": None if tags.pixel_spacing is None else list(tags.pixel_spacing),
+        "slice_thickness": tags.slice_thickness,
+        "spacing_between_slices": tags.spacing_between_slices,
     }
 
 
 def _model(model: ModelInfo) -> dict[str, Any]:
-    return {
+    described: dict[str, Any] = {
         "name": model.name,
         "version": model.version,
         "bundle_sha256": model.bundle_sha256,
         "variant": model.variant,
         "weights_precision": model.weights_precision,
         "precision": model.precision,
+    }
+    segmenter = model.segmenter
+    if segmenter is not None:  # since 1.3, a bundle with a lesion segmenter only
+        described["segmenter"] = {
+            "variant": segmenter.variant,
+            "weights_precision": segmenter.weights_precision,
+            "precision": segmenter.precision,
+            "threshold": segmenter.threshold,
+            "min_lesion_px": segmenter.min_lesion_px,
+            "channels": list(segmenter.channels),
+        }
+    return described
+
+
+def _lesion_fields(result: ScanResult) -> dict[str, Any]:
+    """Since 1.3: the lesion map of an analysed image (a bundle with a segmenter), else nothing.
+
+    ``lesions`` one entry per connected lesion; ``lesion_mask`` and ``overlay`` the files, relative
+    to the reports folder (`daemon.lesionmaps.files`); ``map_disagrees`` true when the finding is
+    not ``acute_infarct`` but the map marks a lesion; ``lesion_error`` why there is no map.
+    """
+    found, prediction = result.lesion_map, result.prediction
+    if found is None or prediction is None:
+        return {}
+    if found.mask_png is None:
+        return {
+            "lesions": None,
+            "lesion_mask": None,
+            "overlay": None,
+            "map_disagrees": None,
+            "lesion_error": found.error or "no lesion map",
+        }
+    return {
+        "lesions": [lesion.to_report() for lesion in found.lesions],
+        "lesion_mask": mask_name(result.scan_id),
+        "overlay": overlay_name(result.scan_id) if found.overlay_png is not None else None,
+        "map_disagrees": found.disagrees_with(prediction.finding),
+        "lesion_error": None,
     }
 
 
@@ -245,6 +287,7 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
         "device": {"requested": model.device_requested, "used": model.device_used},
         "prediction": prediction,
         "frames": _frames(result),
+        **_lesion_fields(result),
         "error": None if failure is None else {"code": failure.code, "message": failure.message},
         "timing": {
             "received_at": _iso(result.claim.received_at),
@@ -256,6 +299,8 @@ def build_report(result: ScanResult, top_k: int, now: float | None = None) -> di
         "generator": {"name": GENERATOR, "version": VERSION},
         "disclaimer": DISCLAIMER,
     }
+    if result.lesion_map is not None and "lesions" in report:
+        report["timing"]["segment_ms"] = _ms(result.lesion_map.segment_ms)
     if reason is None:  # ok and error reports carry no ``reason`` at all
         return report
     items = list(report.items())

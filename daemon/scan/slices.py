@@ -53,6 +53,17 @@ class SliceRecord:
     """The image report's ``model``."""
     frame: int | None = None
     """The frame's index in an enhanced multi-frame object (each frame is a slice); else None."""
+    segmented: bool = False
+    """The image report has lesion map fields (since 1.3: a bundle with a segmenter ran)."""
+    lesion_mask: str | None = None
+    """The report's ``lesion_mask``: the mask file, relative to the reports folder."""
+    image_position: tuple[float, ...] | None = None
+    pixel_spacing: tuple[float, ...] | None = None
+    """mm between rows, between columns (PixelSpacing)."""
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+    probabilities: tuple[tuple[str, float], ...] = field(default=(), compare=False)
+    """The report's ``prediction.probabilities`` (label, probability), in label order."""
 
     @property
     def key(self) -> str:
@@ -73,6 +84,21 @@ def _float(value: object) -> float | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _floats(value: object, count: int) -> tuple[float, ...] | None:
+    if not isinstance(value, list) or len(value) != count:
+        return None
+    numbers = tuple(_float(v) for v in value)
+    return None if None in numbers else tuple(float(v) for v in numbers if v is not None)
+
+
+def _probabilities(prediction: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    found = prediction.get("probabilities")
+    if not isinstance(found, dict):
+        return ()
+    pairs = [(str(k), _float(v)) for k, v in found.items()]
+    return tuple((k, v) for k, v in pairs if v is not None)
 
 
 def slice_records(report: dict[str, Any]) -> tuple[SliceRecord, ...]:
@@ -100,6 +126,10 @@ def _frame_record(record: SliceRecord, frame: dict[str, Any]) -> SliceRecord:
         label=None,
         probability=None,
         finding=None,
+        image_position=_floats(frame.get("image_position_patient"), 3),
+        segmented=False,  # lesion maps are made for the image, not for each frame
+        lesion_mask=None,
+        probabilities=(),
     )
     if record.status != "ok":  # the whole object is out of scope or failed: so is each frame
         return one
@@ -158,4 +188,11 @@ def slice_record(report: dict[str, Any]) -> SliceRecord | None:
         probability=_float(prediction.get("probability")),
         finding=_str(prediction.get("finding")),
         model=report.get("model") if isinstance(report.get("model"), dict) else None,
+        segmented="lesion_mask" in report,
+        lesion_mask=_str(report.get("lesion_mask")),
+        image_position=_floats(dicom.get("image_position_patient"), 3),
+        pixel_spacing=_floats(dicom.get("pixel_spacing"), 2),
+        slice_thickness=_float(dicom.get("slice_thickness")),
+        spacing_between_slices=_float(dicom.get("spacing_between_slices")),
+        probabilities=_probabilities(prediction),
     )

@@ -10,13 +10,15 @@ that is queued, up to a handful. The worker
    one worker per core, decoding and inference overlap across the workers; the bundle's `Rule`
    (`daemon.scan.decision`) turns each image's outputs into a calibrated prediction with its
    finding, or refuses the image (``not_analysed``, ``OUT_OF_SCOPE_IMAGE``);
-3. waits for the last inference, then writes the reports of the whole batch with one group commit
-   (`daemon.fs.write_atomic_group`) and only then moves or deletes the inputs
-   (`daemon.intake.claims.ClaimArea.finish`): a report is durable before its input leaves
-   processing/;
-4. answers with a `Finished` per claim, from which the daemon logs and counts.
+3. with a bundle that has a lesion segmenter, runs every image with a prediction through it
+   (`daemon.scan.segment`): its lesion map, mask file and overlay;
+4. waits for the last inference, then writes the batch's lesion map files and then its reports,
+   each folder with one group commit (`daemon.fs.write_atomic_group`), and only then moves or
+   deletes the inputs (`daemon.intake.claims.ClaimArea.finish`): a report is durable before its
+   input leaves processing/;
+5. answers with a `Finished` per claim, from which the daemon logs and counts.
 
-Steps 1 and 2 are `scan_claims`, which ``infarctwatch evaluate`` (`daemon.evaluate.scoring`) runs
+Steps 1 to 3 are `scan_claims`, which ``infarctwatch evaluate`` (`daemon.evaluate.scoring`) runs
 too, so that an evaluation scores exactly what the daemon would report.
 
 Why here and not in the daemon process: a worker that owns its scans hands nothing but claims and
@@ -37,12 +39,14 @@ import structlog
 
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import link_or_copy, write_atomic_group
+from daemon.lesionmaps.files import write_map_files
 from daemon.records import Decoded, Failure, FramePrediction, Prediction, ScanResult, Source
 from daemon.scan.decision import Rule, resolve
 from daemon.scan.inference import Engine, Outputs
 from daemon.scan.protocol import Finished, ModelChoice, ModelFailed, ScanRequest, ScanSetup
 from daemon.scan.read import NotAnalysed, Refused, Rejected, decode_claim, read_claimed
 from daemon.scan.report import encode_report, report_path
+from daemon.scan.segment import segment_batch
 from daemon.scan.slices import slice_records
 from daemon.shared.bundle import load_bundle
 
@@ -166,7 +170,10 @@ def scan_claims(
         if isinstance(outcome, Rejected) and outcome.fingerprint is not None:
             later.append(outcome)  # maybe still being written: the daemon looks again
         elif isinstance(outcome, Decoded):
-            decoded[index] = outcome
+            # The decoded image is kept only for a segmenter (its map and overlay): a batch of
+            # large images must not stay in memory for nothing.
+            keep = engine.segmenter is not None
+            decoded[index] = outcome if keep else dataclasses.replace(outcome, pixels=None)
         else:
             results[index] = unscanned_result(info, outcome)
     # Inference after decoding, not interleaved with it: the callbacks then never wait for this
@@ -183,6 +190,8 @@ def scan_claims(
                 info, rule, job, None, latency_ms=0.0, error="OpenVINO never answered"
             )
     frames.attach(results, decoded)
+    if engine.segmenter is not None:
+        segment_batch(engine.segmenter, engine.bundle.preprocess, results, decoded)
     return [r for r in results if r is not None], later
 
 
@@ -275,18 +284,23 @@ def inferred_result(
 def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
     """Write the reports of ``results`` (one group commit), then apply the outcomes.
 
+    Lesion map files (masks, overlays) are written before the reports that name them; a report
+    whose map files could not be written is not written either (its input stays in processing/,
+    like any report that cannot be written).
+
     With an outbox, each analysed DICOM file is first linked into its staging folder
     (`stage_for_outbox`), so that the link is as durable as the report and outlives the outcome.
     """
     encoded = [encode_report(result, setup.top_k) for result in results]
     if setup.outbox_staging is not None:
         stage_for_outbox(results, setup.outbox_staging)
-    errors = write_atomic_group(
-        [
-            (report_path(setup.reports, result), data)
-            for result, (_, data) in zip(results, encoded, strict=True)
-        ]
+    errors = write_map_files(setup.reports, [(r.scan_id, r.lesion_map) for r in results])
+    ready = [index for index, error in enumerate(errors) if error is None]
+    written = write_atomic_group(
+        [(report_path(setup.reports, results[index]), encoded[index][1]) for index in ready]
     )
+    for index, error in zip(ready, written, strict=True):
+        errors[index] = error
     finished = []
     for result, (report, _), error in zip(results, encoded, errors, strict=True):
         if error is not None:
@@ -319,6 +333,7 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
                 outcome_error=outcome_error,
                 errno=code,
                 reason=result.reason if failure is None else None,
+                lesions=len(report["lesions"]) if isinstance(report.get("lesions"), list) else None,
                 series=_series_records(report, result.scan_id),
             )
         )

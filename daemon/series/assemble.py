@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from daemon.scan.slices import SliceRecord
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 NO_INFARCT = "No acute infarct"
 """The model's negative class (the first label of every infarctwatch bundle)."""
 CONFIDENT = 0.5
@@ -160,13 +160,21 @@ def _image(record: SliceRecord) -> dict[str, Any]:
     }
 
 
-def _slice(record: SliceRecord) -> dict[str, Any]:
-    return {
+def _slice(record: SliceRecord, *, maps: bool) -> dict[str, Any]:
+    entry = {
         **_place(record),
         "finding": slice_finding(record),
         "label": record.label,
         "probability": record.probability,
     }
+    if maps:  # since 1.1, a series with lesion maps: the slice's mask file
+        entry["lesion_mask"] = record.lesion_mask
+    return entry
+
+
+def analysed_slices(records: Iterable[SliceRecord]) -> list[SliceRecord]:
+    """The slices of a series in the order of its report's ``slices``."""
+    return [r for r in order(records) if kind_of(r) == "slice"]
 
 
 def _locations(slices: list[SliceRecord]) -> list[dict[str, Any]]:
@@ -218,11 +226,14 @@ def build_series_report(
     links: dict[str, Any],
     generator: dict[str, str],
     disclaimer: str,
+    lesions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The series report document (``schemas/series-report.schema.json``).
 
     ``links``: ``adc_series`` (a list) and ``dwi_series`` (or None), from the tracker, which
-    knows the other series of the study.
+    knows the other series of the study. ``lesions``: the lesion fields
+    (`daemon.series.lesions.lesion_fields`), placed after ``locations``; None: the series
+    has no lesion map (no field, and no ``lesion_mask`` in ``slices``).
     """
     ordered = order(records)
     kinds = {r.key: kind_of(r) for r in ordered}
@@ -243,6 +254,7 @@ def build_series_report(
         if gaps["instance_numbers"] or gaps["positions"]:
             status, missing = "incomplete", gaps
     analysed = status in ("ok", "incomplete")
+    maps = lesions is not None
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "series",
@@ -263,7 +275,8 @@ def build_series_report(
         "expected_images": max((r.expected for r in ordered if r.expected), default=None),
         "finding": series_finding(slices) if analysed else None,
         "locations": _locations(slices) if analysed else [],
-        "slices": [_slice(r) for r in slices],
+        **(lesions or {}),
+        "slices": [_slice(r, maps=maps) for r in slices],
         "b0_images": [_image(r) for r in ordered if kinds[r.key] == "b0"],
         "adc_images": [_image(r) for r in ordered if kinds[r.key] == "adc"],
         "other_images": [_image(r) for r in ordered if kinds[r.key] == "other"],

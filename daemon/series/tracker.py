@@ -38,11 +38,13 @@ from daemon import DISCLAIMER
 from daemon.clock import iso, utc_now
 from daemon.scan.report import GENERATOR, VERSION
 from daemon.series.assemble import (
+    analysed_slices,
     build_series_report,
     is_adc,
     kind_of,
     missing_instances,
 )
+from daemon.series.lesions import failed_fields, lesion_fields, model_text
 from daemon.series.store import (
     image_records,
     listed_report_ids,
@@ -330,6 +332,7 @@ class SeriesTracker(StageThread):
         links, again = self._links(series)
         completed = utc_now()
         received = sorted(r.received_at for r in series.records.values() if r.received_at)
+        lesions = self._lesions(series)
         document = build_series_report(
             series.series_id,
             list(series.records.values()),
@@ -345,6 +348,7 @@ class SeriesTracker(StageThread):
             links=links,
             generator={"name": GENERATOR, "version": VERSION},
             disclaimer=DISCLAIMER,
+            lesions=lesions,
         )
         document["timing"]["reported_at"] = iso(utc_now())
         try:
@@ -379,6 +383,16 @@ class SeriesTracker(StageThread):
             dwi.reported = False
             dwi.retry_at = 0.0
             dwi.last_seen = 0.0  # due at once: its report gains the ADC series
+
+    def _lesions(self, series: _Series) -> dict[str, Any] | None:
+        """The series' lesion fields (`daemon.series.lesions`); a bug there costs them only."""
+        slices = analysed_slices(series.records.values())
+        try:
+            model = next((r.model for r in slices if r.model), None)
+            return lesion_fields(self._reports, series.series_id, slices, model_text(model))
+        except Exception as exc:
+            log.exception("series_lesions_failed", series=series.series_id)
+            return failed_fields(f"unexpected {type(exc).__name__} while finding the lesions")
 
     def _publish(self) -> None:
         counts: dict[str, int] = {}

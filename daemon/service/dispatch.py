@@ -457,6 +457,7 @@ class Pipeline:
                 input=finished.action,
             )
         elif finished.failure is None:
+            maps = {} if finished.lesions is None else {"lesions": finished.lesions}
             log.info(
                 "scan",
                 scan=finished.scan_id,
@@ -467,6 +468,7 @@ class Pipeline:
                 decode_ms=round(timing.get("decode_ms") or 0.0, 1),
                 infer_ms=round(timing.get("infer_ms") or 0.0, 2),
                 input=finished.action,
+                **maps,
             )
         else:
             log.warning(

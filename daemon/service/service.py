@@ -508,6 +508,7 @@ class Service:
             signature=signature,
             precision=info.precision,
             device=info.device_used,
+            segmenter=None if info.segmenter is None else info.segmenter.variant,
             infer_requests=model.requests,
             decode_workers=config.pipeline.decode_workers,
             incoming=str(config.incoming),

@@ -45,6 +45,13 @@ class SeriesTags:
     manufacturer: str | None = None
     images_in_acquisition: int | None = None
     """ImagesInAcquisition (0020,1002): how many images the series is expected to hold."""
+    pixel_spacing: tuple[float, float] | None = None
+    """PixelSpacing (0028,0030), mm: between rows, between columns (an enhanced object's
+    PixelMeasuresSequence when the top level has none); None when missing or not positive."""
+    slice_thickness: float | None = None
+    """SliceThickness (0018,0050), mm."""
+    spacing_between_slices: float | None = None
+    """SpacingBetweenSlices (0018,0088), mm."""
     frames: tuple[FrameTags, ...] = ()
     """Each frame of an enhanced (multi-frame) object, from its per-frame functional groups;
     empty for a single-frame image or a multi-frame object without them."""
@@ -69,8 +76,25 @@ def read_series_tags(ds: Any) -> SeriesTags:
         series_description=_text(ds.get("SeriesDescription")),
         manufacturer=_text(ds.get("Manufacturer")),
         images_in_acquisition=_integer(ds.get("ImagesInAcquisition")),
+        pixel_spacing=_pixel_spacing(ds, shared),
+        slice_thickness=_positive(ds.get("SliceThickness")),
+        spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
         frames=read_frame_tags(ds),
     )
+
+
+def _pixel_spacing(ds: Any, shared: Any) -> tuple[float, float] | None:
+    spacing = _floats(ds.get("PixelSpacing"), 2)
+    if spacing is None and shared is not None:
+        spacing = _floats(_item_value(shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
+    if spacing is None or min(spacing) <= 0:
+        return None
+    return spacing[0], spacing[1]
+
+
+def _positive(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
 
 
 def read_frame_tags(ds: Any) -> tuple[FrameTags, ...]:
