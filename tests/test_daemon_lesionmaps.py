@@ -130,6 +130,7 @@ def dicom(
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[series, "frame of reference"])
     ds.Modality = "MR"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION", "TRACEW"]
     ds.SeriesDescription = "ep2d_diff_tra_TRACEW"

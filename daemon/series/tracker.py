@@ -55,6 +55,7 @@ from daemon.series.store import (
 from daemon.threads import StageThread
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from daemon.scan.slices import SliceRecord
@@ -176,6 +177,9 @@ class SeriesTracker(StageThread):
         self._last_reported_at: str | None = None
         self.rebuilt = threading.Event()
         """Set once the series left open by the previous run are known again."""
+        self.on_reported: Callable[[str], None] = lambda _series_id: None
+        """Called (tracker thread) with the id of each series report written: the outbox's
+        `OutboxWriter.notify_series`."""
 
     # -- any thread -------------------------------------------------------------------------------
 
@@ -379,6 +383,7 @@ class SeriesTracker(StageThread):
             completed_by=how,
             quiet_s=round(time.monotonic() - series.last_seen, 2),
         )
+        self.on_reported(series.series_id)
         for dwi in again:
             dwi.reported = False
             dwi.retry_at = 0.0

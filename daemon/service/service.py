@@ -439,6 +439,8 @@ class Service:
             busy=lambda: pipeline.pending > 0,
         )
         pipeline.on_reported = self.outbox.notify
+        if self.series is not None:
+            self.series.on_reported = self.outbox.notify_series
         self.outbox.__enter__()
 
     def _shut_down(
