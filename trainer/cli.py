@@ -25,7 +25,11 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train.yaml"
 _DISCLAIMER = "Research use only, not for diagnosis."
 TASKS = ("classify", "segment")
-_CLASSIFY_ONLY = (("out_of_scope", "--out-of-scope"), ("init_from", "--init-from"), ("freeze", "--freeze"))
+_CLASSIFY_ONLY = (
+    ("out_of_scope", "--out-of-scope"),
+    ("init_from", "--init-from"),
+    ("freeze", "--freeze"),
+)
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -46,8 +50,7 @@ def _train_parser() -> argparse.ArgumentParser:
         "--classifier",
         type=Path,
         metavar="BUNDLE",
-        help="with --task segment: the classifier bundle the segmenter joins "
-        "(segment.classifier)",
+        help="with --task segment: the classifier bundle the segmenter joins (segment.classifier)",
     )
     parser.add_argument(
         "--config",
@@ -138,10 +141,6 @@ def train_main(argv: list[str]) -> int:
     config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     overrides = list(args.overrides)
     segment = args.task == "segment"
-    misplaced = _misplaced_flags(args)
-    if misplaced:
-        print(f"infarctwatch train: {misplaced}", file=sys.stderr)
-        return EXIT_USAGE
     if args.version:
         key = "segment.version" if segment else "export.version"
         overrides.append(f"{key}={json.dumps(args.version)}")
@@ -151,15 +150,9 @@ def train_main(argv: list[str]) -> int:
     except TrainConfigError as exc:
         print(f"infarctwatch train: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if segment and not cfg.segment.classifier:
-        print(
-            "infarctwatch train: --task segment needs the classifier bundle it joins "
-            "(--classifier BUNDLE or segment.classifier)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if not args.data.is_dir():
-        print(f"infarctwatch train: dataset folder {args.data} does not exist", file=sys.stderr)
+    problem = _usage_problem(args, cfg)
+    if problem:
+        print(f"infarctwatch train: {problem}", file=sys.stderr)
         return EXIT_USAGE
     out = args.out or Path("runs") / dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     _quiet_tensorflow()
@@ -176,15 +169,24 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-def _misplaced_flags(args: argparse.Namespace) -> str | None:
-    """The usage problem of flags that belong to the other task, or None."""
+def _usage_problem(args: argparse.Namespace, cfg: TrainConfig) -> str | None:
+    """What is wrong with the arguments beyond the configuration, or None.
+
+    A flag of the other task, a missing classifier bundle or dataset folder.
+    """
     if args.task == "segment":
         used = [flag for attr, flag in _CLASSIFY_ONLY if getattr(args, attr)]
         if used:
             return f"{', '.join(used)} apply to --task classify only"
-        return None
-    if args.classifier is not None:
+        if not cfg.segment.classifier:
+            return (
+                "--task segment needs the classifier bundle it joins "
+                "(--classifier BUNDLE or segment.classifier)"
+            )
+    elif args.classifier is not None:
         return "--classifier applies to --task segment only"
+    if not args.data.is_dir():
+        return f"dataset folder {args.data} does not exist"
     return None
 
 

@@ -185,8 +185,10 @@ SEGMENT_ARCHITECTURES = ("unet",)
 
 @dataclass(frozen=True)
 class SegmentAugmentConfig:
-    """Random changes to the segmenter's training slices: geometry on image and mask together,
-    acquisition changes on the DWI channel only."""
+    """Random changes to the segmenter's training slices.
+
+    Geometry on the image and its mask together, acquisition changes on the DWI channel only.
+    """
 
     shift: float = field(default=0.06, metadata=rules(0, maximum=0.5))
     """Largest height/width shift, as a fraction of the side."""
@@ -237,7 +239,7 @@ class SegmentConfig:
     """The threshold and min_lesion_px are chosen among those leaving at least this share of
     validation normal cases without a predicted lesion."""
     max_prob_delta: float = field(default=0.02, metadata=rules(above=0))
-    """Export fails when Keras and the FP16 IR (run in f32) differ by more than this in any pixel."""
+    """Export fails when Keras and the FP16 IR (in f32) differ by more than this in a pixel."""
     version: str | None = field(default=None, metadata=rules(check=_plain_name))
     """The new bundle's version; None: the classifier's version + '+seg'."""
     max_minutes: float | None = field(default=None, metadata=rules(above=0))

@@ -56,21 +56,27 @@ def model_card(cfg: TrainConfig, metrics: dict[str, Any]) -> str:
         "",
         "**Research use only. Not for diagnostic use.** Trained and tested on synthetic DWI only.",
         "",
-        f"A small U-Net ({seg.base_filters} base filters, depth {seg.depth}, "
-        f"{train['parameters']:,} parameters) on the classifier's 128x128 input square, channels "
-        "[dwi, adc] (adc zeros when absent), output `lesion`: a per-pixel lesion probability. "
-        f"Trained for {train['epochs_run']} epochs (best validation epoch {train['best_epoch']}, "
-        f"{train['seconds']:.0f} s), Dice + binary cross-entropy, ADC dropped with probability "
-        f"{seg.adc_dropout}.",
+        (
+            f"A small U-Net ({seg.base_filters} base filters, depth {seg.depth}, "
+            f"{train['parameters']:,} parameters) on the classifier's 128x128 input square, "
+            "channels [dwi, adc] (adc zeros when absent), output `lesion`: a per-pixel lesion "
+            f"probability. Trained for {train['epochs_run']} epochs (best validation epoch "
+            f"{train['best_epoch']}, {train['seconds']:.0f} s), Dice + binary cross-entropy, "
+            f"ADC dropped with probability {seg.adc_dropout}."
+        ),
         "",
-        f"Split by case (no case on two sides): train {split['train']['cases']} cases / "
-        f"{split['train']['slices']} slices, validation {split['validation']['cases']} / "
-        f"{split['validation']['slices']}, test {split['test']['cases']} / "
-        f"{split['test']['slices']}.",
+        (
+            f"Split by case (no case on two sides): train {split['train']['cases']} cases / "
+            f"{split['train']['slices']} slices, validation {split['validation']['cases']} / "
+            f"{split['validation']['slices']}, test {split['test']['cases']} / "
+            f"{split['test']['slices']}."
+        ),
         "",
-        f"Served with threshold {post['threshold']} and min_lesion_px {post['min_lesion_px']}, "
-        f"chosen on validation: {post['rule']} (target {post['target_normal_clean']}, "
-        f"{'met' if post['target_met'] else 'NOT met'} on validation).",
+        (
+            f"Served with threshold {post['threshold']} and min_lesion_px {post['min_lesion_px']}, "
+            f"chosen on validation: {post['rule']} (target {post['target_normal_clean']}, "
+            f"{'met' if post['target_met'] else 'NOT met'} on validation)."
+        ),
         "",
         "Figures per case (the case's slices stacked; ISLES'22 definitions, docs/training.md):",
         "",
@@ -85,14 +91,14 @@ def model_card(cfg: TrainConfig, metrics: dict[str, Any]) -> str:
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "no")
         lines.append(f"| {name} {t['comparison']} {t['target']} | {_fmt(t['value'])} | {met} |")
     parity = metrics["export"]["parity"]
-    lines += [
-        "",
+    export = (
         f"Export: FP16 IR, largest |probability difference| against Keras (f32) "
-        f"{_fmt(parity['max_abs_prob_delta'])}, mask Dice {_fmt(parity['mask_dice'])}.",
-        "",
+        f"{_fmt(parity['max_abs_prob_delta'])}, mask Dice {_fmt(parity['mask_dice'])}."
+    )
+    limits = (
         "Limits: synthetic lesions and anatomy only; per-slice 2-D network (lesions are joined "
         "through a case's slices only when counting); volumes are measured on the 128x128 input "
-        "square. Not validated on patient data.",
-        "",
-    ]
+        "square. Not validated on patient data."
+    )
+    lines += ["", export, "", limits, ""]
     return "\n".join(lines)

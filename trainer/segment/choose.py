@@ -1,8 +1,9 @@
-"""From probability maps to lesion masks, and the threshold and smallest lesion chosen on validation.
+"""Probability maps to lesion masks; the threshold and smallest lesion, chosen on validation.
 
 `binarise` cuts a map at ``threshold`` and drops every 8-connected part of a slice smaller than
 ``min_lesion_px`` input pixels (what the daemon does with the bundle's ``threshold`` and
-``min_lesion_px``). `score_cases` stacks each case's slices and scores it (`trainer.segment.metrics`).
+``min_lesion_px``). `score_cases` stacks each case's slices and scores it
+(`trainer.segment.metrics`).
 
 The rule (`choose_postprocessing`), on the validation split only: over the grid `THRESHOLDS` x
 `MIN_LESION_PX`, keep the pairs that leave at least ``target_normal_clean`` of the validation

@@ -1,4 +1,4 @@
-"""The segmenter's data: DWI slices, their ADC maps and lesion masks on the classifier's input square.
+"""The segmenter's data: DWI slices, ADC maps and lesion masks on the classifier's input square.
 
 Which slices, classes and cases: `daemon.shared.dataset.scan`, as for the classifier (so the case
 split of `trainer.split` applies unchanged: no case on both sides). The dataset's ``manifest.csv``

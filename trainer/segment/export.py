@@ -63,7 +63,9 @@ def write_ir(model: keras.Model, workdir: Path, xml: Path) -> None:
     log.info("ir_written", network=SEGMENTER, file=str(xml))
 
 
-def predict_ir(xml: Path, images: npt.NDArray[np.floating], *, f32: bool) -> npt.NDArray[np.float32]:
+def predict_ir(
+    xml: Path, images: npt.NDArray[np.floating], *, f32: bool
+) -> npt.NDArray[np.float32]:
     """Lesion probabilities ``(n, H, W)`` of an IR on CPU, read by the output's name."""
     config = {"INFERENCE_PRECISION_HINT": "f32"} if f32 else {}
     compiled = ov.Core().compile_model(str(xml), "CPU", config)

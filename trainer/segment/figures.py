@@ -38,7 +38,9 @@ def pick_cases(scores: list[CaseScore]) -> dict[str, list[CaseScore]]:
         median = float(np.median([s.dice for s in lesion]))
         rows["typical"] = sorted(lesion, key=lambda s: abs(s.dice - median))[:_PER_ROW]
         rows["worst"] = sorted(lesion, key=lambda s: s.dice)[:_PER_ROW]
-    false = sorted((s for s in scores if s.normal and s.predicted_ml > 0), key=lambda s: -s.predicted_ml)
+    false = sorted(
+        (s for s in scores if s.normal and s.predicted_ml > 0), key=lambda s: -s.predicted_ml
+    )
     if false:
         rows["normal, false positive"] = false[:_PER_ROW]
     return rows

@@ -1,4 +1,4 @@
-"""Fit the segmenter: augmented batches, Dice + binary cross-entropy, the best validation epoch kept.
+"""Fit the segmenter: augmented batches, Dice + cross-entropy, the best validation epoch kept.
 
 Each epoch draws ``segment.slices_per_epoch`` training slices (default: as many as there are),
 ``lesion_share`` of them from slices with a lesion, each group walked through in a fresh shuffled
@@ -194,7 +194,7 @@ def fit_segmenter(cfg: TrainConfig, train: SegTensors, validation: SegTensors) -
     size = cfg.preprocess.input_size
     model = build_unet(size, base_filters=seg.base_filters, depth=seg.depth)
     per_epoch = seg.slices_per_epoch or len(train.samples)
-    lesion = train.masks.reshape(len(train.masks), -1).any(axis=1)
+    lesion = np.asarray(train.masks.reshape(len(train.masks), -1).any(axis=1), np.bool_)
     plan = epoch_plan(
         lesion, epochs=seg.epochs, per_epoch=per_epoch, lesion_share=seg.lesion_share, seed=cfg.seed
     )

@@ -116,7 +116,10 @@ def _evaluate(
     model: keras.Model, tensors: SegTensors, threshold: float, min_px: int
 ) -> tuple[dict[str, Any], Any, Any]:
     """Figures with the ADC channel as loaded and without it; the with-ADC scores and masks."""
-    out: dict[str, Any] = {"slices": len(tensors.samples), "with_adc_slices": int(tensors.has_adc.sum())}
+    out: dict[str, Any] = {
+        "slices": len(tensors.samples),
+        "with_adc_slices": int(tensors.has_adc.sum()),
+    }
     kept: tuple[Any, Any] = ([], np.zeros((0,), bool))
     for key, part in (("with_adc", tensors), ("without_adc", tensors.without_adc())):
         predicted = binarise(predict(model, part.images), threshold, min_px)
@@ -209,7 +212,9 @@ def train_segmenter(data: Path, cfg: TrainConfig, out: Path) -> SegRunResult:
         )
         for name, part in parts.items()
     }
-    shifted = None if shifted_slices is None else load_slices(*shifted_slices, spec, workers=workers)
+    shifted = (
+        None if shifted_slices is None else load_slices(*shifted_slices, spec, workers=workers)
+    )
     write_json(
         run / "run.json",
         {
@@ -265,7 +270,9 @@ def train_segmenter(data: Path, cfg: TrainConfig, out: Path) -> SegRunResult:
             s_scores, shifted, s_pred, run / "segmentation_cases_shifted.png", "Shifted test set"
         )
     metrics["targets"] = check_targets(metrics)
-    metrics["export"] = _export_ir(cfg, result.model, tensors[TEST], threshold, min_px, run)
+    metrics["export"] = _export_ir(
+        cfg, model=result.model, test=tensors[TEST], threshold=threshold, min_px=min_px, run=run
+    )
     card = model_card(cfg, metrics)
     (run / "model_card.md").write_text(card, encoding="utf-8")
     metrics_out = json_safe(metrics)
@@ -292,6 +299,7 @@ def train_segmenter(data: Path, cfg: TrainConfig, out: Path) -> SegRunResult:
 
 def _export_ir(
     cfg: TrainConfig,
+    *,
     model: keras.Model,
     test: SegTensors,
     threshold: float,
