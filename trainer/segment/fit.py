@@ -187,19 +187,15 @@ def _schedule(cfg: SegmentConfig, steps: int) -> keras.optimizers.schedules.Lear
     )
 
 
-def fit_segmenter(cfg: TrainConfig, train: SegTensors, validation: SegTensors) -> SegFitResult:
-    """Train a fresh segmenter on ``train``; keep the epoch best on ``validation``."""
+def training_batches(cfg: TrainConfig, train: SegTensors) -> tuple[tf.data.Dataset, int, int]:
+    """Augmented ``(images, masks)`` batches of every epoch in order; slices and steps per epoch."""
     seg = cfg.segment
-    seed_everything(cfg.seed, deterministic=cfg.fit.deterministic)
-    size = cfg.preprocess.input_size
-    model = build_unet(size, base_filters=seg.base_filters, depth=seg.depth)
     per_epoch = seg.slices_per_epoch or len(train.samples)
     lesion = np.asarray(train.masks.reshape(len(train.masks), -1).any(axis=1), np.bool_)
     plan = epoch_plan(
         lesion, epochs=seg.epochs, per_epoch=per_epoch, lesion_share=seg.lesion_share, seed=cfg.seed
     )
-    steps = -(-per_epoch // seg.batch_size)
-    augmenter = SegAugmenter(seg, size)
+    augmenter = SegAugmenter(seg, cfg.preprocess.input_size)
     images_t, masks_t = tf.constant(train.images), tf.constant(train.masks)
     seed_t = tf.constant(cfg.seed, tf.int64)
 
@@ -215,6 +211,16 @@ def fit_segmenter(cfg: TrainConfig, train: SegTensors, validation: SegTensors) -
         .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+    return batches, per_epoch, -(-per_epoch // seg.batch_size)
+
+
+def fit_segmenter(cfg: TrainConfig, train: SegTensors, validation: SegTensors) -> SegFitResult:
+    """Train a fresh segmenter on ``train``; keep the epoch best on ``validation``."""
+    seg = cfg.segment
+    seed_everything(cfg.seed, deterministic=cfg.fit.deterministic)
+    size = cfg.preprocess.input_size
+    model = build_unet(size, base_filters=seg.base_filters, depth=seg.depth)
+    batches, per_epoch, steps = training_batches(cfg, train)
     val_x = validation.images.astype(np.float32)
     val_y = validation.masks.astype(np.float32)[..., None]
     model.compile(
