@@ -238,8 +238,10 @@ class SegmentConfig:
     target_normal_clean: float = field(default=0.95, metadata=rules(0, maximum=1))
     """The threshold and min_lesion_px are chosen among those leaving at least this share of
     validation normal cases without a predicted lesion."""
-    max_prob_delta: float = field(default=0.02, metadata=rules(above=0))
+    max_prob_delta: float = field(default=0.1, metadata=rules(above=0, maximum=1))
     """Export fails when Keras and the FP16 IR (in f32) differ by more than this in a pixel."""
+    min_parity_dice: float = field(default=0.99, metadata=rules(0, maximum=1))
+    """Export fails when the Dice of the Keras and FP16 IR masks (at the threshold) is lower."""
     version: str | None = field(default=None, metadata=rules(check=_plain_name))
     """The new bundle's version; None: the classifier's version + '+seg'."""
     max_minutes: float | None = field(default=None, metadata=rules(above=0))

@@ -270,6 +270,7 @@ def train_segmenter(data: Path, cfg: TrainConfig, out: Path) -> SegRunResult:
             s_scores, shifted, s_pred, run / "segmentation_cases_shifted.png", "Shifted test set"
         )
     metrics["targets"] = check_targets(metrics)
+    write_json(run / "metrics.json", metrics)  # the figures survive a failed export
     metrics["export"] = _export_ir(
         cfg, model=result.model, test=tensors[TEST], threshold=threshold, min_px=min_px, run=run
     )
@@ -318,6 +319,12 @@ def _export_ir(
         raise ExportError(
             f"Keras and the FP16 IR differ by up to {delta:.4g} in a lesion probability on the "
             f"test split, more than segment.max_prob_delta={limit:g}"
+        )
+    agreement, least = check["mask_dice"], cfg.segment.min_parity_dice
+    if agreement is not None and agreement < least:
+        raise ExportError(
+            f"the Keras and FP16 IR lesion masks agree with a Dice of {agreement:.4f} on the test "
+            f"split, below segment.min_parity_dice={least:g}"
         )
     fp16 = binarise(export.predict_ir(xml, images, f32=False), threshold, min_px)
     return {"parity": check, "fp16_test_with_adc": summarise(score_cases(fp16, test))}
