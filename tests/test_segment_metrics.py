@@ -141,3 +141,18 @@ def test_validation_rule_keeps_normal_cases_clean() -> None:
     scores = score_cases(binarise(probs, chosen["threshold"], chosen["min_lesion_px"]), tensors)
     figures = summarise(scores)
     assert figures["normal_clean_share"] == 1.0 and figures["dice_mean"] == 1.0
+
+
+def test_parity_reports_the_largest_delta_and_mask_agreement() -> None:
+    """One pixel moved across the threshold: the delta is its change, the mask Dice drops."""
+    from trainer.segment.export import parity  # noqa: PLC0415  (imports OpenVINO)
+
+    keras_probs = np.zeros((2, 8, 8), np.float32)
+    keras_probs[0, 2:4, 2:4] = 0.9
+    ir_probs = keras_probs.copy()
+    ir_probs[0, 2, 2] = 0.45
+    check = parity(keras_probs, ir_probs, 0.5)
+    assert check["n"] == 2
+    assert check["max_abs_prob_delta"] == pytest.approx(0.45)
+    assert check["mask_dice"] == pytest.approx(2 * 3 / (4 + 3))
+    assert parity(keras_probs, keras_probs, 0.5)["mask_dice"] == 1.0
