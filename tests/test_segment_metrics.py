@@ -10,6 +10,7 @@ import pytest
 from daemon.shared.dataset import Sample
 from trainer.segment.choose import binarise, choose_postprocessing, score_cases
 from trainer.segment.data import SegSample, SegTensors
+from trainer.segment.export import parity
 from trainer.segment.metrics import (
     dice,
     f1_score,
@@ -145,8 +146,6 @@ def test_validation_rule_keeps_normal_cases_clean() -> None:
 
 def test_parity_reports_the_largest_delta_and_mask_agreement() -> None:
     """One pixel moved across the threshold: the delta is its change, the mask Dice drops."""
-    from trainer.segment.export import parity  # noqa: PLC0415  (imports OpenVINO)
-
     keras_probs = np.zeros((2, 8, 8), np.float32)
     keras_probs[0, 2:4, 2:4] = 0.9
     ir_probs = keras_probs.copy()
