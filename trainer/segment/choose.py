@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from trainer.segment.data import SegTensors
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_LESION_PX = (1, 2, 4, 8, 16, 32)
 
 
