@@ -155,3 +155,20 @@ def test_parity_reports_the_largest_delta_and_mask_agreement() -> None:
     assert check["max_abs_prob_delta"] == pytest.approx(0.45)
     assert check["mask_dice"] == pytest.approx(2 * 3 / (4 + 3))
     assert parity(keras_probs, keras_probs, 0.5)["mask_dice"] == 1.0
+
+
+def test_validation_rule_never_picks_a_pair_that_detects_nothing() -> None:
+    """A large bright false lesion on one normal slice survives every detecting pair: the rule
+    keeps a pair that finds the lesions (target not met) rather than one that finds nothing."""
+    masks = np.zeros((4, 16, 16), bool)
+    masks[0, 4:8, 4:8] = masks[1, 4:8, 4:8] = True
+    probs = masks.astype(np.float32) * 0.75
+    probs[2, 8:14, 8:14] = 0.75
+    tensors = _tensors(masks, ["l1", "l2", "n1", "n2"])
+    chosen = choose_postprocessing(probs, tensors, 0.95)
+    assert not chosen["target_met"]
+    assert chosen["threshold"] <= 0.7 and chosen["min_lesion_px"] <= 16
+    figures = summarise(
+        score_cases(binarise(probs, chosen["threshold"], chosen["min_lesion_px"]), tensors)
+    )
+    assert figures["dice_mean"] == 1.0 and figures["normal_clean_share"] == 0.5

@@ -9,8 +9,10 @@ The rule (`choose_postprocessing`), on the validation split only: over the grid 
 `MIN_LESION_PX`, keep the pairs that leave at least ``target_normal_clean`` of the validation
 normal cases without any predicted lesion; among them take the one with the best mean of the
 lesion cases' mean Dice and the pooled lesion-wise F1 (ties: the higher threshold, then the larger
-smallest lesion). When no pair reaches the target, the pair with the most clean normal cases
-(then the best score) is taken, and ``target_met`` says so.
+smallest lesion). Pairs that detect no lesion at all (score 0) are never chosen while another
+pair detects one: they keep every normal case clean trivially. When no detecting pair reaches the
+target, the detecting pair with the most clean normal cases (then the best score) is taken, and
+``target_met`` says so.
 """
 
 from __future__ import annotations
@@ -83,14 +85,15 @@ def choose_postprocessing(
                     "lesion_f1_pooled": summary["lesion_f1_pooled"],
                 }
             )
-    eligible = [g for g in grid if g["eligible"]]
+    detecting = [g for g in grid if g["score"] > 0] or grid
+    eligible = [g for g in detecting if g["eligible"]]
 
     def order(g: dict[str, Any]) -> tuple[float, ...]:
         clean = 1.0 if g["normal_clean_share"] is None else g["normal_clean_share"]
         lead = () if eligible else (clean,)
         return (*lead, g["score"], g["threshold"], g["min_lesion_px"])
 
-    best = max(eligible or grid, key=order)
+    best = max(eligible or detecting, key=order)
     return {
         "threshold": best["threshold"],
         "min_lesion_px": best["min_lesion_px"],
