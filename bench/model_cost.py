@@ -6,13 +6,16 @@ Run from the repo with the dev venv (the ``[train]`` extra)::
     .venv/bin/python bench/model_cost.py --rounds 3 --seconds 15
     .venv/bin/python bench/model_cost.py --precision f32         # as on a CPU without bf16
     .venv/bin/python bench/model_cost.py --xml RUN/bundle/model.xml --xml RUN/bundle/model-int8.xml
+    .venv/bin/python bench/model_cost.py --arch compact --arch unet   # classifier against segmenter
 
 Without ``--xml`` it builds each architecture of ``--arch`` (default ``seed`` and ``compact``) for
 the shipped label map's classes with the in_scope head, exports it exactly as a bundle is exported
 (`trainer.export.to_openvino`, FP16 IR) and counts its parameters and multiply-accumulates
 (convolutions and dense layers; batch norm folds into the convolution in the IR). Weights are
 untrained: the cost of a network does not depend on them. With ``--xml`` it measures the given
-IRs as they are (e.g. a bundle's FP16 and INT8 variants).
+IRs as they are (e.g. a bundle's FP16 and INT8 variants). ``--arch unet`` is the lesion segmenter
+(`trainer.segment.model`, the default ``segment`` settings: base 8 filters, depth 3) on its
+``[1,128,128,2]`` input; an ``--xml`` whose input has two channels is measured with that shape.
 
 Each IR is measured with ``benchmark_app -m X.xml -d CPU -t SECONDS -hint throughput -shape
 [1,128,128,3]``; the rounds alternate the models, so a load change on a shared machine hits all of
@@ -37,6 +40,28 @@ _MEDIAN = re.compile(r"Median:\s+([\d.]+)\s+(ms|us)")
 SIZE = 128
 
 
+def _segmenter(workdir: Path) -> Path:
+    """The FP16 IR of an untrained segmenter (default segment settings); print its size."""
+    import openvino as ov  # noqa: PLC0415
+
+    from trainer.config import SegmentConfig  # noqa: PLC0415
+    from trainer.model import multiply_accumulates  # noqa: PLC0415
+    from trainer.segment.export import write_ir  # noqa: PLC0415
+    from trainer.segment.model import build_unet  # noqa: PLC0415
+
+    seg = SegmentConfig()
+    model = build_unet(SIZE, base_filters=seg.base_filters, depth=seg.depth)
+    xml = workdir / "unet.xml"
+    write_ir(model, workdir, xml)
+    macs = multiply_accumulates(model)
+    print(
+        f"unet: {model.count_params():,} parameters, {macs / 1e6:.1f} M multiply-accumulates "
+        f"({2 * macs / 1e6:.1f} MFLOPs) per slice, base {seg.base_filters} filters, depth "
+        f"{seg.depth}, input [1,{SIZE},{SIZE},2] ({ov.__version__})"
+    )
+    return xml
+
+
 def build_irs(architectures: list[str], workdir: Path) -> list[tuple[str, Path]]:
     """FP16 IRs of untrained ``architectures`` with the in_scope head; print their size."""
     import openvino as ov  # noqa: PLC0415
@@ -48,6 +73,9 @@ def build_irs(architectures: list[str], workdir: Path) -> list[tuple[str, Path]]
     classes = len(load_label_map().classes)
     irs = []
     for arch in architectures:
+        if arch == "unet":
+            irs.append((arch, _segmenter(workdir)))
+            continue
         model = build_model(arch, classes, (SIZE, SIZE, 3), 0.25, in_scope=True)
         xml = workdir / f"{arch}.xml"
         ov.save_model(to_openvino(model, workdir), str(xml), compress_to_fp16=True)
@@ -61,11 +89,19 @@ def build_irs(architectures: list[str], workdir: Path) -> list[tuple[str, Path]]
     return irs
 
 
+def _channels(xml: Path) -> int:
+    """The input's channel count (the last dimension; 3 when it is not static)."""
+    import openvino as ov  # noqa: PLC0415
+
+    last = ov.Core().read_model(str(xml)).inputs[0].get_partial_shape()[-1]
+    return last.get_length() if last.is_static else 3
+
+
 def benchmark(xml: Path, seconds: int, precision: str | None) -> tuple[float, float]:
     """One ``benchmark_app`` run: (throughput FPS, median latency ms)."""
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     command = [tool, "-m", str(xml), "-d", "CPU", "-t", str(seconds), "-hint", "throughput"]
-    command += ["-shape", f"[1,{SIZE},{SIZE},3]"]
+    command += ["-shape", f"[1,{SIZE},{SIZE},{_channels(xml)}]"]
     if precision:
         command += ["-infer_precision", precision]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout

@@ -13,13 +13,23 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TRAINER_ERRORS, TrainConfigError
 from trainer.logs import configure_logging
 
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+
 EXIT_FAILED, EXIT_USAGE = 1, 2
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train.yaml"
 _DISCLAIMER = "Research use only, not for diagnosis."
+TASKS = ("classify", "segment")
+_CLASSIFY_ONLY = (
+    ("out_of_scope", "--out-of-scope"),
+    ("init_from", "--init-from"),
+    ("freeze", "--freeze"),
+)
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -29,6 +39,19 @@ def _train_parser() -> argparse.ArgumentParser:
         f"OpenVINO bundle to RUN/bundle. {_DISCLAIMER}",
     )
     parser.add_argument("data", type=Path, help="dataset folder: one sub-folder per class")
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="classify",
+        help="classify (default): the location classifier; segment: the lesion segmenter, "
+        "added to the --classifier bundle (DATA needs lesion masks: 'infarctwatch synth')",
+    )
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        metavar="BUNDLE",
+        help="with --task segment: the classifier bundle the segmenter joins (segment.classifier)",
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -46,7 +69,10 @@ def _train_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one setting, e.g. --set fit.epochs=5 (repeatable; values are YAML)",
     )
-    parser.add_argument("--version", help="bundle version (same as --set export.version=...)")
+    parser.add_argument(
+        "--version",
+        help="bundle version (--set export.version=...; with --task segment segment.version)",
+    )
     parser.add_argument(
         "--shifted-test",
         type=Path,
@@ -82,6 +108,7 @@ def _path_overrides(args: argparse.Namespace) -> list[str]:
         ("data.shifted_test", args.shifted_test),
         ("data.out_of_scope", args.out_of_scope),
         ("finetune.init_from", args.init_from),
+        ("segment.classifier", args.classifier),
     )
     out = [f"{key}={json.dumps(str(value))}" for key, value in pairs if value is not None]
     if args.freeze:
@@ -113,19 +140,24 @@ def train_main(argv: list[str]) -> int:
 
     config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     overrides = list(args.overrides)
+    segment = args.task == "segment"
     if args.version:
-        overrides.append(f"export.version={args.version}")
+        key = "segment.version" if segment else "export.version"
+        overrides.append(f"{key}={json.dumps(args.version)}")
     overrides += _path_overrides(args)
     try:
         cfg = load_config(config_path, overrides)
     except TrainConfigError as exc:
         print(f"infarctwatch train: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.data.is_dir():
-        print(f"infarctwatch train: dataset folder {args.data} does not exist", file=sys.stderr)
+    problem = _usage_problem(args, cfg)
+    if problem:
+        print(f"infarctwatch train: {problem}", file=sys.stderr)
         return EXIT_USAGE
     out = args.out or Path("runs") / dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     _quiet_tensorflow()
+    if segment:
+        return _train_segmenter(args.data, cfg, out)
     from trainer.run import train  # noqa: PLC0415  (imports TensorFlow)
 
     try:
@@ -135,6 +167,70 @@ def train_main(argv: list[str]) -> int:
         return EXIT_FAILED
     _print_result(result.run, result.bundle, result.metrics, cfg.evaluate.top_k)
     return 0
+
+
+def _usage_problem(args: argparse.Namespace, cfg: TrainConfig) -> str | None:
+    """What is wrong with the arguments beyond the configuration, or None.
+
+    A flag of the other task, a missing classifier bundle or dataset folder.
+    """
+    if args.task == "segment":
+        used = [flag for attr, flag in _CLASSIFY_ONLY if getattr(args, attr)]
+        if used:
+            return f"{', '.join(used)} apply to --task classify only"
+        if not cfg.segment.classifier:
+            return (
+                "--task segment needs the classifier bundle it joins "
+                "(--classifier BUNDLE or segment.classifier)"
+            )
+    elif args.classifier is not None:
+        return "--classifier applies to --task segment only"
+    if not args.data.is_dir():
+        return f"dataset folder {args.data} does not exist"
+    return None
+
+
+def _train_segmenter(data: Path, cfg: TrainConfig, out: Path) -> int:
+    from trainer.segment.run import train_segmenter  # noqa: PLC0415  (imports TensorFlow)
+
+    try:
+        result = train_segmenter(data, cfg, out)
+    except TrainConfigError as exc:
+        print(f"infarctwatch train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TRAINER_ERRORS as exc:
+        print(f"infarctwatch train: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"run:     {result.run}")
+    print(f"bundle:  {result.bundle}")
+    for line in segment_lines(result.metrics):
+        print(line)
+    print(_DISCLAIMER)
+    return 0
+
+
+def segment_lines(metrics: dict[str, Any]) -> list[str]:
+    """The headline figures of a segmenter run, one line per test set and ADC input."""
+    post = metrics.get("postprocessing", {})
+    lines = [f"lesion threshold {post.get('threshold')}, min_lesion_px {post.get('min_lesion_px')}"]
+
+    def show(value: object, digits: int = 3) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, float) else "n/a"
+
+    for key, name in (("test", "test"), ("shifted_test", "shifted")):
+        for adc in ("with_adc", "without_adc"):
+            f = metrics.get(key, {}).get(adc)
+            if not f:
+                continue
+            lines.append(
+                f"{name + ', ' + adc.replace('_', ' ') + ':':<25}{f['lesion_cases']} lesion + "
+                f"{f['normal_cases']} normal cases, Dice {show(f['dice_mean'])}, lesion F1 "
+                f"{show(f['lesion_f1_mean'])}, median AVD {show(f['avd_ml_median'], 2)} mL, "
+                f"normals clean {show(f['normal_clean_share'])}"
+            )
+    missed = [k for k, t in metrics.get("targets", {}).items() if t.get("met") is False]
+    lines.append(f"targets missed: {', '.join(missed) if missed else 'none'}")
+    return lines
 
 
 def export_main(argv: list[str]) -> int:

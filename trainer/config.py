@@ -186,6 +186,75 @@ class FinetuneConfig:
     """none, or features: the convolutional layers keep the parent's weights."""
 
 
+SEGMENT_ARCHITECTURES = ("unet",)
+
+
+@dataclass(frozen=True)
+class SegmentAugmentConfig:
+    """Random changes to the segmenter's training slices.
+
+    Geometry on the image and its mask together, acquisition changes on the DWI channel only.
+    """
+
+    shift: float = field(default=0.06, metadata=rules(0, maximum=0.5))
+    """Largest height/width shift, as a fraction of the side."""
+    rotation: float = field(default=12.0, metadata=rules(0, maximum=45))
+    """Largest rotation, degrees."""
+    shear: float = field(default=3.0, metadata=rules(0, maximum=30))
+    """Largest shear angle, degrees."""
+    zoom: float = field(default=0.1, metadata=rules(0, maximum=0.5))
+    """Largest relative zoom in or out."""
+    flip: float = field(default=0.5, metadata=rules(0, maximum=1))
+    """Probability of a left-right flip (image and mask together: a mask has no side label)."""
+    intensity: float = field(default=0.3, metadata=rules(0, maximum=0.9))
+    """Largest relative gamma change of the DWI channel."""
+    blur: float = field(default=1.0, metadata=rules(0, maximum=4))
+    """Largest Gaussian blur of the DWI channel, sigma in input pixels."""
+    noise: float = field(default=0.04, metadata=rules(0, maximum=0.5))
+    """Largest SD of noise added to the DWI channel, as a share of the normalised range."""
+    saturation: float = field(default=0.2, metadata=rules(0, maximum=0.9))
+    """Largest share of the DWI channel's range cut off at the top."""
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """The lesion segmenter (``infarctwatch train --task segment``)."""
+
+    classifier: str | None = None
+    """The classifier bundle the segmenter joins; its preprocessing is the segmenter's."""
+    architecture: str = field(default="unet", metadata=rules(one_of=SEGMENT_ARCHITECTURES))
+    base_filters: int = field(default=8, metadata=rules(4, maximum=64))
+    """Filters of the first level; each level down doubles them."""
+    depth: int = field(default=3, metadata=rules(2, maximum=4))
+    """Down-sampling steps (the bottleneck works at 128 / 2**depth pixels)."""
+    epochs: int = field(default=30, metadata=rules(1))
+    batch_size: int = field(default=16, metadata=rules(1))
+    learning_rate: float = field(default=0.002, metadata=rules(above=0, maximum=1))
+    """Adam's peak rate (linear warm-up over one epoch, then cosine decay to 0)."""
+    slices_per_epoch: int | None = field(default=None, metadata=rules(1))
+    """Training slices drawn per epoch; None: every training slice once."""
+    lesion_share: float = field(default=0.6, metadata=rules(0, maximum=1))
+    """Share of each epoch's slices drawn from slices with a lesion (the rest: without)."""
+    adc_dropout: float = field(default=0.5, metadata=rules(0, maximum=1))
+    """Probability that a training slice's ADC channel is replaced by zeros (a lone DWI image)."""
+    dice_weight: float = field(default=1.0, metadata=rules(0, maximum=10))
+    """Weight of the soft Dice loss (computed over each batch)."""
+    bce_weight: float = field(default=1.0, metadata=rules(0, maximum=10))
+    """Weight of the per-pixel binary cross-entropy."""
+    target_normal_clean: float = field(default=0.95, metadata=rules(0, maximum=1))
+    """The threshold and min_lesion_px are chosen among those leaving at least this share of
+    validation normal cases without a predicted lesion."""
+    max_prob_delta: float = field(default=0.1, metadata=rules(above=0, maximum=1))
+    """Export fails when Keras and the FP16 IR (in f32) differ by more than this in a pixel."""
+    min_parity_dice: float = field(default=0.99, metadata=rules(0, maximum=1))
+    """Export fails when the Dice of the Keras and FP16 IR masks (at the threshold) is lower."""
+    version: str | None = field(default=None, metadata=rules(check=_plain_name))
+    """The new bundle's version; None: the classifier's version + '+seg'."""
+    max_minutes: float | None = field(default=None, metadata=rules(above=0))
+    """Stop after the epoch that passes this many minutes of fitting (None: no limit)."""
+    augment: SegmentAugmentConfig = field(default_factory=SegmentAugmentConfig)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one training run. Recorded in full in the run folder and the model card."""
@@ -201,6 +270,7 @@ class TrainConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     scope: ScopeConfig = field(default_factory=ScopeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
 
     def to_dict(self) -> dict[str, Any]:
