@@ -27,7 +27,7 @@ Randomness is stateless: each batch's draws come from ``(seed, step)``, so a run
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +93,58 @@ def gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
     return tf.nn.conv2d(rows, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")
 
 
+class Geometry(Protocol):
+    """The geometric augmentation settings (`AugmentConfig`, the segmenter's too)."""
+
+    @property
+    def shift(self) -> float:
+        """Largest height/width shift, as a fraction of the side."""
+
+    @property
+    def rotation(self) -> float:
+        """Largest rotation, degrees."""
+
+    @property
+    def shear(self) -> float:
+        """Largest shear angle, degrees."""
+
+    @property
+    def zoom(self) -> float:
+        """Largest relative zoom in or out."""
+
+
+def random_geometry(images: tf.Tensor, cfg: Geometry, seeds: tf.Tensor, size: int) -> tf.Tensor:
+    """``images`` ``(B, size, size, C)`` through one random affine map per image.
+
+    Shift, rotation, shear and zoom are drawn uniformly within ``cfg``'s limits from
+    ``seeds[0]`` to ``seeds[4]``; resampled once, bilinear, the background filled with 0. The
+    identity (no call to the op) when every limit is 0.
+    """
+    if not (cfg.shift or cfg.rotation or cfg.shear or cfg.zoom):
+        return images
+    batch = tf.shape(images)[0]
+
+    def uniform(i: int, limit: float) -> tf.Tensor:
+        return tf.random.stateless_uniform([batch], seeds[i], -limit, limit, tf.float32)
+
+    transforms = affine_transforms(
+        angle=uniform(0, math.radians(cfg.rotation)),
+        shear=uniform(1, math.radians(cfg.shear)),
+        shift_x=uniform(2, cfg.shift * size),
+        shift_y=uniform(3, cfg.shift * size),
+        scale=1.0 + uniform(4, cfg.zoom),
+        size=size,
+    )
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.constant([size, size], tf.int32),
+        fill_value=tf.constant(0.0, tf.float32),
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+
+
 class Augmenter:
     """Turns a batch of grey planes and class indices into augmented model inputs and labels."""
 
@@ -115,24 +167,7 @@ class Augmenter:
         def uniform(i: int, limit: float) -> tf.Tensor:
             return tf.random.stateless_uniform([batch], seeds[i], -limit, limit, tf.float32)
 
-        images = tf.cast(grey, tf.float32)[..., tf.newaxis]
-        if cfg.shift or cfg.rotation or cfg.shear or cfg.zoom:
-            transforms = affine_transforms(
-                angle=uniform(0, math.radians(cfg.rotation)),
-                shear=uniform(1, math.radians(cfg.shear)),
-                shift_x=uniform(2, cfg.shift * self.size),
-                shift_y=uniform(3, cfg.shift * self.size),
-                scale=1.0 + uniform(4, cfg.zoom),
-                size=self.size,
-            )
-            images = tf.raw_ops.ImageProjectiveTransformV3(
-                images=images,
-                transforms=transforms,
-                output_shape=tf.constant([self.size, self.size], tf.int32),
-                fill_value=tf.constant(0.0, tf.float32),
-                interpolation="BILINEAR",
-                fill_mode="CONSTANT",
-            )
+        images = random_geometry(tf.cast(grey, tf.float32)[..., tf.newaxis], cfg, seeds, self.size)
         if cfg.blur or cfg.noise or cfg.saturation:
             images = self.acquisition(images, tf.random.experimental.stateless_fold_in(seed, 1))
         if cfg.intensity:

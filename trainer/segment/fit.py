@@ -27,7 +27,7 @@ import numpy.typing as npt
 import structlog
 import tensorflow as tf
 
-from trainer.augment import Augmenter, affine_transforms
+from trainer.augment import Augmenter, random_geometry
 from trainer.config import AugmentConfig
 from trainer.fit import EpochLog, TimeBudget, seed_everything
 from trainer.segment.model import build_unet
@@ -106,23 +106,7 @@ class SegAugmenter:
             return tf.random.stateless_uniform([batch], seeds[i], -limit, limit, tf.float32)
 
         stack = tf.concat([tf.cast(images, tf.float32), tf.cast(masks, tf.float32)[..., None]], -1)
-        if a.shift or a.rotation or a.shear or a.zoom:
-            transforms = affine_transforms(
-                angle=uniform(0, math.radians(a.rotation)),
-                shear=uniform(1, math.radians(a.shear)),
-                shift_x=uniform(2, a.shift * self.size),
-                shift_y=uniform(3, a.shift * self.size),
-                scale=1.0 + uniform(4, a.zoom),
-                size=self.size,
-            )
-            stack = tf.raw_ops.ImageProjectiveTransformV3(
-                images=stack,
-                transforms=transforms,
-                output_shape=tf.constant([self.size, self.size], tf.int32),
-                fill_value=tf.constant(0.0, tf.float32),
-                interpolation="BILINEAR",
-                fill_mode="CONSTANT",
-            )
+        stack = random_geometry(stack, a, seeds, self.size)
         if a.flip:
             draw = tf.random.stateless_uniform([batch], seeds[5], 0.0, 1.0)
             stack = tf.where((draw < a.flip)[:, None, None, None], tf.reverse(stack, [2]), stack)
