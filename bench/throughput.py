@@ -3,11 +3,15 @@
 Run from the repo with the dev venv (``.venv/bin/python bench/throughput.py --help``). In one run,
 on the same IR (the committed default bundle unless ``--model``) and device:
 
-1. **inference ceiling**: OpenVINO's ``benchmark_app -hint throughput`` on the IR;
+1. **inference ceiling**: OpenVINO's ``benchmark_app -hint throughput`` on the IR; with a format 2
+   bundle, on its lesion segmenter too (the daemon runs both on every analysed image, so the
+   networks' ceiling is ``1 / (1/classifier + 1/segmenter)``); the naive loop and the bound below
+   run the classifier only;
 2. **decode-only**: read + sha256 + decode + preprocess (`daemon.scan.read.decode_claim`) in
    a pool of the benchmark's own processes (``decode_pool.py``), as many as the daemon has worker
    processes (``--workers``);
-3. **combined ceiling** ``1 / (1/decode + 1/inference)``: both stages sharing the same cores;
+3. **combined ceiling** ``1 / (1/decode + 1/inference)``: both stages sharing the same cores
+   (``inference``: the networks' ceiling);
 4. **daemon end-to-end**: a burst of ``--files`` distinct files renamed into the incoming folder of
    a real ``infarctwatch run`` process, timed until the last report is visible;
 5. **latency**: ``--latency-files`` files dropped one at a time, rename -> report visible
@@ -134,9 +138,17 @@ def _taskset(cpus: str | None) -> list[str]:
 
 
 def inference_ceiling(
-    bundle: Bundle, settings: DaemonSettings, seconds: int, cpus: str | None = None
+    bundle: Bundle,
+    settings: DaemonSettings,
+    seconds: int,
+    cpus: str | None = None,
+    *,
+    segmenter: bool = False,
 ) -> dict[str, Any]:
-    """benchmark_app's throughput on the IR the daemon serves (batch 1, throughput hint)."""
+    """benchmark_app's throughput on the IR the daemon serves (batch 1, throughput hint).
+
+    ``segmenter``: on the bundle's lesion segmenter instead of its classifier.
+    """
     device = settings.device
     tool = Path(sys.executable).with_name("benchmark_app")
     if not tool.exists():
@@ -148,6 +160,10 @@ def inference_ceiling(
     spec = bundle.preprocess
     shape = f"[1,{spec.input_size},{spec.input_size},{spec.channels}]"
     xml = bundle.variant(settings.variant).xml
+    if segmenter and bundle.segmenter is not None:
+        _, height, width, channels = bundle.segmenter.input_shape
+        shape = f"[1,{height},{width},{channels}]"
+        xml = bundle.segmenter.variant(settings.variant).xml
     command = [
         *_taskset(cpus),
         str(tool),
@@ -532,6 +548,17 @@ def _best_daemon(rounds: list[dict[str, Any]], *, latency: bool = True) -> dict[
     return best
 
 
+def _ceilings(
+    rounds: dict[str, list[dict[str, Any]]], bundle: Bundle, settings: DaemonSettings, seconds: int
+) -> None:
+    """One round of benchmark_app: the classifier, and the segmenter when the bundle has one."""
+    rounds["inference"].append(inference_ceiling(bundle, settings, seconds))
+    if bundle.segmenter is not None:
+        rounds.setdefault("segmenter", []).append(
+            inference_ceiling(bundle, settings, seconds, segmenter=True)
+        )
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every phase; throughput phases interleaved over ``--rounds``, best round kept."""
     configure_decoders()
@@ -566,7 +593,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rounds["baseline"] = []
     for number in range(1, args.rounds + 1):
         _progress(f"round {number}/{args.rounds}: benchmark_app -t {args.benchmark_seconds}")
-        rounds["inference"].append(inference_ceiling(bundle, settings, args.benchmark_seconds))
+        _ceilings(rounds, bundle, settings, args.benchmark_seconds)
         _progress(f"round {number}: decode-only, {args.files} files on {args.workers} workers")
         rounds["decode"].append(decode_only(burst, bundle, args.workers))
         daemons = [("daemon", "main", settings), ("baseline", "baseline", baseline)]
@@ -662,12 +689,16 @@ def scaling(
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
     """The headline figures and whether each target is met."""
     decode = results["decode"]["per_second"]
-    inference = results["inference"]["per_second"]
+    classifier = results["inference"]["per_second"]
+    segmenter = results["segmenter"]["per_second"] if "segmenter" in results else None
+    inference = classifier if segmenter is None else 1 / (1 / classifier + 1 / segmenter)
     combined = 1 / (1 / decode + 1 / inference)
     daemon = results["daemon"]["burst"]["per_second"]
     naive_rate = results["naive"]["per_second"]
     latency = results["daemon"]["latency"]
     summary: dict[str, Any] = {
+        "classifier_per_s": classifier,
+        "segmenter_per_s": segmenter,
         "inference_per_s": inference,
         "decode_per_s": decode,
         "combined_ceiling_per_s": combined,
@@ -691,6 +722,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "latency_p99_ms": latency["p99_ms"],
     }
     cpu = summary["cpu_ms_per_scan"]
+    if segmenter is not None and cpu["inference"] is not None:
+        segmenter_cpu = _median_cpu(results["segmenter"])
+        cpu["inference"] = None if segmenter_cpu is None else cpu["inference"] + segmenter_cpu
     if cpu["inference"] is not None:
         # Load-independent view: the work a scan needs (decode + inference) over what the daemon
         # spends per scan. On an idle machine the throughput ratio cannot exceed it.
@@ -699,13 +733,15 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         # and reading are part of decode-only; reports, commit, moves, pipe, log line are not).
         summary["cpu_ms_outside_work"] = cpu["daemon"] - cpu["decode"] - cpu["inference"]
     # Each round against its own ceiling (that round's decode-only and benchmark_app).
+    networks = results["inference"]["rounds_per_second"]
+    if segmenter is not None:
+        networks = [
+            1 / (1 / c + 1 / g)
+            for c, g in zip(networks, results["segmenter"]["rounds_per_second"], strict=True)
+        ]
     ceilings = [
         1 / (1 / d + 1 / i)
-        for d, i in zip(
-            results["decode"]["rounds_per_second"],
-            results["inference"]["rounds_per_second"],
-            strict=True,
-        )
+        for d, i in zip(results["decode"]["rounds_per_second"], networks, strict=True)
     ]
     for name in ("daemon", "baseline"):
         if name in results:
@@ -775,7 +811,21 @@ def render(results: dict[str, Any]) -> str:
     daemon, decode = results["daemon"], results["decode"]
     burst, latency = daemon["burst"], daemon["latency"]
     rows = [
-        ("inference ceiling (benchmark_app, throughput hint)", summary["inference_per_s"], "/s"),
+        *(
+            [
+                ("classifier ceiling (benchmark_app)", summary["classifier_per_s"], "/s"),
+                ("segmenter ceiling (benchmark_app)", summary["segmenter_per_s"], "/s"),
+                ("networks 1/(1/classifier + 1/segmenter)", summary["inference_per_s"], "/s"),
+            ]
+            if summary.get("segmenter_per_s") is not None
+            else [
+                (
+                    "inference ceiling (benchmark_app, throughput hint)",
+                    summary["inference_per_s"],
+                    "/s",
+                )
+            ]
+        ),
         (
             f"decode-only (read+decode+preprocess, {decode['workers']} processes)",
             summary["decode_per_s"],
