@@ -27,10 +27,8 @@ import sys
 import textwrap
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import pytest
 from daemon_support import drop, small_png, versioned_bundle, wait_for, write_config
-from PIL import Image
 
 from daemon.config import ListenConfig, load_config
 from daemon.service.status import read_status
@@ -437,9 +435,8 @@ def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path: Path) -> N
     install_bundle(archive, tmp_path / "models", policy=SignaturePolicy(public, True))
     for folder in ("incoming", "reports", "work"):
         (tmp_path / folder).mkdir()
-    yy, xx = np.mgrid[:256, :256]
-    brain = ((yy - 128) / 90) ** 2 + ((xx - 128) / 70) ** 2 < 1
-    Image.fromarray((brain * 180).astype(np.uint8)).save(tmp_path / "incoming" / "slice.png")
+    # A real DWI sample: the default model refuses made-up pictures (OUT_OF_SCOPE_IMAGE).
+    shutil.copy(REPO / "samples" / "04-left-thalamus.png", tmp_path / "incoming" / "slice.png")
     config = tmp_path / "daemon.yaml"
     config.write_text(
         f"incoming: {tmp_path / 'incoming'}\nreports: {tmp_path / 'reports'}\n"
