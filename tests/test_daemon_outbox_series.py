@@ -34,12 +34,12 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return default_with_segmenter(folder, level=LEVEL, min_lesion_px=MIN_LESION_PX)
 
 
-def _run(tmp_path: Path, bundle: Path, blobs: list[bool]) -> tuple[str, Path, list[bytes]]:
+def _run(tmp_path: Path, bundle: Path | None, blobs: list[bool]) -> tuple[str, Path, list[bytes]]:
     """Drop a DICOM series (a blob on the slices marked True), run --once; the series id."""
     outbox = tmp_path / "outbox"
     config = make_config(
         tmp_path,
-        model={"path": str(bundle)},
+        model={"path": str(bundle) if bundle else None},
         outputs={"dicom": {"outbox": str(outbox)}},
         series={"stable_s": 600},
     )
@@ -117,6 +117,18 @@ def test_a_series_without_a_lesion_gets_an_sr_saying_absent_and_no_seg(tmp_path,
     assert not (outbox / f"{sid}-seg.dcm").exists()
     items = _items(hd.sr.srread(outbox / f"{sid}-sr.dcm"))
     assert ("Infarct", "Present") not in items
+    assert not any(name == "Tracking Identifier" and "Lesion" in str(v) for name, v in items)
+
+
+def test_without_a_segmenter_the_sr_gives_the_finding_alone(tmp_path) -> None:
+    """The committed classifier-only bundle: an SR with the series' finding, no lesion, no SEG."""
+    sid, outbox, _ = _run(tmp_path, None, [True, True, False])
+    report = json.loads((tmp_path / "reports" / "series" / f"{sid}.json").read_text("utf-8"))
+    assert "lesions" not in report
+    assert not (outbox / f"{sid}-seg.dcm").exists()
+    items = _items(hd.sr.srread(outbox / f"{sid}-sr.dcm"))
+    presence = {"acute_infarct": "Present", "no_acute_infarct": "Absent"}
+    assert ("Infarct", presence.get(report["finding"], "Undetermined")) in items
     assert not any(name == "Tracking Identifier" and "Lesion" in str(v) for name, v in items)
 
 

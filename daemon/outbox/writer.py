@@ -232,7 +232,7 @@ class OutboxWriter(StageThread):
             return False
         try:
             keep_source(self.outbox, report, data)
-        except (OSError, ValueError) as exc:  # the capture stands; the series results lack it
+        except Exception as exc:  # noqa: BLE001 - the capture stands; the series results lack it
             self._error(f"cannot keep the slice's header: {type(exc).__name__}", scan_id)
         staged.unlink(missing_ok=True)
         with self._lock:
