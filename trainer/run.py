@@ -647,9 +647,13 @@ def evaluate_and_bundle(
     channels = cfg.preprocess.channels
     test, validation = held_out.test, held_out.validation
     val_out = _predict(model, validation, channels)
-    oos_val = None
+    oos_outs = {}  # the out-of-scope splits' outputs, predicted once
     if held_out.scope is not None:
-        oos_val = _predict(model, held_out.scope.tensors[VALIDATION], channels).in_scope
+        oos_outs = {
+            split: _predict(model, held_out.scope.tensors[split], channels)
+            for split in (VALIDATION, TEST)
+        }
+    oos_val = oos_outs[VALIDATION].in_scope if oos_outs else None
     decisions = _decide(cfg, classes, val_out, _label_indices(validation.samples, classes), oos_val)
     metrics["calibration"] = decisions.calibration
     metrics["thresholds"] = decisions.manifest().get("thresholds", {})
@@ -675,7 +679,7 @@ def evaluate_and_bundle(
         threshold = decisions.in_scope["threshold"]
         metrics["out_of_scope"] = {}
         for split in (VALIDATION, TEST):
-            oos_out = _predict(model, held_out.scope.tensors[split], channels)
+            oos_out = oos_outs[split]
             assert oos_out.in_scope is not None  # noqa: S101  (a two-output model)
             metrics["out_of_scope"][split] = _refusals(
                 held_out.scope, split, oos_out.in_scope, threshold
