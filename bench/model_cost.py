@@ -7,6 +7,7 @@ Run from the repo with the dev venv (the ``[train]`` extra)::
     .venv/bin/python bench/model_cost.py --precision f32         # as on a CPU without bf16
     .venv/bin/python bench/model_cost.py --xml RUN/bundle/model.xml --xml RUN/bundle/model-int8.xml
     .venv/bin/python bench/model_cost.py --arch compact --arch unet   # classifier against segmenter
+    .venv/bin/python bench/model_cost.py --arch seed --arch compact --arch compact@1.5  # widths
 
 Without ``--xml`` it builds each architecture of ``--arch`` (default ``seed`` and ``compact``) for
 the shipped label map's classes with the in_scope head, exports it exactly as a bundle is exported
@@ -15,7 +16,7 @@ the shipped label map's classes with the in_scope head, exports it exactly as a 
 untrained: the cost of a network does not depend on them. With ``--xml`` it measures the given
 IRs as they are (e.g. a bundle's FP16 and INT8 variants). ``--arch unet`` is the lesion segmenter
 (`trainer.segment.model`, the default ``segment`` settings: base 8 filters, depth 3) on its
-``[1,128,128,2]`` input; an ``--xml`` whose input has two channels is measured with that shape.
+``[1,128,128,2]`` input; ``compact@W`` is ``compact`` at ``model.width`` W; an ``--xml`` whose input has two channels is measured with that shape.
 
 Each IR is measured with ``benchmark_app -m X.xml -d CPU -t SECONDS -hint throughput -shape
 [1,128,128,3]``; the rounds alternate the models, so a load change on a shared machine hits all of
@@ -76,7 +77,10 @@ def build_irs(architectures: list[str], workdir: Path) -> list[tuple[str, Path]]
         if arch == "unet":
             irs.append((arch, _segmenter(workdir)))
             continue
-        model = build_model(arch, classes, (SIZE, SIZE, 3), 0.25, in_scope=True)
+        name, _, width = arch.partition("@")
+        model = build_model(
+            name, classes, (SIZE, SIZE, 3), 0.25, in_scope=True, width=float(width or 1)
+        )
         xml = workdir / f"{arch}.xml"
         ov.save_model(to_openvino(model, workdir), str(xml), compress_to_fp16=True)
         macs = multiply_accumulates(model)

@@ -106,6 +106,9 @@ class ModelConfig:
 
     architecture: str = field(default="seed", metadata=rules(one_of=ARCHITECTURES))
     dropout: float = field(default=0.5, metadata=rules(0, maximum=0.95))
+    width: float = field(default=1.0, metadata=rules(0.25, maximum=4))
+    """Channel multiplier of ``compact``'s convolutions (1: 32/64/128); the other networks are
+    fixed and take 1 only."""
 
 
 @dataclass(frozen=True)
@@ -346,6 +349,12 @@ def load_config(
     preprocess = values["preprocess"] if values is not INVALID else INVALID
     if preprocess is not INVALID:
         problems.extend(_preprocess_problems(preprocess))
+    model = values["model"] if values is not INVALID else INVALID
+    if model is not INVALID and model.width != 1 and model.architecture != "compact":
+        problems.append(
+            f"At 'model.width': only 'compact' takes a width other than 1, got {model.width}"
+            f" for {model.architecture!r}"
+        )
     if problems:
         raise TrainConfigError(problems, source)
     return TrainConfig(**values)

@@ -189,6 +189,7 @@ def fit(
             (size, size, channels),
             cfg.model.dropout,
             in_scope=two,
+            width=cfg.model.width,
         )
     frozen = freeze_features(model) if cfg.finetune.freeze == "features" else []
     train_scope = two and scope is not None

@@ -103,20 +103,32 @@ def _compact_block(
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
+def compact_filters(width: float) -> tuple[int, int, int]:
+    """Filters of ``compact``'s three stages at channel multiplier ``width`` (multiples of 8)."""
+    return tuple(max(8, round(base * width / 8) * 8) for base in (32, 64, 128))  # type: ignore[return-value]
+
+
 def compact(
-    num_classes: int, input_shape: tuple[int, int, int], dropout: float, *, in_scope: bool = False
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    dropout: float,
+    *,
+    in_scope: bool = False,
+    width: float = 1.0,
 ) -> keras.Model:
     """Seven 3x3 convolutions with batch norm, early striding, a flattened 8x8 map.
 
-    See the module docstring for the layer table.
+    See the module docstring for the layer table; ``width`` multiplies the filters of the stem and
+    the three stages (`compact_filters`), not the 32-channel map the heads read.
     """
+    first, second, third = compact_filters(width)
     inputs = keras.Input(shape=input_shape, name=INPUT_NAME)
-    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.Conv2D(first, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
-    x = _compact_block(x, 32, "block1", convs=1)
-    x = _compact_block(x, 64, "block2")
-    x = _compact_block(x, 128, "block3")
+    x = _compact_block(x, first, "block1", convs=1)
+    x = _compact_block(x, second, "block2")
+    x = _compact_block(x, third, "block3")
     x = layers.Conv2D(COMPACT_MAP_CHANNELS, 1, use_bias=False, name="reduce_conv")(x)
     x = layers.BatchNormalization(name="reduce_bn")(x)
     x = layers.ReLU(name="reduce_relu")(x)
@@ -158,8 +170,16 @@ def build_model(
     dropout: float,
     *,
     in_scope: bool = False,
+    width: float = 1.0,
 ) -> keras.Model:
-    """Build a named architecture (``model.architecture`` in train.yaml), optionally two-headed."""
+    """Build a named architecture (``model.architecture`` in train.yaml), optionally two-headed.
+
+    ``width`` (``model.width``) applies to ``compact`` only.
+    """
+    if architecture == "compact":
+        return compact(num_classes, input_shape, dropout, in_scope=in_scope, width=width)
+    if width != 1:
+        raise ValueError(f"model.width applies to 'compact' only, not {architecture!r}")
     return BUILDERS[architecture](num_classes, input_shape, dropout, in_scope=in_scope)
 
 
