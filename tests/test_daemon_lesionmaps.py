@@ -41,6 +41,7 @@ from structlog.testing import capture_logs
 from daemon.clock import utc_now
 from daemon.config import InferenceConfig, ThresholdsConfig
 from daemon.fs import TMP_SUFFIX
+from daemon.lesionmaps.overlay import OUTLINE, enlargement, render_overlay
 from daemon.lesionmaps.slice import keep_large_parts, source_lesions
 from daemon.records import Claim, series_id
 from daemon.scan.decision import resolve
@@ -656,3 +657,29 @@ class TestRules:
         assert lesion["label"] == "Left pons"
         # column 4.5 x 1 mm along +y, row 2.5 x 2 mm along -z, x the mean slice origin (4.5)
         assert lesion["centroid_patient_mm"] == pytest.approx([4.5, -10.0 + 4.5, 20.0 - 5.0])
+
+    def test_an_overlay_keeps_the_slice_s_grey_order_and_rings_the_lesion(self) -> None:
+        """A ramp with a square lesion: a palette PNG, greys in the ramp's order, the ring drawn."""
+        ramp = np.tile(np.arange(64, dtype=np.float32), (64, 1))
+        mask = np.zeros((64, 64), bool)
+        mask[20:30, 40:50] = True
+        data = render_overlay(
+            ramp,
+            mask,
+            label="Right parietal lobe",
+            finding="acute_infarct",
+            map_disagrees=False,
+            model="test 1.0",
+        )
+        with Image.open(io.BytesIO(data)) as overlay:
+            assert overlay.mode == "P"
+            rgb = np.asarray(overlay.convert("RGB")).astype(int)
+        factor = enlargement(mask.shape)
+        picture = rgb[: 64 * factor : factor, : 64 * factor : factor]  # one pixel per source pixel
+        row = picture[5, :, 0]  # far from the lesion: the ramp
+        assert (np.diff(row) >= 0).all() and row[0] == 0 and row[-1] == 255
+        assert (picture[5] == picture[5, :, :1]).all()  # grey: R = G = B
+        assert tuple(picture[18, 45]) == OUTLINE  # two pixels above the lesion: the bright ring
+        assert tuple(picture[19, 45]) == (0, 0, 0)  # one pixel above: the dark ring
+        assert tuple(picture[25, 45]) != OUTLINE  # the lesion's own pixels untouched
+        assert len(rgb) > 64 * factor  # the band below

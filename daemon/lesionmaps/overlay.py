@@ -12,6 +12,9 @@ a lesion, without their bands, side by side (at most `MONTAGE_COLUMNS` a row) wi
 InstanceNumber (or position in the series), under one band with the series' total lesion volume
 and the disclaimer.
 
+Overlays are palette PNGs (one byte a pixel: `PALETTE`, 252 greys and four yellows), which
+encode in about a third of the time of RGB; a viewer shows them like any PNG.
+
 Pillow and numpy only; deterministic (the same inputs give the same bytes).
 """
 
@@ -47,6 +50,16 @@ MONTAGE_COLUMNS = 4
 TILE_PX = 256
 _PNG_LEVEL = 1
 """zlib level of the pictures: level 1 encodes in about half the time of 6, files ~25 % larger."""
+GREYS = 252
+"""Palette entries 0..251 are greys from black to white; the rest are yellows."""
+OUTLINE_INDEX = GREYS + 3
+PALETTE = [
+    *(round(i * 255 / (GREYS - 1)) for i in range(GREYS) for _ in range(3)),
+    *(round(c * level / 4) for level in (1, 2, 3, 4) for c in OUTLINE),
+]
+"""An overlay's 256 colours: `GREYS` greys, then `OUTLINE` at a quarter, half, three quarters
+and full brightness (the last the outline; the others for the edges of yellow text)."""
+_GREY_INDEX = np.array([round(v * (GREYS - 1) / 255) for v in range(256)], np.uint8)
 
 
 @functools.cache
@@ -55,13 +68,18 @@ def _font(size: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def display_grey(pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """The slice as 8-bit grey: its minimum 0, its 99.5th percentile 255 (clipped)."""
+    """The slice as 8-bit grey: its minimum 0, its 99.5th percentile 255 (clipped).
+
+    The percentile is taken on every other row and column of a slice over 64x64 pixels (a quarter
+    of the work; a window, not a measurement).
+    """
     finite = np.nan_to_num(np.asarray(pixels, np.float32))
-    lo, hi = float(finite.min()), float(np.percentile(finite, 99.5))
+    sample = finite[::2, ::2] if finite.size > 4096 else finite  # the percentile of a quarter
+    lo, hi = float(finite.min()), float(np.percentile(sample, 99.5))
     if hi <= lo:
         hi = lo + 1.0
     scaled = (finite - lo) * np.float32(255.0 / (hi - lo))
-    grey: npt.NDArray[np.uint8] = np.clip(scaled, 0.0, 255.0).astype(np.uint8)
+    grey: npt.NDArray[np.uint8] = np.clip(scaled + 0.5, 0.0, 255.0).astype(np.uint8)  # rounded
     return grey
 
 
@@ -76,21 +94,27 @@ def _grow(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return grown
 
 
+def _paletted(indices: npt.NDArray[np.uint8]) -> Image.Image:
+    picture = Image.fromarray(indices, "P")
+    picture.putpalette(PALETTE)
+    return picture
+
+
 def outlined(grey: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_], factor: int) -> Image.Image:
-    """``grey`` enlarged ``factor`` times (nearest), RGB, each part of ``mask`` outlined.
+    """``grey`` enlarged ``factor`` times (nearest), on `PALETTE`, each part of ``mask`` outlined.
 
     The outline is drawn on the source pixels, then enlarged with them: a dark pixel next to the
     lesion, a bright one beyond it, a dark one beyond that (each ``factor`` display pixels wide).
     """
-    rgb = np.repeat(grey[:, :, np.newaxis], 3, axis=2)
+    indices = _GREY_INDEX[grey]
     if mask.any():
         inner = _grow(mask)  # a dark ring touching the lesion
         line = _grow(inner)  # the bright ring, all outside the lesion
         outer = _grow(line)  # a dark ring outside it
-        rgb[outer & ~line] = BORDER
-        rgb[line & ~inner] = OUTLINE
-        rgb[inner & ~mask] = BORDER
-    picture = Image.fromarray(rgb)
+        indices[outer & ~line] = 0  # grey 0: BORDER
+        indices[line & ~inner] = OUTLINE_INDEX
+        indices[inner & ~mask] = 0
+    picture = _paletted(indices)
     if factor == 1:
         return picture
     size = (picture.width * factor, picture.height * factor)
@@ -122,13 +146,26 @@ def _band(width: int, lines: tuple[Line, ...]) -> Image.Image:
     draw = ImageDraw.Draw(band)
     for row, (text, colour) in enumerate(wrapped):
         draw.text((6, 4 + row * LINE_PX), text, fill=colour, font=_font())
-    return band
+    return band.quantize(palette=_palette_image(), dither=Image.Dither.NONE)
+
+
+@functools.cache
+def _palette_image() -> Image.Image:
+    return _paletted(np.zeros((1, 1), np.uint8))
 
 
 def _with_band(picture: Image.Image, lines: Sequence[Line]) -> Image.Image:
-    """``picture`` above a black band holding ``lines`` (wrapped to the picture's width)."""
+    """``picture`` above a black band holding ``lines`` (wrapped to the picture's width).
+
+    On `PALETTE` when ``picture`` is (an overlay), else RGB (a montage).
+    """
     width = max(picture.width, 320)
     band = _band(width, tuple(lines))
+    if picture.mode == "P":
+        canvas = _paletted(np.zeros((picture.height + band.height, width), np.uint8))
+        canvas.paste(picture, (0, 0))
+        canvas.paste(band, (0, picture.height))
+        return canvas
     canvas = Image.new("RGB", (width, picture.height + band.height), BAND)
     canvas.paste(picture, (0, 0))
     canvas.paste(band, (0, picture.height))
