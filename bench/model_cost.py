@@ -16,7 +16,8 @@ the shipped label map's classes with the in_scope head, exports it exactly as a 
 untrained: the cost of a network does not depend on them. With ``--xml`` it measures the given
 IRs as they are (e.g. a bundle's FP16 and INT8 variants). ``--arch unet`` is the lesion segmenter
 (`trainer.segment.model`, the default ``segment`` settings: base 8 filters, depth 3) on its
-``[1,128,128,2]`` input; ``compact@W`` is ``compact`` at ``model.width`` W; an ``--xml`` whose input has two channels is measured with that shape.
+``[1,128,128,2]`` input; ``compact@W`` is ``compact`` at ``model.width`` W. An ``--xml`` whose
+input has two channels is measured with that shape.
 
 Each IR is measured with ``benchmark_app -m X.xml -d CPU -t SECONDS -hint throughput -shape
 [1,128,128,3]``; the rounds alternate the models, so a load change on a shared machine hits all of

@@ -18,6 +18,7 @@ from test_train_e2e import make_tiny_dataset
 from daemon.shared.bundle import MANIFEST, load_bundle
 from trainer.cli import train_main
 from trainer.config import load_config
+from trainer.errors import TrainConfigError
 from trainer.model import build_model, freeze_features, multiply_accumulates
 from trainer.synth import generate
 
@@ -63,6 +64,22 @@ def test_compact_costs_about_what_seed_costs() -> None:
     assert multiply_accumulates(seed) == 148_518_912
     assert multiply_accumulates(compact) == 154_853_376
     assert multiply_accumulates(compact) < 2 * multiply_accumulates(seed)
+
+
+def test_width_multiplies_the_filters_of_compact_only() -> None:
+    """model.width 1.5: 48/96/192 filters, the 32-channel map and 2048 features unchanged; the
+    other networks refuse a width, in the config as in build_model."""
+    wide = build_model("compact", 27, SHAPE, 0.25, in_scope=True, width=1.5)
+    convs = [layer for layer in wide.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [48, 48, 96, 96, 192, 192, 32]
+    assert tuple(wide.get_layer("flatten").output.shape) == (None, 2048)
+    assert wide.count_params() == 710_444
+    assert multiply_accumulates(wide) == 345_497_600
+    with pytest.raises(ValueError, match="compact"):
+        build_model("seed", 27, SHAPE, 0.25, width=1.5)
+    with pytest.raises(TrainConfigError, match=r"model\.width"):
+        load_config(overrides=["model.architecture=seed_bn", "model.width=2"])
+    assert load_config(overrides=["model.architecture=compact", "model.width=2"]).model.width == 2
 
 
 def test_freeze_features_freezes_every_convolution_and_batch_norm() -> None:
