@@ -115,6 +115,15 @@ def test_metrics_come_with_and_without_adc_on_both_test_sets(run: Path) -> None:
     assert set(metrics["targets"]) >= {"dice_in_distribution.with_adc", "dice_shifted.without_adc"}
     post = metrics["postprocessing"]
     assert 0 < post["threshold"] <= 1 and post["min_lesion_px"] >= 1 and post["grid"]
+    # chosen on what the daemon feeds (DWI alone): the chosen pair's grid row is the validation
+    # figure without ADC
+    assert post["chosen_on"] == "dwi_only"
+    (row,) = [
+        g
+        for g in post["grid"]
+        if (g["threshold"], g["min_lesion_px"]) == (post["threshold"], post["min_lesion_px"])
+    ]
+    assert row["dice_mean"] == pytest.approx(metrics["validation"]["without_adc"]["dice_mean"])
     png = (run / "segmentation_cases.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 

@@ -190,6 +190,7 @@ class FinetuneConfig:
 
 
 SEGMENT_ARCHITECTURES = ("unet",)
+CHOOSE_ON = ("dwi_only", "as_loaded")
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,9 @@ class SegmentConfig:
     target_normal_clean: float = field(default=0.95, metadata=rules(0, maximum=1))
     """The threshold and min_lesion_px are chosen among those leaving at least this share of
     validation normal cases without a predicted lesion."""
+    choose_on: str = field(default="dwi_only", metadata=rules(one_of=CHOOSE_ON))
+    """The validation input the threshold is chosen on: ``dwi_only`` (ADC channel zeros: what the
+    daemon feeds, as it segments each image alone) or ``as_loaded`` (ADC where the data has it)."""
     max_prob_delta: float = field(default=0.1, metadata=rules(above=0, maximum=1))
     """Export fails when Keras and the FP16 IR (in f32) differ by more than this in a pixel."""
     min_parity_dice: float = field(default=0.99, metadata=rules(0, maximum=1))

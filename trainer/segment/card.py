@@ -74,7 +74,8 @@ def model_card(cfg: TrainConfig, metrics: dict[str, Any]) -> str:
         "",
         (
             f"Served with threshold {post['threshold']} and min_lesion_px {post['min_lesion_px']}, "
-            f"chosen on validation: {post['rule']} (target {post['target_normal_clean']}, "
+            f"chosen on validation ({_chosen_on(post)}): {post['rule']} (target "
+            f"{post['target_normal_clean']}, "
             f"{'met' if post['target_met'] else 'NOT met'} on validation)."
         ),
         "",
@@ -102,3 +103,9 @@ def model_card(cfg: TrainConfig, metrics: dict[str, Any]) -> str:
     )
     lines += ["", export, "", limits, ""]
     return "\n".join(lines)
+
+
+def _chosen_on(post: dict[str, Any]) -> str:
+    if post.get("chosen_on") == "as_loaded":
+        return "with ADC where the data has it"
+    return "DWI alone, ADC channel zero, as the daemon segments"

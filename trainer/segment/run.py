@@ -184,6 +184,16 @@ def _split(
     return dataset.root, parts, rows, summary(rows)
 
 
+def _choose(cfg: TrainConfig, model: keras.Model, validation: SegTensors) -> dict[str, Any]:
+    """The threshold and min_lesion_px on validation, as ``segment.choose_on`` says."""
+    if cfg.segment.choose_on == "dwi_only":
+        validation = validation.without_adc()
+    probs = predict(model, validation.images)
+    chosen = choose_postprocessing(probs, validation, cfg.segment.target_normal_clean)
+    chosen["chosen_on"] = cfg.segment.choose_on
+    return chosen
+
+
 def train_segmenter(data: Path, cfg: TrainConfig, out: Path) -> SegRunResult:
     """Run every step (see the module docstring); return the run and its bundle.
 
@@ -234,8 +244,7 @@ def train_segmenter(data: Path, cfg: TrainConfig, out: Path) -> SegRunResult:
     result = fit_segmenter(cfg, tensors[TRAIN], tensors[VALIDATION])
     result.model.save(run / "model.keras")
     write_json(run / "history.json", result.history)
-    val_probs = predict(result.model, tensors[VALIDATION].images)
-    chosen = choose_postprocessing(val_probs, tensors[VALIDATION], cfg.segment.target_normal_clean)
+    chosen = _choose(cfg, result.model, tensors[VALIDATION])
     threshold, min_px = chosen["threshold"], chosen["min_lesion_px"]
     log.info("postprocessing", threshold=threshold, min_lesion_px=min_px, met=chosen["target_met"])
     metrics: dict[str, Any] = {
