@@ -96,8 +96,8 @@ def test_freeze_features_freezes_every_convolution_and_batch_norm() -> None:
 def test_compact_trains_one_epoch_and_exports_a_two_output_bundle(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """One epoch on tiny data with out-of-scope images: the bundle verifies, names compact, and
-    both variants give both outputs on OpenVINO."""
+    """One epoch on tiny data with out-of-scope images: the bundle verifies, names compact and its
+    width, and both variants give both outputs on OpenVINO."""
     data = make_tiny_dataset(tmp_path / "tiny")
     cache = tmp_path_factory.getbasetemp() / "synth-anatomy-cache"  # shared with the synth tests
     oos = tmp_path / "oos"
@@ -106,6 +106,7 @@ def test_compact_trains_one_epoch_and_exports_a_two_output_bundle(
     settings = (
         f"data.labels={data / 'labels.yaml'}",
         "model.architecture=compact",
+        "model.width=1.5",
         "fit.epochs=1",
         "augment.images_per_class=16",
         "fit.batch_size=16",
@@ -116,7 +117,8 @@ def test_compact_trains_one_epoch_and_exports_a_two_output_bundle(
     bundle = load_bundle(out / "bundle")
     assert bundle.outputs == {"classes": "classes", "in_scope": "in_scope"}
     manifest = json.loads((out / "bundle" / MANIFEST).read_text())
-    assert manifest["architecture"] == "compact"
+    assert (manifest["architecture"], manifest["width"]) == ("compact", 1.5)
+    assert "`compact` at width 1.5" in (out / "bundle" / "model_card.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["training"]["epochs_run"] == 1
     inputs = np.random.default_rng(1).random((2, *SHAPE), np.float32)

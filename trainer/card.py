@@ -33,7 +33,8 @@ def _model(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
     return [
         "## Model",
         (
-            f"- Architecture: `{cfg.model.architecture}` ({parameters} parameters), "
+            f"- Architecture: `{cfg.model.architecture}`{_width(cfg.model.width)} "
+            f"({parameters} parameters), "
             f"input {size}x{size}x{channels}, {classes} classes (softmax)."
         ),
         (
@@ -276,3 +277,7 @@ def model_card(cfg: TrainConfig, metrics: dict[str, Any]) -> str:
         *_export(cfg, metrics),
     ]
     return "\n".join(lines) + "\n" + _LIMITS
+
+
+def _width(width: float) -> str:
+    return "" if width == 1 else f" at width {width:g} (`model.width`)"

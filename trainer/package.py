@@ -289,6 +289,7 @@ def build_bundle(
         extra=json_safe(
             {
                 "architecture": cfg.model.architecture,
+                "width": cfg.model.width,
                 "research_use_only": True,
                 "trained_with": versions(),
                 **extra,

@@ -27,6 +27,8 @@ class Parent:
     info: dict[str, str]
     """name, version, sha256 (of its manifest: the bundle sha256 the daemon reports)."""
     architecture: str
+    width: float
+    """``model.width`` of ``compact`` (1 for the other networks and bundles that predate it)."""
     has_scope_head: bool
 
 
@@ -70,5 +72,6 @@ def load_parent(path: Path, classes: tuple[str, ...]) -> Parent:
         model=model,
         info={"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256},
         architecture=str(manifest.get("architecture", "seed")),
+        width=float(manifest.get("width", 1.0)),
         has_scope_head=len(model.outputs) == 2,
     )

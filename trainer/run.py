@@ -254,7 +254,10 @@ def train(data: Path, cfg: TrainConfig, out: Path) -> RunResult:
     parent = _parent(cfg)
     if parent is not None:
         cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, architecture=parent.architecture)
+            cfg,
+            model=dataclasses.replace(
+                cfg.model, architecture=parent.architecture, width=parent.width
+            ),
         )
     prepared = prepare(Path(data), cfg, out)
     train_t, val_t = prepared.tensors[TRAIN], prepared.tensors[VALIDATION]
