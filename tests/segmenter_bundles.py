@@ -3,9 +3,10 @@
 The segmenter marks as lesion every input pixel whose DWI channel is brighter than ``level``:
 ``lesion = sigmoid(steepness * (dwi - level))``. Its ADC channel (when it has one) is read but
 weighs nothing, so tests can feed either. `add_segmenter` puts it into a copy of any bundle (the
-committed default, or one of `tests.scope_bundles`) as ``networks.segmenter``, and rewrites the
-manifest with `daemon.shared.bundle.write_manifest`, keeping every other field: a real, verified,
-loadable format 2 bundle.
+committed default, or one of `tests.scope_bundles`) as ``networks.segmenter`` (in place of the
+bundle's own segmenter, if it has one), and rewrites the manifest with
+`daemon.shared.bundle.write_manifest`, keeping every other field: a real, verified, loadable
+format 2 bundle. `classifier_only` makes the format 1 bundle of a bundle's classifier alone.
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def add_segmenter(
     version: str | None = None,
 ) -> Path:
     """Copy the bundle ``source`` to ``folder`` with a threshold segmenter; return ``folder``."""
-    shutil.copytree(source, folder)
-    (folder / "manifest.sig").unlink(missing_ok=True)
+    classifier_only(source, folder)
     manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     sub = folder / SEGMENTER
     sub.mkdir()
@@ -91,6 +91,29 @@ def add_segmenter(
             "metrics_summary": {},
         }
     }
+    write_manifest(
+        folder,
+        name=manifest["name"],
+        version=version or manifest["version"],
+        variants=manifest["variants"],
+        input_spec=manifest["input"],
+        metrics_summary=manifest.get("metrics_summary", {}),
+        default_variant=manifest.get("default_variant", "fp16"),
+        extra=extra,
+    )
+    return folder
+
+
+def classifier_only(source: Path, folder: Path, *, version: str | None = None) -> Path:
+    """Copy the bundle ``source`` to ``folder`` without a segmenter: format 1; return ``folder``.
+
+    The classifier's files are kept byte for byte, the manifest rewritten without
+    ``networks`` (and as ``version`` if given); no signature.
+    """
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("manifest.sig", SEGMENTER))
+    manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    dropped = (*_KEPT, "files", "format_version", "networks", "created_at")
+    extra = {k: v for k, v in manifest.items() if k not in dropped}
     write_manifest(
         folder,
         name=manifest["name"],
