@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from segmenter_bundles import default_with_segmenter
+from segmenter_bundles import classifier_only, default_with_segmenter
 
 from daemon.errors import BundleError
 from daemon.shared.bundle import (
@@ -236,7 +236,9 @@ class TestFormat2:
             0.4,
             6,
         )
-        assert load_bundle(DEFAULT_BUNDLE).segmenter is None
+        classifier = load_bundle(classifier_only(DEFAULT_BUNDLE, tmp_path / "c"))
+        assert (classifier.manifest["format_version"], classifier.segmenter) == (1, None)
+        assert classifier.labels == loaded.labels
 
     def test_the_segmenter_files_are_verified_like_the_rest(self, tmp_path: Path) -> None:
         """A changed byte of the segmenter's weights fails verification, naming the file."""

@@ -29,13 +29,12 @@ from daemon_support import (
     reports,
     run_once,
     running,
-    versioned_bundle,
     wait_for,
 )
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from segmenter_bundles import default_with_segmenter
+from segmenter_bundles import classifier_only, default_with_segmenter
 from structlog.testing import capture_logs
 
 from daemon.clock import utc_now
@@ -51,7 +50,7 @@ from daemon.scan.report import build_report
 from daemon.scan.slices import SliceRecord
 from daemon.scan.worker import scan_claims
 from daemon.series.lesions import lesions_3d, slice_spacing
-from daemon.shared.bundle import MANIFEST, load_bundle, write_manifest
+from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle, write_manifest
 from daemon.shared.decode import DecodeLimits
 from deploy.install import install_bundle
 
@@ -339,8 +338,10 @@ class TestSliceMaps:
             assert (config.reports / path).read_bytes() == content
 
     def test_a_bundle_without_a_segmenter_reports_as_before(self, tmp_path) -> None:
-        """The committed (format 1) bundle: no lesion field, no lesion or overlay folder."""
-        config = make_config(tmp_path)
+        """A format 1 bundle (the committed classifier alone): no lesion field, no lesion or
+        overlay folder."""
+        plain = classifier_only(DEFAULT_BUNDLE, tmp_path / "plain")
+        config = make_config(tmp_path, model={"path": str(plain)})
         config.incoming.mkdir(parents=True)
         (config.incoming / "blob.png").write_bytes(png(slice_pixels()))
 
@@ -418,7 +419,9 @@ class TestHotReload:
     def test_a_reload_to_a_bundle_with_a_segmenter_and_back(self, tmp_path) -> None:
         """v1 (no segmenter): no map; v2 (a segmenter): maps; v3 (none again): no map."""
         models = tmp_path / "models"
-        install_bundle(versioned_bundle(tmp_path / "src-v1", "1.0.0-maps"), models)
+        install_bundle(
+            classifier_only(DEFAULT_BUNDLE, tmp_path / "src-v1", version="1.0.0-maps"), models
+        )
         config = make_config(tmp_path, model={"path": str(models)})
         config.incoming.mkdir(parents=True)
 
@@ -437,7 +440,9 @@ class TestHotReload:
             install_bundle(segmenting, models)
             wait_for(lambda: reloader.snapshot().reloads == 1, 60, "v2 in service")
             second = scanned("v2-with-maps.png")
-            install_bundle(versioned_bundle(tmp_path / "src-v3", "3.0.0-maps"), models)
+            install_bundle(
+                classifier_only(DEFAULT_BUNDLE, tmp_path / "src-v3", version="3.0.0-maps"), models
+            )
             wait_for(lambda: reloader.snapshot().reloads == 2, 60, "v3 in service")
             third = scanned("v3-without.png")
 
@@ -578,8 +583,9 @@ class TestSeriesLesions:
         assert document["lesion_maps_missing"] == 1
 
     def test_a_series_scanned_without_a_segmenter_has_no_lesion_fields(self, tmp_path) -> None:
-        """The committed (format 1) bundle: the series report as before, no lesion field."""
-        config = make_config(tmp_path, series={"stable_s": 600})
+        """A format 1 bundle: the series report as before, no lesion field."""
+        plain = classifier_only(DEFAULT_BUNDLE, tmp_path / "plain")
+        config = make_config(tmp_path, model={"path": str(plain)}, series={"stable_s": 600})
         config.incoming.mkdir(parents=True)
         write_series(config.incoming, [BLOB[:2], BLOB[:2]])
 

@@ -18,11 +18,12 @@ import pydicom
 import pytest
 from daemon_support import make_config, run_once
 from pydicom.uid import generate_uid
-from segmenter_bundles import default_with_segmenter
+from segmenter_bundles import classifier_only, default_with_segmenter
 from test_daemon_lesionmaps import BLOB, LEVEL, MIN_LESION_PX, SLICE_MM, dicom, slice_pixels
 
 from daemon.outbox.series_results import SOURCES, SOURCES_KEEP_S, prune_sources
 from daemon.records import series_id
+from daemon.shared.bundle import DEFAULT_BUNDLE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -121,8 +122,9 @@ def test_a_series_without_a_lesion_gets_an_sr_saying_absent_and_no_seg(tmp_path,
 
 
 def test_without_a_segmenter_the_sr_gives_the_finding_alone(tmp_path) -> None:
-    """The committed classifier-only bundle: an SR with the series' finding, no lesion, no SEG."""
-    sid, outbox, _ = _run(tmp_path, None, [True, True, False])
+    """A classifier-only (format 1) bundle: an SR with the series' finding, no lesion, no SEG."""
+    plain = classifier_only(DEFAULT_BUNDLE, tmp_path / "plain")
+    sid, outbox, _ = _run(tmp_path, plain, [True, True, False])
     report = json.loads((tmp_path / "reports" / "series" / f"{sid}.json").read_text("utf-8"))
     assert "lesions" not in report
     assert not (outbox / f"{sid}-seg.dcm").exists()
