@@ -145,7 +145,8 @@ def test_validation_rule_keeps_normal_cases_clean() -> None:
 
 
 def test_parity_reports_the_largest_delta_and_mask_agreement() -> None:
-    """One pixel moved across the threshold: the delta is its change, the mask Dice drops."""
+    """One pixel moved across the threshold: the delta is its change, the mask Dice drops; one
+    pixel in 128 moves the 99.99th percentile of the deltas, one in 1.6 million does not."""
     keras_probs = np.zeros((2, 8, 8), np.float32)
     keras_probs[0, 2:4, 2:4] = 0.9
     ir_probs = keras_probs.copy()
@@ -153,6 +154,11 @@ def test_parity_reports_the_largest_delta_and_mask_agreement() -> None:
     check = parity(keras_probs, ir_probs, 0.5)
     assert check["n"] == 2
     assert check["max_abs_prob_delta"] == pytest.approx(0.45)
+    assert 0.4 < check["p9999_abs_prob_delta"] < 0.45  # 1 of 128 pixels: above the 99.99th
+    large = np.zeros((100, 128, 128), np.float32)
+    moved = large.copy()
+    moved[0, 0, 0] = 0.3
+    assert parity(large, moved, 0.5)["p9999_abs_prob_delta"] == 0.0
     assert check["mask_dice"] == pytest.approx(2 * 3 / (4 + 3))
     assert parity(keras_probs, keras_probs, 0.5)["mask_dice"] == 1.0
 

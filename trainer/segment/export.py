@@ -83,15 +83,22 @@ def predict_ir(
 def parity(
     keras_probs: npt.NDArray[np.floating], ir_probs: npt.NDArray[np.floating], threshold: float
 ) -> dict[str, Any]:
-    """Largest and mean per-pixel difference, and the Dice of the masks at ``threshold``."""
+    """Per-pixel differences (largest, 99.99th percentile, mean) and the masks' Dice."""
     if not len(keras_probs):
-        return {"n": 0, "max_abs_prob_delta": None, "mean_abs_prob_delta": None, "mask_dice": None}
+        return {
+            "n": 0,
+            "max_abs_prob_delta": None,
+            "p9999_abs_prob_delta": None,
+            "mean_abs_prob_delta": None,
+            "mask_dice": None,
+        }
     delta = np.abs(keras_probs.astype(np.float64) - ir_probs.astype(np.float64))
     a, b = keras_probs >= threshold, ir_probs >= threshold
     total = int(a.sum()) + int(b.sum())
     return {
         "n": len(keras_probs),
         "max_abs_prob_delta": float(delta.max()),
+        "p9999_abs_prob_delta": float(np.quantile(delta, 0.9999)),
         "mean_abs_prob_delta": float(delta.mean()),
         "mask_dice": 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total,
     }
