@@ -353,7 +353,8 @@ class TestStorageTrouble:
         STATUS= says degraded and WATCHDOG=1 keeps coming while degraded.
         """
         reports_dir = tmp_path / "reports"
-        with _tmpfs(reports_dir, "512k"):
+        # 4 MiB: room for the 15 reports and the lesion maps' masks and overlays once freed
+        with _tmpfs(reports_dir, "4m"):
             path = write_config(tmp_path)
             config = load_config(path)
             config.incoming.mkdir(parents=True)

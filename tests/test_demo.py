@@ -50,7 +50,8 @@ def _demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_reports_every_sample_and_stops_the_daemon_cleanly(tmp_path: Path) -> None:
-    """One line per DWI sample, the not-DWI pictures refused, the series reported, exit 0."""
+    """One line per DWI sample, the not-DWI pictures refused, the series reported with its lesion
+    map (volume, key images), exit 0."""
     result = _demo(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -62,6 +63,9 @@ def test_demo_reports_every_sample_and_stops_the_daemon_cleanly(tmp_path: Path) 
     series = [line for line in out.splitlines() if line.lstrip().startswith("series '")]
     assert len(series) == 2  # the DWI series and its ADC series
     assert any("NOT_DWI" in line for line in series)  # the ADC series: listed, not analysed
+    (lesion_map,) = [line for line in out.splitlines() if line.lstrip().startswith("lesion map:")]
+    assert " mL in all (" in lesion_map and "key images: overlays/" in lesion_map
+    assert "lesion overlays: " in out
     assert out.count("Research use only") == 1
     assert "stopped cleanly (exit 0)" in out
     assert out.rstrip().endswith("demo: OK")
@@ -69,6 +73,8 @@ def test_demo_reports_every_sample_and_stops_the_daemon_cleanly(tmp_path: Path) 
     dropped = [*_samples(), *_not_dwi(), *_series_files()]
     assert len(list((demo / "reports").glob("*.json"))) == len(dropped)
     assert len(list((demo / "reports" / "series").glob("*.json"))) == 2
+    summary = lesion_map.split("key images: ")[1].strip()
+    assert (demo / "reports" / summary).read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (demo / "work" / "done").iterdir()) == sorted(dropped)
     assert not [p for p in (demo / "incoming").iterdir() if not p.name.startswith(".")]
 

@@ -116,10 +116,11 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def evil_archive(path: Path, bundle: Path, extra: Callable[[tarfile.TarFile], None]) -> Path:
-    """A real bundle plus whatever ``extra`` adds, as ``path`` (.tar.gz)."""
+    """A real bundle (its sub-folders' files too) plus whatever ``extra`` adds, as ``path``
+    (.tar.gz)."""
     with tarfile.open(path, "w:gz") as tar:
-        for file in sorted(bundle.iterdir()):
-            add_bytes(tar, f"b/{file.name}", file.read_bytes())
+        for file in sorted(p for p in bundle.rglob("*") if p.is_file()):
+            add_bytes(tar, f"b/{file.relative_to(bundle).as_posix()}", file.read_bytes())
         extra(tar)
     return path
 
