@@ -59,14 +59,11 @@ def add_segmenter(
 ) -> Path:
     """Copy the bundle ``source`` to ``folder`` with a threshold segmenter; return ``folder``."""
     classifier_only(source, folder)
-    manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     sub = folder / SEGMENTER
     sub.mkdir()
     ov.save_model(threshold_segmenter(level, channels=channels), str(sub / "model.xml"))
     shutil.copy(folder / PREPROCESS, sub / PREPROCESS)
-    extra = {k: v for k, v in manifest.items() if k not in (*_KEPT, "files", "format_version")}
-    extra.pop("created_at", None)
-    extra["networks"] = {
+    networks = {
         SEGMENTER: {
             "task": "segment",
             "variants": {
@@ -91,17 +88,7 @@ def add_segmenter(
             "metrics_summary": {},
         }
     }
-    write_manifest(
-        folder,
-        name=manifest["name"],
-        version=version or manifest["version"],
-        variants=manifest["variants"],
-        input_spec=manifest["input"],
-        metrics_summary=manifest.get("metrics_summary", {}),
-        default_variant=manifest.get("default_variant", "fp16"),
-        extra=extra,
-    )
-    return folder
+    return _rewrite_manifest(folder, version=version, networks=networks)
 
 
 def classifier_only(source: Path, folder: Path, *, version: str | None = None) -> Path:
@@ -111,9 +98,17 @@ def classifier_only(source: Path, folder: Path, *, version: str | None = None) -
     ``networks`` (and as ``version`` if given); no signature.
     """
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("manifest.sig", SEGMENTER))
+    return _rewrite_manifest(folder, version=version, networks=None)
+
+
+def _rewrite_manifest(folder: Path, *, version: str | None, networks: Any) -> Path:
+    """The manifest of ``folder`` written again for its files, every other field kept, with
+    ``networks`` (format 2) or without (format 1)."""
     manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     dropped = (*_KEPT, "files", "format_version", "networks", "created_at")
     extra = {k: v for k, v in manifest.items() if k not in dropped}
+    if networks is not None:
+        extra["networks"] = networks
     write_manifest(
         folder,
         name=manifest["name"],
