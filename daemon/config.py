@@ -61,6 +61,9 @@ class InferenceConfig:
     num_requests: int = field(default=0, metadata=rules(0, maximum=64))
     cache_dir: Path | None = None
     top_k: int = field(default=3, metadata=rules(1))
+    lesion_maps: bool = True
+    """Run the bundle's lesion segmenter when it has one; False serves the classifier alone (no
+    lesion fields, no map files), as with a format 1 bundle."""
 
 
 _PROBABILITY = rules(0, maximum=1)

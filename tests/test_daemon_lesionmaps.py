@@ -337,11 +337,16 @@ class TestSliceMaps:
         for path, content in masks.items():  # deterministic: the same bytes again
             assert (config.reports / path).read_bytes() == content
 
-    def test_a_bundle_without_a_segmenter_reports_as_before(self, tmp_path) -> None:
-        """A format 1 bundle (the committed classifier alone): no lesion field, no lesion or
-        overlay folder."""
-        plain = classifier_only(DEFAULT_BUNDLE, tmp_path / "plain")
-        config = make_config(tmp_path, model={"path": str(plain)})
+    @pytest.mark.parametrize("how", ["format 1 bundle", "inference.lesion_maps false"])
+    def test_a_bundle_without_a_segmenter_reports_as_before(self, tmp_path, how) -> None:
+        """A format 1 bundle (the committed classifier alone), or the committed format 2 bundle
+        with ``inference.lesion_maps: false``: no lesion field, no lesion or overlay folder."""
+        if how == "format 1 bundle":
+            plain = classifier_only(DEFAULT_BUNDLE, tmp_path / "plain")
+            config = make_config(tmp_path, model={"path": str(plain)})
+        else:
+            assert load_bundle(DEFAULT_BUNDLE).segmenter is not None
+            config = make_config(tmp_path, inference={"device": "CPU", "lesion_maps": False})
         config.incoming.mkdir(parents=True)
         (config.incoming / "blob.png").write_bytes(png(slice_pixels()))
 

@@ -178,7 +178,7 @@ def _compile(
     compiled = _compile_on_device(core, model, config, one_thread=one_thread, what="network")
     devices = _devices_of(compiled, config)
     segmenter, segmenter_info = None, None
-    if bundle.segmenter is not None:
+    if bundle.segmenter is not None and config.lesion_maps:
         segmenter, segmenter_info = _compile_segmenter(
             core, bundle, bundle.segmenter, config, variant, one_thread=one_thread
         )
