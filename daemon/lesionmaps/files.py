@@ -98,7 +98,7 @@ def write_map_files(
         if not group:
             continue
         try:
-            group[0][1].parent.mkdir(exist_ok=True)
+            group[0][1].parent.mkdir(parents=True, exist_ok=True)  # reports/ too, if deleted
         except OSError as exc:
             for index, _, _ in group:
                 errors[index] = errors[index] or exc
