@@ -42,6 +42,7 @@ import yaml
 from machine import cpu_lines
 from pydicom.uid import generate_uid
 
+from daemon.records import series_id
 from daemon.shared.bundle import designated_bundle, load_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,13 +69,6 @@ def series_files(slices: int, *, counted: bool) -> tuple[str, list[tuple[str, by
     return series, files
 
 
-def series_key(uid: str) -> str:
-    """The series id the daemon gives a DICOM series (`daemon.records.series_id`)."""
-    import hashlib  # noqa: PLC0415
-
-    return hashlib.sha256(f"dicom:{uid}".encode()).hexdigest()[:20]
-
-
 def wait_for(path: Path, since: float, what: str) -> float:
     """Seconds from ``since`` until ``path`` exists (exit after 120 s)."""
     while not path.exists():
@@ -96,7 +90,7 @@ def one_round(
     for name, _ in files:
         (incoming / f".{name}.part").rename(incoming / name)
     last = time.monotonic()
-    key = series_key(uid)
+    key = series_id(uid, "x.dcm")
     report = wait_for(root / "reports" / "series" / f"{key}.json", last, "series report")
     if not outbox:
         return report, None
