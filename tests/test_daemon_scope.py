@@ -77,6 +77,8 @@ REFUSED = {
     "adc-map.dcm": (_variant(_set("ImageType", ["DERIVED", "PRIMARY", "ADC"])), "NOT_DWI"),
     "flair.dcm": (_variant(_set("SeriesDescription", "t2_tirm_tra_dark-fluid FLAIR")), "NOT_DWI"),
     "b0-standard-tag.dcm": (_variant(_set("DiffusionBValue", 0)), "NOT_B1000"),
+    "perfusion.dcm": (_variant(_set("SeriesDescription", "ep2d_perf_p2")), "NOT_DWI"),
+    "sagittal.dcm": (_variant(_set("ImageOrientationPatient", [0, 1, 0, 0, 0, -1])), "NOT_AXIAL"),
     **{
         f"b0-{vendor}-tag.dcm": (_variant(_vendor_b(vendor, b1000=False)), "NOT_B1000")
         for vendor in VENDOR_TAGS
@@ -204,6 +206,46 @@ def test_an_empty_b_range_is_a_config_error(tmp_path) -> None:
         (Header(scanning_sequence="SE", texts=(("SeriesDescription", "Ax DWI"),)), None),
         (Header(modality="MR", b_value=B_RANGE[0]), None),
         (Header(), None),
+        # Other series of a stroke protocol, as the vendors name them.
+        (
+            Header(texts=(("SeriesDescription", "Apparent Diffusion Coefficient (mm2/s)"),)),
+            "NOT_DWI",
+        ),
+        (
+            Header(texts=(("SeriesDescription", "Exponential Apparent Diffusion Coefficient"),)),
+            "NOT_DWI",
+        ),
+        (Header(texts=(("SeriesDescription", "dADC"),)), "NOT_DWI"),
+        (Header(texts=(("ImageType", "DIFFUSION"), ("ImageType", "FA"))), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "DTI_ColFA"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "ep2d_perf_p2"),), scanning_sequence="EP"), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "Ax PWI DSC"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "TMAX"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "pCASL_3D"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "Ax SWAN"),), scanning_sequence="EP\\GR"), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "SWI_Images"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "tof_3d_multi-slab_MIP_TRA"),)), "NOT_DWI"),
+        (Header(texts=(("ImageType", "PROJECTION IMAGE"),)), "NOT_DWI"),
+        (
+            Header(texts=(("ImageType", "DIFFUSION"), ("ImageType", "MOSAIC")), b_value=1000.0),
+            "NOT_DWI",
+        ),
+        # DWI b1000 as the vendors name it stays in.
+        (Header(texts=(("SeriesDescription", "Ax DWI ASSET"),), scanning_sequence="EP\\SE"), None),
+        (
+            Header(
+                texts=(("SeriesDescription", "DWI_SENSE"),), scanning_sequence="SE", b_value=1000.0
+            ),
+            None,
+        ),
+        (Header(texts=(("SequenceName", "*ep_b1000t"), ("ImageType", "TRACEW"))), None),
+        (Header(texts=(("SeriesDescription", "DWI b1000 FAST"),)), None),
+        # The plane: axial, tilted up to 45 degrees, in; sagittal and coronal out.
+        (Header(normal=(0.0, 0.0, 1.0)), None),
+        (Header(normal=(0.0, -0.6, 0.8)), None),
+        (Header(normal=(1.0, 0.0, 0.0)), "NOT_AXIAL"),
+        (Header(normal=(0.0, 1.0, 0.1)), "NOT_AXIAL"),
+        (Header(b_value=0.0, normal=(1.0, 0.0, 0.0)), "NOT_B1000"),
     ],
 )
 def test_rules_table(header: Header, code: str | None) -> None:

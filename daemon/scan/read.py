@@ -35,7 +35,15 @@ from daemon.errors import (
     TruncatedImageError,
 )
 from daemon.records import Claim, Decoded, Failure, Source
-from daemon.shared.decode import DecodedImage, DecodeLimits, decode
+from daemon.shared.decode import (
+    DecodedImage,
+    DecodeLimits,
+    DicomInfo,
+    OpenedDicom,
+    decode,
+    looks_like_dicom,
+    open_dicom,
+)
 from daemon.shared.dicom_scope import B_RANGE, OutOfScope, judge
 from daemon.shared.preprocess import PreprocessSpec, preprocess, preprocess_placed
 
@@ -179,8 +187,9 @@ def decode_claim(
     """Read, hash, decode and preprocess one claimed file.
 
     A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
-    b-values accepted in ``b_range``) becomes a `NotAnalysed`, before preprocessing and inference
-    (``b_range`` None: no header rule is applied).
+    b-values accepted in ``b_range``) becomes a `NotAnalysed` from its header alone: its pixels
+    are never decoded, so a CT, T1 or report in a whole-study push costs no decoding and cannot
+    fail on its pixels (``b_range`` None: no header rule is applied).
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
     ``INTERNAL_ERROR`` and logs the traceback).
     """
@@ -189,19 +198,17 @@ def decode_claim(
     before = fingerprint(claim.path)
     try:
         data, source = read_claimed(claim, max_bytes)
-        image = decode(data, PurePosixPath(claim.name).name, limits)
-        source = dataclasses.replace(
-            source,
-            format=image.format,
-            width=image.width,
-            height=image.height,
-            bits=image.bits,
-            dicom=image.dicom,
-        )
-        if image.dicom is not None and b_range is not None:
-            reason = judge(image.dicom.header, b_range)
+        name = PurePosixPath(claim.name).name
+        if data and looks_like_dicom(data, name):
+            opened = open_dicom(data)
+            reason = None if b_range is None else judge(opened.info.header, b_range)
             if reason is not None:
+                source = _described(source, "dicom", opened, opened.info)
                 return NotAnalysed(claim, source, reason, _ms_since(started))
+            image = opened.decode(limits)
+        else:
+            image = decode(data, name, limits)
+        source = _described(source, image.format, image, image.dicom)
         tensor, placement = preprocess_placed(image.pixels, spec)
         frames = _frame_tensors(image, spec, b_range)
     except Refused as refused:
@@ -213,6 +220,15 @@ def decode_claim(
     failure = Failure(error.code, error.message)
     again = before if error.code in RECHECK_CODES else None
     return Rejected(claim, source, failure, _ms_since(started), again)
+
+
+def _described(
+    source: Source, fmt: str, size: DecodedImage | OpenedDicom, dicom: DicomInfo | None
+) -> Source:
+    """``source`` with what decoding (or the header alone) told about the file."""
+    return dataclasses.replace(
+        source, format=fmt, width=size.width, height=size.height, bits=size.bits, dicom=dicom
+    )
 
 
 def _frame_tensors(

@@ -230,9 +230,17 @@ def _decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
     return DecodedImage(_to_grey(array), fmt, width, height, bits)
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
 def _uid(ds: Any, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    return str(value) if value else None
+    """The UID, or None when absent or not a UID (digits and dots, at most 64 characters).
+
+    Some writers put other text there (pydicom-data's ``bad_sequence.dcm`` has a hex digest):
+    such a value identifies nothing a DICOM reader could resolve, and reports promise UIDs.
+    """
+    value = str(ds.get(keyword) or "").strip().rstrip("\x00")
+    return value if len(value) <= 64 and _UID.fullmatch(value) else None
 
 
 def _dicom_grey(array: npt.NDArray[Any], ds: Any, photometric: str) -> npt.NDArray[np.float32]:
@@ -345,7 +353,36 @@ def _require_decoder(syntax: Any) -> str:
     return preferred if preferred in decoder.available_plugins else ""
 
 
-def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
+@dataclass(frozen=True)
+class OpenedDicom:
+    """A DICOM object read up to its pixels: what its header says, no pixel decoded yet.
+
+    What a caller needs to decide whether the pixels are wanted at all (`info.header` for the
+    rules of `daemon.shared.dicom_scope`) and what a report says about the file either way.
+    """
+
+    dataset: Any = field(repr=False)
+    info: DicomInfo
+    width: int
+    height: int
+    bits: int
+
+    def decode(self, limits: DecodeLimits | None = None) -> DecodedImage:
+        """The pixels: dimensions checked first, then the frame (or every frame) decoded.
+
+        Raises:
+            ScanError: absurd dimensions, a transfer syntax without a decoder, corrupt pixels.
+        """
+        return _decode_pixels(self, limits or DecodeLimits())
+
+
+def open_dicom(data: bytes) -> OpenedDicom:
+    """Parse a DICOM file's header (`OpenedDicom`); the pixel data is not touched.
+
+    Raises:
+        DicomInvalidError: not readable as DICOM, or neither pixel data nor a SOP class.
+        DicomNoPixelDataError: a DICOM object without pixel data (a report, a plan, a DICOMDIR).
+    """
     # pydicom is imported here so that raster-only callers do not pay for it.
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
@@ -364,20 +401,46 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
             raise DicomInvalidError("not a DICOM object: no SOP class and no pixel data")
         raise DicomNoPixelDataError(f"DICOM object carries no pixel data (SOP class {sop})")
     _infer_transfer_syntax(ds)
+    try:
+        header = read_header(ds)
+        tags = read_series_tags(ds)
+        info = DicomInfo(
+            study_instance_uid=_uid(ds, "StudyInstanceUID"),
+            series_instance_uid=_uid(ds, "SeriesInstanceUID"),
+            sop_instance_uid=_uid(ds, "SOPInstanceUID"),
+            modality=str(ds.get("Modality")) if ds.get("Modality") else None,
+            diffusion_b_value=header.b_value,
+            frames=frames,
+            frame_used=max(frames, 0) // 2,
+            photometric=photometric,
+            header=header,
+            series=tags,
+        )
+        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    except (EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DicomInvalidError(f"not a readable DICOM header: {exc}") from exc
+    return OpenedDicom(ds, info, cols, rows, bits)
+
+
+def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    return _decode_pixels(open_dicom(data), limits)
+
+
+def _decode_pixels(opened: OpenedDicom, limits: DecodeLimits) -> DecodedImage:
+    ds, info = opened.dataset, opened.info
+    frames, photometric = info.frames, info.photometric
     if frames < 1:
         raise BadDimensionsError(f"DICOM object declares {frames} frames")
-    _check_dimensions(cols, rows, frames, limits)
-    frame_used = frames // 2
+    _check_dimensions(opened.width, opened.height, frames, limits)
     syntax = ds.file_meta.TransferSyntaxUID
     plugin = _require_decoder(syntax)
-    tags = read_series_tags(ds)
-    every_frame = frames > 1 and len(tags.frames) == frames
+    every_frame = frames > 1 and len(info.series.frames) == frames
     try:
         if every_frame:  # each frame is a slice of its own: all of them, decoded once
             stack = _pixel_array(ds, None, plugin)
-            array = stack[frame_used]
+            array = stack[info.frame_used]
         else:
-            array = _pixel_array(ds, frame_used if frames > 1 else None, plugin)
+            array = _pixel_array(ds, info.frame_used if frames > 1 else None, plugin)
     except (NotImplementedError, RuntimeError) as exc:
         # A decoder is installed (checked above): every plugin refused these bytes.
         raise TruncatedImageError(
@@ -398,22 +461,10 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         )
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise DicomInvalidError(f"cannot apply the DICOM lookup tables: {exc}") from exc
-    header = read_header(ds)
-    info = DicomInfo(
-        study_instance_uid=_uid(ds, "StudyInstanceUID"),
-        series_instance_uid=_uid(ds, "SeriesInstanceUID"),
-        sop_instance_uid=_uid(ds, "SOPInstanceUID"),
-        modality=str(ds.get("Modality")) if ds.get("Modality") else None,
-        diffusion_b_value=header.b_value,
-        frames=frames,
-        frame_used=frame_used,
-        photometric=photometric,
-        header=header,
-        series=tags,
-    )
-    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     pixels = np.ascontiguousarray(grey)
     _refuse_non_finite(pixels)
     for frame in frame_pixels:
         _refuse_non_finite(frame)
-    return DecodedImage(pixels, "dicom", cols, rows, bits, info, frame_pixels)
+    return DecodedImage(
+        pixels, "dicom", opened.width, opened.height, opened.bits, info, frame_pixels
+    )

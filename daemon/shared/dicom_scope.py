@@ -9,14 +9,21 @@ code           when
 =============  ===============================================================================
 ``NOT_MR``     Modality (0008,0060) is present and is not ``MR``
 ``NOT_DWI``    ImageType (0008,0008), SeriesDescription (0008,103E), ProtocolName (0018,1030)
-               or SequenceName (0018,0024) names a non-DWI image: ADC (also eADC, TRACEW-ADC),
-               FLAIR, T1, T2 (unless the same text also says DWI/diffusion/TRACE), localizer,
-               scout or survey; or ScanningSequence (0018,0020) is present without ``EP``
+               or SequenceName (0018,0024) names a non-DWI image: ADC (also eADC, dADC,
+               TRACEW-ADC, GE's "(Exponential) Apparent Diffusion Coefficient"), FLAIR, T1, T2
+               (unless the same text also says DWI/diffusion/TRACE), localizer, scout or survey,
+               a tensor map (FA, ColFA), perfusion (PWI, DSC, DCE, ASL and their CBF, CBV, MTT,
+               Tmax, TTP maps), susceptibility weighting (SWI, SWAN, mIP), an angiogram or a
+               projection (TOF, MRA, MIP), a Siemens MOSAIC (many slices tiled in one image);
+               or ScanningSequence (0018,0020) is present without ``EP``
                (echo planar) while no b-value and no diffusion word is anywhere in the header
                (a spin echo or gradient echo image: pydicom's ``MR_small.dcm``)
 ``NOT_B1000``  a b-value is present and lies outside the accepted range (`B_RANGE`, config
                ``limits.b_value_min`` .. ``limits.b_value_max``): b0 images of a diffusion series
                are not b1000
+``NOT_AXIAL``  ImageOrientationPatient (0020,0037) (or an enhanced object's shared plane
+               orientation) puts the slice normal nearer the left-right or front-back axis than
+               the head-foot axis: a sagittal or coronal slice, tilted more than 45° from axial
 =============  ===============================================================================
 
 b-values are read from the standard DiffusionBValue (0018,9087) first, then from the vendors'
@@ -30,10 +37,13 @@ Shared (daemon and trainer): the rules need nothing but the parsed header.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
 from typing import Any
+
+from daemon.shared.dicom_series import image_orientation, slice_normal
 
 B_RANGE = (700.0, 1600.0)
 """Accepted b-values (s/mm²) by default: the generator trains on 800-1500, with a margin for the
@@ -45,7 +55,8 @@ GE_B_OFFSET = 1_000_000_000
 NOT_MR = "NOT_MR"
 NOT_DWI = "NOT_DWI"
 NOT_B1000 = "NOT_B1000"
-CODES = (NOT_MR, NOT_DWI, NOT_B1000)
+NOT_AXIAL = "NOT_AXIAL"
+CODES = (NOT_MR, NOT_DWI, NOT_B1000, NOT_AXIAL)
 """Every reason code of this module, in the order the rules are tried."""
 
 
@@ -56,9 +67,14 @@ def _word(pattern: str) -> re.Pattern[str]:
 
 _DIFFUSION = _word(r"DWI|DIFFUSION|DIFF|TRACEW?|EP2D_DIFF|B\s?1000")
 _NOT_DWI = (
-    ("an ADC map", _word(r"E?ADC")),
+    ("an ADC map", _word(r"(?:E|D|EXP)?ADC|APPARENT[\s_-]*DIFFUSION|EXPONENTIAL")),
     ("FLAIR", _word(r"FLAIR|TIRM|DARK[\s_-]?FLUID")),
     ("a localizer", _word(r"LOCALI[SZ]ER|SCOUT|SURVEY|LOC")),
+    ("a diffusion tensor map", _word(r"(?:COL|RGB)?FA|FRACTIONAL[\s_-]*ANISOTROPY|TENSOR")),
+    ("perfusion", _word(r"PERF(?:USION)?|PWI|DSC|DCE|P?C?ASL|CBF|CBV|MTT|TMAX|TTP")),
+    ("susceptibility weighting", _word(r"SWI|SWIP|SWAN|MNIP|SUSCEPTIBILITY|HEMO")),
+    ("an angiogram or a projection", _word(r"TOF|MRA|ANGIO|MIP|PROJECTION[\s_-]*IMAGE")),
+    ("a mosaic of slices", _word(r"MOSAIC")),
 )
 _WEIGHTING = re.compile(r"(?<![A-Z0-9])T[12](?:W|WI)?(?![A-Z0-9])", re.IGNORECASE)
 """T1, T2, T1W, T2WI as a word of their own (``T2*`` too; not ``TRACEW`` or ``ep2d``)."""
@@ -82,6 +98,8 @@ class Header:
     """``(attribute, value)``: ImageType's values and the descriptions, as written."""
     b_value: float | None = None
     b_value_tag: str | None = None
+    normal: tuple[float, float, float] | None = None
+    """The slice plane's unit normal from ImageOrientationPatient (None: not given)."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +121,14 @@ def read_header(ds: Any) -> Header:
             texts.append((keyword, str(value)))
     sequence = "\\".join(_values(ds.get("ScanningSequence"))) or None
     b_value, tag = b_value_of(ds)
+    orientation = image_orientation(ds)
     return Header(
         str(modality) if modality else None,
         sequence,
         tuple(texts),
         b_value,
         tag,
+        slice_normal(orientation) if orientation is not None else None,
     )
 
 
@@ -191,4 +211,20 @@ def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope 
             NOT_B1000,
             f"b = {header.b_value:g} s/mm² ({header.b_value_tag}), outside {low:g}-{high:g}",
         )
-    return None
+    return _plane(header.normal)
+
+
+def _plane(normal: tuple[float, float, float] | None) -> OutOfScope | None:
+    """`NOT_AXIAL` when the slice normal is nearer the x or y axis than z (tilted over 45°)."""
+    if normal is None:
+        return None
+    x, y, z = (abs(component) for component in normal)
+    if z >= max(x, y):
+        return None
+    plane = "sagittal" if x >= y else "coronal"
+    tilt = math.degrees(math.acos(min(z, 1.0)))
+    return OutOfScope(
+        NOT_AXIAL,
+        f"ImageOrientationPatient gives a {plane} plane ({tilt:.0f}° from axial): "
+        "the model reads axial slices",
+    )

@@ -60,16 +60,12 @@ class SeriesTags:
 def read_series_tags(ds: Any) -> SeriesTags:
     """The `SeriesTags` of a pydicom ``Dataset`` (missing or malformed values are None)."""
     position = _floats(ds.get("ImagePositionPatient"), 3)
-    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    orientation = image_orientation(ds)
     shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
-    if orientation is None and shared is not None:
-        orientation = _plane_orientation(shared)
     return SeriesTags(
         instance_number=_integer(ds.get("InstanceNumber")),
         image_position=cast("tuple[float, float, float] | None", position),
-        image_orientation=cast(
-            "tuple[float, float, float, float, float, float] | None", orientation
-        ),
+        image_orientation=orientation,
         slice_position=slice_position(position, orientation, _number(ds.get("SliceLocation"))),
         image_type=tuple(_texts(ds.get("ImageType"))),
         series_number=_integer(ds.get("SeriesNumber")),
@@ -81,6 +77,15 @@ def read_series_tags(ds: Any) -> SeriesTags:
         spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
         frames=read_frame_tags(ds),
     )
+
+
+def image_orientation(ds: Any) -> tuple[float, float, float, float, float, float] | None:
+    """ImageOrientationPatient, else an enhanced object's shared PlaneOrientationSequence."""
+    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
+    if orientation is None and shared is not None:
+        orientation = _plane_orientation(shared)
+    return cast("tuple[float, float, float, float, float, float] | None", orientation)
 
 
 def _pixel_spacing(ds: Any, shared: Any) -> tuple[float, float] | None:
