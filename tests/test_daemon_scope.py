@@ -230,6 +230,13 @@ def test_an_empty_b_range_is_a_config_error(tmp_path) -> None:
             Header(texts=(("ImageType", "DIFFUSION"), ("ImageType", "MOSAIC")), b_value=1000.0),
             "NOT_DWI",
         ),
+        (Header(texts=(("SeriesDescription", "t1_mprage_sag_p2_iso"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "Ax 3D BRAVO"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "sT1W_3D_TFE"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "AX FSE PD"),)), "NOT_DWI"),
+        (Header(texts=(("ProtocolName", "t2_space_dark-fluid_sag"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "Ax GRE"),)), "NOT_DWI"),
+        (Header(texts=(("SeriesDescription", "HASTE DWI"),)), None),
         # DWI b1000 as the vendors name it stays in.
         (Header(texts=(("SeriesDescription", "Ax DWI ASSET"),), scanning_sequence="EP\\SE"), None),
         (

@@ -11,7 +11,9 @@ code           when
 ``NOT_DWI``    ImageType (0008,0008), SeriesDescription (0008,103E), ProtocolName (0018,1030)
                or SequenceName (0018,0024) names a non-DWI image: ADC (also eADC, dADC,
                TRACEW-ADC, GE's "(Exponential) Apparent Diffusion Coefficient"), FLAIR, T1, T2
-               (unless the same text also says DWI/diffusion/TRACE), localizer, scout or survey,
+               or a structural sequence (MPRAGE, SPGR, BRAVO, TFE, VIBE, FLASH, CUBE, SPACE,
+               TSE, FSE, HASTE, GRE, STIR, PD) (unless the same text also says
+               DWI/diffusion/TRACE), localizer, scout or survey,
                a tensor map (FA, ColFA), perfusion (PWI, DSC, DCE, ASL and their CBF, CBV, MTT,
                Tmax, TTP maps), susceptibility weighting (SWI, SWAN, mIP), an angiogram or a
                projection (TOF, MRA, MIP), a Siemens MOSAIC (many slices tiled in one image);
@@ -78,6 +80,10 @@ _NOT_DWI = (
 )
 _WEIGHTING = re.compile(r"(?<![A-Z0-9])T[12](?:W|WI)?(?![A-Z0-9])", re.IGNORECASE)
 """T1, T2, T1W, T2WI as a word of their own (``T2*`` too; not ``TRACEW`` or ``ep2d``)."""
+_STRUCTURAL = _word(
+    r"MP2?RAGE|F?SPGR|BRAVO|T?FE|VIBE|FLASH|CUBE|SPACE|[TF]SE|HASTE|SSFSE|GRE|STIR|PD"
+)
+"""The vendors' names of structural (not diffusion) sequences: read like T1/T2 above."""
 
 B_VALUE_TAGS = (
     ("DiffusionBValue (0018,9087)", 0x00189087),
@@ -187,12 +193,9 @@ def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope 
     """The first rule ``header`` breaks, or ``None`` when it may be a DWI b1000 MR slice."""
     if header.modality is not None and header.modality.strip().upper() != "MR":
         return OutOfScope(NOT_MR, f"Modality is {header.modality!r}, not MR")
-    for attribute, text in header.texts:
-        for what, pattern in _NOT_DWI:
-            if pattern.search(text):
-                return OutOfScope(NOT_DWI, f"{attribute} says {what}, not a diffusion image")
-        if _WEIGHTING.search(text) and not _DIFFUSION.search(text):
-            return OutOfScope(NOT_DWI, f"{attribute} says T1 or T2 weighting, not diffusion")
+    named = _named_otherwise(header.texts)
+    if named is not None:
+        return named
     sequence = header.scanning_sequence
     if (
         sequence is not None
@@ -212,6 +215,23 @@ def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope 
             f"b = {header.b_value:g} s/mm² ({header.b_value_tag}), outside {low:g}-{high:g}",
         )
     return _plane(header.normal)
+
+
+def _named_otherwise(texts: tuple[tuple[str, str], ...]) -> OutOfScope | None:
+    """`NOT_DWI` when ImageType or a description names something other than a DWI."""
+    for attribute, text in texts:
+        for what, pattern in _NOT_DWI:
+            if pattern.search(text):
+                return OutOfScope(NOT_DWI, f"{attribute} says {what}, not a diffusion image")
+        if _DIFFUSION.search(text):
+            continue
+        if _WEIGHTING.search(text):
+            return OutOfScope(NOT_DWI, f"{attribute} says T1 or T2 weighting, not diffusion")
+        if found := _STRUCTURAL.search(text):
+            return OutOfScope(
+                NOT_DWI, f"{attribute} names a structural sequence ({found[0]}), not diffusion"
+            )
+    return None
 
 
 def _plane(normal: tuple[float, float, float] | None) -> OutOfScope | None:
