@@ -224,6 +224,9 @@ class ScanResult:
     lesion_map: LesionMap | None = None
     """The segmenter's lesion map of an analysed image (`daemon.lesionmaps.slice`); None when
     the bundle has no segmenter or the image got no prediction."""
+    adc_png: bytes | None = None
+    """An ADC map's values as a 16-bit PNG (`daemon.lesionmaps.files.encode_adc`), kept for the
+    lesions of its study's DWI series; None for every other file."""
 
     @property
     def ok(self) -> bool:

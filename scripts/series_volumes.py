@@ -8,7 +8,8 @@ ADC series; ``--cases`` per infarct class for eight classes, as many normal stud
 acquisition ranges of ``--profile``; ``infarctwatch run --once`` with the model (the embedded
 default unless ``--model``) writes the series reports; each DWI series' ``lesion_volume_ml`` is
 compared with ``mask_volume_ml`` of ``series.json`` (what perfect slice masks measure,
-docs/synth.md). Prints the median and mean absolute volume difference, how many studies are
+docs/synth.md), and the series' findings are counted, with and without the ADC check
+(`daemon.series.adc`). Prints the median and mean absolute volume difference, how many studies are
 within 1 mL and show a lesion at all, and the normal studies' false-positive volumes; one line per
 infarct study. Needs the ``[train]`` extra (the generator). Research use only.
 """
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ CLASSES = (
     "Right occipital lobe",
     "No acute infarct",
 )
+NORMAL = CLASSES[-1]
 
 
 def daemon_reports(data: Path, work: Path, model: Path | None) -> dict[str, dict[str, Any]]:
@@ -62,13 +65,23 @@ def daemon_reports(data: Path, work: Path, model: Path | None) -> dict[str, dict
     return {document["series_instance_uid"]: document for document in series}
 
 
+def classifier_alone(report: dict[str, Any]) -> str:
+    """The series' finding by the classifier's rule alone (before the ADC check)."""
+    findings = [entry["finding"] for entry in report["slices"]]
+    if "acute_infarct" in findings:
+        return "acute_infarct"
+    return "no_acute_infarct" if all(f == "no_acute_infarct" for f in findings) else "indeterminate"
+
+
 def main() -> None:
     """Generate, run the daemon, compare, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=("train", "shifted"), default="train")
     parser.add_argument("--seed", type=int, default=880_001)
     parser.add_argument("--cases", type=int, default=2, help="studies per infarct class")
-    parser.add_argument("--slices", type=int, default=8, help="slice positions per series")
+    parser.add_argument(
+        "--slices", type=int, default=8, help="slice positions per series (0: the whole brain)"
+    )
     parser.add_argument("--model", type=Path, help="bundle (default: the embedded default)")
     parser.add_argument("--out", type=Path, help="keep the data and reports here")
     args = parser.parse_args()
@@ -86,10 +99,15 @@ def main() -> None:
         studies = json.loads((root / "data" / "series.json").read_text("utf-8"))["studies"]
         found = daemon_reports(root / "data", root, args.model)
     rows, normal = [], []
+    findings = {"infarct": Counter[str](), "normal": Counter[str]()}
+    alone = {"infarct": Counter[str](), "normal": Counter[str]()}
     for study in studies:
         dwi = next(s for s in study["series"] if s["kind"] == "dwi")
         report = found[dwi["series_instance_uid"]]
         volume = report["lesion_volume_ml"] or 0.0
+        truth = "normal" if dwi["label"] == NORMAL else "infarct"
+        findings[truth][str(report["finding"])] += 1
+        alone[truth][classifier_alone(report)] += 1
         if dwi["mask_volume_ml"] == 0:
             normal.append(volume)
         else:
@@ -105,6 +123,10 @@ def main() -> None:
         f"  normal studies with a false lesion {sum(v > 0 for v in normal)} of {len(normal)}, "
         f"mean {statistics.mean(normal):.2f} mL, largest {max(normal):.2f} mL"
     )
+    for truth, tally in findings.items():
+        counts = ", ".join(f"{finding} {n}" for finding, n in sorted(tally.items()))
+        before = ", ".join(f"{finding} {n}" for finding, n in sorted(alone[truth].items()))
+        print(f"  series findings of the {truth} studies: {counts} (classifier alone: {before})")
     for label, true, got, finding in rows:
         print(f"    {label:34s} true {true:6.2f} mL  measured {got:6.2f} mL  finding {finding}")
 

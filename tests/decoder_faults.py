@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 
 def _faulty(real: Any) -> Any:
-    def decode_claim(claim: Any, spec: Any, limits: Any, max_bytes: int, *more: Any) -> Any:
+    def decode_claim(
+        claim: Any, spec: Any, limits: Any, max_bytes: int, *more: Any, **options: Any
+    ) -> Any:
         if "segfault" in claim.name:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the test folder
             os.kill(os.getpid(), signal.SIGSEGV)
@@ -35,7 +37,7 @@ def _faulty(real: Any) -> Any:
             time.sleep(3600)
         if "bug" in claim.name:
             raise ZeroDivisionError("injected bug")
-        return real(claim, spec, limits, max_bytes, *more)
+        return real(claim, spec, limits, max_bytes, *more, **options)
 
     return decode_claim
 

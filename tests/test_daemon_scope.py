@@ -13,6 +13,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pydicom
 import pytest
 from daemon_support import (
@@ -23,6 +24,7 @@ from daemon_support import (
     reports,
     run_once,
 )
+from PIL import Image
 from structlog.testing import capture_logs
 
 from daemon.errors import ConfigError
@@ -84,6 +86,23 @@ REFUSED = {
         for vendor in VENDOR_TAGS
     },
 }
+
+
+def _binary_png(mode: str) -> bytes:
+    """A lesion mask as synth and the daemon write them: two grey levels (or two colours)."""
+    mask = np.zeros((256, 256), np.uint8)
+    mask[100:140, 90:150] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).convert(mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# Refused before inference, whatever the in_scope threshold (these tests run with it at 0).
+PICTURES = {
+    "lesion-mask.png": (_binary_png("L"), "OUT_OF_SCOPE_IMAGE"),
+    "lesion-mask-rgb.png": (_binary_png("RGB"), "OUT_OF_SCOPE_IMAGE"),
+}
+REFUSED |= PICTURES
 ANALYSED = {
     **{
         f"b1000-{vendor}-tag.dcm": _variant(_vendor_b(vendor, b1000=True)) for vendor in VENDOR_TAGS
@@ -121,7 +140,7 @@ def outcome(tmp_path_factory) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
-def test_out_of_scope_dicom_is_not_analysed_with_its_code(outcome, name) -> None:
+def test_out_of_scope_file_is_not_analysed_with_its_code(outcome, name) -> None:
     """No prediction, no error, the rule's code; the file goes to done/, not failed/."""
     report = outcome["reports"][name]
     assert report["status"] == "not_analysed"

@@ -65,6 +65,7 @@ def test_demo_reports_every_sample_and_stops_the_daemon_cleanly(tmp_path: Path) 
     assert any("NOT_DWI" in line for line in series)  # the ADC series: listed, not analysed
     (lesion_map,) = [line for line in out.splitlines() if line.lstrip().startswith("lesion map:")]
     assert " mL in all (" in lesion_map and "key images: overlays/" in lesion_map
+    assert ", ADC " in lesion_map and "(restricted)" in lesion_map  # the study's ADC series read
     assert "lesion overlays: " in out
     assert out.count("Research use only") == 1
     assert "stopped cleanly (exit 0)" in out

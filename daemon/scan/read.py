@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from daemon.errors import (
     EmptyFileError,
     FileTooLargeError,
@@ -35,6 +37,7 @@ from daemon.errors import (
     TruncatedImageError,
 )
 from daemon.records import Claim, Decoded, Failure, Source
+from daemon.scan.decision import OUT_OF_SCOPE_IMAGE
 from daemon.shared.decode import (
     DecodedImage,
     DecodeLimits,
@@ -44,11 +47,10 @@ from daemon.shared.decode import (
     looks_like_dicom,
     open_dicom,
 )
-from daemon.shared.dicom_scope import B_RANGE, OutOfScope, judge
+from daemon.shared.dicom_scope import B_RANGE, OutOfScope, judge, names_adc_map
 from daemon.shared.preprocess import PreprocessSpec, preprocess, preprocess_placed
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
 _KINDS = (
@@ -104,6 +106,8 @@ class NotAnalysed:
     source: Source
     reason: OutOfScope
     decode_ms: float
+    adc: npt.NDArray[np.float32] | None = None
+    """An ADC map's values in 1e-6 mm²/s (`adc_values`), when the caller asked for them."""
 
 
 class Refused(Exception):  # noqa: N818 - a signal carrying what was learnt before failing
@@ -183,13 +187,18 @@ def decode_claim(
     limits: DecodeLimits,
     max_bytes: int,
     b_range: tuple[float, float] | None = B_RANGE,
+    *,
+    adc_maps: bool = False,
 ) -> Decoded | Rejected | NotAnalysed:
     """Read, hash, decode and preprocess one claimed file.
 
+    A picture of exactly two grey levels (`TWO_LEVELS`) is a `NotAnalysed` before inference.
     A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
     b-values accepted in ``b_range``) becomes a `NotAnalysed` from its header alone: its pixels
     are never decoded, so a CT, T1 or report in a whole-study push costs no decoding and cannot
-    fail on its pixels (``b_range`` None: no header rule is applied).
+    fail on its pixels (``b_range`` None: no header rule is applied). With ``adc_maps``, an
+    ADC map's pixels are decoded after all (`NotAnalysed.adc`): the series' lesions are checked
+    against them (`daemon.series.adc`); pixels that cannot be decoded leave it None.
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
     ``INTERNAL_ERROR`` and logs the traceback).
     """
@@ -204,11 +213,14 @@ def decode_claim(
             reason = None if b_range is None else judge(opened.info.header, b_range)
             if reason is not None:
                 source = _described(source, "dicom", opened, opened.info)
-                return NotAnalysed(claim, source, reason, _ms_since(started))
+                adc = adc_values(opened, limits) if adc_maps else None
+                return NotAnalysed(claim, source, reason, _ms_since(started), adc)
             image = opened.decode(limits)
         else:
             image = decode(data, name, limits)
         source = _described(source, image.format, image, image.dicom)
+        if _two_levels(image.pixels):
+            return NotAnalysed(claim, source, TWO_LEVELS, _ms_since(started))
         tensor, placement = preprocess_placed(image.pixels, spec)
         frames = _frame_tensors(image, spec, b_range)
     except Refused as refused:
@@ -220,6 +232,42 @@ def decode_claim(
     failure = Failure(error.code, error.message)
     again = before if error.code in RECHECK_CODES else None
     return Rejected(claim, source, failure, _ms_since(started), again)
+
+
+TWO_LEVELS = OutOfScope(
+    OUT_OF_SCOPE_IMAGE,
+    "the picture has only two grey levels (a mask or a line drawing), not an MR slice",
+)
+"""Why a picture of exactly two grey levels is refused before inference: no MR image, however
+windowed, is two values; a lesion mask, a binary segmentation or a drawing is. (One level is a
+`BlankImageError`.)"""
+
+
+def _two_levels(pixels: npt.NDArray[np.float32]) -> bool:
+    low, high = float(pixels.min()), float(pixels.max())
+    return low != high and bool(np.logical_or(pixels == low, pixels == high).all())
+
+
+def adc_values(opened: OpenedDicom, limits: DecodeLimits) -> npt.NDArray[np.float32] | None:
+    """A single-frame ADC map's pixels in 1e-6 mm²/s, or None (not one, or not decodable).
+
+    Scanners write ADC in 1e-6 mm²/s (Siemens, GE, most), some in 1e-3 mm²/s or in mm²/s through
+    the rescale slope: the unit is told from the median of the positive pixels (brain and CSF lie
+    between 300 and 3,500 x 1e-6 mm²/s): below 0.05 it is mm²/s, below 50 it is 1e-3 mm²/s.
+    """
+    if opened.info.frames != 1 or not names_adc_map(opened.info.header):
+        return None  # an enhanced multi-frame ADC object is one file for many positions
+    try:
+        pixels = opened.decode(limits).pixels
+    except ScanError:
+        return None
+    positive = pixels[pixels > 0]
+    if positive.size == 0:
+        return None
+    typical = float(np.median(positive))
+    scale = 1e6 if typical < 0.05 else 1e3 if typical < 50 else 1.0
+    values: npt.NDArray[np.float32] = np.clip(pixels * np.float32(scale), 0, None)
+    return values.astype(np.float32, copy=False)
 
 
 def _described(

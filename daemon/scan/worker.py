@@ -39,7 +39,7 @@ import structlog
 
 from daemon.errors import InferenceError, InternalError
 from daemon.fs import link_or_copy, write_atomic_group
-from daemon.lesionmaps.files import write_map_files
+from daemon.lesionmaps.files import encode_adc, write_map_files
 from daemon.records import Decoded, Failure, FramePrediction, Prediction, ScanResult, Source
 from daemon.scan.decision import Rule, resolve
 from daemon.scan.inference import Engine, Outputs
@@ -112,8 +112,12 @@ class ScanWorker:
     ) -> list[Finished | Rejected]:
         spec = engine.bundle.preprocess
 
+        adc_maps = engine.segmenter is not None  # the series' lesions are checked against ADC
+
         def decode(claim: Claim) -> Decoded | Rejected | NotAnalysed:
-            return guarded_decode(claim, spec, self._limits, self._max_bytes, setup.b_range)
+            return guarded_decode(
+                claim, spec, self._limits, self._max_bytes, setup.b_range, adc_maps=adc_maps
+            )
 
         results, later = scan_claims(claims, engine, rule, decode)
         if not self._alive():  # the daemon died: its successor takes these claims up
@@ -127,10 +131,12 @@ def guarded_decode(
     limits: DecodeLimits,
     max_bytes: int,
     b_range: tuple[float, float] | None,
+    *,
+    adc_maps: bool = False,
 ) -> Decoded | Rejected | NotAnalysed:
     """`decode_claim`; an unexpected exception (a bug) is this claim's INTERNAL_ERROR."""
     try:
-        return decode_claim(claim, spec, limits, max_bytes, b_range)
+        return decode_claim(claim, spec, limits, max_bytes, b_range, adc_maps=adc_maps)
     except Exception as exc:  # noqa: BLE001 - one claim's bug must not take the batch down
         error = InternalError(f"unexpected {type(exc).__name__} while decoding: {exc}")
         trace = traceback.format_exc(limit=-3)
@@ -204,6 +210,7 @@ def unscanned_result(model: ModelInfo, outcome: Rejected | NotAnalysed) -> ScanR
             model,
             decode_ms=outcome.decode_ms,
             reason=outcome.reason,
+            adc_png=None if outcome.adc is None else encode_adc(outcome.adc),
         )
     return ScanResult(
         outcome.claim, outcome.source, model, failure=outcome.failure, decode_ms=outcome.decode_ms
@@ -294,7 +301,11 @@ def commit(results: list[ScanResult], setup: ScanSetup) -> list[Finished]:
     encoded = [encode_report(result, setup.top_k) for result in results]
     if setup.outbox_staging is not None:
         stage_for_outbox(results, setup.outbox_staging)
-    errors = write_map_files(setup.reports, [(r.scan_id, r.lesion_map) for r in results])
+    errors = write_map_files(
+        setup.reports,
+        [(r.scan_id, r.lesion_map) for r in results],
+        adc=[(r.scan_id, r.adc_png) for r in results],
+    )
     ready = [index for index, error in enumerate(errors) if error is None]
     written = write_atomic_group(
         [(report_path(setup.reports, results[index]), encoded[index][1]) for index in ready]

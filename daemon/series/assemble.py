@@ -22,7 +22,9 @@ thresholds, `daemon.scan.decision`); for a report without one (written before sc
 ``acute_infarct`` when its most probable label is a location with a probability of at least
 `CONFIDENT`, ``no_acute_infarct`` when it is `NO_INFARCT` with at least `CONFIDENT`, else
 ``indeterminate``. The series: ``acute_infarct`` when any slice is (one
-confident slice suffices); else ``no_acute_infarct`` when every slice is; else ``indeterminate``.
+confident slice suffices); else ``no_acute_infarct`` when every slice is; else ``indeterminate``;
+then, when the study's ADC series was read for the lesion map, checked against restricted
+diffusion (`daemon.series.adc`).
 ``locations`` has one entry per location label seen on a confident slice: the slices that show it
 (indices into ``slices``; a lesion seen on adjacent slices is one location) and its highest
 probability. A ``not_analysed`` or ``error`` series has no finding (null) and no location.
@@ -35,6 +37,8 @@ import re
 import statistics
 from collections import Counter
 from typing import TYPE_CHECKING, Any
+
+from daemon.series.adc import checked_finding
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -191,14 +195,20 @@ def _locations(slices: list[SliceRecord]) -> list[dict[str, Any]]:
     return [{"label": e["label"], "slices": e["slices"], "probability": e["p"]} for e in ranked]
 
 
-def series_finding(slices: list[SliceRecord]) -> str:
-    """The series' finding (see the module docstring)."""
+def series_finding(slices: list[SliceRecord], lesions: dict[str, Any] | None = None) -> str:
+    """The series' finding (see the module docstring).
+
+    Checked against the ADC of its lesions when ``lesions`` (the lesion fields) say it was read
+    (`daemon.series.adc.checked_finding`).
+    """
     findings = [slice_finding(r) for r in slices]
     if "acute_infarct" in findings:
-        return "acute_infarct"
-    if findings and all(f == "no_acute_infarct" for f in findings):
-        return "no_acute_infarct"
-    return "indeterminate"
+        finding = "acute_infarct"
+    elif findings and all(f == "no_acute_infarct" for f in findings):
+        finding = "no_acute_infarct"
+    else:
+        finding = "indeterminate"
+    return checked_finding(finding, findings, lesions)
 
 
 def _not_analysed_reason(images: list[SliceRecord]) -> dict[str, str]:
@@ -273,7 +283,7 @@ def build_series_report(
         "images": len(ordered),
         "duplicates": len(duplicates),
         "expected_images": max((r.expected for r in ordered if r.expected), default=None),
-        "finding": series_finding(slices) if analysed else None,
+        "finding": series_finding(slices, lesions) if analysed else None,
         "locations": _locations(slices) if analysed else [],
         **(lesions or {}),
         "slices": [_slice(r, maps=maps) for r in slices],

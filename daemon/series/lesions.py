@@ -48,6 +48,7 @@ from PIL import Image
 from daemon.fs import write_atomic
 from daemon.lesionmaps.files import overlay_name, read_mask, summary_name
 from daemon.lesionmaps.overlay import overlay_picture, render_summary
+from daemon.series.adc import REFERENCE_ADC, adc_by_slice, lesion_adc
 from daemon.shared.lesions import label
 
 if TYPE_CHECKING:
@@ -130,9 +131,15 @@ def _patient_centroid(
 
 
 def lesions_3d(
-    slices: list[SliceRecord], masks: list[npt.NDArray[np.bool_]]
+    slices: list[SliceRecord],
+    masks: list[npt.NDArray[np.bool_]],
+    adc: list[npt.NDArray[np.float32] | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The series' ``lesions`` from its slices and their masks, in the same order."""
+    """The series' ``lesions`` from its slices and their masks, in the same order.
+
+    ``adc``: the ADC values at each slice (`daemon.series.adc.adc_by_slice`), when the study
+    has an ADC series: each lesion then gets ``adc`` (`daemon.series.adc.lesion_adc`).
+    """
     labels, count = label(np.stack(masks))
     if count == 0:
         return []
@@ -140,6 +147,7 @@ def lesions_3d(
     step = slice_spacing(slices)
     voxel_ml = None if spacing is None or step is None else spacing[0] * spacing[1] * step / 1000
     flat = labels.reshape(len(slices), -1)
+    values = _adc_stack(adc, masks[0].shape) if adc is not None else None
     columns = np.tile(np.arange(masks[0].shape[1]), masks[0].shape[0])
     rows = np.repeat(np.arange(masks[0].shape[0]), masks[0].shape[1])
     found = []
@@ -163,15 +171,56 @@ def lesions_3d(
                 ],
                 "label": _label([slices[z] for z in spanned]),
                 "centroid_patient_mm": _patient_centroid(slices, sums, spacing),
+                **({} if values is None else {"adc": _lesion_adc(values, flat, inside, voxel_ml)}),
             }
         )
     return found
 
 
-def lesion_fields(
-    reports: Path, series_id: str, slices: list[SliceRecord], model: str
+def _lesion_adc(
+    values: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.integer],
+    inside: npt.NDArray[np.bool_],
+    voxel_ml: float | None,
 ) -> dict[str, Any] | None:
-    """The series report's lesion fields (module docstring); None when no slice has a map."""
+    """`daemon.series.adc.lesion_adc` of one lesion (``inside``: its voxels).
+
+    The reference is the tissue outside every lesion on the slices it spans.
+    """
+    spanned = inside.any(axis=1)
+    known = ~np.isnan(values)
+    low, high = REFERENCE_ADC
+    around = values[spanned]
+    tissue = (labels[spanned] == 0) & known[spanned] & (around > low) & (around < high)
+    return lesion_adc(values[inside & known], around[tissue], voxel_ml)
+
+
+def _adc_stack(
+    adc: list[npt.NDArray[np.float32] | None], shape: tuple[int, ...]
+) -> npt.NDArray[np.float32]:
+    """The slices' ADC values flattened like the labels; NaN where a slice has none.
+
+    An ADC image of another matrix than the masks counts as none.
+    """
+    stack = np.full((len(adc), shape[0] * shape[1]), np.nan, np.float32)
+    for z, values in enumerate(adc):
+        if values is not None and values.shape == shape:
+            stack[z] = values.reshape(-1)
+    return stack
+
+
+def lesion_fields(
+    reports: Path,
+    series_id: str,
+    slices: list[SliceRecord],
+    model: str,
+    adc_images: list[SliceRecord] | None = None,
+) -> dict[str, Any] | None:
+    """The series report's lesion fields (module docstring); None when no slice has a map.
+
+    ``adc_images``: the images of the study's ADC series (None: no ADC series is linked); their
+    values check each lesion for restricted diffusion (`daemon.series.adc`).
+    """
     if not any(r.segmented for r in slices):
         return None
     masks = [read_mask(reports / r.lesion_mask) if r.lesion_mask else None for r in slices]
@@ -184,9 +233,11 @@ def lesion_fields(
             "summary_image": None,
             "lesion_maps_missing": missing,
             "lesion_error": None,
+            "adc_slices": None,
         }
     known = [m for m in masks if m is not None]
-    lesions = lesions_3d(slices, known)
+    adc = None if adc_images is None else adc_by_slice(reports, slices, adc_images)
+    lesions = lesions_3d(slices, known, adc)
     volumes = [lesion["volume_ml"] for lesion in lesions]
     total = None if None in volumes else round(sum(volumes), 4)
     return {
@@ -197,6 +248,9 @@ def lesion_fields(
         ),
         "lesion_maps_missing": 0,
         "lesion_error": None,
+        "adc_slices": None
+        if adc is None
+        else sum(v is not None and v.shape == known[0].shape for v in adc),
     }
 
 
@@ -208,6 +262,7 @@ def failed_fields(message: str) -> dict[str, Any]:
         "summary_image": None,
         "lesion_maps_missing": None,
         "lesion_error": message,
+        "adc_slices": None,
     }
 
 

@@ -389,12 +389,29 @@ class SeriesTracker(StageThread):
             dwi.retry_at = 0.0
             dwi.last_seen = 0.0  # due at once: its report gains the ADC series
 
+    def _adc_images(self, series: _Series) -> list[SliceRecord] | None:
+        """The images of the ADC series linked to a DWI series (None: no ADC series)."""
+        study = series.study
+        linked = [
+            s
+            for s in self._series.values()
+            if s is not series
+            and study is not None
+            and s.study == study
+            and s.is_adc()
+            and _same_geometry(s, series)
+        ]
+        if not linked:
+            return None
+        return [r for s in linked for r in s.records.values() if is_adc(r)]
+
     def _lesions(self, series: _Series) -> dict[str, Any] | None:
         """The series' lesion fields (`daemon.series.lesions`); a bug there costs them only."""
         slices = analysed_slices(series.records.values())
         try:
             model = next((r.model for r in slices if r.model), None)
-            return lesion_fields(self._reports, series.series_id, slices, model_text(model))
+            adc = self._adc_images(series) if slices else None
+            return lesion_fields(self._reports, series.series_id, slices, model_text(model), adc)
         except Exception as exc:
             log.exception("series_lesions_failed", series=series.series_id)
             return failed_fields(f"unexpected {type(exc).__name__} while finding the lesions")

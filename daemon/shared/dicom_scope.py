@@ -78,6 +78,16 @@ _NOT_DWI = (
     ("an angiogram or a projection", _word(r"TOF|MRA|ANGIO|MIP|PROJECTION[\s_-]*IMAGE")),
     ("a mosaic of slices", _word(r"MOSAIC")),
 )
+_ADC_MAP = _word(r"D?ADC|APPARENT[\s_-]*DIFFUSION[\s_-]*COEFFICIENT")
+_EXPONENTIAL = _word(r"E(?:XP)?ADC|EXP(?:ONENTIAL)?")
+
+
+def names_adc_map(header: Header) -> bool:
+    """True when ImageType or a description names an ADC map (not its exponential, eADC)."""
+    texts = [text for _, text in header.texts]
+    return any(_ADC_MAP.search(t) for t in texts) and not any(_EXPONENTIAL.search(t) for t in texts)
+
+
 _WEIGHTING = re.compile(r"(?<![A-Z0-9])T[12](?:W|WI)?(?![A-Z0-9])", re.IGNORECASE)
 """T1, T2, T1W, T2WI as a word of their own (``T2*`` too; not ``TRACEW`` or ``ep2d``)."""
 _STRUCTURAL = _word(
