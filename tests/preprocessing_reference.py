@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -89,8 +90,8 @@ def _to_grey(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
 
 
 def _uid(ds: Any, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    return str(value) if value else None
+    value = str(ds.get(keyword) or "").strip().rstrip("\x00")
+    return value if len(value) <= 64 and re.fullmatch(r"[0-9]+(\.[0-9]+)*", value) else None
 
 
 def _b_value(ds: Any) -> float | None:

@@ -37,6 +37,7 @@ from daemon.workers.process import WorkerProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 IDENTIFIERS = (PATIENT_NAME, PATIENT_ID, BIRTH_DATE, "Doe^Jane", "Doe")
 
@@ -64,6 +65,15 @@ def _explicit_meta_implicit_body() -> bytes:
     return buffer.getvalue()
 
 
+def _as_mr(path: Path) -> bytes:
+    """The file with Modality MR, its pixel data untouched (so that the daemon decodes it)."""
+    ds = pydicom.dcmread(path)
+    ds.Modality = "MR"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """This process logging JSON lines into a buffer, put back as it was after the test."""
@@ -80,7 +90,7 @@ class TestTheRealDaemon:
         incoming = tmp_path / "incoming"
         incoming.mkdir()
         (incoming / "mismatch.dcm").write_bytes(_explicit_meta_implicit_body())
-        (incoming / "JPEG-lossy.dcm").write_bytes((PYDICOM_FILES / "JPEG-lossy.dcm").read_bytes())
+        (incoming / "JPEG-lossy.dcm").write_bytes(_as_mr(PYDICOM_FILES / "JPEG-lossy.dcm"))
         (incoming / "MR_small.dcm").write_bytes((PYDICOM_FILES / "MR_small.dcm").read_bytes())
         log = tmp_path / "stderr.log"
         process = spawn("run", "--once", "--config", str(config), log=log)
@@ -95,8 +105,9 @@ class TestTheRealDaemon:
         texts = [e["message"] for e in events if e["event"] == "library_warning"]
         assert len(texts) == len(set(texts)), "a warning was logged twice"
         scans = {e["code"] for e in events if e["event"] == "scan" and "code" in e}
-        # JPEG-lossy.dcm; the two others decoded, MR_small.dcm (a T2 spin echo) then refused from
-        # its header (not_analysed, tests/test_daemon_scope.py)
+        # JPEG-lossy.dcm (made MR: an NM file is refused from its header, never decoded); the two
+        # others decoded, MR_small.dcm (a T2 spin echo) refused from its header (not_analysed,
+        # tests/test_daemon_scope.py)
         assert scans == {"TRUNCATED_IMAGE", "NOT_DWI"}
         assert not any(e["event"] == "library_log" for e in events)  # restated in the report
         assert "Traceback" not in text
