@@ -300,15 +300,7 @@ class SeriesTracker(StageThread):
 
     def _links(self, series: _Series) -> tuple[dict[str, Any], list[_Series]]:
         """The series' ADC/DWI links, and the reported DWI series that must be written again."""
-        study = series.study
-        others = [
-            s
-            for s in self._series.values()
-            if s is not series
-            and study is not None
-            and s.study == study
-            and _same_geometry(s, series)
-        ]
+        others = self._peers(series)
         if series.is_adc():
             dwi = next((s for s in others if s.has_slices()), None)
             if dwi is None:
@@ -389,18 +381,20 @@ class SeriesTracker(StageThread):
             dwi.retry_at = 0.0
             dwi.last_seen = 0.0  # due at once: its report gains the ADC series
 
-    def _adc_images(self, series: _Series) -> list[SliceRecord] | None:
-        """The images of the ADC series linked to a DWI series (None: no ADC series)."""
+    def _peers(self, series: _Series) -> list[_Series]:
+        """The other series of its study with the same geometry (where ADC and DWI pair)."""
         study = series.study
-        linked = [
+        if study is None:
+            return []
+        return [
             s
             for s in self._series.values()
-            if s is not series
-            and study is not None
-            and s.study == study
-            and s.is_adc()
-            and _same_geometry(s, series)
+            if s is not series and s.study == study and _same_geometry(s, series)
         ]
+
+    def _adc_images(self, series: _Series) -> list[SliceRecord] | None:
+        """The images of the ADC series linked to a DWI series (None: no ADC series)."""
+        linked = [s for s in self._peers(series) if s.is_adc()]
         if not linked:
             return None
         return [r for s in linked for r in s.records.values() if is_adc(r)]
