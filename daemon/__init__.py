@@ -11,3 +11,6 @@ DISCLAIMER = (
     "Research use only. Not for diagnostic use. infarctwatch is not a medical device and its "
     "output must not be used for clinical decisions."
 )
+GENERATOR = "infarctwatch"
+"""The name infarctwatch writes as the generator of its reports and the Manufacturer of its DICOM
+results (Secondary Captures, SEG, SR); a DICOM file that carries it is one of those results."""

@@ -28,6 +28,7 @@ from PIL import Image
 from structlog.testing import capture_logs
 
 from daemon.errors import ConfigError
+from daemon.outbox.capture import secondary_capture
 from daemon.service.status import describe
 from daemon.shared.dicom_scope import B_RANGE, CODES, Header, judge
 
@@ -96,6 +97,18 @@ def _binary_png(mode: str) -> bytes:
     Image.fromarray(mask).convert(mode).save(buffer, "PNG")
     return buffer.getvalue()
 
+
+def _own_capture() -> bytes:
+    """The daemon's own Secondary Capture of the DWI sample, as a PACS would send it back."""
+    report = {
+        "status": "ok",
+        "prediction": {"label": "Right basal ganglia", "probability": 0.9},
+        "model": {"name": "infarctwatch-compact", "version": "2.4.0", "bundle_sha256": "0" * 64},
+    }
+    return secondary_capture((SAMPLES / DWI_SAMPLE).read_bytes(), report, "0" * 16).data
+
+
+REFUSED["own-secondary-capture.dcm"] = (_own_capture(), "OWN_RESULT")
 
 # Refused before inference, whatever the in_scope threshold (these tests run with it at 0).
 PICTURES = {
@@ -206,6 +219,8 @@ def test_an_empty_b_range_is_a_config_error(tmp_path) -> None:
     ("header", "code"),
     [
         (Header(modality="US"), "NOT_MR"),
+        (Header(manufacturer="infarctwatch", modality="MR", b_value=1000.0), "OWN_RESULT"),
+        (Header(manufacturer="SIEMENS", b_value=1000.0), None),
         (Header(texts=(("ImageType", "eADC"),)), "NOT_DWI"),
         (Header(texts=(("SeriesDescription", "ep2d_diff TRACEW-ADC"),)), "NOT_DWI"),
         (Header(texts=(("SeriesDescription", "t1_mprage_sag"),)), "NOT_DWI"),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from daemon import DISCLAIMER
+from daemon import DISCLAIMER, GENERATOR
 from daemon.clock import iso, utc_now
 from daemon.evaluate import drawing, outputs
 from daemon.evaluate.figures import labelled_figures, out_of_scope_figures
@@ -18,7 +18,7 @@ from daemon.evaluate.scoring import ScanSettings, score
 from daemon.scan.decision import resolve
 from daemon.scan.inference import Engine
 from daemon.scan.read import configure_decoders, warm_up
-from daemon.scan.report import GENERATOR, VERSION
+from daemon.scan.report import VERSION
 from daemon.shared.bundle import load_bundle
 from daemon.shared.decode import DecodeLimits
 from daemon.shared.labels import load_label_map

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from daemon import DISCLAIMER
+from daemon import DISCLAIMER, GENERATOR
 from daemon.errors import ScanError
-from daemon.scan.report import GENERATOR, VERSION
+from daemon.scan.report import VERSION
 from daemon.shared.decode import DecodeLimits, decode
 
 if TYPE_CHECKING:

@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from daemon import GENERATOR
 from daemon.outbox import lesion_codes
-from daemon.scan.report import GENERATOR, VERSION
+from daemon.scan.report import VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -45,7 +45,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from daemon import DISCLAIMER
+from daemon import DISCLAIMER, GENERATOR
 from daemon.outbox import lesion_codes
 from daemon.outbox.seg import (
     SEGMENT_NUMBER,
@@ -56,7 +56,7 @@ from daemon.outbox.seg import (
     source_frames,
     with_study_attributes,
 )
-from daemon.scan.report import GENERATOR, VERSION
+from daemon.scan.report import VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

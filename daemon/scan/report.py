@@ -41,7 +41,7 @@ from importlib import metadata
 from json.encoder import encode_basestring as _quote  # the C function where there is one
 from typing import TYPE_CHECKING, Any
 
-from daemon import DISCLAIMER
+from daemon import DISCLAIMER, GENERATOR
 from daemon.errors import InternalError
 from daemon.lesionmaps.files import mask_name, overlay_name
 from daemon.records import series_id
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from daemon.shared.dicom_series import SeriesTags
 
 SCHEMA_VERSION = "1.3"
-GENERATOR = "infarctwatch"
 
 
 def _version() -> str:

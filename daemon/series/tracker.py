@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon import DISCLAIMER
+from daemon import DISCLAIMER, GENERATOR
 from daemon.clock import iso, utc_now
-from daemon.scan.report import GENERATOR, VERSION
+from daemon.scan.report import VERSION
 from daemon.series.assemble import (
     analysed_slices,
     build_series_report,

@@ -7,6 +7,9 @@ a stable code. The rules, in the order they are tried (the first that fits is th
 =============  ===============================================================================
 code           when
 =============  ===============================================================================
+``OWN_RESULT`` Manufacturer (0008,0070) is ``infarctwatch``: a Secondary Capture or SEG the daemon
+               wrote itself, routed back by a PACS (analysing it would answer for its own answer,
+               and could loop)
 ``NOT_MR``     Modality (0008,0060) is present and is not ``MR``
 ``NOT_DWI``    ImageType (0008,0008), SeriesDescription (0008,103E), ProtocolName (0018,1030)
                or SequenceName (0018,0024) names a non-DWI image: ADC (also eADC, dADC,
@@ -45,6 +48,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from daemon import GENERATOR
 from daemon.shared.dicom_series import image_orientation, slice_normal
 
 B_RANGE = (700.0, 1600.0)
@@ -58,7 +62,8 @@ NOT_MR = "NOT_MR"
 NOT_DWI = "NOT_DWI"
 NOT_B1000 = "NOT_B1000"
 NOT_AXIAL = "NOT_AXIAL"
-CODES = (NOT_MR, NOT_DWI, NOT_B1000, NOT_AXIAL)
+OWN_RESULT = "OWN_RESULT"
+CODES = (OWN_RESULT, NOT_MR, NOT_DWI, NOT_B1000, NOT_AXIAL)
 """Every reason code of this module, in the order the rules are tried."""
 
 
@@ -116,6 +121,7 @@ class Header:
     b_value_tag: str | None = None
     normal: tuple[float, float, float] | None = None
     """The slice plane's unit normal from ImageOrientationPatient (None: not given)."""
+    manufacturer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ def read_header(ds: Any) -> Header:
         b_value,
         tag,
         slice_normal(orientation) if orientation is not None else None,
+        str(ds.get("Manufacturer") or "").strip() or None,
     )
 
 
@@ -201,6 +208,10 @@ _FLOAT_FORMATS = {4: "<f", 8: "<d"}
 
 def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope | None:
     """The first rule ``header`` breaks, or ``None`` when it may be a DWI b1000 MR slice."""
+    if header.manufacturer == GENERATOR:
+        return OutOfScope(
+            OWN_RESULT, f"Manufacturer is {GENERATOR!r}: one of its own results, not a scan"
+        )
     if header.modality is not None and header.modality.strip().upper() != "MR":
         return OutOfScope(NOT_MR, f"Modality is {header.modality!r}, not MR")
     named = _named_otherwise(header.texts)
