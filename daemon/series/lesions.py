@@ -21,6 +21,9 @@ through neighbouring slices when two parts share a pixel position). Each lesion 
     the mean patient position (x, y, z in mm, DICOM patient coordinates) of its voxels, each
     voxel at ImagePositionPatient + column x column spacing x row direction + row x row spacing x
     column direction (ImageOrientationPatient, PixelSpacing); null unless every slice has them.
+``adc``
+    when the study's ADC series is linked: its ADC against the tissue around it and whether it
+    restricts diffusion (`daemon.series.adc`); the series then gets ``adc_slices``.
 
 ``lesion_volume_ml`` is their sum. ``summary_image`` is the montage of the overlays of the slices
 with a lesion (`daemon.lesionmaps.overlay.render_summary`), ``overlays/<series id>_summary.png``;
