@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from daemon.series.assemble import classifier_finding
 from trainer.synth import SeriesSpec, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,14 +66,6 @@ def daemon_reports(data: Path, work: Path, model: Path | None) -> dict[str, dict
     return {document["series_instance_uid"]: document for document in series}
 
 
-def classifier_alone(report: dict[str, Any]) -> str:
-    """The series' finding by the classifier's rule alone (before the ADC check)."""
-    findings = [entry["finding"] for entry in report["slices"]]
-    if "acute_infarct" in findings:
-        return "acute_infarct"
-    return "no_acute_infarct" if all(f == "no_acute_infarct" for f in findings) else "indeterminate"
-
-
 def main() -> None:
     """Generate, run the daemon, compare, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,7 +100,7 @@ def main() -> None:
         volume = report["lesion_volume_ml"] or 0.0
         truth = "normal" if dwi["label"] == NORMAL else "infarct"
         findings[truth][str(report["finding"])] += 1
-        alone[truth][classifier_alone(report)] += 1
+        alone[truth][classifier_finding([e["finding"] for e in report["slices"]])] += 1
         if dwi["mask_volume_ml"] == 0:
             normal.append(volume)
         else:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from daemon_support import cli, write_config
 
+from daemon.series.assemble import classifier_finding
 from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
 
 if TYPE_CHECKING:
@@ -109,14 +110,6 @@ def test_series_lesion_volumes_agree_with_the_synth_truth(
     assert statistics.mean(normal_fp) <= NORMAL_FP_ML, said
 
 
-def _classifier_alone(report: dict[str, Any]) -> str:
-    """The series finding by the classifier's rule alone, from the slices' findings."""
-    findings = [entry["finding"] for entry in report["slices"]]
-    if "acute_infarct" in findings:
-        return "acute_infarct"
-    return "no_acute_infarct" if all(f == "no_acute_infarct" for f in findings) else "indeterminate"
-
-
 def test_the_adc_confirms_the_infarcts_and_refutes_the_look_alikes(
     found: dict[str, dict[str, Any]], studies: tuple[Path, list[dict[str, Any]]]
 ) -> None:
@@ -136,7 +129,8 @@ def test_the_adc_confirms_the_infarcts_and_refutes_the_look_alikes(
         assert len(report["adc_series"]) == 1
         assert report["adc_slices"] == len(report["slices"])
         restricted = any(lesion["adc"]["restricted"] for lesion in report["lesions"])
-        entry = (dwi["label"], report["finding"], _classifier_alone(report), restricted)
+        by_classifier = classifier_finding([entry["finding"] for entry in report["slices"]])
+        entry = (dwi["label"], report["finding"], by_classifier, restricted)
         (infarct if dwi["mask_volume_ml"] > 0 else normal).append(entry)
     said = f"(label, finding, classifier alone, restricted lesion): {infarct + normal}"
     assert not any(restricted for *_, restricted in normal), said

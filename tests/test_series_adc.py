@@ -180,4 +180,8 @@ def test_restricted_means_more_below_620_than_the_tissue_around_at_the_same_nois
     assert lesion_adc(np.array([], np.float32), clean_tissue, 0.001) is None
     # Without any tissue around (a lesion filling its slices' tissue): the share alone decides.
     assert lesion_adc(np.full(10, 600.0, np.float32), np.array([], np.float32), None)["restricted"]
-    assert RESTRICTED_ADC == 620.0
+    # The threshold itself: just below it restricts, at it does not.
+    below = np.full(10, RESTRICTED_ADC - 1, np.float32)
+    assert lesion_adc(below, clean_tissue, None)["restricted_share"] == 1.0
+    at = np.full(10, RESTRICTED_ADC, np.float32)
+    assert lesion_adc(at, clean_tissue, None)["restricted"] is False

@@ -202,13 +202,16 @@ def series_finding(slices: list[SliceRecord], lesions: dict[str, Any] | None = N
     (`daemon.series.adc.checked_finding`).
     """
     findings = [slice_finding(r) for r in slices]
+    return checked_finding(classifier_finding(findings), findings, lesions)
+
+
+def classifier_finding(findings: list[str]) -> str:
+    """The series' finding from its slices' findings alone, before any ADC check."""
     if "acute_infarct" in findings:
-        finding = "acute_infarct"
-    elif findings and all(f == "no_acute_infarct" for f in findings):
-        finding = "no_acute_infarct"
-    else:
-        finding = "indeterminate"
-    return checked_finding(finding, findings, lesions)
+        return "acute_infarct"
+    if findings and all(f == "no_acute_infarct" for f in findings):
+        return "no_acute_infarct"
+    return "indeterminate"
 
 
 def _not_analysed_reason(images: list[SliceRecord]) -> dict[str, str]:
