@@ -12,7 +12,7 @@ import pytest
 
 from daemon.shared.decode import decode
 from trainer.synth import anatomy as anatomy_module
-from trainer.synth import contrasts, generate, render
+from trainer.synth import body, contrasts, generate, render
 from trainer.synth.cli import main
 from trainer.synth.geometry import random_geometry
 from trainer.synth.manifest import read_manifest
@@ -60,8 +60,14 @@ def _b_values(ds: Any) -> dict[str, float]:
 
 
 def _check_sequence(kind: str, ds: Any) -> None:
-    """T1: spin echo, short TR, no inversion; T2: long TE; FLAIR: inversion recovery."""
-    if kind == "t1":
+    """T1: spin echo, short TR, no inversion, or a 3-D inversion-prepared gradient echo; T2: long
+    TE; FLAIR: inversion recovery."""
+    if kind == "t1" and "InversionTime" in ds:
+        assert list(ds.ScanningSequence) == ["GR", "IR"]
+        assert ds.MRAcquisitionType == "3D"
+        assert "MPRAGE" in ds.SeriesDescription
+        assert 800 < float(ds.InversionTime) < 1200
+    elif kind == "t1":
         assert ds.ScanningSequence == "SE"
         assert "T1 SE" in ds.SeriesDescription
         assert "InversionTime" not in ds
@@ -199,6 +205,44 @@ class TestContrast:
         assert t2["csf"] > t2["gm"] > t2["wm"]
         assert flair["csf"] < flair["wm"] < flair["gm"]
         assert flair["csf"] < 0.3 * flair["wm"]
+
+    def test_gradient_echo_t1_is_the_template_look(self, maps: dict[str, np.ndarray]) -> None:
+        """The MPRAGE-like T1: white matter far above grey, CSF near black."""
+        rng = np.random.default_rng(3)
+        sequence = contrasts.random_sequence(rng, "t1", gradient_echo_share=1.0)
+        assert sequence.ti > 0
+        image = contrasts.mr_image(maps, sequence)
+        pure = {name: maps[name] > 0.95 for name in ("wm", "gm", "csf")}
+        mean = {name: self._mean(image, mask) for name, mask in pure.items()}
+        assert mean["wm"] > 1.3 * mean["gm"]  # spin echo: about 1.2
+        assert mean["csf"] < 0.2 * mean["gm"]
+
+    def test_skull_stripped_maps_hold_the_brain_alone(
+        self, anatomy: Anatomy, maps: dict[str, np.ndarray]
+    ) -> None:
+        """head=False: brain tissue as with the head, nothing of skull, fat or skin."""
+        rng = np.random.default_rng(0)
+        geometry = random_geometry(rng, TRAIN)
+        scan = render.random_scan(rng, 160, TRAIN)
+        z = float(geometry.to_scanner(np.array([0.0, -18.0, 15.0]))[2])
+        gm, wm, csf = render.slab_fractions(anatomy, geometry, scan, z)
+        stripped = contrasts.head_maps(gm, wm, csf, scan.pixel_mm, rng, head=False)
+        for name in ("bone", "diploe", "fat", "skin"):
+            assert maps[name].sum() > 0
+            assert stripped[name].sum() == 0
+        np.testing.assert_array_equal(stripped["wm"], maps["wm"])
+
+    def test_trunk_ct_is_a_body_not_a_head(self) -> None:
+        """The trunk: a wide body of fat, muscle and soft tissue around gas and a vertebra."""
+        hu, pixel = body.trunk_ct(np.random.default_rng(4), 256)
+        assert hu.shape == (256, 256)
+        assert 320 / 256 <= pixel <= 480 / 256
+        inside = hu > -500
+        rows, cols = np.nonzero(inside)
+        assert np.ptp(cols) > 1.2 * np.ptp(rows)  # wider than deep, unlike a head
+        assert (hu[inside] < -50).mean() > 0.05  # fat
+        assert (hu > 700).sum() > 50  # cortical bone of the vertebra
+        assert ((hu > 20) & (hu < 80)).mean() > 0.2
 
     def test_ct_bone_is_bright_and_brain_ordered(self, maps: dict[str, np.ndarray]) -> None:
         """CT: bone far above brain; grey > white > CSF; fat negative; air -1000."""

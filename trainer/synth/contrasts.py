@@ -19,6 +19,9 @@ MR signal per tissue from textbook 1.5 T relaxation times (PD relative, T1 and T
 
 * T1 spin echo (TR 450-600, TE 10-20 ms): ``PD (1 - e^(-TR/T1)) e^(-TE/T2)``; CSF dark, white
   matter brighter than grey, fat bright.
+* T1 3-D gradient echo, inversion-prepared (MPRAGE-like: TR 1900-2300, TI 900-1100, TE 2.5-4),
+  half of the out-of-scope T1 images: the inversion formula below; white matter far brighter
+  than grey, CSF black (the look of the MNI template itself).
 * T2 turbo spin echo (TR 3500-6000, TE 80-110): same formula; CSF bright.
 * FLAIR (TR 8000-10000, TI 2250-2450, TE 100-130): ``PD |1 - 2 e^(-TI/T1) + e^(-TR/T1)|
   e^(-TE/T2)``: the inversion nulls CSF (dark), grey brighter than white.
@@ -48,6 +51,9 @@ HU = {
     "skin": (35.0, 55.0),
 }
 MR_KINDS = ("t1", "t2", "flair")
+GRADIENT_ECHO_T1_SHARE = 0.5
+"""Share of out-of-scope T1 images that are a 3-D inversion-prepared gradient echo
+(MPRAGE-like)."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,21 @@ class Sequence:
     ti: float = 0.0
 
 
-def random_sequence(rng: np.random.Generator, kind: str) -> Sequence:
-    """Typical 1.5 T timing of ``kind`` (t1, t2 or flair)."""
+def random_sequence(
+    rng: np.random.Generator, kind: str, gradient_echo_share: float = 0.0
+) -> Sequence:
+    """Typical 1.5 T timing of ``kind`` (t1, t2 or flair).
+
+    A T1 is a 3-D gradient echo (MPRAGE-like) with probability ``gradient_echo_share`` (drawn only
+    when it is above 0), else a spin echo.
+    """
+    if kind == "t1" and gradient_echo_share > 0 and rng.random() < gradient_echo_share:
+        return Sequence(
+            kind,
+            float(rng.uniform(1900, 2300)),
+            float(rng.uniform(2.5, 4.0)),
+            float(rng.uniform(900, 1100)),
+        )
     if kind == "t1":
         return Sequence(kind, float(rng.uniform(450, 600)), float(rng.uniform(10, 20)))
     if kind == "t2":
@@ -88,11 +107,12 @@ def tissue_signal(sequence: Sequence, tissue: str) -> float:
 
 
 def head_maps(
-    gm: F32, wm: F32, csf: F32, pixel_mm: float, rng: np.random.Generator
+    gm: F32, wm: F32, csf: F32, pixel_mm: float, rng: np.random.Generator, *, head: bool = True
 ) -> dict[str, F32]:
     """Fraction maps of every tissue of `TISSUES` on the slice: the brain's plus the head around.
 
     Layers outside the brain follow the distance (mm) from it, with thicknesses drawn per image.
+    ``head=False``: the brain alone (skull-stripped), every layer outside it empty.
     """
     brain = np.asarray(ndimage.binary_fill_holes((gm + wm + csf) > 0.5), dtype=bool)
     outside = np.asarray(ndimage.distance_transform_edt(~brain), dtype=np.float32) * pixel_mm
@@ -110,6 +130,8 @@ def head_maps(
     maps = {name: np.zeros_like(gm) for name in TISSUES}
     maps["gm"], maps["wm"] = gm.copy(), wm.copy()
     maps["csf"] = csf + (brain & ((gm + wm + csf) <= 0.5)).astype(np.float32)
+    if not head:
+        return maps
     start = 0.0
     ring = ~brain
     for name, end in zip(names, edges, strict=True):

@@ -15,7 +15,7 @@ MANIFEST_NAME = "manifest.csv"
 PROVENANCE_NAME = "synth.json"
 TRUTH_NAME = "series.json"
 """Series mode: per study and series, the slices that show a lesion and the lesion volumes."""
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 """Bumped when the same options start producing different files."""
 
 

@@ -13,7 +13,12 @@ headers first; PNG and JPEG only from the pixels, ``OUT_OF_SCOPE_IMAGE``):
 * ``ct_brain``, ``ct_bone``: head CT, brain and bone windows; CT Image Storage, Modality CT;
   NOT_MR;
 * ``photo``, ``document``, ``noise``, ``blank``, ``ruler`` (`trainer.synth.pictures`):
-  Secondary Capture, Modality OT; NOT_MR.
+  Secondary Capture, Modality OT; NOT_MR;
+* ``ct_body``: a CT slice of the trunk (`trainer.synth.body`), soft-tissue or bone window; NOT_MR.
+
+T1, T2 and FLAIR are skull-stripped in `STRIPPED_SHARE` of the images (the brain alone on black,
+as research pipelines and atlases show it), and half of the T1 images are a 3-D gradient-echo T1
+(MPRAGE-like: strong white-grey contrast) rather than a spin echo (`trainer.synth.contrasts`).
 
 The anatomy, head, acquisition ranges (matrix, pixel size, slab, SNR, bias, rotation) and
 formats follow the run's profile and ``--formats``, exactly as for DWI cases; the contrasts come
@@ -34,7 +39,7 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from trainer.synth import contrasts, pictures, render, signal
+from trainer.synth import body, contrasts, pictures, render, signal
 from trainer.synth.cases import allocate_formats
 from trainer.synth.display import resize, to_uint8
 from trainer.synth.geometry import BRAIN_CENTRE_MNI, random_geometry
@@ -60,6 +65,7 @@ KINDS = {
     "ct_brain": "ct",
     "ct_bone": "ct",
     **dict.fromkeys(pictures.PICTURE_KINDS, "picture"),
+    "ct_body": "ct",
 }
 """Every out-of-scope kind and its group (mr, ct or picture)."""
 DICOM_CODE = {"mr": "NOT_DWI", "ct": "NOT_MR", "picture": "NOT_MR"}
@@ -72,7 +78,10 @@ SEQUENCE_TEXT = {
     "b0": "DWI b0",
     "ct_brain": "CT HEAD brain",
     "ct_bone": "CT HEAD bone",
+    "ct_body": "CT ABDOMEN",
 }
+STRIPPED_SHARE = 0.35
+"""Share of the T1, T2 and FLAIR images shown skull-stripped."""
 _STREAM = 20
 
 
@@ -192,6 +201,15 @@ def _anatomical(anatomy: Anatomy, job: OutOfScopeJob, rng: np.random.Generator) 
         "z_mni": z_mni,
         "snr": scan.snr,
     }
+    if job.kind == "ct_body":
+        hu, pixel_mm = body.trunk_ct(rng, scan.matrix)
+        hu = signal.blur(hu, scan.blur_px)
+        if rng.random() < 0.8:
+            width, centre = float(rng.uniform(350, 450)), float(rng.uniform(30, 60))
+        else:
+            width, centre = float(rng.uniform(1500, 2500)), float(rng.uniform(300, 600))
+        common["pixel_mm"] = pixel_mm
+        return _Image(hu, centre - width / 2, centre + width / 2, extra={"kvp": 120.0}, **common)
     if job.kind in ("adc", "b0"):
         rendered = render.render_slice(anatomy, geometry, scan, (), z=z, rng=rng)
         if job.kind == "adc":
@@ -202,7 +220,8 @@ def _anatomical(anatomy: Anatomy, job: OutOfScopeJob, rng: np.random.Generator) 
         level = float(np.median(brain)) if brain.size else 1.0
         return _Image(b0, 0.0, level * float(rng.uniform(1.5, 2.2)), extra={}, **common)
     gm, wm, csf = render.slab_fractions(anatomy, geometry, scan, z)
-    maps = contrasts.head_maps(gm, wm, csf, scan.pixel_mm, rng)
+    head = job.kind.startswith("ct") or rng.random() >= STRIPPED_SHARE
+    maps = contrasts.head_maps(gm, wm, csf, scan.pixel_mm, rng, head=head)
     shape = gm.shape
     if job.kind.startswith("ct"):
         hu = contrasts.ct_image(maps, rng)
@@ -213,11 +232,11 @@ def _anatomical(anatomy: Anatomy, job: OutOfScopeJob, rng: np.random.Generator) 
         else:
             width, centre = float(rng.uniform(1500, 2500)), float(rng.uniform(300, 600))
         return _Image(hu, centre - width / 2, centre + width / 2, extra={"kvp": 120.0}, **common)
-    sequence = contrasts.random_sequence(rng, job.kind)
+    sequence = contrasts.random_sequence(rng, job.kind, contrasts.GRADIENT_ECHO_T1_SHARE)
     image = contrasts.mr_image(maps, sequence)
     image = signal.blur(image * signal.bias_field(shape, scan.bias), scan.blur_px)
-    head = image[image > 0.05 * float(image.max() or 1.0)]
-    level = float(np.mean(head)) if head.size else 1.0
+    shown = image[image > 0.05 * float(image.max() or 1.0)]
+    level = float(np.mean(shown)) if shown.size else 1.0
     image = signal.rician(image, level / scan.snr, rng)
     white = float(np.percentile(image, 99.5)) * float(rng.uniform(0.9, 1.2))
     timing = {"tr": sequence.tr, "te": sequence.te, "ti": sequence.ti}
@@ -273,7 +292,14 @@ def _mr_attributes(ds: Dataset, job: OutOfScopeJob, image: _Image, rng: np.rando
     ds.MRAcquisitionType = "2D"
     ds.MagneticFieldStrength = "1.5"
     kind = job.kind
-    if kind == "t1":
+    if kind == "t1" and image.extra.get("ti"):
+        ds.MRAcquisitionType = "3D"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        ds.ScanningSequence, ds.SequenceVariant = ["GR", "IR"], ["SP", "MP"]
+        ds.SequenceName = "*tfl3d1"
+        ds.InversionTime = f"{image.extra['ti']:.0f}"
+        ds.SeriesDescription = "T1 MPRAGE AX (synthetic)"
+    elif kind == "t1":
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
         ds.ScanningSequence, ds.SequenceVariant, ds.SequenceName = "SE", "SP", "*se2d1"
         ds.SeriesDescription = "T1 SE AX (synthetic)"
@@ -345,7 +371,7 @@ def _write_dicom(  # noqa: PLR0915 (one DICOM attribute per line reads best)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.SeriesDescription = f"{SEQUENCE_TEXT[job.kind]} (synthetic)"
         ds.KVP = "120"
-        ds.ConvolutionKernel = "H30s" if job.kind == "ct_brain" else "H70h"
+        ds.ConvolutionKernel = "H70h" if job.kind == "ct_bone" else "H30s"
         ds.RescaleIntercept = "-1024"
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
