@@ -86,9 +86,15 @@ class ThresholdsConfig:
     in_scope: float | None = field(default=None, metadata=_PROBABILITY)
     """A two-output bundle's image is refused (``OUT_OF_SCOPE_IMAGE``) when its in_scope output is
     below this; 0 refuses nothing."""
+    in_scope_dicom_dwi: float | None = field(default=None, metadata=_PROBABILITY)
+    """The in_scope threshold instead for a single-frame DICOM MR image whose header passed every
+    rule with a b-value in ``limits.b_value_min`` to ``b_value_max``; never above ``in_scope``."""
     fallback_acute_infarct: float = field(default=0.9, metadata=_FINDING)
     fallback_no_acute_infarct: float = field(default=0.9, metadata=_FINDING)
     fallback_in_scope: float = field(default=0.5, metadata=_PROBABILITY)
+    fallback_in_scope_dicom_dwi: float = field(default=0.5, metadata=_PROBABILITY)
+    """`in_scope_dicom_dwi` when the configuration does not set it: the in_scope
+    head's own even odds."""
 
 
 @dataclass(frozen=True)

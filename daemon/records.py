@@ -109,6 +109,10 @@ class Decoded:
     """The decoded grey image the tensor was made from (for the lesion map and its overlay)."""
     placement: Placement | None = None
     """Where the tensor's square lies in `pixels` (`daemon.shared.preprocess.Placement`)."""
+    header_dwi: bool = False
+    """A single-frame DICOM MR image whose header gives a b-value in the accepted range and passed
+    every header rule: the image-level check applies its DICOM DWI threshold
+    (`daemon.scan.decision.Rule.answer`)."""
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,20 @@ Every report is validated against the published schema (`daemon_support.reports`
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import threading
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import numpy as np
+import pydicom
 import pytest
 from daemon_support import (
     PYDICOM_FILES,
     VALIDATOR,
     cli,
+    dicom_bytes,
     drop,
     files_under,
     make_config,
@@ -257,11 +260,13 @@ class TestCalibration:
         assert started["temperature"] == T
         assert started["finding_thresholds"] == FINDING
         assert started["in_scope_threshold"] == 0.5
+        assert started["in_scope_dicom_dwi_threshold"] == 0.5
         assert started["negative_class"] == NEGATIVE
         assert started["thresholds_from"] == {
             "acute_infarct": "bundle",
             "no_acute_infarct": "bundle",
             "in_scope": "bundle",
+            "in_scope_dicom_dwi": "fallback",
         }
 
 
@@ -283,11 +288,56 @@ def test_config_overrides_the_bundle_thresholds_and_variant(tmp_path, bundles) -
         assert report["model"]["variant"] == "fp16"
     assert found["middle.png"]["prediction"]["finding"] == ACUTE
     started = _started(run["logs"])
-    assert started["thresholds_from"] == dict.fromkeys(
-        ("acute_infarct", "no_acute_infarct", "in_scope"), "config"
-    )
+    assert started["thresholds_from"] == {
+        **dict.fromkeys(("acute_infarct", "no_acute_infarct", "in_scope"), "config"),
+        "in_scope_dicom_dwi": "fallback",
+    }
+    assert started["in_scope_dicom_dwi_threshold"] == 0.0  # never above in_scope
     assert started["variant"] == "fp16"
     assert run["status"]["not_analysed"] == 0
+
+
+def test_a_dicom_header_that_says_dwi_b1000_lowers_the_in_scope_threshold(
+    tmp_path, bundles
+) -> None:
+    """The refused picture's pixels as a DICOM MR image with b = 1000 are answered under
+    in_scope_dicom_dwi 0; the same pixels without a b-value, and as a PNG, are still refused."""
+    pixels = decode(PICTURES["refused.png"], "refused.png").pixels
+    with_b = dicom_bytes([pixels / pixels.max() * 4095])
+    ds = pydicom.dcmread(io.BytesIO(with_b))
+    del ds.DiffusionBValue
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    run = _once(
+        tmp_path,
+        bundles["calibrated"],
+        thresholds={"in_scope_dicom_dwi": 0.0},
+        extra={"dwi.dcm": with_b, "plain.dcm": buffer.getvalue()},
+    )
+    found = run["reports"]
+    assert found["dwi.dcm"]["status"] == "ok"
+    assert found["dwi.dcm"]["prediction"]["calibrated"] is True
+    for name in ("plain.dcm", "refused.png"):
+        assert found[name]["status"] == "not_analysed"
+        assert found[name]["reason"]["code"] == OUT_OF_SCOPE_IMAGE
+        assert "threshold 0.500" in found[name]["reason"]["message"]
+    started = _started(run["logs"])
+    assert started["in_scope_dicom_dwi_threshold"] == 0.0
+    assert started["thresholds_from"]["in_scope_dicom_dwi"] == "config"
+
+
+def test_the_dicom_dwi_threshold_never_exceeds_in_scope(bundles) -> None:
+    """A configured in_scope_dicom_dwi above in_scope is capped at in_scope; other images and
+    bundles without an in_scope output are unaffected."""
+    bundle = load_bundle(bundles["calibrated"])
+    rule = resolve(bundle, ThresholdsConfig(in_scope=0.6, in_scope_dicom_dwi=0.9))
+    assert rule.scope_threshold(header_dwi=True) == 0.6
+    assert rule.scope_threshold() == 0.6
+    rule = resolve(bundle, ThresholdsConfig(in_scope=0.6, in_scope_dicom_dwi=0.2))
+    assert rule.scope_threshold(header_dwi=True) == 0.2
+    assert rule.scope_threshold(header_dwi=False) == 0.6
+    one = resolve(load_bundle(bundles["one"]), ThresholdsConfig(in_scope_dicom_dwi=0.2))
+    assert one.scope_threshold(header_dwi=True) is None
 
 
 def test_a_bundle_without_thresholds_uses_the_fallbacks(tmp_path, bundles) -> None:
@@ -304,7 +354,7 @@ def test_a_bundle_without_thresholds_uses_the_fallbacks(tmp_path, bundles) -> No
     assert found["middle.png"]["prediction"]["finding"] == INDETERMINATE
     assert found["bright.png"]["prediction"]["finding"] == NO_ACUTE
     assert _started(run["logs"])["thresholds_from"] == dict.fromkeys(
-        ("acute_infarct", "no_acute_infarct", "in_scope"), "fallback"
+        ("acute_infarct", "no_acute_infarct", "in_scope", "in_scope_dicom_dwi"), "fallback"
     )
 
 

@@ -9,6 +9,11 @@ daemon"); the ``thresholds`` configuration may override its numbers. `resolve` t
    below the threshold (or not a number) is not an axial DWI b1000 brain slice. It gets no
    prediction: `Rule.answer` returns an `OutOfScope` with the code ``OUT_OF_SCOPE_IMAGE`` and
    the report says ``not_analysed``, like the DICOM header rules (`daemon.shared.dicom_scope`).
+   A DICOM image whose header already says diffusion MR with a b-value in range
+   (`daemon.records.Decoded.header_dwi`) is held to the lower ``in_scope_dicom_dwi`` threshold
+   (never above ``in_scope``): the header has ruled out the other contrasts and modalities, so the
+   pixels only need to rule out what is not a brain; the margin the general threshold keeps
+   against T1, FLAIR, CT and pictures is not needed, and shifted acquisitions lose fewer slices.
 2. **Calibration.** A bundle with a temperature ``T`` is served ``softmax(log(max(p, 1e-12)) / T)``
    of its class output (the trainer's ``apply_temperature``), and the prediction says
    ``calibrated``; without one, the class output as it is.
@@ -84,6 +89,8 @@ class Rule:
     no_acute_infarct: float
     in_scope: float | None
     """Refuse below this in_scope score; None: the network has no in_scope output."""
+    in_scope_dicom_dwi: float | None = None
+    """Refuse a header-confirmed DICOM DWI image below this instead (at most `in_scope`)."""
     sources: tuple[tuple[str, str], ...] = ()
     """Where each threshold came from: ``config``, ``bundle`` or ``fallback``."""
 
@@ -94,14 +101,25 @@ class Rule:
             return None
         return self.labels.index(self.negative_class)
 
+    def scope_threshold(self, *, header_dwi: bool = False) -> float | None:
+        """The in_scope threshold for an image (``header_dwi``: its DICOM header says DWI)."""
+        if self.in_scope is None or not header_dwi or self.in_scope_dicom_dwi is None:
+            return self.in_scope
+        return min(self.in_scope, self.in_scope_dicom_dwi)
+
     def answer(
-        self, classes: npt.NDArray[np.float32], in_scope: float | None
+        self,
+        classes: npt.NDArray[np.float32],
+        in_scope: float | None,
+        *,
+        header_dwi: bool = False,
     ) -> Prediction | OutOfScope:
         """The prediction for one image's outputs, or why it is refused."""
-        if self.in_scope is not None and in_scope is not None and not in_scope >= self.in_scope:
+        threshold = self.scope_threshold(header_dwi=header_dwi)
+        if threshold is not None and in_scope is not None and not in_scope >= threshold:
             return OutOfScope(
                 OUT_OF_SCOPE_IMAGE,
-                f"in_scope score {in_scope:.3f} is below the threshold {self.in_scope:.3f}: "
+                f"in_scope score {in_scope:.3f} is below the threshold {threshold:.3f}: "
                 "not an axial DWI b1000 brain slice",
             )
         if self.temperature is None:
@@ -125,6 +143,7 @@ class Rule:
             "negative_class": self.negative_class if self.negative_index is not None else None,
             "finding_thresholds": {ACUTE: self.acute_infarct, NEGATIVE: self.no_acute_infarct},
             "in_scope_threshold": self.in_scope,
+            "in_scope_dicom_dwi_threshold": self.scope_threshold(header_dwi=True),
             "thresholds_from": dict(self.sources),
         }
 
@@ -153,6 +172,7 @@ def resolve(bundle: Bundle, thresholds: ThresholdsConfig) -> Rule:
     )
     sources = [acute_from, negative_from]
     scope: float | None = None
+    dicom_dwi: float | None = None
     if bundle.outputs is not None and "in_scope" in bundle.outputs:
         scope, scope_from = _pick(
             "in_scope",
@@ -160,7 +180,13 @@ def resolve(bundle: Bundle, thresholds: ThresholdsConfig) -> Rule:
             bundle.in_scope_threshold,
             thresholds.fallback_in_scope,
         )
-        sources.append(scope_from)
+        dicom_dwi, dicom_dwi_from = _pick(
+            "in_scope_dicom_dwi",
+            thresholds.in_scope_dicom_dwi,
+            None,
+            thresholds.fallback_in_scope_dicom_dwi,
+        )
+        sources += [scope_from, dicom_dwi_from]
     negative_class = bundled.get("negative_class", NEGATIVE_CLASS)
     return Rule(
         labels=bundle.labels,
@@ -169,5 +195,6 @@ def resolve(bundle: Bundle, thresholds: ThresholdsConfig) -> Rule:
         acute_infarct=acute,
         no_acute_infarct=negative,
         in_scope=scope,
+        in_scope_dicom_dwi=dicom_dwi,
         sources=tuple(sources),
     )

@@ -196,7 +196,8 @@ def decode_claim(
     A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
     b-values accepted in ``b_range``) becomes a `NotAnalysed` from its header alone: its pixels
     are never decoded, so a CT, T1 or report in a whole-study push costs no decoding and cannot
-    fail on its pixels (``b_range`` None: no header rule is applied). With ``adc_maps``, an
+    fail on its pixels (``b_range`` None: no header rule is applied). A single-frame image whose
+    header passed every rule with a b-value in range is `Decoded.header_dwi`. With ``adc_maps``, an
     ADC map's pixels are decoded after all (`NotAnalysed.adc`): the series' lesions are checked
     against them (`daemon.series.adc`); pixels that cannot be decoded leave it None.
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
@@ -204,6 +205,7 @@ def decode_claim(
     """
     started = time.perf_counter()
     source = Source(name=claim.name)
+    header_dwi = False
     before = fingerprint(claim.path)
     try:
         data, source = read_claimed(claim, max_bytes)
@@ -216,6 +218,7 @@ def decode_claim(
                 adc = adc_values(opened, limits) if adc_maps else None
                 return NotAnalysed(claim, source, reason, _ms_since(started), adc)
             image = opened.decode(limits)
+            header_dwi = b_range is not None and opened.info.header.b_value is not None
         else:
             image = decode(data, name, limits)
         source = _described(source, image.format, image, image.dicom)
@@ -228,7 +231,10 @@ def decode_claim(
     except ScanError as exc:
         error = exc
     else:
-        return Decoded(claim, source, tensor, _ms_since(started), frames, image.pixels, placement)
+        header_dwi = header_dwi and not image.frame_pixels
+        return Decoded(
+            claim, source, tensor, _ms_since(started), frames, image.pixels, placement, header_dwi
+        )
     failure = Failure(error.code, error.message)
     again = before if error.code in RECHECK_CODES else None
     return Rejected(claim, source, failure, _ms_since(started), again)

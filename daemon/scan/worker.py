@@ -280,7 +280,7 @@ def inferred_result(
     if outputs is None:
         failure = Failure(InferenceError.code, error or "inference failed")
         return ScanResult(job.claim, job.source, model, None, failure, job.decode_ms)
-    answer = rule.answer(outputs.classes, outputs.in_scope)
+    answer = rule.answer(outputs.classes, outputs.in_scope, header_dwi=job.header_dwi)
     if isinstance(answer, Prediction):
         return ScanResult(job.claim, job.source, model, answer, None, job.decode_ms, latency_ms)
     return ScanResult(
