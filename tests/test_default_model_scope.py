@@ -115,3 +115,52 @@ def test_pictures_nobody_on_the_team_made_are_refused(tmp_path: Path) -> None:
     said = {name: (found[name]["status"], found[name].get("reason")) for name in pictures}
     assert all(found[name]["status"] == "not_analysed" for name in pictures), said
     assert {found[name]["reason"]["code"] for name in pictures} == {"OUT_OF_SCOPE_IMAGE"}, said
+
+
+def _public_pictures(folder: Path) -> list[dict[str, str]]:
+    """`scripts/public_pictures.py`'s set in ``folder``: pydicom's and pydicom-data's images,
+    nibabel's real EPI volume and the MNI152 T1 template, as 8-bit PNG and JPEG."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location(
+        "public_pictures", REPO / "scripts" / "public_pictures.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_set(folder)
+    with (folder / "manifest.csv").open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_public_test_images_without_their_headers_are_refused(tmp_path: Path) -> None:
+    """Public test data as headerless pictures, through the real daemon: CT, MR, CR, ultrasound,
+    nuclear medicine and secondary captures of the DICOM suites, a real fMRI EPI (bright CSF, the
+    look of a b0 image) and the MNI152 T1 template (skull-stripped); none from `trainer.synth`.
+
+    Measured with the default (docs/daemon.md): REFUSED_SHARE below is what it must keep.
+    """
+    rows = _public_pictures(tmp_path / "public")
+    path = write_config(tmp_path, model={"variant": "auto"}, thresholds={})
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for row in rows:
+        shutil.copyfile(tmp_path / "public" / row["file"], incoming / Path(row["file"]).name)
+    run = cli("run", "--config", str(path), "--once")
+    assert run.returncode == 0, run.stderr
+    found = reports(tmp_path / "reports")
+    refused: dict[str, list[bool]] = {}
+    for row in rows:
+        report = found[Path(row["file"]).name]
+        assert report["status"] in {"ok", "not_analysed"}
+        said_no = report["status"] == "not_analysed"
+        if said_no:
+            assert report["reason"]["code"] == "OUT_OF_SCOPE_IMAGE"
+            assert report["prediction"] is None
+        group = row["kind"] if not row["kind"].startswith("pydicom") else "pydicom"
+        refused.setdefault(group, []).append(said_no)
+    shares = {group: sum(flags) / len(flags) for group, flags in refused.items()}
+    assert set(shares) == set(REFUSED_SHARE)
+    low = {group: share for group, share in shares.items() if share < REFUSED_SHARE[group]}
+    assert low == {}, shares

@@ -16,9 +16,12 @@ headers first; PNG and JPEG only from the pixels, ``OUT_OF_SCOPE_IMAGE``):
   Secondary Capture, Modality OT; NOT_MR;
 * ``ct_body``: a CT slice of the trunk (`trainer.synth.body`), soft-tissue or bone window; NOT_MR.
 
-T1, T2 and FLAIR are skull-stripped in `STRIPPED_SHARE` of the images (the brain alone on black,
-as research pipelines and atlases show it), and half of the T1 images are a 3-D gradient-echo T1
-(MPRAGE-like: strong white-grey contrast) rather than a spin echo (`trainer.synth.contrasts`).
+T1 images are skull-stripped in `STRIPPED_SHARE` of the images (the brain alone on black, as
+research pipelines and atlases show it), and half of them are a 3-D gradient-echo T1 (MPRAGE-like:
+strong white-grey contrast) rather than a spin echo (`trainer.synth.contrasts`). T2 and FLAIR keep
+their head: a skull-stripped FLAIR (dark CSF, grey matter a little above white) is what a DWI
+b1000 slice looks like without its lesion, and training to refuse it made the image check refuse
+DWI slices (docs/training.md).
 
 The anatomy, head, acquisition ranges (matrix, pixel size, slab, SNR, bias, rotation) and
 formats follow the run's profile and ``--formats``, exactly as for DWI cases; the contrasts come
@@ -80,8 +83,8 @@ SEQUENCE_TEXT = {
     "ct_bone": "CT HEAD bone",
     "ct_body": "CT ABDOMEN",
 }
-STRIPPED_SHARE = 0.35
-"""Share of the T1, T2 and FLAIR images shown skull-stripped."""
+STRIPPED_SHARE = 0.5
+"""Share of the T1 images shown skull-stripped."""
 _STREAM = 20
 
 
@@ -220,7 +223,7 @@ def _anatomical(anatomy: Anatomy, job: OutOfScopeJob, rng: np.random.Generator) 
         level = float(np.median(brain)) if brain.size else 1.0
         return _Image(b0, 0.0, level * float(rng.uniform(1.5, 2.2)), extra={}, **common)
     gm, wm, csf = render.slab_fractions(anatomy, geometry, scan, z)
-    head = job.kind.startswith("ct") or rng.random() >= STRIPPED_SHARE
+    head = job.kind != "t1" or rng.random() >= STRIPPED_SHARE
     maps = contrasts.head_maps(gm, wm, csf, scan.pixel_mm, rng, head=head)
     shape = gm.shape
     if job.kind.startswith("ct"):
