@@ -218,7 +218,12 @@ def decode_claim(
                 adc = adc_values(opened, limits) if adc_maps else None
                 return NotAnalysed(claim, source, reason, _ms_since(started), adc)
             image = opened.decode(limits)
-            header_dwi = b_range is not None and opened.info.header.b_value is not None
+            header = opened.info.header
+            header_dwi = (
+                b_range is not None
+                and header.b_value is not None
+                and (header.modality or "").strip().upper() == "MR"
+            )
         else:
             image = decode(data, name, limits)
         source = _described(source, image.format, image, image.dicom)
