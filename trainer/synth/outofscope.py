@@ -19,9 +19,8 @@ headers first; PNG and JPEG only from the pixels, ``OUT_OF_SCOPE_IMAGE``):
 T1 images are skull-stripped in `STRIPPED_SHARE` of the images (the brain alone on black, as
 research pipelines and atlases show it), and half of them are a 3-D gradient-echo T1 (MPRAGE-like:
 strong white-grey contrast) rather than a spin echo (`trainer.synth.contrasts`). T2 and FLAIR keep
-their head: a skull-stripped FLAIR (dark CSF, grey matter a little above white) is what a DWI
-b1000 slice looks like without its lesion, and training to refuse it made the image check refuse
-DWI slices (docs/training.md).
+their head: a skull-stripped FLAIR (dark CSF, grey matter a little above white) looks like a
+normal DWI b1000 slice (docs/synth.md).
 
 The anatomy, head, acquisition ranges (matrix, pixel size, slab, SNR, bias, rotation) and
 formats follow the run's profile and ``--formats``, exactly as for DWI cases; the contrasts come
