@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -34,7 +35,6 @@ import numpy.typing as npt
 import pydicom
 from nilearn.datasets import load_mni152_template
 from PIL import Image
-from pydicom.data import get_testdata_files
 
 MIN_SIDE = 48
 EXPECTED = "OUT_OF_SCOPE_IMAGE"
@@ -54,9 +54,26 @@ def _grey(pixels: npt.NDArray[np.generic]) -> npt.NDArray[np.float64] | None:
     return array
 
 
+def _dicom_suites() -> list[Path]:
+    """The files of pydicom's test folder and of pydicom-data, as installed.
+
+    Nothing is fetched: pydicom's own `get_testdata_files` would try to download the files it lacks.
+    """
+    roots = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    store = importlib.util.find_spec("data_store")  # pydicom-data
+    if store is not None and store.submodule_search_locations:
+        roots.append(Path(next(iter(store.submodule_search_locations))) / "data")
+    return sorted(
+        path
+        for root in roots
+        for path in root.glob("*")
+        if path.is_file() and path.suffix not in {".py", ".json", ".txt"}
+    )
+
+
 def _pydicom_pictures() -> list[tuple[str, str, npt.NDArray[np.float64]]]:
     found = []
-    for path in sorted(get_testdata_files("*")):
+    for path in _dicom_suites():
         try:
             ds = pydicom.dcmread(path)
             grey = _grey(ds.pixel_array)
@@ -91,7 +108,7 @@ def write_set(out: Path) -> int:
     out.mkdir(parents=True)
     rows = []
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom-data's download notice; nothing is downloaded
+        warnings.simplefilter("ignore")  # pydicom's notes on odd test files
         pictures = _pydicom_pictures() + _epi_slices() + _template_slices()
     for number, (kind, stem, picture) in enumerate(pictures):
         eight = _eight_bit(picture)
