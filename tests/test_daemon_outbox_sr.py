@@ -143,6 +143,31 @@ class TestLesionReport:
             slices = {image.referenced_sop_instance_uid for image in group.source_images}
             assert slices == {item["sop_instance_uid"] for item in lesion["slices"]}
 
+    def test_a_lesion_whose_adc_was_read_carries_its_median_adc(
+        self, series: Series, tmp_path: Path
+    ) -> None:
+        """With the study's ADC read, a lesion group gains its median ADC (DCM 113041, derivation
+        Median, UCUM um2/s) after its volume; a lesion without ADC keeps its volume alone."""
+        lesions = series_report(series)["lesions"]
+        lesions[0]["adc"] = {
+            "median": 512.0,
+            "restricted_ml": 0.4,
+            "restricted_share": 0.8,
+            "reference_share": 0.02,
+            "restricted": True,
+        }
+        lesions[1]["adc"] = None  # a lesion none of whose voxels had an ADC value
+        _, document, _ = _with_seg(series, tmp_path, lesions=lesions)
+        with_adc, without = _lesion_groups(document)
+        volume, adc = with_adc.get_measurements()
+        assert volume.name.value == lesion_codes.VOLUME.value
+        assert (adc.name.value, adc.name.scheme_designator) == ("113041", "DCM")
+        assert adc.value == pytest.approx(512.0)
+        assert (adc.unit.value, adc.unit.scheme_designator) == ("um2/s", "UCUM")
+        assert adc.derivation is not None
+        assert adc.derivation.value == lesion_codes.MEDIAN.value
+        assert [m.name.value for m in without.get_measurements()] == [lesion_codes.VOLUME.value]
+
     def test_the_lesion_map_group_references_the_seg_segment(
         self, series: Series, tmp_path: Path
     ) -> None:

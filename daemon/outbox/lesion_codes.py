@@ -33,6 +33,12 @@ BRAIN = codes.SCT.Brain
 """The anatomic region of the segment."""
 MILLILITER = Code("ml", "UCUM", "milliliter")
 VOLUME = codes.SCT.Volume
+ADC = codes.DCM.ApparentDiffusionCoefficient
+"""DCM 113041, a lesion's apparent diffusion coefficient (its median over the lesion)."""
+MICROMETER2_PER_SECOND = Code("um2/s", "UCUM", "um2/s")
+"""The ADC's unit: 1 um2/s is 1e-6 mm2/s, the unit of the series report's ``adc.median``."""
+MEDIAN = codes.SCT.Median
+"""The derivation of the lesion's ADC measurement."""
 ARTIFICIAL_INTELLIGENCE = codes.cid7162.ArtificialIntelligence
 """The algorithm family (CID 7162)."""
 IMAGING_PROCEDURE = codes.SCT.ImagingProcedure

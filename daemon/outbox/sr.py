@@ -16,13 +16,15 @@ no SEG is sent) and returns a highdicom ``Comprehensive3DSR`` whose content foll
     ``ml``) when the report has one;
   - with a SEG, one TID 1411 group, the **lesion map**: a volumetric ROI referencing the SEG's
     segment (and the source slices it has frames for), with the total volume;
-  - one TID 1501 group per **lesion**: its volume in mL, its finding sites (SNOMED CT, with
-    laterality, `daemon.outbox.lesion_codes`), finding type "Infarct", the source slices it
-    lies on, and its tracking identifier ``Lesion <n>: <label>``, so the location label's text
-    is always there. Not a TID 1411 referencing the SEG: the SEG has one segment for every
-    lesion, and a reference to some of its frames may not name a segment as well (PS3.3
-    C.10.4: Referenced Segment Number only without Referenced Frame Number; dciodvfy refuses
-    both), so a per-lesion ROI reference would point at every lesion;
+  - one TID 1501 group per **lesion**: its volume in mL, its median ADC (DCM 113041 "Apparent
+    Diffusion Coefficient", derivation SNOMED CT "Median", UCUM ``um2/s``, i.e. 1e-6 mm²/s) when
+    the study's ADC series was read for it (the series report's ``adc.median``), its finding
+    sites (SNOMED CT, with laterality, `daemon.outbox.lesion_codes`), finding type "Infarct",
+    the source slices it lies on, and its tracking identifier ``Lesion <n>: <label>``, so the
+    location label's text is always there. Not a TID 1411 referencing the SEG: the SEG has one
+    segment for every lesion, and a reference to some of its frames may not name a segment as
+    well (PS3.3 C.10.4: Referenced Segment Number only without Referenced Frame Number;
+    dciodvfy refuses both), so a per-lesion ROI reference would point at every lesion;
 
   every group names the algorithm (``infarctwatch``, version the model's ``name
   version``, family "Artificial Intelligence", manufacturer ``infarctwatch``, parameters the
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from daemon import DISCLAIMER, GENERATOR
 from daemon.outbox import lesion_codes
@@ -134,7 +136,24 @@ def _volume(value: Any) -> Measurement:
     )
 
 
-def _is_number(value: Any) -> bool:
+def _median_adc(lesion: dict[str, Any]) -> list[Measurement]:
+    """The lesion's median ADC as a measurement, when its ADC was read (else nothing)."""
+    from highdicom import sr  # noqa: PLC0415
+
+    median = (lesion.get("adc") or {}).get("median")
+    if not _is_number(median):
+        return []
+    return [
+        sr.Measurement(
+            name=lesion_codes.ADC,
+            value=float(median),
+            unit=lesion_codes.MICROMETER2_PER_SECOND,
+            derivation=lesion_codes.MEDIAN,
+        )
+    ]
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -178,7 +197,7 @@ def _lesion_group(
     algorithm: AlgorithmIdentification,
     uid: str,
 ) -> MeasurementsAndQualitativeEvaluations:
-    """TID 1501 of one lesion: its volume, finding sites, label and source slices."""
+    """TID 1501 of one lesion: its volume (and median ADC), finding sites, label, source slices."""
     from highdicom import sr  # noqa: PLC0415
 
     label = str(lesion.get("label") or "")
@@ -201,7 +220,7 @@ def _lesion_group(
         finding_type=lesion_codes.INFARCT,
         algorithm_id=algorithm,
         finding_sites=sites or None,
-        measurements=[_volume(volume)],
+        measurements=[_volume(volume), *_median_adc(lesion)],
         source_images=images or None,
     )
 
