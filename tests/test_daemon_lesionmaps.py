@@ -35,6 +35,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from segmenter_bundles import classifier_only, default_with_segmenter
+from slice_records import analysed_slice
 from structlog.testing import capture_logs
 
 from daemon.clock import utc_now
@@ -47,7 +48,6 @@ from daemon.scan.decision import resolve
 from daemon.scan.inference import Engine
 from daemon.scan.read import decode_claim
 from daemon.scan.report import build_report
-from daemon.scan.slices import SliceRecord
 from daemon.scan.worker import scan_claims
 from daemon.series.lesions import lesions_3d, slice_spacing
 from daemon.shared.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle, write_manifest
@@ -602,21 +602,6 @@ class TestSeriesLesions:
         assert all("lesion_mask" not in s for s in document["slices"])
 
 
-def _record(index: int, z: float | None, **fields: Any) -> SliceRecord:
-    return SliceRecord(
-        series_id="s",
-        scan_id=f"r{index}",
-        name=f"n{index}",
-        status="ok",
-        received_at="",
-        sop_uid=f"1.2.{index}",
-        instance_number=index + 1,
-        slice_position=z,
-        segmented=True,
-        **fields,
-    )
-
-
 class TestRules:
     """The numbers behind the fields, on masks made by hand."""
 
@@ -643,7 +628,7 @@ class TestRules:
         """Voxels x PixelSpacing x the median step of the positions; the centroid in mm."""
         orientation = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # a sagittal plane: rows along y, down z
         slices = [
-            _record(
+            analysed_slice(
                 i,
                 z,
                 image_position=(z, -10.0, 20.0),

@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from daemon_support import REPO
+from slice_records import analysed_slice
 
 from daemon.lesionmaps.files import adc_name, encode_adc, read_adc
 from daemon.scan.read import adc_values
@@ -21,22 +22,6 @@ from daemon.scan.slices import SliceRecord
 from daemon.series.adc import RESTRICTED_ADC, adc_by_slice, checked_finding, lesion_adc
 from daemon.series.lesions import lesions_3d
 from daemon.shared.decode import DecodeLimits, open_dicom
-
-
-def _slice(index: int, z: float, **fields) -> SliceRecord:
-    return SliceRecord(
-        series_id="dwi",
-        scan_id=f"{index:016x}-00000000",
-        name=f"n{index}",
-        status="ok",
-        received_at="",
-        sop_uid=f"1.2.{index}",
-        instance_number=index + 1,
-        slice_position=z,
-        pixel_spacing=(1.0, 1.0),
-        segmented=True,
-        **fields,
-    )
 
 
 def _adc_image(index: int, z: float) -> SliceRecord:
@@ -86,7 +71,9 @@ class TestLesions:
 
     @pytest.fixture
     def series(self, tmp_path):
-        slices = [_slice(i, z) for i, z in enumerate((0.0, 5.0, 10.0))]
+        slices = [
+            analysed_slice(i, z, pixel_spacing=(1.0, 1.0)) for i, z in enumerate((0.0, 5.0, 10.0))
+        ]
         masks = [np.zeros((16, 16), bool) for _ in slices]
         for mask in masks[:2]:
             mask[2:6, 2:6] = True  # lesion 1: 32 voxels on slices 0 and 1
