@@ -8,6 +8,7 @@ test_default_model_lesions.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import numpy as np
@@ -172,3 +173,30 @@ def test_restricted_means_more_below_620_than_the_tissue_around_at_the_same_nois
     assert lesion_adc(below, clean_tissue, None)["restricted_share"] == 1.0
     at = np.full(10, RESTRICTED_ADC, np.float32)
     assert lesion_adc(at, clean_tissue, None)["restricted"] is False
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adc_outside_maps_counts_restricted_tissue_not_the_head_s_edge() -> None:
+    """`scripts/adc_outside_maps.py`: the share of tissue below 620 and its largest 3-D cluster;
+    the partial-volume rim at the head's edge and CSF are not tissue."""
+    restricted = _script("adc_outside_maps").restricted
+    head = np.zeros((3, 32, 32), np.float32)
+    head[:, 4:28, 4:28] = 800.0
+    head[:, 4, 4:28] = 300.0  # the edge: partial volume with the background
+    head[:, 14:18, 14:18] = 3000.0  # CSF
+    clean_share, clean_largest = restricted(list(head))
+    assert (clean_share, clean_largest) == (0.0, 0)
+    head[1:3, 8:11, 8:11] = 450.0  # an infarct: 3 x 3 pixels on two slices
+    head[0, 22, 22] = 500.0  # a noise voxel
+    share, largest = restricted(list(head))
+    assert largest == 18
+    tissue = 3 * (20 * 20 - 16)  # inside the 2-pixel edge, without the CSF
+    assert share == pytest.approx(19 / tissue)
