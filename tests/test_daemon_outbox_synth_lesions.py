@@ -77,6 +77,13 @@ def _inputs(
         }
         for lesion in dwi["lesions"]
     ]
+    lesions[0]["adc"] = {  # the study's ADC read for the first lesion (daemon.series.adc)
+        "median": 480.0,
+        "restricted_ml": 0.9,
+        "restricted_share": 0.82,
+        "reference_share": 0.01,
+        "restricted": True,
+    }
     report = {
         "finding": "acute_infarct",
         "lesions": lesions,
@@ -121,7 +128,7 @@ class TestSynthSeries:
         self, study: tuple[Path, dict[str, Any]], tmp_path: Path
     ) -> None:
         """The right frontal and the right parietal lesion get their volumes and their SNOMED CT
-        lobes with laterality Right."""
+        lobes with laterality Right; the first, whose ADC was read, its median ADC too."""
         root, dwi = study
         sources, masks, report = _inputs(root, dwi)
         seg = lesion_segmentation(sources, masks, report)
@@ -139,6 +146,8 @@ class TestSynthSeries:
             assert site.value.value == lobes[lesion["region"]]
             assert site.laterality.meaning == "Right"
             assert group.get_measurements()[0].value == pytest.approx(lesion["mask_volume_ml"])
+        assert [m.value for m in groups[0].get_measurements()[1:]] == [480.0]
+        assert len(groups[1].get_measurements()) == 1
 
     @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed")
     def test_dciodvfy_finds_no_error_of_their_own_in_seg_and_sr(
