@@ -169,6 +169,8 @@ class TestRasterAndLayout:
             assert decoded.format == row["format"]
         for kind in KINDS:
             assert {r["format"] for r in rows if r["kind"] == kind} == {"png", "jpeg"}
+        trunk = [r for r in rows if r["kind"] == "ct_body"]
+        assert {(r["slice_mm"], r["snr"]) for r in trunk} == {("0.0", "0.0")}  # not a head's
         data = json.loads((out / "synth.json").read_text(encoding="utf-8"))
         assert data["dataset"] == "out_of_scope"
         assert data["kinds"] == dict.fromkeys(sorted(KINDS), 2)

@@ -420,6 +420,8 @@ def make_out_of_scope(anatomy: Anatomy, job: OutOfScopeJob) -> OutOfScopeRow:
         image = _anatomical(anatomy, job, rng)
         matrix = image.pixels.shape[0]
         pixel_mm, slice_mm, snr = image.pixel_mm, image.z_mni, image.snr
+        if job.kind == "ct_body":  # a trunk: no head level, no MR noise
+            slice_mm, snr = 0.0, 0.0
     modality, b_value, tags = "", "", ""
     if job.format == "dicom":
         modality, b_value, tags = _write_dicom(path, job, image, picture, rng)
