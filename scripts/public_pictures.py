@@ -6,29 +6,32 @@ Every image of pydicom's and pydicom-data's test files that decodes to a 2-D pic
 48 pixels a side (CT, MR T1/T2, CR, ultrasound, nuclear medicine, secondary captures; the middle
 frame of a multi-frame object, colour averaged to grey), every axial slice of nibabel's real
 echo-planar brain volume (``example4d.nii.gz``: a T2*-weighted fMRI EPI, bright CSF, the look of a
-b0 image) and every tenth axial slice of nilearn's MNI152 T1 template (skull-stripped, white
-matter bright). Each is windowed from its 1st to its 99th percentile and written as an 8-bit PNG
-and as a JPEG (quality 90): the headers are gone, so only the pixels can refuse them.
-One folder per kind (``pydicom_<Modality>``, ``nibabel_epi``, ``mni_t1``); ``manifest.csv`` has
-the columns ``file``, ``kind``, ``image_id`` and ``expected_code`` (``OUT_OF_SCOPE_IMAGE``), which
-`infarctwatch evaluate` reads as an out-of-scope set:
+b0 image), every tenth axial slice of nilearn's MNI152 T1 template (skull-stripped, white matter
+bright) and matplotlib's sample pictures (two photographs, a logo, two elevation maps and a
+sagittal MR slice of a head). Each is windowed from its 1st to its 99th percentile and written as
+an 8-bit PNG and as a JPEG (quality 90): the headers are gone, so only the pixels can refuse them.
+One folder per kind (``pydicom_<Modality>``, ``nibabel_epi``, ``mni_t1``, ``matplotlib_<what>``);
+``manifest.csv`` has the columns ``file``, ``kind``, ``image_id`` and ``expected_code``
+(``OUT_OF_SCOPE_IMAGE``), which `infarctwatch evaluate` reads as an out-of-scope set:
 
     .venv/bin/python scripts/public_pictures.py /tmp/public
     .venv/bin/infarctwatch evaluate /tmp/public --out /tmp/public-eval
 
 None of these files comes from `trainer.synth`; they are public test data shipped in PyPI packages
-(pydicom, pydicom-data, nibabel, nilearn), so nothing is downloaded. Needs the ``[train]`` extra
-(nilearn). Research use only.
+(pydicom, pydicom-data, nibabel, nilearn, matplotlib), so nothing is downloaded. Needs the
+``[train]`` extra (nilearn). Research use only.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import importlib.util
 import warnings
 from pathlib import Path
 
+import matplotlib as mpl
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
@@ -96,6 +99,30 @@ def _template_slices() -> list[tuple[str, str, npt.NDArray[np.float64]]]:
     return [("mni_t1", f"z{z:03d}", np.rot90(volume[:, :, z])) for z in range(30, 160, 10)]
 
 
+def _matplotlib_pictures() -> list[tuple[str, str, npt.NDArray[np.float64]]]:
+    """The sample data of matplotlib: two photographs, a logo, two elevation maps, an MR slice."""
+    folder = Path(mpl.get_data_path()) / "sample_data"
+
+    def picture(name: str) -> npt.NDArray[np.float64]:
+        with Image.open(folder / name) as image:
+            return np.asarray(image.convert("L"), dtype=np.float64)
+
+    def elevation(name: str, key: str) -> npt.NDArray[np.float64]:
+        with np.load(folder / name) as data:
+            return np.asarray(data[key], dtype=np.float64)
+
+    with gzip.open(folder / "s1045.ima.gz") as raw:  # 256 x 256 16-bit, no header
+        sagittal = np.frombuffer(raw.read(), np.uint16).reshape(256, 256).astype(np.float64)
+    return [
+        ("matplotlib_photo", "grace_hopper", picture("grace_hopper.jpg")),
+        ("matplotlib_photo", "present", picture("Minduka_Present_Blue_Pack.png")),
+        ("matplotlib_graphic", "logo", picture("logo2.png")),
+        ("matplotlib_map", "jacksboro_dem", elevation("jacksboro_fault_dem.npz", "elevation")),
+        ("matplotlib_map", "topobathy", elevation("topobathy.npz", "topo")),
+        ("matplotlib_mr", "sagittal_head", sagittal),
+    ]
+
+
 def _eight_bit(picture: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8] | None:
     low, high = np.percentile(picture, [1, 99])
     if high <= low:
@@ -109,7 +136,7 @@ def write_set(out: Path) -> int:
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's notes on odd test files
-        pictures = _pydicom_pictures() + _epi_slices() + _template_slices()
+        pictures = _pydicom_pictures() + _epi_slices() + _template_slices() + _matplotlib_pictures()
     for number, (kind, stem, picture) in enumerate(pictures):
         eight = _eight_bit(picture)
         if eight is None:
