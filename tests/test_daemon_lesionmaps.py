@@ -35,7 +35,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from segmenter_bundles import classifier_only, default_with_segmenter
-from slice_records import analysed_slice
+from slice_records import slice_record
 from structlog.testing import capture_logs
 
 from daemon.clock import utc_now
@@ -628,7 +628,7 @@ class TestRules:
         """Voxels x PixelSpacing x the median step of the positions; the centroid in mm."""
         orientation = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # a sagittal plane: rows along y, down z
         slices = [
-            analysed_slice(
+            slice_record(
                 i,
                 z,
                 image_position=(z, -10.0, 20.0),

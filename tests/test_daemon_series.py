@@ -37,12 +37,12 @@ from daemon_support import (
 )
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from slice_records import slice_record
 from structlog.testing import capture_logs
 
 from daemon.config import load_config
 from daemon.errors import ConfigError
 from daemon.records import series_id
-from daemon.scan.slices import SliceRecord
 from daemon.series import tracker as tracker_module
 from daemon.series.assemble import (
     build_series_report,
@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Iterator
     from pathlib import Path
+
+    from daemon.scan.slices import SliceRecord
 
 DWI_SAMPLE = REPO / "samples" / "05-right-basal-ganglia.dcm"
 SERIES_SCHEMA = json.loads(
@@ -384,15 +386,13 @@ class TestFolderSeries:
 
 
 def _record(index: int, label: str, probability: float, position: float) -> SliceRecord:
-    return SliceRecord(
+    return slice_record(
+        index,
+        position,
         series_id="0" * 20,
-        scan_id=f"{index:016x}-00000000",
         name=f"s{index}.dcm",
-        status="ok",
         received_at="2026-12-07T00:00:00.000Z",
-        sop_uid=f"1.2.{index}",
-        instance_number=index + 1,
-        slice_position=position,
+        segmented=False,
         label=label,
         probability=probability,
     )

@@ -10,30 +10,35 @@ from __future__ import annotations
 
 import importlib.util
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 import pytest
 from daemon_support import REPO
-from slice_records import analysed_slice
+from slice_records import slice_record
 
 from daemon.lesionmaps.files import adc_name, encode_adc, read_adc
 from daemon.scan.read import adc_values
-from daemon.scan.slices import SliceRecord
 from daemon.series.adc import RESTRICTED_ADC, adc_by_slice, checked_finding, lesion_adc
 from daemon.series.lesions import lesions_3d
 from daemon.shared.decode import DecodeLimits, open_dicom
 
+if TYPE_CHECKING:
+    from daemon.scan.slices import SliceRecord
+
 
 def _adc_image(index: int, z: float) -> SliceRecord:
-    return SliceRecord(
+    return slice_record(
+        index,
+        z,
         series_id="adc",
         scan_id=f"{0xADC0 + index:016x}-00000000",
         name=f"adc{index}",
         status="not_analysed",
-        received_at="",
         sop_uid=f"1.3.{index}",
-        slice_position=z,
+        instance_number=None,
+        segmented=False,
         image_type=("DERIVED", "PRIMARY", "DIFFUSION", "ADC"),
         reason_code="NOT_DWI",
     )
@@ -73,7 +78,7 @@ class TestLesions:
     @pytest.fixture
     def series(self, tmp_path):
         slices = [
-            analysed_slice(i, z, pixel_spacing=(1.0, 1.0)) for i, z in enumerate((0.0, 5.0, 10.0))
+            slice_record(i, z, pixel_spacing=(1.0, 1.0)) for i, z in enumerate((0.0, 5.0, 10.0))
         ]
         masks = [np.zeros((16, 16), bool) for _ in slices]
         for mask in masks[:2]:
