@@ -374,3 +374,55 @@ def drop(incoming: Path, name: str, data: bytes) -> None:
     tmp = incoming / f".{name}.part"
     tmp.write_bytes(data)
     tmp.rename(incoming / name)
+
+
+def enhanced_mr(
+    study: str,
+    series: str,
+    frames: list[tuple[float, float | None]],
+    planes: list[np.ndarray] | None = None,
+) -> bytes:
+    """An Enhanced MR object: one frame per ``(z, b-value)``, placed by per-frame groups.
+
+    A b-value of None leaves the frame without MR Diffusion. ``planes``: each frame's 16-bit
+    pixels (default: the pixels of sample 05, a DWI slice, in every frame).
+    """
+    if planes is None:
+        sample = pydicom.dcmread(REPO / "samples" / "05-right-basal-ganglia.dcm")
+        planes = [sample.pixel_array] * len(frames)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.Modality, ds.InstanceNumber, ds.SeriesNumber = "MR", 1, 7
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"]
+    ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
+    ds.Rows, ds.Columns = planes[0].shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.NumberOfFrames = len(frames)
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    shared = Dataset()
+    shared.PlaneOrientationSequence = [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    groups = []
+    for z, b in frames:
+        position, group = Dataset(), Dataset()
+        position.ImagePositionPatient = [-120.0, -120.0, z]
+        group.PlanePositionSequence = [position]
+        if b is not None:
+            diffusion = Dataset()
+            diffusion.DiffusionBValue = b
+            group.MRDiffusionSequence = [diffusion]
+        groups.append(group)
+    ds.PerFrameFunctionalGroupsSequence = groups
+    ds.PixelData = np.stack([np.asarray(p, np.uint16) for p in planes]).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -34,6 +34,7 @@ from daemon_support import (
     cli,
     dicom_bytes,
     drop,
+    enhanced_mr,
     files_under,
     make_config,
     reports,
@@ -42,6 +43,7 @@ from daemon_support import (
     wait_for,
     write_config,
 )
+from pydicom.uid import generate_uid
 from scope_bundles import (
     LABEL_LIST,
     NEGATIVE,
@@ -324,6 +326,51 @@ def test_a_dicom_header_that_says_dwi_b1000_lowers_the_in_scope_threshold(
     started = _started(run["logs"])
     assert started["in_scope_dicom_dwi_threshold"] == 0.0
     assert started["thresholds_from"]["in_scope_dicom_dwi"] == "config"
+
+
+def _planes(*names: str) -> list[np.ndarray]:
+    """The pictures' pixels as 12-bit DICOM planes."""
+    found = [decode(PICTURES[name], name).pixels for name in names]
+    return [(p / max(float(p.max()), 1.0) * 4095).astype(np.uint16) for p in found]
+
+
+def test_frames_whose_own_b_value_says_dwi_get_the_dicom_dwi_threshold(tmp_path, bundles) -> None:
+    """An enhanced MR object of refused pixels: the frames with b = 1000 are answered under
+    in_scope_dicom_dwi 0 (the middle one gives the object's prediction), the frame without a
+    b-value is refused at the general threshold."""
+    frames: list[tuple[float, float | None]] = [(0.0, 1000.0), (5.0, 1000.0), (10.0, None)]
+    data = enhanced_mr(generate_uid(), generate_uid(), frames, _planes(*["refused.png"] * 3))
+    run = _once(
+        tmp_path,
+        bundles["calibrated"],
+        thresholds={"in_scope_dicom_dwi": 0.0},
+        extra={"enhanced.dcm": data},
+    )
+    report = run["reports"]["enhanced.dcm"]
+    assert report["status"] == "ok"
+    assert report["source"]["dicom"]["frame_used"] == 1
+    listed = report["frames"]
+    assert [f["analysed"] for f in listed] == [True, True, False]
+    assert listed[2]["error"].startswith(OUT_OF_SCOPE_IMAGE)
+    assert "threshold 0.500" in listed[2]["error"]
+
+
+def test_an_enhanced_object_is_classified_by_a_frame_in_range(tmp_path, bundles) -> None:
+    """b1000 frames first, then b0 frames of refused pixels: the middle frame (index 3) is a b0
+    frame, so the object's prediction comes from the middle b1000 frame (index 1), and the
+    object and its b1000 frames are analysed."""
+    frames: list[tuple[float, float | None]] = [
+        *((z, 1000.0) for z in (0.0, 5.0, 10.0)),
+        *((z, 0.0) for z in (0.0, 5.0, 10.0)),
+    ]
+    planes = _planes(*["bright.png"] * 3, *["refused.png"] * 3)
+    data = enhanced_mr(generate_uid(), generate_uid(), frames, planes)
+    run = _once(tmp_path, bundles["calibrated"], extra={"enhanced.dcm": data})
+    report = run["reports"]["enhanced.dcm"]
+    assert report["status"] == "ok", report.get("reason")
+    assert report["source"]["dicom"]["frame_used"] == 1
+    assert report["prediction"]["finding"] == EXPECTED["bright.png"]
+    assert [f["analysed"] for f in report["frames"]] == [True] * 3 + [False] * 3
 
 
 def test_the_dicom_dwi_threshold_never_exceeds_in_scope(bundles) -> None:

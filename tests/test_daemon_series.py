@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
-import numpy as np
 import pydicom
 import pytest
 from daemon_support import (
@@ -25,6 +24,7 @@ from daemon_support import (
     PATIENT_NAME,
     REPO,
     drop,
+    enhanced_mr,
     log_events,
     make_config,
     reports,
@@ -35,8 +35,7 @@ from daemon_support import (
     wait_for,
     write_config,
 )
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from slice_records import slice_record
 from structlog.testing import capture_logs
 
@@ -496,48 +495,6 @@ class TestTrackerFaults:
         assert [p.name for p in (tmp_path / "series").iterdir()] == ["a" * 20 + ".json"]
         failed = [e for e in logs if e["event"] == "series_report_failed"]
         assert [e["series"] for e in failed] == ["b" * 20]
-
-
-def enhanced_mr(study: str, series: str, frames: list[tuple[float, float]]) -> bytes:
-    """An enhanced MR object: one frame per ``(z, b-value)``, placed by per-frame groups."""
-    sample = pydicom.dcmread(DWI_SAMPLE)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.Modality, ds.InstanceNumber, ds.SeriesNumber = "MR", 1, 7
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"]
-    ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
-    for keyword in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation"):
-        setattr(ds, keyword, getattr(sample, keyword))
-    for keyword in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation"):
-        setattr(ds, keyword, getattr(sample, keyword))
-    ds.NumberOfFrames = len(frames)
-    orientation = Dataset()
-    orientation.ImageOrientationPatient = AXIAL
-    shared = Dataset()
-    shared.PlaneOrientationSequence = [orientation]
-    ds.SharedFunctionalGroupsSequence = [shared]
-    groups = []
-    for z, b in frames:
-        position, diffusion, group = Dataset(), Dataset(), Dataset()
-        position.ImagePositionPatient = [-120.0, -120.0, z]
-        diffusion.DiffusionBValue = b
-        group.PlanePositionSequence = [position]
-        group.MRDiffusionSequence = [diffusion]
-        groups.append(group)
-    ds.PerFrameFunctionalGroupsSequence = groups
-    ds.PixelData = np.stack([sample.pixel_array] * len(frames)).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 class TestEnhancedMultiFrame:

@@ -196,8 +196,10 @@ def decode_claim(
     A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
     b-values accepted in ``b_range``) becomes a `NotAnalysed` from its header alone: its pixels
     are never decoded, so a CT, T1 or report in a whole-study push costs no decoding and cannot
-    fail on its pixels (``b_range`` None: no header rule is applied). A single-frame image whose
-    header passed every rule with a b-value in range is `Decoded.header_dwi`. With ``adc_maps``, an
+    fail on its pixels (``b_range`` None: no header rule is applied). A single-frame MR image whose
+    header passed every rule with a b-value in range is `Decoded.header_dwi`; so are the frames of
+    an enhanced MR object whose own b-value is in range (`Decoded.header_dwi_frames`). With
+    ``adc_maps``, an
     ADC map's pixels are decoded after all (`NotAnalysed.adc`): the series' lesions are checked
     against them (`daemon.series.adc`); pixels that cannot be decoded leave it None.
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
@@ -205,7 +207,7 @@ def decode_claim(
     """
     started = time.perf_counter()
     source = Source(name=claim.name)
-    header_dwi = False
+    header_mr = False
     before = fingerprint(claim.path)
     try:
         data, source = read_claimed(claim, max_bytes)
@@ -217,12 +219,9 @@ def decode_claim(
                 source = _described(source, "dicom", opened, opened.info)
                 adc = adc_values(opened, limits) if adc_maps else None
                 return NotAnalysed(claim, source, reason, _ms_since(started), adc)
-            image = opened.decode(limits)
-            header = opened.info.header
-            header_dwi = (
-                b_range is not None
-                and header.b_value is not None
-                and (header.modality or "").strip().upper() == "MR"
+            image = _main_frame_in_range(opened.decode(limits), b_range)
+            header_mr = b_range is not None and (
+                (opened.info.header.modality or "").strip().upper() == "MR"
             )
         else:
             image = decode(data, name, limits)
@@ -236,9 +235,24 @@ def decode_claim(
     except ScanError as exc:
         error = exc
     else:
-        header_dwi = header_dwi and not image.frame_pixels
+        dwi_frames = _header_dwi_frames(image, b_range) if header_mr else frozenset()
+        header_dwi = header_mr and image.dicom is not None
+        if header_dwi and image.dicom is not None:
+            header_dwi = (
+                image.dicom.frame_used in dwi_frames
+                if image.frame_pixels
+                else image.dicom.header.b_value is not None
+            )
         return Decoded(
-            claim, source, tensor, _ms_since(started), frames, image.pixels, placement, header_dwi
+            claim,
+            source,
+            tensor,
+            _ms_since(started),
+            frames,
+            image.pixels,
+            placement,
+            header_dwi=header_dwi,
+            header_dwi_frames=dwi_frames,
         )
     failure = Failure(error.code, error.message)
     again = before if error.code in RECHECK_CODES else None
@@ -305,6 +319,43 @@ def _frame_tensors(
         (tag.index, preprocess(image.frame_pixels[tag.index], spec))
         for tag in image.dicom.series.frames
         if tag.b_value is None or low <= tag.b_value <= high
+    )
+
+
+def _main_frame_in_range(image: DecodedImage, b_range: tuple[float, float] | None) -> DecodedImage:
+    """``image``, classified by a frame to analyse when it is an enhanced object.
+
+    An enhanced object whose middle frame is not one to analyse (a b0 frame, say) is classified by
+    the middle one of the frames to analyse instead (b-value in range, or none given); the
+    report's ``frame_used`` says which.
+    """
+    if not image.frame_pixels or image.dicom is None or b_range is None:
+        return image
+    low, high = b_range
+    wanted = [
+        tag.index
+        for tag in image.dicom.series.frames
+        if tag.b_value is None or low <= tag.b_value <= high
+    ]
+    if not wanted or image.dicom.frame_used in wanted:
+        return image
+    chosen = wanted[len(wanted) // 2]
+    return dataclasses.replace(
+        image,
+        pixels=image.frame_pixels[chosen],
+        dicom=dataclasses.replace(image.dicom, frame_used=chosen),
+    )
+
+
+def _header_dwi_frames(image: DecodedImage, b_range: tuple[float, float] | None) -> frozenset[int]:
+    """The frames of an enhanced MR object whose own b-value is in ``b_range``."""
+    if not image.frame_pixels or image.dicom is None or b_range is None:
+        return frozenset()
+    low, high = b_range
+    return frozenset(
+        tag.index
+        for tag in image.dicom.series.frames
+        if tag.b_value is not None and low <= tag.b_value <= high
     )
 
 

@@ -223,9 +223,11 @@ class _Frames:
     def __init__(self, rule: Rule, count: int) -> None:
         self._rule = rule
         self._found: list[dict[int, FramePrediction]] = [{} for _ in range(count)]
+        self._header_dwi: list[frozenset[int]] = [frozenset()] * count
 
     def submit(self, engine: Engine, index: int, job: Decoded) -> None:
         """Start inference on each frame of ``job`` to analyse (none for most files)."""
+        self._header_dwi[index] = job.header_dwi_frames
         for frame, tensor in job.frames:
             engine.submit(tensor, (index, frame), self._done)
 
@@ -233,7 +235,9 @@ class _Frames:
         self, job: tuple[int, int], outputs: Outputs | None, _latency_ms: float, error: str | None
     ) -> None:  # OpenVINO's callback thread: only store the result
         index, frame = job
-        self._found[index][frame] = frame_prediction(self._rule, frame, outputs, error)
+        self._found[index][frame] = frame_prediction(
+            self._rule, frame, outputs, error, header_dwi=frame in self._header_dwi[index]
+        )
 
     def attach(self, results: list[ScanResult | None], decoded: list[Decoded | None]) -> None:
         """Give each result of an enhanced object its frames' predictions, in frame order."""
@@ -253,15 +257,21 @@ class _Frames:
 
 
 def frame_prediction(
-    rule: Rule, index: int, outputs: Outputs | None, error: str | None
+    rule: Rule,
+    index: int,
+    outputs: Outputs | None,
+    error: str | None,
+    *,
+    header_dwi: bool = False,
 ) -> FramePrediction:
     """The answer for one frame of an enhanced multi-frame object, by the bundle's `Rule`.
 
-    A frame the rule refuses (``OUT_OF_SCOPE_IMAGE``) has no prediction; its reason is the error.
+    ``header_dwi``: the frame's own header says DWI in range (`Decoded.header_dwi_frames`). A
+    frame the rule refuses (``OUT_OF_SCOPE_IMAGE``) has no prediction; its reason is the error.
     """
     if outputs is None:
         return FramePrediction(index, None, error or "inference failed")
-    answer = rule.answer(outputs.classes, outputs.in_scope)
+    answer = rule.answer(outputs.classes, outputs.in_scope, header_dwi=header_dwi)
     if isinstance(answer, Prediction):
         return FramePrediction(index, answer)
     return FramePrediction(index, None, f"{answer.code}: {answer.message}")
