@@ -110,9 +110,9 @@ class Decoded:
     placement: Placement | None = None
     """Where the tensor's square lies in `pixels` (`daemon.shared.preprocess.Placement`)."""
     header_dwi: bool = False
-    """A single-frame DICOM MR image whose header gives a b-value in the accepted range and passed
-    every header rule: the image-level check applies its DICOM DWI threshold
-    (`daemon.scan.decision.Rule.answer`)."""
+    """A DICOM MR image whose header passed every header rule and gives a b-value in the accepted
+    range (an enhanced object: the frame it is classified by does): the image-level check applies
+    its DICOM DWI threshold (`daemon.scan.decision.Rule.answer`)."""
     header_dwi_frames: frozenset[int] = frozenset()
     """The same for the frames of an enhanced multi-frame MR object: the indices of its frames to
     analyse whose own b-value (per-frame MR Diffusion) is in the accepted range."""

@@ -196,12 +196,13 @@ def decode_claim(
     A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
     b-values accepted in ``b_range``) becomes a `NotAnalysed` from its header alone: its pixels
     are never decoded, so a CT, T1 or report in a whole-study push costs no decoding and cannot
-    fail on its pixels (``b_range`` None: no header rule is applied). A single-frame MR image whose
-    header passed every rule with a b-value in range is `Decoded.header_dwi`; so are the frames of
-    an enhanced MR object whose own b-value is in range (`Decoded.header_dwi_frames`). With
-    ``adc_maps``, an
-    ADC map's pixels are decoded after all (`NotAnalysed.adc`): the series' lesions are checked
-    against them (`daemon.series.adc`); pixels that cannot be decoded leave it None.
+    fail on its pixels (``b_range`` None: no header rule is applied). An MR image whose header
+    passed every rule with a b-value in range is `Decoded.header_dwi`; so are the frames of an
+    enhanced MR object whose own b-value is in range (`Decoded.header_dwi_frames`). An enhanced
+    object is classified by one of its frames to analyse (`_main_frame_in_range`). With
+    ``adc_maps``, an ADC map's pixels are decoded after all (`NotAnalysed.adc`): the series'
+    lesions are checked against them (`daemon.series.adc`); pixels that cannot be decoded leave
+    it None.
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
     ``INTERNAL_ERROR`` and logs the traceback).
     """
@@ -236,13 +237,6 @@ def decode_claim(
         error = exc
     else:
         dwi_frames = _header_dwi_frames(image, b_range) if header_mr else frozenset()
-        header_dwi = header_mr and image.dicom is not None
-        if header_dwi and image.dicom is not None:
-            header_dwi = (
-                image.dicom.frame_used in dwi_frames
-                if image.frame_pixels
-                else image.dicom.header.b_value is not None
-            )
         return Decoded(
             claim,
             source,
@@ -251,7 +245,7 @@ def decode_claim(
             frames,
             image.pixels,
             placement,
-            header_dwi=header_dwi,
+            header_dwi=_header_dwi(image, header_mr, dwi_frames),
             header_dwi_frames=dwi_frames,
         )
     failure = Failure(error.code, error.message)
@@ -308,17 +302,25 @@ def _described(
     )
 
 
+def _frames_to_analyse(image: DecodedImage, b_range: tuple[float, float] | None) -> list[int]:
+    """The frames of an enhanced object to analyse: b-value in range, or none given."""
+    if not image.frame_pixels or image.dicom is None:
+        return []
+    low, high = b_range if b_range is not None else (-math.inf, math.inf)
+    return [
+        tag.index
+        for tag in image.dicom.series.frames
+        if tag.b_value is None or low <= tag.b_value <= high
+    ]
+
+
 def _frame_tensors(
     image: DecodedImage, spec: PreprocessSpec, b_range: tuple[float, float] | None
 ) -> tuple[tuple[int, npt.NDArray[np.float32]], ...]:
-    """The frames of an enhanced object to analyse, preprocessed: b-value in range (or none)."""
-    if not image.frame_pixels or image.dicom is None:
-        return ()
-    low, high = b_range if b_range is not None else (-math.inf, math.inf)
+    """The frames of an enhanced object to analyse, preprocessed."""
     return tuple(
-        (tag.index, preprocess(image.frame_pixels[tag.index], spec))
-        for tag in image.dicom.series.frames
-        if tag.b_value is None or low <= tag.b_value <= high
+        (index, preprocess(image.frame_pixels[index], spec))
+        for index in _frames_to_analyse(image, b_range)
     )
 
 
@@ -326,18 +328,10 @@ def _main_frame_in_range(image: DecodedImage, b_range: tuple[float, float] | Non
     """``image``, classified by a frame to analyse when it is an enhanced object.
 
     An enhanced object whose middle frame is not one to analyse (a b0 frame, say) is classified by
-    the middle one of the frames to analyse instead (b-value in range, or none given); the
-    report's ``frame_used`` says which.
+    the middle one of the frames to analyse instead; the report's ``frame_used`` says which.
     """
-    if not image.frame_pixels or image.dicom is None or b_range is None:
-        return image
-    low, high = b_range
-    wanted = [
-        tag.index
-        for tag in image.dicom.series.frames
-        if tag.b_value is None or low <= tag.b_value <= high
-    ]
-    if not wanted or image.dicom.frame_used in wanted:
+    wanted = _frames_to_analyse(image, b_range)
+    if not wanted or image.dicom is None or image.dicom.frame_used in wanted:
         return image
     chosen = wanted[len(wanted) // 2]
     return dataclasses.replace(
@@ -345,6 +339,19 @@ def _main_frame_in_range(image: DecodedImage, b_range: tuple[float, float] | Non
         pixels=image.frame_pixels[chosen],
         dicom=dataclasses.replace(image.dicom, frame_used=chosen),
     )
+
+
+def _header_dwi(image: DecodedImage, header_mr: bool, frames: frozenset[int]) -> bool:
+    """`Decoded.header_dwi`: an MR header that passed the rules and a b-value in range.
+
+    For an enhanced object, the b-value of the frame it is classified by (``frames``: those of
+    its frames whose own b-value is in range); for any other image, the header's.
+    """
+    if not header_mr or image.dicom is None:
+        return False
+    if image.frame_pixels:
+        return image.dicom.frame_used in frames
+    return image.dicom.header.b_value is not None
 
 
 def _header_dwi_frames(image: DecodedImage, b_range: tuple[float, float] | None) -> frozenset[int]:
