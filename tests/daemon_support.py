@@ -23,7 +23,12 @@ import pydicom
 import yaml
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 
 from daemon.config import DaemonConfig, load_config
 from daemon.intake.rules import CLAIM_AREA
@@ -96,6 +101,19 @@ def png_claiming(width: int, height: int) -> bytes:
     )
 
 
+def new_dataset(sop_class: str) -> Dataset:
+    """An empty dataset of ``sop_class`` with a new SOP Instance UID and explicit VR file meta."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def dicom_bytes(
     frames: list[np.ndarray] | None = None,
     *,
@@ -109,14 +127,7 @@ def dicom_bytes(
     ``raw``: a bare dataset (no preamble, no file meta, implicit VR), as old exports write.
     """
     planes = frames if frames is not None else [brain_slice(128)]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(MRImageStorage)
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality = "MR"
@@ -390,14 +401,7 @@ def enhanced_mr(
     if planes is None:
         sample = pydicom.dcmread(REPO / "samples" / "05-right-basal-ganglia.dcm")
         planes = [sample.pixel_array] * len(frames)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(EnhancedMRImageStorage)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.Modality, ds.InstanceNumber, ds.SeriesNumber = "MR", 1, 7
     ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"]

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from daemon_support import BIRTH_DATE, PATIENT_ID, PATIENT_NAME
+from daemon_support import BIRTH_DATE, PATIENT_ID, PATIENT_NAME, new_dataset
 from PIL import Image
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import MRImageStorage, generate_uid
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pydicom
+    from pydicom.dataset import Dataset
 
 SLICE_MM = 5.0
 PIXEL_MM = 1.0
@@ -51,15 +51,8 @@ class Series:
 
 
 def _slice(index: int, uids: dict[str, str], rng: np.random.Generator) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = new_dataset(MRImageStorage)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = uids["study"]
     ds.SeriesInstanceUID = uids["series"]
     ds.FrameOfReferenceUID = uids["frame"]

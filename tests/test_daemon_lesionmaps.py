@@ -26,14 +26,14 @@ from daemon_support import (
     drop,
     files_under,
     make_config,
+    new_dataset,
     reports,
     run_once,
     running,
     wait_for,
 )
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import MRImageStorage, generate_uid
 from segmenter_bundles import classifier_only, default_with_segmenter
 from slice_records import slice_record
 from structlog.testing import capture_logs
@@ -121,14 +121,7 @@ def dicom(
     spacing: float | None = PIXEL_MM,
 ) -> bytes:
     """A DWI b1000 MR slice of a series, ``PIXEL_MM`` pixels, axial at ``z`` mm."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(MRImageStorage)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[series, "frame of reference"])
     ds.Modality = "MR"

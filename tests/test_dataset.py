@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from daemon_support import new_dataset
 from PIL import Image
-from pydicom.dataset import Dataset as DicomDataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import MRImageStorage
 
 from daemon.errors import DatasetError, LabelMapError
 from daemon.shared.dataset import Sample, scan
@@ -45,13 +44,7 @@ def _slice(seed: int, size: int = 64) -> np.ndarray:
 
 
 def _write_dicom(path: Path, pixels: np.ndarray) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = DicomDataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(MRImageStorage)
     ds.Modality = "MR"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
