@@ -530,6 +530,31 @@ class TestEnhancedMultiFrame:
         assert {s["report_id"] for s in series["slices"]} == {image["id"]}
         assert series["images"] == 6
 
+    def test_an_enhanced_object_of_b0_frames_only_is_not_b1000(self, tmp_path) -> None:
+        """Every frame b = 0: NOT_B1000 (not a refusal of its pixels), and the series lists the
+        frames as b0 images, with no slice."""
+        study, uid = generate_uid(), generate_uid()
+        config = make_config(tmp_path, series={"stable_s": 600})
+        config.incoming.mkdir(parents=True)
+        frames: list[tuple[float, float | None]] = [(0.0, 0.0), (5.0, 0.0), (10.0, 0.0)]
+        (config.incoming / "b0.dcm").write_bytes(enhanced_mr(study, uid, frames))
+
+        assert run_once(config) == 0
+
+        (image,) = reports(config.reports).values()
+        assert image["status"] == "not_analysed"
+        assert image["reason"]["code"] == "NOT_B1000"
+        assert "every frame's b-value (0 s/mm²)" in image["reason"]["message"]
+        (series,) = series_reports(config.reports).values()
+        assert series["status"] == "not_analysed"
+        assert series["reason"]["code"] == "NOT_B1000"
+        assert series["slices"] == []
+        assert [(b["frame"], b["b_value"]) for b in series["b0_images"]] == [
+            (0, 0.0),
+            (1, 0.0),
+            (2, 0.0),
+        ]
+
     def test_a_series_report_that_cannot_be_written_is_tried_again(self, tmp_path) -> None:
         """reports/series blocked by a file: logged, retried, written once the way is free."""
         blocker = tmp_path / "series"

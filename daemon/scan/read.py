@@ -47,7 +47,7 @@ from daemon.shared.decode import (
     looks_like_dicom,
     open_dicom,
 )
-from daemon.shared.dicom_scope import B_RANGE, OutOfScope, judge, names_adc_map
+from daemon.shared.dicom_scope import B_RANGE, NOT_B1000, OutOfScope, judge, names_adc_map
 from daemon.shared.preprocess import PreprocessSpec, preprocess, preprocess_placed
 
 if TYPE_CHECKING:
@@ -196,13 +196,14 @@ def decode_claim(
     A DICOM file whose header is not a DWI b1000 MR slice's (`daemon.shared.dicom_scope.judge`,
     b-values accepted in ``b_range``) becomes a `NotAnalysed` from its header alone: its pixels
     are never decoded, so a CT, T1 or report in a whole-study push costs no decoding and cannot
-    fail on its pixels (``b_range`` None: no header rule is applied). An MR image whose header
-    passed every rule with a b-value in range is `Decoded.header_dwi`; so are the frames of an
-    enhanced MR object whose own b-value is in range (`Decoded.header_dwi_frames`). An enhanced
-    object is classified by one of its frames to analyse (`_main_frame_in_range`). With
-    ``adc_maps``, an ADC map's pixels are decoded after all (`NotAnalysed.adc`): the series'
-    lesions are checked against them (`daemon.series.adc`); pixels that cannot be decoded leave
-    it None.
+    fail on its pixels (``b_range`` None: no header rule is applied). So does an enhanced object
+    every frame of which has a b-value out of range, once decoded (`_no_frame_in_range`); any
+    other enhanced object is classified by one of its frames to analyse (`_main_frame_in_range`).
+    An MR image whose header passed every rule with a b-value in range is `Decoded.header_dwi`; so
+    are the frames of an enhanced MR object whose own b-value is in range
+    (`Decoded.header_dwi_frames`). With ``adc_maps``, an ADC map's pixels are decoded after all
+    (`NotAnalysed.adc`): the series' lesions are checked against them (`daemon.series.adc`);
+    pixels that cannot be decoded leave it None.
     Every `ScanError` becomes a `Rejected`; anything else propagates (the worker reports it as an
     ``INTERNAL_ERROR`` and logs the traceback).
     """
@@ -220,7 +221,12 @@ def decode_claim(
                 source = _described(source, "dicom", opened, opened.info)
                 adc = adc_values(opened, limits) if adc_maps else None
                 return NotAnalysed(claim, source, reason, _ms_since(started), adc)
-            image = _main_frame_in_range(opened.decode(limits), b_range)
+            image = opened.decode(limits)
+            reason = _no_frame_in_range(image, b_range)
+            if reason is not None:
+                source = _described(source, image.format, image, image.dicom)
+                return NotAnalysed(claim, source, reason, _ms_since(started))
+            image = _main_frame_in_range(image, b_range)
             header_mr = b_range is not None and (
                 (opened.info.header.modality or "").strip().upper() == "MR"
             )
@@ -321,6 +327,26 @@ def _frame_tensors(
     return tuple(
         (index, preprocess(image.frame_pixels[index], spec))
         for index in _frames_to_analyse(image, b_range)
+    )
+
+
+def _no_frame_in_range(
+    image: DecodedImage, b_range: tuple[float, float] | None
+) -> OutOfScope | None:
+    """Why an enhanced object is not analysed when every frame's b-value is out of range.
+
+    A b0-only object, say: none of its frames is a slice to analyse, and its pixels are not one
+    (``NOT_B1000``). None when a frame is in range or has no b-value, and for any other image.
+    """
+    if b_range is None or not image.frame_pixels or image.dicom is None:
+        return None
+    values = [tag.b_value for tag in image.dicom.series.frames]
+    if _frames_to_analyse(image, b_range) or any(b is None for b in values):
+        return None
+    low, high = b_range
+    found = ", ".join(f"{b:g}" for b in sorted({b for b in values if b is not None}))
+    return OutOfScope(
+        NOT_B1000, f"every frame's b-value ({found} s/mm²) lies outside {low:g}-{high:g}"
     )
 
 
