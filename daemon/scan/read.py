@@ -338,13 +338,13 @@ def _no_frame_in_range(
     A b0-only object, say: none of its frames is a slice to analyse, and its pixels are not one
     (``NOT_B1000``). None when a frame is in range or has no b-value, and for any other image.
     """
-    if b_range is None or not image.frame_pixels or image.dicom is None:
+    if b_range is None or image.dicom is None or not image.frame_pixels:
         return None
-    values = [tag.b_value for tag in image.dicom.series.frames]
-    if _frames_to_analyse(image, b_range) or any(b is None for b in values):
+    if _frames_to_analyse(image, b_range):
         return None
-    low, high = b_range
-    found = ", ".join(f"{b:g}" for b in sorted({b for b in values if b is not None}))
+    low, high = b_range  # every frame has a b-value here: one without would be analysed
+    values = {tag.b_value for tag in image.dicom.series.frames if tag.b_value is not None}
+    found = ", ".join(f"{b:g}" for b in sorted(values))
     return OutOfScope(
         NOT_B1000, f"every frame's b-value ({found} s/mm²) lies outside {low:g}-{high:g}"
     )
