@@ -53,6 +53,8 @@ from daemon.shared.preprocess import PreprocessSpec, preprocess, preprocess_plac
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from daemon.shared.dicom_series import FrameTags
+
 _KINDS = (
     (stat.S_ISLNK, "a symbolic link (links are never followed)"),
     (stat.S_ISFIFO, "a fifo (named pipe)"),
@@ -198,7 +200,8 @@ def decode_claim(
     are never decoded, so a CT, T1 or report in a whole-study push costs no decoding and cannot
     fail on its pixels (``b_range`` None: no header rule is applied). So does an enhanced object
     every frame of which has a b-value out of range, once decoded (`_no_frame_in_range`); any
-    other enhanced object is classified by one of its frames to analyse (`_main_frame_in_range`).
+    other enhanced object is classified by one of its frames to analyse
+    (`_classified_by_a_wanted_frame`).
     An MR image whose header passed every rule with a b-value in range is `Decoded.header_dwi`; so
     are the frames of an enhanced MR object whose own b-value is in range
     (`Decoded.header_dwi_frames`). With ``adc_maps``, an ADC map's pixels are decoded after all
@@ -222,27 +225,29 @@ def decode_claim(
                 adc = adc_values(opened, limits) if adc_maps else None
                 return NotAnalysed(claim, source, reason, _ms_since(started), adc)
             image = opened.decode(limits)
-            reason = _no_frame_in_range(image, b_range)
-            if reason is not None:
+            wanted = _frames_to_analyse(image, b_range)
+            if image.frame_pixels and not wanted:
                 source = _described(source, image.format, image, image.dicom)
+                reason = _no_frame_in_range(image, b_range)
                 return NotAnalysed(claim, source, reason, _ms_since(started))
-            image = _main_frame_in_range(image, b_range)
+            image = _classified_by_a_wanted_frame(image, wanted)
             header_mr = b_range is not None and (
                 (opened.info.header.modality or "").strip().upper() == "MR"
             )
         else:
-            image = decode(data, name, limits)
+            image, wanted = decode(data, name, limits), []
         source = _described(source, image.format, image, image.dicom)
         if _two_levels(image.pixels):
             return NotAnalysed(claim, source, TWO_LEVELS, _ms_since(started))
         tensor, placement = preprocess_placed(image.pixels, spec)
-        frames = _frame_tensors(image, spec, b_range)
+        frames = tuple((t.index, preprocess(image.frame_pixels[t.index], spec)) for t in wanted)
     except Refused as refused:
         source, error = refused.source, refused.error
     except ScanError as exc:
         error = exc
     else:
-        dwi_frames = _header_dwi_frames(image, b_range) if header_mr else frozenset()
+        # a frame's own b-value in range (wanted holds frames in range or without one)
+        dwi_frames = frozenset(t.index for t in wanted if header_mr and t.b_value is not None)
         return Decoded(
             claim,
             source,
@@ -308,58 +313,44 @@ def _described(
     )
 
 
-def _frames_to_analyse(image: DecodedImage, b_range: tuple[float, float] | None) -> list[int]:
+def _frames_to_analyse(image: DecodedImage, b_range: tuple[float, float] | None) -> list[FrameTags]:
     """The frames of an enhanced object to analyse: b-value in range, or none given."""
     if not image.frame_pixels or image.dicom is None:
         return []
     low, high = b_range if b_range is not None else (-math.inf, math.inf)
     return [
-        tag.index
+        tag
         for tag in image.dicom.series.frames
         if tag.b_value is None or low <= tag.b_value <= high
     ]
 
 
-def _frame_tensors(
-    image: DecodedImage, spec: PreprocessSpec, b_range: tuple[float, float] | None
-) -> tuple[tuple[int, npt.NDArray[np.float32]], ...]:
-    """The frames of an enhanced object to analyse, preprocessed."""
-    return tuple(
-        (index, preprocess(image.frame_pixels[index], spec))
-        for index in _frames_to_analyse(image, b_range)
-    )
+def _no_frame_in_range(image: DecodedImage, b_range: tuple[float, float] | None) -> OutOfScope:
+    """Why an enhanced object none of whose frames is in range is not analysed (``NOT_B1000``).
 
-
-def _no_frame_in_range(
-    image: DecodedImage, b_range: tuple[float, float] | None
-) -> OutOfScope | None:
-    """Why an enhanced object is not analysed when every frame's b-value is out of range.
-
-    A b0-only object, say: none of its frames is a slice to analyse, and its pixels are not one
-    (``NOT_B1000``). None when a frame is in range or has no b-value, and for any other image.
+    A b0-only object, say: none of its frames is a slice to analyse, and its pixels are not one.
+    Every frame has a b-value then (one without would be analysed).
     """
-    if b_range is None or image.dicom is None or not image.frame_pixels:
-        return None
-    if _frames_to_analyse(image, b_range):
-        return None
-    low, high = b_range  # every frame has a b-value here: one without would be analysed
-    values = {tag.b_value for tag in image.dicom.series.frames if tag.b_value is not None}
-    found = ", ".join(f"{b:g}" for b in sorted(values))
+    low, high = b_range if b_range is not None else (-math.inf, math.inf)
+    frames = image.dicom.series.frames if image.dicom is not None else ()
+    found = ", ".join(
+        f"{b:g}" for b in sorted({t.b_value for t in frames if t.b_value is not None})
+    )
     return OutOfScope(
         NOT_B1000, f"every frame's b-value ({found} s/mm²) lies outside {low:g}-{high:g}"
     )
 
 
-def _main_frame_in_range(image: DecodedImage, b_range: tuple[float, float] | None) -> DecodedImage:
-    """``image``, classified by a frame to analyse when it is an enhanced object.
+def _classified_by_a_wanted_frame(image: DecodedImage, wanted: list[FrameTags]) -> DecodedImage:
+    """``image``, classified by one of its ``wanted`` frames when it is an enhanced object.
 
     An enhanced object whose middle frame is not one to analyse (a b0 frame, say) is classified by
     the middle one of the frames to analyse instead; the report's ``frame_used`` says which.
     """
-    wanted = _frames_to_analyse(image, b_range)
-    if not wanted or image.dicom is None or image.dicom.frame_used in wanted:
+    indices = [t.index for t in wanted]
+    if not indices or image.dicom is None or image.dicom.frame_used in indices:
         return image
-    chosen = wanted[len(wanted) // 2]
+    chosen = indices[len(indices) // 2]
     return dataclasses.replace(
         image,
         pixels=image.frame_pixels[chosen],
@@ -378,18 +369,6 @@ def _header_dwi(image: DecodedImage, header_mr: bool, frames: frozenset[int]) ->
     if image.frame_pixels:
         return image.dicom.frame_used in frames
     return image.dicom.header.b_value is not None
-
-
-def _header_dwi_frames(image: DecodedImage, b_range: tuple[float, float] | None) -> frozenset[int]:
-    """The frames of an enhanced MR object whose own b-value is in ``b_range``."""
-    if not image.frame_pixels or image.dicom is None or b_range is None:
-        return frozenset()
-    low, high = b_range
-    return frozenset(
-        tag.index
-        for tag in image.dicom.series.frames
-        if tag.b_value is not None and low <= tag.b_value <= high
-    )
 
 
 def configure_decoders() -> None:
