@@ -30,7 +30,15 @@ from structlog.testing import capture_logs
 from daemon.errors import ConfigError
 from daemon.outbox.capture import secondary_capture
 from daemon.service.status import describe
-from daemon.shared.dicom_scope import B_RANGE, CODES, Header, judge
+from daemon.shared.dicom_scope import (
+    B_RANGE,
+    CODES,
+    MIN_DWI_TE_MS,
+    MIN_DWI_TR_MS,
+    MIN_NON_DWI_TI_MS,
+    Header,
+    judge,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,8 +81,39 @@ def _vendor_b(vendor: str, b1000: bool) -> Callable[[pydicom.Dataset], None]:
     return change
 
 
+def _stripped(**attributes: Any) -> Callable[[pydicom.Dataset], None]:
+    """Nothing left that says diffusion (as an export that empties descriptions leaves it), and
+    ``attributes`` set: the acquisition's type and timing are all that speak."""
+
+    def change(ds: pydicom.Dataset) -> None:
+        for keyword in ("DiffusionBValue", "SeriesDescription", "SequenceName", "ScanningSequence"):
+            delattr(ds, keyword)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+
+    return change
+
+
+def _sequence_name_only(name: str) -> Callable[[pydicom.Dataset], None]:
+    """No b-value tag left (an anonymiser stripped the private ones): Siemens' SequenceName."""
+
+    def change(ds: pydicom.Dataset) -> None:
+        del ds.DiffusionBValue
+        ds.SequenceName = name
+
+    return change
+
+
 REFUSED = {
     # name: (bytes, the reason code)
+    "b0-sequence-name.dcm": (_variant(_sequence_name_only("*ep_b0")), "NOT_B1000"),
+    "flair-by-its-timing.dcm": (
+        _variant(_stripped(RepetitionTime=9000, EchoTime=120, InversionTime=2500)),
+        "NOT_DWI",
+    ),
+    "t1-by-its-timing.dcm": (_variant(_stripped(RepetitionTime=550, EchoTime=12)), "NOT_DWI"),
+    "t1-3d.dcm": (_variant(_stripped(MRAcquisitionType="3D")), "NOT_DWI"),
     "mr-small-t2-spin-echo.dcm": ((PYDICOM_FILES / "MR_small.dcm").read_bytes(), "NOT_DWI"),
     "ct-small.dcm": ((PYDICOM_FILES / "CT_small.dcm").read_bytes(), "NOT_MR"),
     "adc-map.dcm": (_variant(_set("ImageType", ["DERIVED", "PRIMARY", "ADC"])), "NOT_DWI"),
@@ -120,6 +159,11 @@ ANALYSED = {
     **{
         f"b1000-{vendor}-tag.dcm": _variant(_vendor_b(vendor, b1000=True)) for vendor in VENDOR_TAGS
     },
+    "b1000-sequence-name.dcm": _variant(_sequence_name_only("*ep_b1000t")),
+    # A DWI with STIR fat suppression (TI 180 ms) and nothing else left that says diffusion.
+    "no-b-dwi-stir-timing.dcm": _variant(
+        _stripped(RepetitionTime=5200, EchoTime=89, InversionTime=180)
+    ),
     "sample-01.dcm": (SAMPLES / "01-no-acute-infarct.dcm").read_bytes(),
     "sample-05.dcm": (SAMPLES / DWI_SAMPLE).read_bytes(),
 }
@@ -166,15 +210,17 @@ def test_out_of_scope_file_is_not_analysed_with_its_code(outcome, name) -> None:
 
 @pytest.mark.parametrize("name", sorted(ANALYSED))
 def test_dwi_b1000_dicom_is_analysed_as_before(outcome, name) -> None:
-    """b = 1000 in any vendor's tag, and the untouched samples: ok, no reason, a b of 1000.
+    """b = 1000 in any vendor's tag, and the untouched samples: ok, no reason, a b of 1000; a DWI
+    whose header says nothing of diffusion but a timing that fits one: ok, no b-value.
 
-    A vendor variant has the sample's pixels: it gets the untouched sample's very prediction.
+    A variant has the sample's pixels: it gets the untouched sample's very prediction.
     """
     report = outcome["reports"][name]
     assert report["status"] == "ok", report.get("reason") or report["error"]
     assert "reason" not in report
-    assert report["source"]["dicom"]["diffusion_b_value"] == 1000.0
-    if name.startswith("b1000-"):
+    expected_b = None if name.startswith("no-b-") else 1000.0
+    assert report["source"]["dicom"]["diffusion_b_value"] == expected_b
+    if name.startswith(("b1000-", "no-b-")):
         assert report["prediction"] == outcome["reports"]["sample-05.dcm"]["prediction"]
     if name != "sample-01.dcm":
         assert report["prediction"]["label"] == _expected_label(DWI_SAMPLE)
@@ -187,6 +233,9 @@ def test_the_b_value_is_reported_from_whichever_tag_holds_it(outcome) -> None:
         assert found[f"b0-{vendor}-tag.dcm"]["source"]["dicom"]["diffusion_b_value"] == 0.0
         assert found[f"b1000-{vendor}-tag.dcm"]["source"]["dicom"]["diffusion_b_value"] == 1000.0
     assert "GE (0043,1039)" in found["b0-ge-tag.dcm"]["reason"]["message"]
+    assert found["b0-sequence-name.dcm"]["source"]["dicom"]["diffusion_b_value"] == 0.0
+    assert "SequenceName (0018,0024)" in found["b0-sequence-name.dcm"]["reason"]["message"]
+    assert found["b1000-sequence-name.dcm"]["source"]["dicom"]["diffusion_b_value"] == 1000.0
 
 
 def test_status_file_and_status_command_count_them(outcome) -> None:
@@ -287,6 +336,21 @@ def test_an_empty_b_range_is_a_config_error(tmp_path) -> None:
         (Header(normal=(1.0, 0.0, 0.0)), "NOT_AXIAL"),
         (Header(normal=(0.0, 1.0, 0.1)), "NOT_AXIAL"),
         (Header(b_value=0.0, normal=(1.0, 0.0, 0.0)), "NOT_B1000"),
+        # How it was acquired, when nothing says diffusion: 3D, short TE or TR, a long TI.
+        (Header(acquisition="3D"), "NOT_DWI"),
+        (Header(acquisition="2D"), None),
+        (Header(echo_ms=4.0, repetition_ms=2300.0), "NOT_DWI"),
+        (Header(echo_ms=90.0, repetition_ms=600.0), "NOT_DWI"),
+        (Header(echo_ms=120.0, repetition_ms=9000.0, inversion_ms=2500.0), "NOT_DWI"),
+        (Header(echo_ms=3.0, repetition_ms=1900.0, inversion_ms=900.0), "NOT_DWI"),
+        (Header(echo_ms=MIN_DWI_TE_MS, repetition_ms=MIN_DWI_TR_MS), None),
+        (Header(echo_ms=95.0, repetition_ms=4000.0), None),  # a T2 or a DWI: cannot tell
+        (Header(echo_ms=70.0, repetition_ms=5000.0, inversion_ms=180.0), None),  # STIR fat-sat
+        (Header(inversion_ms=MIN_NON_DWI_TI_MS), "NOT_DWI"),
+        # A b-value or a diffusion word overrules the timing.
+        (Header(acquisition="3D", texts=(("SeriesDescription", "DWI 3D RESOLVE"),)), None),
+        (Header(echo_ms=30.0, b_value=1000.0, b_value_tag="t"), None),
+        (Header(echo_ms=30.0, b_value=0.0, b_value_tag="t"), "NOT_B1000"),
     ],
 )
 def test_rules_table(header: Header, code: str | None) -> None:

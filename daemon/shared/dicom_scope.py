@@ -22,7 +22,11 @@ code           when
                projection (TOF, MRA, MIP), a Siemens MOSAIC (many slices tiled in one image);
                or ScanningSequence (0018,0020) is present without ``EP``
                (echo planar) while no b-value and no diffusion word is anywhere in the header
-               (a spin echo or gradient echo image: pydicom's ``MR_small.dcm``)
+               (a spin echo or gradient echo image: pydicom's ``MR_small.dcm``);
+               or, again with no b-value and no diffusion word, the timing or the acquisition
+               rules a diffusion image out: MRAcquisitionType (0018,0023)
+               ``3D``, EchoTime (0018,0081) under `MIN_DWI_TE_MS`, RepetitionTime (0018,0080)
+               under `MIN_DWI_TR_MS` or InversionTime (0018,0082) from `MIN_NON_DWI_TI_MS` up
 ``NOT_B1000``  a b-value is present and lies outside the accepted range (`B_RANGE`, config
                ``limits.b_value_min`` .. ``limits.b_value_max``): b0 images of a diffusion series
                are not b1000
@@ -34,8 +38,10 @@ code           when
 b-values are read from the standard DiffusionBValue (0018,9087) first, then from the vendors'
 private tags: Siemens (0019,100C), GE (0043,1039), Philips (2001,1003). GE writes its b-value as
 the first value of (0043,1039), sometimes offset by 1,000,000,000 (``1000001000`` for b = 1000):
-the value is taken modulo 10⁹. A header with none of these says nothing about b (most raster
-exports and many older DICOM files): no rule fires on a missing attribute.
+the value is taken modulo 10⁹. Last comes Siemens' SequenceName (0018,0024), which names each
+image's b-value (``*ep_b0``, ``*ep_b1000t``, ``*re_b1000#2``) and survives the anonymisers that
+strip private tags. A header with none of these says nothing about b (most raster exports and
+many older DICOM files): no rule fires on a missing attribute.
 
 Shared (daemon and trainer): the rules need nothing but the parsed header.
 """
@@ -54,6 +60,19 @@ from daemon.shared.dicom_series import image_orientation, slice_normal
 B_RANGE = (700.0, 1600.0)
 """Accepted b-values (s/mm²) by default: the generator trains on 800-1500, with a margin for the
 b-values sites call "b1000" (some scanners write 998 or 1005; some protocols use 800 or 1500)."""
+
+MIN_DWI_TE_MS = 35.0
+"""A b = 1000 s/mm² spin echo needs its diffusion gradients on both sides of the refocusing pulse:
+with the 40-80 mT/m of clinical scanners the shortest echo times are about 45-65 ms (60-110 ms
+in practice). An EchoTime under this is a T1, PD or gradient-echo image."""
+
+MIN_DWI_TR_MS = 1000.0
+"""Multi-slice DWI repeats every 2-10 s (1.5 s and up with simultaneous multi-slice); T1 spin echo
+(400-700 ms) and gradient echo (under 100 ms) repeat faster than this."""
+
+MIN_NON_DWI_TI_MS = 600.0
+"""Fat suppression of a DWI by inversion (STIR) uses 150-250 ms; from this up an inversion is a
+FLAIR (1,800-2,800 ms) or a T1 inversion recovery or MPRAGE (800-1,200 ms)."""
 
 GE_B_OFFSET = 1_000_000_000
 """GE's (0043,1039) may carry the b-value plus this offset."""
@@ -106,7 +125,12 @@ B_VALUE_TAGS = (
     ("GE (0043,1039)", 0x00431039),
     ("Philips (2001,1003)", 0x20011003),
 )
-"""Where a b-value is looked for, in this order; the first readable one is the file's."""
+"""Where a b-value is looked for, in this order; the first readable one is the file's (then
+Siemens' SequenceName, `SEQUENCE_NAME_B`)."""
+
+SEQUENCE_NAME_B = re.compile(r"(?:EP|RE)_B(\d+)(?![\d_])", re.IGNORECASE)
+"""Siemens' diffusion SequenceName: ``*ep_b1000t``, ``*ep_b0``, ``*re_b1000#1`` (readout-segmented);
+not the ADC's ``*ep_b0_1000``, which names two b-values."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,12 @@ class Header:
     normal: tuple[float, float, float] | None = None
     """The slice plane's unit normal from ImageOrientationPatient (None: not given)."""
     manufacturer: str | None = None
+    acquisition: str | None = None
+    """MRAcquisitionType: ``2D`` or ``3D``."""
+    echo_ms: float | None = None
+    repetition_ms: float | None = None
+    inversion_ms: float | None = None
+    """EchoTime, RepetitionTime, InversionTime; None when absent or not above 0."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +182,17 @@ def read_header(ds: Any) -> Header:
         tag,
         slice_normal(orientation) if orientation is not None else None,
         str(ds.get("Manufacturer") or "").strip() or None,
+        str(ds.get("MRAcquisitionType") or "").strip().upper() or None,
+        _time(ds.get("EchoTime")),
+        _time(ds.get("RepetitionTime")),
+        _time(ds.get("InversionTime")),
     )
+
+
+def _time(value: Any) -> float | None:
+    """A timing attribute in ms; None when absent, unreadable or not above 0 ("not applicable")."""
+    number = _number(value) if value is not None else None
+    return number if number is not None and number > 0 else None
 
 
 def _values(value: Any) -> list[str]:
@@ -175,6 +215,9 @@ def b_value_of(ds: Any) -> tuple[float | None, str | None]:
         if tag == 0x00431039:
             value %= GE_B_OFFSET
         return value, name
+    found = SEQUENCE_NAME_B.search(str(ds.get("SequenceName") or ""))
+    if found:
+        return float(found[1]), "SequenceName (0018,0024)"
     return None, None
 
 
@@ -214,21 +257,9 @@ def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope 
         )
     if header.modality is not None and header.modality.strip().upper() != "MR":
         return OutOfScope(NOT_MR, f"Modality is {header.modality!r}, not MR")
-    named = _named_otherwise(header.texts)
+    named = _named_otherwise(header.texts) or _acquired_otherwise(header)
     if named is not None:
         return named
-    sequence = header.scanning_sequence
-    if (
-        sequence is not None
-        and "EP" not in sequence.upper()
-        and header.b_value is None
-        and not any(_DIFFUSION.search(text) for _, text in header.texts)
-    ):
-        return OutOfScope(
-            NOT_DWI,
-            f"ScanningSequence is {sequence!r} (no echo planar) and no b-value is given: "
-            "not a diffusion acquisition",
-        )
     low, high = b_range
     if header.b_value is not None and not low <= header.b_value <= high:
         return OutOfScope(
@@ -236,6 +267,43 @@ def judge(header: Header, b_range: tuple[float, float] = B_RANGE) -> OutOfScope 
             f"b = {header.b_value:g} s/mm² ({header.b_value_tag}), outside {low:g}-{high:g}",
         )
     return _plane(header.normal)
+
+
+def _acquired_otherwise(header: Header) -> OutOfScope | None:
+    """`NOT_DWI` when nothing says diffusion and the acquisition cannot have been one.
+
+    A series whose descriptions an export emptied still carries how it was acquired. A b-value
+    or a diffusion word anywhere in the header overrules these rules.
+    """
+    if header.b_value is not None or any(_DIFFUSION.search(text) for _, text in header.texts):
+        return None
+    sequence = header.scanning_sequence
+    if sequence is not None and "EP" not in sequence.upper():
+        return OutOfScope(
+            NOT_DWI,
+            f"ScanningSequence is {sequence!r} (no echo planar) and no b-value is given: "
+            "not a diffusion acquisition",
+        )
+    why = _timing_rules_out(header)
+    if why is None:
+        return None
+    return OutOfScope(NOT_DWI, f"{why}, and no b-value is given: not a diffusion image")
+
+
+def _timing_rules_out(header: Header) -> str | None:
+    """What in the acquisition's type or timing cannot be a DWI b1000 image, or None."""
+    if header.acquisition == "3D":
+        return "MRAcquisitionType is 3D (DWI is acquired slice by slice)"
+    if header.echo_ms is not None and header.echo_ms < MIN_DWI_TE_MS:
+        return f"EchoTime is {header.echo_ms:g} ms (a b1000 DWI needs {MIN_DWI_TE_MS:g} ms or more)"
+    if header.repetition_ms is not None and header.repetition_ms < MIN_DWI_TR_MS:
+        return (
+            f"RepetitionTime is {header.repetition_ms:g} ms "
+            f"(a multi-slice DWI repeats in {MIN_DWI_TR_MS:g} ms or more)"
+        )
+    if header.inversion_ms is not None and header.inversion_ms >= MIN_NON_DWI_TI_MS:
+        return f"InversionTime is {header.inversion_ms:g} ms (a FLAIR or T1 inversion recovery)"
+    return None
 
 
 def _named_otherwise(texts: tuple[tuple[str, str], ...]) -> OutOfScope | None:
