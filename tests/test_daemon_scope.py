@@ -330,6 +330,8 @@ def test_an_empty_b_range_is_a_config_error(tmp_path) -> None:
         ),
         (Header(texts=(("SequenceName", "*ep_b1000t"), ("ImageType", "TRACEW"))), None),
         (Header(texts=(("SeriesDescription", "DWI b1000 FAST"),)), None),
+        (Header(texts=(("SeriesDescription", "sDWI"),), scanning_sequence="SE"), None),
+        (Header(texts=(("SeriesDescription", "sDWI"),), echo_ms=8.0), None),
         # The plane: axial, tilted up to 45 degrees, in; sagittal and coronal out.
         (Header(normal=(0.0, 0.0, 1.0)), None),
         (Header(normal=(0.0, -0.6, 0.8)), None),

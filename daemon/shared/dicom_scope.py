@@ -91,7 +91,11 @@ def _word(pattern: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![A-Z])(?:{pattern})(?![A-Z])", re.IGNORECASE)
 
 
-_DIFFUSION = _word(r"DWI|DIFFUSION|DIFF|TRACEW?|EP2D_DIFF|B\s?1000")
+_DIFFUSION = re.compile(
+    "DWI|" + _word(r"DIFFUSION|DIFF|TRACEW?|EP2D_DIFF|B\s?1000").pattern, re.IGNORECASE
+)
+"""Words that say diffusion. ``DWI`` counts inside a word too (Philips' ``sDWI``, ``DWIBS``):
+this pattern only ever keeps a file in, so a loose match costs nothing but a picture check."""
 _NOT_DWI = (
     ("an ADC map", _word(r"(?:E|D|EXP)?ADC|APPARENT[\s_-]*DIFFUSION|EXPONENTIAL")),
     ("FLAIR", _word(r"FLAIR|TIRM|DARK[\s_-]?FLUID")),
