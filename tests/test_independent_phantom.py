@@ -1,0 +1,176 @@
+"""scripts/independent_phantom.py: the phantom written without the project's generator.
+
+Tiny runs only: two slice cases and one short study, checked for what the measurements rely on
+(files decode, the layout is the dataset layout, truth and pixels agree, vendor headers).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from daemon.shared.dataset import DatasetLayout, scan
+from daemon.shared.dicom_scope import b_value_of
+from daemon.shared.labels import load_label_map
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "independent_phantom.py"
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    spec = importlib.util.spec_from_file_location("independent_phantom", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["independent_phantom"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def slice_set(phantom, tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom") / "slices"
+    rows = phantom.make_slices(out, n_cases=2, seed=5)
+    return out, rows
+
+
+@pytest.fixture(scope="module")
+def study(phantom, tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom") / "studies"
+    rng = np.random.default_rng(11)
+    rows = phantom.make_study(out, 1, "Left thalamus", rng, n_slices=3, with_ct=True)
+    return out / "study001", rows
+
+
+def read(path: Path) -> np.ndarray:
+    if path.suffix == ".dcm":
+        return pydicom.dcmread(path).pixel_array
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
+def test_every_placed_class_is_a_canonical_class(phantom):
+    classes = set(load_label_map().classes)
+    assert set(phantom.PLACEMENT) <= classes
+    assert phantom.NORMAL in classes
+
+
+def test_slice_set_is_a_dataset_the_daemon_reads(slice_set):
+    out, rows = slice_set
+    dataset = scan(out, DatasetLayout(), load_label_map())
+    assert len(dataset.samples) == len(rows) == 4
+    assert {s.case_id for s in dataset.samples} == {r["case_id"] for r in rows}
+    assert dataset.case_ids_from == "manifest"
+    labels = {s.label for s in dataset.samples}
+    assert "No acute infarct" in labels
+    assert len(labels) == 2
+    for sample in dataset.samples:
+        pixels = read(dataset.path(sample))
+        assert pixels.ndim == 2
+        assert min(pixels.shape) >= 96
+        assert pixels.std() > 0
+
+
+def test_infarct_slices_cut_the_lesion(slice_set):
+    _, rows = slice_set
+    infarct = [r for r in rows if r["finding"] == "acute_infarct"]
+    normal = [r for r in rows if r["finding"] == "no_acute_infarct"]
+    assert len(infarct) == len(normal) == 2
+    assert all(float(r["lesion_volume_ml"]) > 0.2 for r in infarct)
+    assert all(float(r["lesion_area_mm2"]) > 0 for r in infarct)
+    assert all(float(r["lesion_volume_ml"]) == 0 for r in normal)
+
+
+def test_study_truth_and_series(study):
+    folder, rows = study
+    kinds = {r["kind"]: r for r in rows}
+    assert {"dwi", "adc", "ct"} <= set(kinds)
+    assert any(k.startswith("t1") for k in kinds)
+    assert any(k.startswith("flair") for k in kinds)
+    with (folder / "truth.csv").open(encoding="utf-8") as fh:
+        written = list(csv.DictReader(fh))
+    assert {r["series_uid"] for r in written} == {r["series_uid"] for r in rows}
+    dwi = kinds["dwi"]
+    assert dwi["finding"] == "acute_infarct"
+    assert dwi["label"] == "Left thalamus"
+    assert float(dwi["lesion_volume_ml"]) > 0
+    assert dwi["lesion_slices"]
+    series = {}
+    for path in folder.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        series.setdefault(ds.SeriesInstanceUID, []).append(ds)
+    assert set(series) == {r["series_uid"] for r in rows}
+    for row in rows:
+        assert len(series[row["series_uid"]]) == int(row["images"])
+    assert all(ds.Modality == "CT" for ds in series[kinds["ct"]["series_uid"]])
+    adc = series[kinds["adc"]["series_uid"]]
+    assert all("ADC" in ds.ImageType for ds in adc)
+
+
+def test_dwi_lesion_is_bright_on_b1000_and_dark_on_adc(phantom):
+    anat = phantom.load_anatomy()
+    rng = np.random.default_rng(3)
+    subject = phantom.make_subject(rng)
+    subject.atrophy_mm = 0.0
+    subject.lesions, centre = phantom.place_lesions(anat, "Right basal ganglia", rng)
+    geom = phantom.make_geometry(rng, matrix=192, fov=230.0)
+    proto = phantom.DiffusionProtocol.random(rng)
+    proto.snr = 30.0
+    z = subject.patient_z(centre)
+    img = phantom.render_diffusion(anat, subject, geom, proto, z, rng=rng)
+    lesion = img["lesion"] >= 0.7
+    around = (
+        phantom.ndimage.binary_dilation(lesion, iterations=6)
+        & ~phantom.ndimage.binary_dilation(lesion, iterations=2)
+        & (img["brain"] > 0.8)
+    )
+    assert lesion.sum() > 5
+    assert img["b1000"][lesion].mean() > 1.3 * img["b1000"][around].mean()
+    assert np.median(img["adc"][lesion]) < 650 < np.median(img["adc"][around])
+
+
+def test_vendor_b_value_conventions(study):
+    folder, rows = study
+    dwi_uid = next(r["series_uid"] for r in rows if r["kind"] == "dwi")
+    b_values = set()
+    for path in (folder / "DWI").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        assert ds.SeriesInstanceUID == dwi_uid
+        assert ds.PatientName.family_name == "PHANTOM"
+        b, tag = b_value_of(ds)
+        b_values.add(b)
+        vendor = next(r["vendor"] for r in rows if r["kind"] == "dwi")
+        expected = {
+            "standard": "DiffusionBValue (0018,9087)",
+            "siemens": "Siemens (0019,100C)",
+            "ge": "GE (0043,1039)",
+            "philips": "Philips (2001,1003)",
+        }[vendor]
+        assert tag == expected
+        if vendor != "standard":
+            assert "DiffusionBValue" not in ds
+    assert b_values == {0.0, 1000.0}
+
+
+@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips", "standard"])
+def test_each_vendor_header_reads_back(phantom, tmp_path, vendor):
+    rng = np.random.default_rng(1)
+    header = phantom.diffusion_header(vendor, 1000.0, "1.2.3.4", {"te": 80, "tr": 5000}, rng)
+    header.implicit = vendor == "ge"
+    ids = phantom.StudyIds(1, "1.2.3.5", "1.2.3.6", "F", 70)
+    geom = phantom.make_geometry(rng, matrix=128)
+    pixels = np.arange(geom.rows * geom.cols, dtype=np.uint16).reshape(geom.rows, geom.cols)
+    ds = phantom.dicom_dataset(ids, header, pixels % 1000, geom, 10.0, instance=1)
+    path = tmp_path / f"{vendor}.dcm"
+    phantom.save_dicom(ds, path)
+    back = pydicom.dcmread(path)
+    assert b_value_of(back)[0] == 1000.0
+    assert back.Modality == "MR"
+    assert list(back.ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+    if vendor == "siemens":
+        assert back.SequenceName == "*ep_b1000t"
