@@ -457,6 +457,27 @@ class TestRules:
         slices = [_record(i, "No acute infarct", 0.9, z) for i, z in enumerate((0, 3, 6, 15, 18))]
         assert missing_positions(slices) == [9.0, 12.0]
 
+    def test_a_slice_that_arrived_and_was_refused_is_not_missing(self) -> None:
+        """The image check refused the slice at 9 mm: it is an other image, the series is ok; a
+        b0 image at 9 mm does not stand in for a b1000 slice that never came."""
+        analysed = [_record(i, "No acute infarct", 0.9, z) for i, z in enumerate((0, 3, 6, 12, 15))]
+        refused = dataclasses.replace(
+            _record(5, "No acute infarct", 0.9, 9.0),
+            status="not_analysed",
+            reason_code="OUT_OF_SCOPE_IMAGE",
+            label=None,
+            probability=None,
+        )
+        report = self._report([*analysed, refused])
+        assert report["status"] == "ok"
+        assert report["missing"] is None
+        assert [image["code"] for image in report["other_images"]] == ["OUT_OF_SCOPE_IMAGE"]
+        b0 = dataclasses.replace(refused, reason_code="NOT_B1000", b_value=0.0)
+        report = self._report([*analysed, b0])
+        assert report["status"] == "incomplete"
+        assert report["missing"]["positions"] == [9.0]
+        assert len(report["b0_images"]) == 1
+
     def test_natural_order(self) -> None:
         names = ["img10.png", "img2.png", "IMG1.png"]
         assert sorted(names, key=natural_key) == ["IMG1.png", "img2.png", "img10.png"]

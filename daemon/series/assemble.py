@@ -11,8 +11,12 @@ are analysed; the rest are listed.
 
 **Status.** ``ok``: slices, no gap. ``incomplete``: slices, with a gap in the InstanceNumbers (of
 every image of the series; 1..ImagesInAcquisition when the header gives it, else between the
-lowest and the highest number) or in the slice positions (a step between neighbouring slices over
-`GAP_FACTOR` times the median step, with at least three slices): ``missing`` lists them.
+lowest and the highest number) or in the slice positions (a step between neighbouring positions
+over `GAP_FACTOR` times the median step, with at least three): ``missing`` lists them. The
+positions are those of the slices and of the images that arrived in their place but were refused
+by the image check (``OUT_OF_SCOPE_IMAGE``) or could not be read (an error report): such an image
+is listed in ``other_images``, not missing. b0 images and other b-values are left out: they share
+the positions of the b1000 images and would hide one that never arrived.
 ``not_analysed``: no slice (an ADC, T1, FLAIR, CT... series, or only b0 images): ``reason`` is the
 most frequent reason of its images (an ADC series: ``NOT_DWI``, and ``dwi_series`` names the DWI
 series of the same study with the same geometry). ``error``: every image got an error report.
@@ -125,8 +129,17 @@ def missing_instances(records: Iterable[SliceRecord]) -> list[int]:
     return [n for n in range(low, high + 1) if n not in numbers]
 
 
+def _at_slice_level(record: SliceRecord, kind: str) -> bool:
+    """A slice, or an image at a slice's place that the image check refused or could not read."""
+    if kind == "slice":
+        return True
+    return kind == "other" and (
+        record.status == "error" or record.reason_code == "OUT_OF_SCOPE_IMAGE"
+    )
+
+
 def missing_positions(slices: list[SliceRecord]) -> list[float]:
-    """Slice positions absent between the slices (see the module docstring)."""
+    """Slice positions absent between ``slices`` (see the module docstring)."""
     positions = sorted(
         {round(r.slice_position, POSITION_DECIMALS) for r in slices if r.slice_position is not None}
     )
@@ -260,9 +273,10 @@ def build_series_report(
     elif not slices:
         status, reason = "not_analysed", _not_analysed_reason(ordered)
     else:
+        received = [r for r in ordered if _at_slice_level(r, kinds[r.key])]
         gaps = {
             "instance_numbers": missing_instances(ordered),
-            "positions": missing_positions(slices),
+            "positions": missing_positions(received),
         }
         if gaps["instance_numbers"] or gaps["positions"]:
             status, missing = "incomplete", gaps
