@@ -511,6 +511,7 @@ class TestSeriesLesions:
         assert document["lesion_volume_ml"] == pytest.approx(
             small["volume_ml"] + slab["volume_ml"], abs=1e-3
         )
+        assert document["restricted_volume_ml"] is None  # no ADC series: nothing is known
         centre = BLOB[0] + (BLOB[2] - 1) / 2, BLOB[1] + (BLOB[2] - 1) / 2
         assert slab["centroid_patient_mm"] == pytest.approx(
             [ORIGIN[0] + centre[0] * PIXEL_MM, ORIGIN[1] + centre[1] * PIXEL_MM, 3 * SLICE_MM],
@@ -578,6 +579,7 @@ class TestSeriesLesions:
         document = series_reports(config.reports)[series_id(uid, "x")]
         assert document["lesions"] is None
         assert document["lesion_volume_ml"] is None
+        assert document["restricted_volume_ml"] is None
         assert document["lesion_maps_missing"] == 1
 
     def test_a_series_scanned_without_a_segmenter_has_no_lesion_fields(self, tmp_path) -> None:
@@ -590,7 +592,13 @@ class TestSeriesLesions:
         assert run_once(config) == 0
 
         (document,) = series_reports(config.reports).values()
-        for field in ("lesions", "lesion_volume_ml", "summary_image", "lesion_maps_missing"):
+        for field in (
+            "lesions",
+            "lesion_volume_ml",
+            "restricted_volume_ml",
+            "summary_image",
+            "lesion_maps_missing",
+        ):
             assert field not in document
         assert all("lesion_mask" not in s for s in document["slices"])
 

@@ -130,6 +130,10 @@ def test_the_adc_confirms_the_infarcts_and_refutes_the_look_alikes(
         assert len(report["adc_series"]) == 1
         assert report["adc_slices"] == len(report["slices"])
         restricted = any(lesion["adc"]["restricted"] for lesion in report["lesions"])
+        restricted_ml = sum(
+            lesion["volume_ml"] for lesion in report["lesions"] if lesion["adc"]["restricted"]
+        )
+        assert report["restricted_volume_ml"] == pytest.approx(restricted_ml, abs=1e-3)
         by_classifier = classifier_finding([entry["finding"] for entry in report["slices"]])
         entry = (dwi["label"], report["finding"], by_classifier, restricted)
         (infarct if dwi["mask_volume_ml"] > 0 else normal).append(entry)

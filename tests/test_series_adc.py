@@ -21,7 +21,7 @@ from slice_records import slice_record
 from daemon.lesionmaps.files import adc_name, encode_adc, read_adc
 from daemon.scan.read import adc_values
 from daemon.series.adc import RESTRICTED_ADC, adc_by_slice, checked_finding, lesion_adc
-from daemon.series.lesions import lesions_3d
+from daemon.series.lesions import lesions_3d, restricted_volume
 from daemon.shared.decode import DecodeLimits, open_dicom
 
 if TYPE_CHECKING:
@@ -205,3 +205,18 @@ def test_adc_outside_maps_counts_restricted_tissue_not_the_head_s_edge() -> None
     assert largest == 18
     tissue = 3 * (20 * 20 - 16)  # inside the 2-pixel edge, without the CSF
     assert share == pytest.approx(19 / tissue)
+
+
+def test_the_restricted_volume_sums_the_restricted_lesions_only() -> None:
+    """Look-alikes leave it; an unchecked lesion or an unknown volume makes it unknown."""
+
+    def lesion(volume: float | None, restricted: bool | None) -> dict:
+        check = None if restricted is None else {"restricted": restricted}
+        return {"volume_ml": volume, "adc": check}
+
+    assert restricted_volume([]) == 0.0
+    assert restricted_volume([lesion(1.25, True), lesion(0.5, False), lesion(2.0, True)]) == 3.25
+    assert restricted_volume([lesion(0.5, False)]) == 0.0
+    assert restricted_volume([lesion(1.0, True), lesion(0.5, None)]) is None
+    assert restricted_volume([lesion(None, True)]) is None
+    assert restricted_volume([lesion(None, False)]) == 0.0

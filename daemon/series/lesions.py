@@ -25,7 +25,10 @@ through neighbouring slices when two parts share a pixel position). Each lesion 
     when the study's ADC series is linked: its ADC against the tissue around it and whether it
     restricts diffusion (`daemon.series.adc`); the series then gets ``adc_slices``.
 
-``lesion_volume_ml`` is their sum. ``summary_image`` is the montage of the overlays of the slices
+``lesion_volume_ml`` is their sum. With the ADC read (``adc_slices``), ``restricted_volume_ml`` is
+the sum over the lesions whose ADC is restricted: the acute lesion volume, without the
+look-alikes (0 when none is restricted; null without an ADC series, or when a lesion's ADC or
+volume is unknown). ``summary_image`` is the montage of the overlays of the slices
 with a lesion (`daemon.lesionmaps.overlay.render_summary`), ``overlays/<series id>_summary.png``;
 null without a lesion.
 
@@ -233,6 +236,7 @@ def lesion_fields(
         return {
             "lesions": None,
             "lesion_volume_ml": None,
+            "restricted_volume_ml": None,
             "summary_image": None,
             "lesion_maps_missing": missing,
             "lesion_error": None,
@@ -246,6 +250,7 @@ def lesion_fields(
     return {
         "lesions": lesions,
         "lesion_volume_ml": total,
+        "restricted_volume_ml": None if adc is None else restricted_volume(lesions),
         "summary_image": write_summary(
             reports, series_id, slices, known, lesions=lesions, total_ml=total, model=model
         ),
@@ -257,11 +262,29 @@ def lesion_fields(
     }
 
 
+def restricted_volume(lesions: list[dict[str, Any]]) -> float | None:
+    """The summed ``volume_ml`` of the lesions whose ADC is restricted.
+
+    None when any lesion's ADC check, or a restricted lesion's volume, is unknown.
+    """
+    total = 0.0
+    for lesion in lesions:
+        check = lesion.get("adc")
+        if check is None:
+            return None
+        if check["restricted"]:
+            if lesion["volume_ml"] is None:
+                return None
+            total += lesion["volume_ml"]
+    return round(total, 4)
+
+
 def failed_fields(message: str) -> dict[str, Any]:
     """The lesion fields of a series whose lesions could not be worked out (a bug: ``message``)."""
     return {
         "lesions": None,
         "lesion_volume_ml": None,
+        "restricted_volume_ml": None,
         "summary_image": None,
         "lesion_maps_missing": None,
         "lesion_error": message,
