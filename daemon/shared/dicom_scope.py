@@ -104,7 +104,7 @@ _NOT_DWI = (
     ("perfusion", _word(r"PERF(?:USION)?|PWI|DSC|DCE|P?C?ASL|CBF|CBV|MTT|TMAX|TTP")),
     ("susceptibility weighting", _word(r"SWI|SWIP|SWAN|MNIP|SUSCEPTIBILITY|HEMO")),
     ("an angiogram or a projection", _word(r"TOF|MRA|ANGIO|MIP|PROJECTION[\s_-]*IMAGE")),
-    ("a mosaic of slices", _word(r"MOSAIC")),
+    ("a mosaic (many slices tiled in one image)", _word(r"MOSAIC")),
 )
 _ADC_MAP = _word(r"D?ADC|APPARENT[\s_-]*DIFFUSION[\s_-]*COEFFICIENT")
 _EXPONENTIAL = _word(r"E(?:XP)?ADC|EXP(?:ONENTIAL)?")
@@ -315,7 +315,7 @@ def _named_otherwise(texts: tuple[tuple[str, str], ...]) -> OutOfScope | None:
     for attribute, text in texts:
         for what, pattern in _NOT_DWI:
             if pattern.search(text):
-                return OutOfScope(NOT_DWI, f"{attribute} says {what}, not a diffusion image")
+                return OutOfScope(NOT_DWI, f"{attribute} says {what}, not one DWI b1000 slice")
         if _DIFFUSION.search(text):
             continue
         if _WEIGHTING.search(text):
