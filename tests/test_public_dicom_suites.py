@@ -1,20 +1,25 @@
 """Public DICOM test suites through the real daemon: nothing in them is a DWI b1000 slice.
 
 Every DICOM file of pydicom's own test files and of pydicom-data (CT, MR T1/T2, NM, RT dose,
-ultrasound, secondary captures, reports, malformed and truncated objects, every transfer syntax)
-goes through one ``run --once`` of the real daemon with its defaults and the embedded bundle. None
-of them is what the model was made for, so none may get an answer. A header that says "not MR"
-decides alone: such a file is never decoded, so its pixels, however odd, cannot turn it into a
-failure.
+ultrasound, secondary captures, reports, malformed and truncated objects, every transfer syntax),
+of pynetdicom's and of nibabel's (among them real Siemens DTI mosaics at b = 0 and 1000 and a
+Philips MPRAGE, gzipped) goes through one ``run --once`` of the real daemon with its defaults and
+the embedded bundle. None of them is what the model was made for, so none may get an answer. A
+header that says "not MR" decides alone: such a file is never decoded, so its pixels, however
+odd, cannot turn it into a failure.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
+import nibabel
 import pydicom
+import pynetdicom
 import pytest
 from daemon_support import (
     PYDICOM_DATA,
@@ -26,10 +31,16 @@ from daemon_support import (
     run_once,
 )
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-SUITES = sorted({*PYDICOM_FILES.rglob("*.dcm"), *PYDICOM_DATA.glob("*.dcm")})
+NIBABEL = Path(nibabel.__file__).parent
+OTHERS = sorted(
+    {
+        *(Path(pynetdicom.__file__).parent / "tests" / "dicom_files").glob("*.dcm"),
+        *NIBABEL.rglob("*.dcm"),
+        *NIBABEL.rglob("*.dcm.gz"),
+    }
+)
+"""pynetdicom's and nibabel's DICOM test files (nibabel: the [train] extra, through nilearn)."""
+SUITES = sorted({*PYDICOM_FILES.rglob("*.dcm"), *PYDICOM_DATA.glob("*.dcm"), *OTHERS})
 
 
 def _header_modality(path: Path) -> str | None:
@@ -62,8 +73,11 @@ def outcome(tmp_path_factory) -> dict[str, Any]:
     config.incoming.mkdir(parents=True)
     names: dict[str, Path] = {}
     for index, path in enumerate(SUITES):
-        name = f"{index:03d}-{path.name}"
-        (config.incoming / name).write_bytes(path.read_bytes())
+        name = f"{index:03d}-{path.name.removesuffix('.gz')}"
+        data = path.read_bytes()
+        (config.incoming / name).write_bytes(
+            gzip.decompress(data) if path.suffix == ".gz" else data
+        )
         names[name] = path
     (config.incoming / "ct-cut.dcm").write_bytes(_cut_pixels(PYDICOM_FILES / "CT_small.dcm"))
     dwi = REPO / "samples" / "05-right-basal-ganglia.dcm"
@@ -74,7 +88,23 @@ def outcome(tmp_path_factory) -> dict[str, Any]:
 
 def test_the_suites_are_all_there() -> None:
     assert PYDICOM_DATA != PYDICOM_FILES, "pydicom-data (the test extra) is installed"
-    assert len(SUITES) >= 140
+    assert len(OTHERS) >= 10
+    assert len(SUITES) >= 150
+
+
+def test_real_siemens_dwi_mosaics_are_refused_with_their_b_value(outcome) -> None:
+    """nibabel's DTI mosaics (ImageType ...\\MOSAIC, slices tiled in one 896 x 896 image) are a
+    real scanner's diffusion images, but not one slice: refused by their header, b read from
+    Siemens' private tag."""
+    found = outcome["reports"]
+    mosaics = {name: found[name] for name in outcome["names"] if "siemens_dwi_" in name}
+    assert len(mosaics) == 2
+    for name, report in mosaics.items():
+        assert report["status"] == "not_analysed"
+        assert report["reason"]["code"] == "NOT_DWI"
+        assert "mosaic" in report["reason"]["message"]
+        b = 1000.0 if "siemens_dwi_1000" in name else 0.0
+        assert report["source"]["dicom"]["diffusion_b_value"] == b
 
 
 def test_no_public_test_file_gets_an_answer(outcome) -> None:
