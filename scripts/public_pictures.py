@@ -30,6 +30,7 @@ import gzip
 import importlib.util
 import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import nibabel as nib
@@ -90,7 +91,8 @@ def _pydicom_pictures() -> list[tuple[str, str, npt.NDArray[np.float64]]]:
 
 def _epi_slices() -> list[tuple[str, str, npt.NDArray[np.float64]]]:
     path = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
-    volume = np.asanyarray(nib.load(path).dataobj)[..., 0].astype(np.float64)
+    image: Any = nib.load(path)  # typed FileBasedImage, which has no dataobj
+    volume = np.asanyarray(image.dataobj)[..., 0].astype(np.float64)
     return [("nibabel_epi", f"z{z:02d}", np.rot90(volume[:, :, z])) for z in range(volume.shape[2])]
 
 
@@ -124,7 +126,7 @@ def _matplotlib_pictures() -> list[tuple[str, str, npt.NDArray[np.float64]]]:
 
 
 def _eight_bit(picture: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8] | None:
-    low, high = np.percentile(picture, [1, 99])
+    low, high = (float(v) for v in np.percentile(picture, [1, 99]))
     if high <= low:
         return None
     return (np.clip((picture - low) / (high - low), 0, 1) * 255).astype(np.uint8)
@@ -143,7 +145,8 @@ def write_set(out: Path) -> int:
             continue
         (out / kind).mkdir(exist_ok=True)
         image_id = f"p{number:04d}"
-        for suffix, options in ((".png", {}), (".jpg", {"quality": 90})):
+        formats: tuple[tuple[str, dict[str, Any]], ...] = ((".png", {}), (".jpg", {"quality": 90}))
+        for suffix, options in formats:
             name = f"{kind}/{image_id}_{stem}{suffix}"
             Image.fromarray(eight).save(out / name, **options)
             rows.append(
