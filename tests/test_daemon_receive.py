@@ -164,6 +164,9 @@ class Scanner:
         for syntax in syntaxes:
             ae.add_requested_context(MRImageStorage, [syntax])
         assoc = ae.associate("127.0.0.1", self.port, ae_title=self.called)
+        # pynetdicom's close() forgets its socket without closing it when shutdown() fails on a
+        # socket the peer closed first (a daemon stopping mid-series): held here, closed below.
+        raw = getattr(assoc.dul.socket, "socket", None)
         try:
             if assoc.is_rejected:
                 rsp = assoc.acceptor.primitive
@@ -180,8 +183,6 @@ class Scanner:
                 assoc.abort()
             if assoc.ident is not None:  # a rejected association never started its thread
                 assoc.join(timeout=10)
-            # pynetdicom skips close() when shutdown() fails on a socket the peer closed first
-            raw = getattr(assoc.dul.socket, "socket", None)
             if raw is not None:
                 raw.close()
 
