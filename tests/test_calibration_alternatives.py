@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
-from daemon_support import REPO
+from daemon_support import load_script
 
-spec = importlib.util.spec_from_file_location(
-    "calibration_alternatives", REPO / "scripts" / "calibration_alternatives.py"
-)
-assert spec is not None
-assert spec.loader is not None
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+script = load_script("calibration_alternatives")
 
 
 def _shy_negative(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from daemon_support import REPO, cli, reports, write_config
+from daemon_support import REPO, cli, load_script, reports, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
@@ -124,16 +124,7 @@ def test_pictures_nobody_on_the_team_made_are_refused(tmp_path: Path) -> None:
 def _public_pictures(folder: Path) -> list[dict[str, str]]:
     """`scripts/public_pictures.py`'s set in ``folder``: pydicom's and pydicom-data's images,
     nibabel's real EPI volume and the MNI152 T1 template, as 8-bit PNG and JPEG."""
-    import importlib.util  # noqa: PLC0415
-
-    spec = importlib.util.spec_from_file_location(
-        "public_pictures", REPO / "scripts" / "public_pictures.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.write_set(folder)
+    load_script("public_pictures").write_set(folder)
     with (folder / "manifest.csv").open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 

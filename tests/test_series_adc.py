@@ -8,14 +8,13 @@ test_default_model_lesions.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 import pytest
-from daemon_support import REPO
+from daemon_support import REPO, load_script
 from slice_records import slice_record
 
 from daemon.lesionmaps.files import adc_name, encode_adc, read_adc
@@ -180,19 +179,10 @@ def test_restricted_means_more_below_620_than_the_tissue_around_at_the_same_nois
     assert lesion_adc(at, clean_tissue, None)["restricted"] is False
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_adc_outside_maps_counts_restricted_tissue_not_the_head_s_edge() -> None:
     """`scripts/adc_outside_maps.py`: the share of tissue below 620 and its largest 3-D cluster;
     the partial-volume rim at the head's edge and CSF are not tissue."""
-    restricted = _script("adc_outside_maps").restricted
+    restricted = load_script("adc_outside_maps").restricted
     head = np.zeros((3, 32, 32), np.float32)
     head[:, 4:28, 4:28] = 800.0
     head[:, 4, 4:28] = 300.0  # the edge: partial volume with the background
