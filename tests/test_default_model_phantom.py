@@ -12,7 +12,7 @@ locations right. Measured with 2.5.0 on this seed: 0 of 18 answered normal slice
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import json
 import sys
 
@@ -27,16 +27,12 @@ SEED = 31
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, str]], dict]:
-    spec = importlib.util.spec_from_file_location(
-        "independent_phantom", REPO / "scripts" / "independent_phantom.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    phantom = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = phantom  # its dataclasses look their module up
-    spec.loader.exec_module(phantom)
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)  # the package scripts/phantom, as its command line finds it
+    slices = importlib.import_module("phantom.slices")
     root = tmp_path_factory.mktemp("phantom")
-    phantom.make_slices(root / "slices", n_cases=20, seed=SEED)
+    slices.make_slices(root / "slices", n_cases=20, seed=SEED)
     run = cli("evaluate", str(root / "slices"), "--out", str(root / "eval"), "--device", "CPU")
     assert run.returncode == 0, run.stderr
     with (root / "eval" / "results.csv").open(encoding="utf-8", newline="") as handle:

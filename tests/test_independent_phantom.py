@@ -1,4 +1,5 @@
-"""scripts/independent_phantom.py: the phantom written without the project's generator.
+"""scripts/independent_phantom.py (package scripts/phantom): the phantom written apart from the
+project's generator.
 
 Tiny runs only: two slice cases and one short study, checked for what the measurements rely on
 (files decode, the layout is the dataset layout, truth and pixels agree, vendor headers).
@@ -7,7 +8,7 @@ Tiny runs only: two slice cases and one short study, checked for what the measur
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -20,22 +21,34 @@ from daemon.shared.dataset import DatasetLayout, scan
 from daemon.shared.dicom_scope import b_value_of
 from daemon.shared.labels import load_label_map
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "independent_phantom.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+MODULES = (
+    "acquisition",
+    "anatomy",
+    "contrasts",
+    "dicom",
+    "lesions",
+    "placement",
+    "slices",
+    "studies",
+    "subject",
+)
 
 
 @pytest.fixture(scope="module")
 def phantom():
-    spec = importlib.util.spec_from_file_location("independent_phantom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["independent_phantom"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The package scripts/phantom with the modules used here (imported here: they need scipy)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))  # as when the command line runs from scripts/
+    for name in MODULES:
+        importlib.import_module(f"phantom.{name}")
+    return sys.modules["phantom"]
 
 
 @pytest.fixture(scope="module")
 def slice_set(phantom, tmp_path_factory):
     out = tmp_path_factory.mktemp("phantom") / "slices"
-    rows = phantom.make_slices(out, n_cases=2, seed=5)
+    rows = phantom.slices.make_slices(out, n_cases=2, seed=5)
     return out, rows
 
 
@@ -43,7 +56,7 @@ def slice_set(phantom, tmp_path_factory):
 def study(phantom, tmp_path_factory):
     out = tmp_path_factory.mktemp("phantom") / "studies"
     rng = np.random.default_rng(11)
-    rows = phantom.make_study(out, 1, "Left thalamus", rng, n_slices=3, with_ct=True)
+    rows = phantom.studies.make_study(out, 1, "Left thalamus", rng, n_slices=3, with_ct=True)
     return out / "study001", rows
 
 
@@ -56,8 +69,8 @@ def read(path: Path) -> np.ndarray:
 
 def test_every_placed_class_is_a_canonical_class(phantom):
     classes = set(load_label_map().classes)
-    assert set(phantom.PLACEMENT) <= classes
-    assert phantom.NORMAL in classes
+    assert set(phantom.placement.PLACEMENT) <= classes
+    assert phantom.placement.NORMAL in classes
 
 
 def test_slice_set_is_a_dataset_the_daemon_reads(slice_set):
@@ -113,20 +126,22 @@ def test_study_truth_and_series(study):
 
 
 def test_dwi_lesion_is_bright_on_b1000_and_dark_on_adc(phantom):
-    anat = phantom.load_anatomy()
+    from scipy import ndimage  # noqa: PLC0415 - the [train] extra, as the phantom needs
+
+    anat = phantom.anatomy.load_anatomy()
     rng = np.random.default_rng(3)
-    subject = phantom.make_subject(rng)
+    subject = phantom.subject.make_subject(rng)
     subject.atrophy_mm = 0.0
-    subject.lesions, centre = phantom.place_lesions(anat, "Right basal ganglia", rng)
-    geom = phantom.make_geometry(rng, matrix=192, fov=230.0)
-    proto = phantom.DiffusionProtocol.random(rng)
+    subject.lesions, centre = phantom.lesions.place_lesions(anat, "Right basal ganglia", rng)
+    geom = phantom.acquisition.make_geometry(rng, matrix=192, fov=230.0)
+    proto = phantom.acquisition.DiffusionProtocol.random(rng)
     proto.snr = 30.0
     z = subject.patient_z(centre)
-    img = phantom.render_diffusion(anat, subject, geom, proto, z, rng=rng)
+    img = phantom.contrasts.render_diffusion(anat, subject, geom, proto, z, rng=rng)
     lesion = img["lesion"] >= 0.7
     around = (
-        phantom.ndimage.binary_dilation(lesion, iterations=6)
-        & ~phantom.ndimage.binary_dilation(lesion, iterations=2)
+        ndimage.binary_dilation(lesion, iterations=6)
+        & ~ndimage.binary_dilation(lesion, iterations=2)
         & (img["brain"] > 0.8)
     )
     assert lesion.sum() > 5
@@ -160,14 +175,14 @@ def test_vendor_b_value_conventions(study):
 @pytest.mark.parametrize("vendor", ["siemens", "ge", "philips", "standard"])
 def test_each_vendor_header_reads_back(phantom, tmp_path, vendor):
     rng = np.random.default_rng(1)
-    header = phantom.diffusion_header(vendor, 1000.0, "1.2.3.4", {"te": 80, "tr": 5000}, rng)
+    header = phantom.dicom.diffusion_header(vendor, 1000.0, "1.2.3.4", {"te": 80, "tr": 5000}, rng)
     header.implicit = vendor == "ge"
-    ids = phantom.StudyIds(1, "1.2.3.5", "1.2.3.6", "F", 70)
-    geom = phantom.make_geometry(rng, matrix=128)
+    ids = phantom.dicom.StudyIds(1, "1.2.3.5", "1.2.3.6", "F", 70)
+    geom = phantom.acquisition.make_geometry(rng, matrix=128)
     pixels = np.arange(geom.rows * geom.cols, dtype=np.uint16).reshape(geom.rows, geom.cols)
-    ds = phantom.dicom_dataset(ids, header, pixels % 1000, geom, 10.0, instance=1)
+    ds = phantom.dicom.dicom_dataset(ids, header, pixels % 1000, geom, 10.0, instance=1)
     path = tmp_path / f"{vendor}.dcm"
-    phantom.save_dicom(ds, path)
+    phantom.dicom.save_dicom(ds, path)
     back = pydicom.dcmread(path)
     assert b_value_of(back)[0] == 1000.0
     assert back.Modality == "MR"
