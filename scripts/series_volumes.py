@@ -10,8 +10,9 @@ default unless ``--model``) writes the series reports; each DWI series' ``lesion
 compared with ``mask_volume_ml`` of ``series.json`` (what perfect slice masks measure,
 docs/synth.md), and the series' findings are counted, with and without the ADC check
 (`daemon.series.adc`). Prints the median and mean absolute volume difference, how many studies are
-within 1 mL and show a lesion at all, and the normal studies' false-positive volumes; one line per
-infarct study. Needs the ``[train]`` extra (the generator). Research use only.
+within 1 mL and show a lesion at all, and the normal studies' false-positive volumes; the same for
+``restricted_volume_ml`` (the lesions the ADC confirms); one line per infarct study. Needs the
+``[train]`` extra (the generator). Research use only.
 """
 
 from __future__ import annotations
@@ -92,20 +93,26 @@ def main() -> None:
         studies = json.loads((root / "data" / "series.json").read_text("utf-8"))["studies"]
         found = daemon_reports(root / "data", root, args.model)
     rows, normal = [], []
+    restricted_rows: list[tuple[float, float]] = []
+    normal_restricted: list[float] = []
     findings = {"infarct": Counter[str](), "normal": Counter[str]()}
     alone = {"infarct": Counter[str](), "normal": Counter[str]()}
     for study in studies:
         dwi = next(s for s in study["series"] if s["kind"] == "dwi")
         report = found[dwi["series_instance_uid"]]
         volume = report["lesion_volume_ml"] or 0.0
+        restricted = report.get("restricted_volume_ml") or 0.0
         truth = "normal" if dwi["label"] == NORMAL else "infarct"
         findings[truth][str(report["finding"])] += 1
         alone[truth][classifier_finding([e["finding"] for e in report["slices"]])] += 1
         if dwi["mask_volume_ml"] == 0:
             normal.append(volume)
+            normal_restricted.append(restricted)
         else:
             rows.append((dwi["label"], dwi["mask_volume_ml"], volume, report["finding"]))
+            restricted_rows.append((dwi["mask_volume_ml"], restricted))
     differences = [abs(got - true) for _, true, got, _ in rows]
+    restricted_off = [abs(got - true) for true, got in restricted_rows]
     print(f"profile {args.profile}, seed {args.seed}: {len(rows)} infarct and {len(normal)} normal")
     print(
         f"  |volume difference| median {statistics.median(differences):.2f} mL, mean "
@@ -116,12 +123,20 @@ def main() -> None:
         f"  normal studies with a false lesion {sum(v > 0 for v in normal)} of {len(normal)}, "
         f"mean {statistics.mean(normal):.2f} mL, largest {max(normal):.2f} mL"
     )
+    print(
+        f"  restricted_volume_ml: |difference| median {statistics.median(restricted_off):.2f} mL,"
+        f" within 1 mL {sum(d <= 1 for d in restricted_off)} of {len(rows)}; normal studies with"
+        f" a restricted volume {sum(v > 0 for v in normal_restricted)} of {len(normal)}"
+    )
     for truth, tally in findings.items():
         counts = ", ".join(f"{finding} {n}" for finding, n in sorted(tally.items()))
         before = ", ".join(f"{finding} {n}" for finding, n in sorted(alone[truth].items()))
         print(f"  series findings of the {truth} studies: {counts} (classifier alone: {before})")
-    for label, true, got, finding in rows:
-        print(f"    {label:34s} true {true:6.2f} mL  measured {got:6.2f} mL  finding {finding}")
+    for (label, true, got, finding), (_, confirmed) in zip(rows, restricted_rows, strict=True):
+        print(
+            f"    {label:34s} true {true:6.2f} mL  measured {got:6.2f} mL  restricted"
+            f" {confirmed:6.2f} mL  finding {finding}"
+        )
 
 
 if __name__ == "__main__":
