@@ -491,7 +491,7 @@ class TestSeriesLesions:
         images = reports(config.reports)
         by_id = {r["id"]: r for r in images.values()}
         document = series_reports(config.reports)[series_id(uid, "x")]
-        assert document["schema_version"] == "1.1"
+        assert document["schema_version"] == "1.2"
         assert document["lesion_maps_missing"] == 0
         assert [len(lesion["slices"]) for lesion in document["lesions"]] == [1, 3]
         small, slab = document["lesions"]

@@ -400,7 +400,9 @@ def _record(index: int, label: str, probability: float, position: float) -> Slic
 class TestRules:
     """The documented series rules (docs/daemon.md, "Series") on hand-made slices."""
 
-    def _report(self, slices: list[SliceRecord]) -> dict[str, Any]:
+    def _report(
+        self, slices: list[SliceRecord], lesions: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return build_series_report(
             "0" * 20,
             slices,
@@ -410,6 +412,7 @@ class TestRules:
             links={},
             generator={"name": "infarctwatch", "version": "test"},
             disclaimer="Research use only.",
+            lesions=lesions,
         )
 
     def test_a_confident_slice_makes_an_infarct_and_adjacent_slices_one_location(self) -> None:
@@ -422,7 +425,12 @@ class TestRules:
         report = self._report(list(reversed(slices)))
         assert report["finding"] == "acute_infarct"
         assert report["locations"] == [
-            {"label": "Left thalamus", "slices": [1, 2], "probability": 0.8}
+            {
+                "label": "Left thalamus",
+                "slices": [1, 2],
+                "probability": 0.8,
+                "basis": "confident_slices",
+            }
         ]
         assert [s["finding"] for s in report["slices"]] == [
             "no_acute_infarct",
@@ -456,6 +464,51 @@ class TestRules:
     def test_gaps_are_found_from_the_median_spacing(self) -> None:
         slices = [_record(i, "No acute infarct", 0.9, z) for i, z in enumerate((0, 3, 6, 15, 18))]
         assert missing_positions(slices) == [9.0, 12.0]
+
+    def test_a_series_made_acute_by_its_adc_names_the_restricted_lesion_s_place(self) -> None:
+        """No slice is confident; the ADC confirms a lesion labelled Left thalamus on slices 1-2
+        and refutes a look-alike: the series is acute and its one location is the lesion's, after
+        any confident slice's and without repeating one."""
+        slices = [
+            dataclasses.replace(
+                _record(i, "No acute infarct", 0.45, 5.0 * i),
+                finding="indeterminate",
+                probabilities=(("Left thalamus", p), ("No acute infarct", 0.45)),
+            )
+            for i, p in enumerate((0.1, 0.35, 0.4))
+        ]
+
+        def lesion(label: str, indices: list[int], restricted: bool) -> dict[str, Any]:
+            parts = [{"index": i} for i in indices]
+            return {"label": label, "slices": parts, "adc": {"restricted": restricted}}
+
+        fields = {
+            "lesions": [
+                lesion("Left thalamus", [1, 2], restricted=True),
+                lesion("Right frontal lobe", [0], restricted=False),
+            ],
+            "adc_slices": 3,
+        }
+        report = self._report(slices, lesions=fields)
+        assert report["finding"] == "acute_infarct"
+        assert report["locations"] == [
+            {
+                "label": "Left thalamus",
+                "slices": [1, 2],
+                "probability": 0.4,
+                "basis": "restricted_lesion",
+            }
+        ]
+        confident = [*slices[:2], _record(2, "Left thalamus", 0.9, 10.0)]
+        report = self._report(confident, lesions=fields)
+        assert report["locations"] == [
+            {
+                "label": "Left thalamus",
+                "slices": [2],
+                "probability": 0.9,
+                "basis": "confident_slices",
+            }
+        ]
 
     def test_a_slice_that_arrived_and_was_refused_is_not_missing(self) -> None:
         """The image check refused the slice at 9 mm: it is an other image, the series is ok; a

@@ -63,6 +63,8 @@ def test_demo_reports_every_sample_and_stops_the_daemon_cleanly(tmp_path: Path) 
     series = [line for line in out.splitlines() if line.lstrip().startswith("series '")]
     assert len(series) == 2  # the DWI series and its ADC series
     assert any("NOT_DWI" in line for line in series)  # the ADC series: listed, not analysed
+    # The DWI series: acute, and where (its restricted lesion's place when no slice is confident).
+    assert any("acute_infarct: Right parietal lobe on " in line for line in series), series
     (lesion_map,) = [line for line in out.splitlines() if line.lstrip().startswith("lesion map:")]
     assert " mL in all (" in lesion_map and "key images: overlays/" in lesion_map
     assert ", ADC " in lesion_map and "(restricted)" in lesion_map  # the study's ADC series read

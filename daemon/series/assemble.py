@@ -31,7 +31,10 @@ then, when the study's ADC series was read for the lesion map, checked against r
 diffusion (`daemon.series.adc`).
 ``locations`` has one entry per location label seen on a confident slice: the slices that show it
 (indices into ``slices``; a lesion seen on adjacent slices is one location) and its highest
-probability. A ``not_analysed`` or ``error`` series has no finding (null) and no location.
+probability (``basis``: ``confident_slices``); then one per label of a lesion the ADC found
+restricted that no confident slice names (the lesion's slices, the label's highest probability on
+them; ``basis``: ``restricted_lesion``): a series made acute by its ADC says where. A
+``not_analysed`` or ``error`` series has no finding (null) and no location.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
 
     from daemon.scan.slices import SliceRecord
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 NO_INFARCT = "No acute infarct"
 """The model's negative class (the first label of every infarctwatch bundle)."""
 CONFIDENT = 0.5
@@ -194,7 +197,10 @@ def analysed_slices(records: Iterable[SliceRecord]) -> list[SliceRecord]:
     return [r for r in order(records) if kind_of(r) == "slice"]
 
 
-def _locations(slices: list[SliceRecord]) -> list[dict[str, Any]]:
+def _locations(
+    slices: list[SliceRecord], lesions: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Confident slices' labels first, then the labels of restricted lesions not among them."""
     found: dict[str, dict[str, Any]] = {}
     for index, record in enumerate(slices):
         if slice_finding(record) != "acute_infarct" or record.label in (None, NO_INFARCT):
@@ -205,7 +211,27 @@ def _locations(slices: list[SliceRecord]) -> list[dict[str, Any]]:
         entry["slices"].append(index)
         entry["p"] = max(entry["p"], record.probability)
     ranked = sorted(found.values(), key=lambda e: (-e["p"], e["label"]))
-    return [{"label": e["label"], "slices": e["slices"], "probability": e["p"]} for e in ranked]
+    located = [_location(e, "confident_slices") for e in ranked]
+    confirmed: dict[str, dict[str, Any]] = {}
+    for lesion in (lesions or {}).get("lesions") or []:
+        label = lesion.get("label")
+        if not (lesion.get("adc") or {}).get("restricted") or label in (None, NO_INFARCT, *found):
+            continue
+        entry = confirmed.setdefault(label, {"label": label, "slices": [], "p": 0.0})
+        for index in (part["index"] for part in lesion["slices"]):
+            entry["slices"] = sorted({*entry["slices"], index})
+            entry["p"] = max(entry["p"], dict(slices[index].probabilities).get(label, 0.0))
+    ranked = sorted(confirmed.values(), key=lambda e: (-e["p"], e["label"]))
+    return located + [_location(e, "restricted_lesion") for e in ranked]
+
+
+def _location(entry: dict[str, Any], basis: str) -> dict[str, Any]:
+    return {
+        "label": entry["label"],
+        "slices": entry["slices"],
+        "probability": entry["p"],
+        "basis": basis,
+    }
 
 
 def series_finding(slices: list[SliceRecord], lesions: dict[str, Any] | None = None) -> str:
@@ -301,7 +327,7 @@ def build_series_report(
         "duplicates": len(duplicates),
         "expected_images": max((r.expected for r in ordered if r.expected), default=None),
         "finding": series_finding(slices, lesions) if analysed else None,
-        "locations": _locations(slices) if analysed else [],
+        "locations": _locations(slices, lesions) if analysed else [],
         **(lesions or {}),
         "slices": [_slice(r, maps=maps) for r in slices],
         "b0_images": [_image(r) for r in ordered if kinds[r.key] == "b0"],
