@@ -93,15 +93,15 @@ def main() -> None:
         studies = json.loads((root / "data" / "series.json").read_text("utf-8"))["studies"]
         found = daemon_reports(root / "data", root, args.model)
     rows, normal = [], []
-    restricted_rows: list[tuple[float, float]] = []
-    normal_restricted: list[float] = []
+    restricted_rows: list[tuple[float, float | None]] = []
+    normal_restricted: list[float | None] = []
     findings = {"infarct": Counter[str](), "normal": Counter[str]()}
     alone = {"infarct": Counter[str](), "normal": Counter[str]()}
     for study in studies:
         dwi = next(s for s in study["series"] if s["kind"] == "dwi")
         report = found[dwi["series_instance_uid"]]
         volume = report["lesion_volume_ml"] or 0.0
-        restricted = report.get("restricted_volume_ml") or 0.0
+        restricted = report.get("restricted_volume_ml")  # None: not known (no ADC read)
         truth = "normal" if dwi["label"] == NORMAL else "infarct"
         findings[truth][str(report["finding"])] += 1
         alone[truth][classifier_finding([e["finding"] for e in report["slices"]])] += 1
@@ -112,7 +112,8 @@ def main() -> None:
             rows.append((dwi["label"], dwi["mask_volume_ml"], volume, report["finding"]))
             restricted_rows.append((dwi["mask_volume_ml"], restricted))
     differences = [abs(got - true) for _, true, got, _ in rows]
-    restricted_off = [abs(got - true) for true, got in restricted_rows]
+    restricted_off = [abs(got - true) for true, got in restricted_rows if got is not None]
+    unknown = sum(got is None for _, got in restricted_rows) + normal_restricted.count(None)
     print(f"profile {args.profile}, seed {args.seed}: {len(rows)} infarct and {len(normal)} normal")
     print(
         f"  |volume difference| median {statistics.median(differences):.2f} mL, mean "
@@ -126,7 +127,8 @@ def main() -> None:
     print(
         f"  restricted_volume_ml: |difference| median {statistics.median(restricted_off):.2f} mL,"
         f" within 1 mL {sum(d <= 1 for d in restricted_off)} of {len(rows)}; normal studies with"
-        f" a restricted volume {sum(v > 0 for v in normal_restricted)} of {len(normal)}"
+        f" a restricted volume {sum((v or 0) > 0 for v in normal_restricted)} of {len(normal)};"
+        f" unknown (null) in {unknown} studies"
     )
     for truth, tally in findings.items():
         counts = ", ".join(f"{finding} {n}" for finding, n in sorted(tally.items()))
@@ -135,7 +137,7 @@ def main() -> None:
     for (label, true, got, finding), (_, confirmed) in zip(rows, restricted_rows, strict=True):
         print(
             f"    {label:34s} true {true:6.2f} mL  measured {got:6.2f} mL  restricted"
-            f" {confirmed:6.2f} mL  finding {finding}"
+            f" {'?' if confirmed is None else f'{confirmed:.2f}':>6} mL  finding {finding}"
         )
 
 
