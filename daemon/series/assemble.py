@@ -217,10 +217,12 @@ def _locations(
         label = lesion.get("label")
         if not (lesion.get("adc") or {}).get("restricted") or label in (None, NO_INFARCT, *found):
             continue
-        entry = confirmed.setdefault(label, {"label": label, "slices": [], "p": 0.0})
+        entry = confirmed.setdefault(label, {"label": label, "slices": set(), "p": 0.0})
         for index in (part["index"] for part in lesion["slices"]):
-            entry["slices"] = sorted({*entry["slices"], index})
+            entry["slices"].add(index)
             entry["p"] = max(entry["p"], dict(slices[index].probabilities).get(label, 0.0))
+    for entry in confirmed.values():
+        entry["slices"] = sorted(entry["slices"])
     ranked = sorted(confirmed.values(), key=lambda e: (-e["p"], e["label"]))
     return located + [_location(e, "restricted_lesion") for e in ranked]
 
