@@ -22,17 +22,22 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from machine import cpu_lines
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import MRImageStorage, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # daemon_support
+
+from daemon_support import new_dataset  # the tests' empty MR dataset
 
 from daemon.outbox.seg import lesion_segmentation
 from daemon.outbox.sr import lesion_report
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 def series(
@@ -44,13 +49,7 @@ def series(
     sources, masks = [], []
     first = (slices - lesion_slices) // 2
     for index in range(slices):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds = new_dataset(MRImageStorage)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, serie, frame
         ds.Modality, ds.PatientName, ds.PatientID = "MR", "BENCH^SERIES", "BENCH-1"
         ds.PatientBirthDate, ds.PatientSex = "", "O"

@@ -24,6 +24,7 @@ import yaml
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
@@ -118,7 +119,7 @@ def png_claiming(width: int, height: int) -> bytes:
 def new_dataset(sop_class: str) -> Dataset:
     """An empty dataset of ``sop_class`` with a new SOP Instance UID and explicit VR file meta."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
