@@ -23,7 +23,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from daemon_support import cli, write_config
+from daemon_support import cli, load_script, write_config
 
 from daemon.series.assemble import classifier_finding
 from daemon.shared.bundle import DEFAULT_BUNDLE, load_bundle
@@ -71,10 +71,10 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[s
 
 
 @pytest.fixture(scope="module")
-def found(
+def reports(
     tmp_path_factory: pytest.TempPathFactory, studies: tuple[Path, list[dict[str, Any]]]
-) -> dict[str, dict[str, Any]]:
-    """The series reports of one ``run --once`` over the studies, by SeriesInstanceUID."""
+) -> Path:
+    """The reports folder of one ``run --once`` over the studies."""
     assert load_bundle(DEFAULT_BUNDLE).segmenter is not None, "the default has a segmenter"
     data, _ = studies
     root = tmp_path_factory.mktemp("lesion-run")
@@ -83,9 +83,13 @@ def found(
 
     run = cli("run", "--config", str(path), "--once", timeout=600)
     assert run.returncode == 0, run.stderr
+    return root / "reports"
 
-    folder = root / "reports" / "series"
-    series = [json.loads(p.read_text("utf-8")) for p in folder.glob("*.json")]
+
+@pytest.fixture(scope="module")
+def found(reports: Path) -> dict[str, dict[str, Any]]:
+    """The series reports of the run, by SeriesInstanceUID."""
+    series = [json.loads(p.read_text("utf-8")) for p in (reports / "series").glob("*.json")]
     return {document["series_instance_uid"]: document for document in series}
 
 
@@ -144,3 +148,35 @@ def test_the_adc_confirms_the_infarcts_and_refutes_the_look_alikes(
     assert acute >= len(infarct) - 1, said
     assert acute >= sum(alone == "acute_infarct" for _, _, alone, _ in infarct), said
     assert all(finding == "acute_infarct" for _, finding, _, restricted in infarct if restricted)
+
+
+def test_series_maps_scores_the_reports_masks_against_the_truth(
+    reports: Path,
+    found: dict[str, dict[str, Any]],
+    studies: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    """`scripts/series_maps.py` on this run: every series, its truth where series.json puts it,
+    its restricted lesions those of ``restricted_volume_ml``, and a completion that only grows."""
+    script = load_script("series_maps")
+    data, truth = studies
+    series = script.read_series(data, reports)
+    assert len(series) == len(truth)
+    for one, dwi in zip(series, truth, strict=True):
+        report = found[dwi["series_instance_uid"]]
+        assert one.found.shape[0] == len(report["slices"])
+        true_ml = int(one.truth.sum()) * one.voxel_ml
+        # series.json counts the acquired matrix's pixels; a resampled export's differ a little
+        assert true_ml == pytest.approx(dwi["mask_volume_ml"], rel=0.05, abs=1e-3)
+        assert int(one.found.sum()) == sum(lesion["voxels"] for lesion in report["lesions"])
+        assert one.restricted is not None
+        restricted_ml = int(one.restricted.sum()) * one.voxel_ml
+        assert restricted_ml == pytest.approx(report["restricted_volume_ml"], abs=1e-3)
+        grown = script.completed(one.restricted, one.adc, 3)
+        assert (grown >= one.restricted).all()
+    scores = {kind: script.scores(series, kind, 3) for kind in ("map", "restricted", "completed")}
+    assert all(len(scored) == len(truth) for scored in scores.values())
+    normal = [s for s in scores["restricted"] if s.normal]
+    assert normal
+    assert all(s.predicted_lesions == 0 for s in normal)  # as the ADC check test above
+    dice = [s.dice for s in scores["map"] if not s.normal]
+    assert statistics.median(dice) > 0.5
