@@ -4,7 +4,7 @@ The phantom itself is the package ``phantom`` beside this file (its docstring is
 text). Run this file by path::
 
     python scripts/independent_phantom.py slices OUT --cases 120 --seed 4242
-    python scripts/independent_phantom.py studies OUT --studies 8 --seed 7
+    python scripts/independent_phantom.py studies OUT --studies 8 --seed 7 [--masks MASKS]
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         "--slices", type=int, default=None, help="slices per series (default 20-30)"
     )
     studies.add_argument("--seed", type=int, default=7)
+    studies.add_argument(
+        "--masks",
+        type=Path,
+        default=None,
+        help="also write each DWI slice's lesion mask here (MASKS/studyNNN/sKKK.png), not in OUT",
+    )
     sub.add_parser("classes", help="list the classes this phantom places, and where")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         took = time.monotonic() - started
         print(f"{len(rows)} slices of {args.cases} cases in {args.out} ({took:.0f} s)")
     else:
-        rows = make_studies(args.out, args.studies, args.seed, args.slices)
+        rows = make_studies(args.out, args.studies, args.seed, args.slices, args.masks)
         took = time.monotonic() - started
         print(f"{len(rows)} series of {args.studies} studies in {args.out} ({took:.0f} s)")
     return 0

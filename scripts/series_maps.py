@@ -1,10 +1,18 @@
-"""The daemon's series lesion maps against the synthetic truth, voxel by voxel.
+"""The daemon's series lesion maps against the truth of synthetic studies, voxel by voxel.
 
-``.venv/bin/python scripts/series_maps.py FOLDER [FOLDER...]``
+``.venv/bin/python scripts/series_maps.py FOLDER [FOLDER...] [--run [--model BUNDLE]] [--cases]
+[--complete N]``
 
-Each FOLDER is the ``--out`` of `scripts/series_volumes.py`: ``data/series.json`` and the masks
-beside the b1000 images are the truth; ``reports/`` holds the daemon's series reports and the mask
-of every slice (`daemon.lesionmaps.files`). Each DWI series is one case: its slices' masks stacked
+Each FOLDER holds ``data/``, the studies, and ``reports/``, what the daemon wrote for them
+(``--run`` runs it first: ``infarctwatch run --once`` on a copy in ``FOLDER/incoming``):
+
+* the ``--out`` of `scripts/series_volumes.py`: ``data/series.json`` and the masks beside the
+  b1000 images are the truth;
+* or phantom studies, `scripts/independent_phantom.py studies FOLDER/data --masks FOLDER/masks`:
+  ``data/truth.csv`` and ``masks/`` are the truth (`phantom_truth`).
+
+``reports/`` holds the daemon's series reports and the mask of every slice
+(`daemon.lesionmaps.files`). Each DWI series is one case: its slices' masks stacked
 in the report's slice order, the truth the same way, scored with the trainer's ISLES'22
 definitions (`trainer.segment.metrics`: Dice, lesion-wise F1 on 3-D connected lesions, absolute
 volume difference, lesion count difference, normal series without any lesion). A slice the daemon
@@ -19,7 +27,7 @@ did not analyse (refused, failed) is not in the stack, nor its truth. Scored:
   the ischaemic-core threshold: the map draws infarcts smaller than they are, could the ADC
   complete them? docs/training.md (*Series maps against the truth*) gives the answer.
 
-The voxel volume is the DWI series' ``pixel_mm``² x ``spacing_mm`` (series.json). Prints one
+The voxel volume is the DWI series' pixel area x slice spacing of its truth. Prints one
 line per set and folder; with ``--cases``, one line per infarct series. Needs the ``[train]``
 extra. Research use only.
 """
@@ -27,10 +35,12 @@ extra. Research use only.
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +51,9 @@ from daemon.lesionmaps.files import adc_name, read_adc, read_mask
 from daemon.series.adc import REFERENCE_ADC, RESTRICTED_ADC
 from daemon.shared.lesions import label
 from trainer.segment.metrics import CaseScore, score_case, summarise
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 IN_PLANE = np.zeros((3, 3, 3), np.bool_)
 IN_PLANE[1] = True
@@ -107,29 +120,99 @@ def completed(
     return grown
 
 
-def read_series(data: Path, reports: Path) -> list[Series]:
-    """Every DWI series of the synth folder ``data`` whose report in ``reports`` has lesion maps."""
+@dataclass(frozen=True)
+class Truth:
+    """One DWI series' truth: its name, the truth mask file at each report slice, the voxel mL."""
+
+    name: str
+    series_uid: str
+    mask_at: Callable[[dict[str, Any]], Path | None]
+    """The mask file of a series report's ``slices`` entry; None: no lesion there."""
+    voxel_ml: float
+
+
+def _synth_mask(files: dict[str, Path], entry: dict[str, Any]) -> Path | None:
+    return files.get(entry["sop_instance_uid"])
+
+
+def _phantom_mask(
+    positions: npt.NDArray[np.float64], spacing: float, folder: Path, entry: dict[str, Any]
+) -> Path:
+    k = int(np.argmin(np.abs(positions - entry["slice_position"])))
+    if abs(float(positions[k]) - entry["slice_position"]) > spacing / 2:
+        msg = f"no phantom slice at {entry['slice_position']} mm in {folder.name}"
+        raise ValueError(msg)
+    return folder / f"s{k + 1:03d}.png"
+
+
+def synth_truth(data: Path) -> list[Truth]:
+    """The DWI series of a `trainer.synth` ``--series`` folder (``series.json``)."""
+    found = []
+    for study in json.loads((data / "series.json").read_text("utf-8"))["studies"]:
+        dwi = next(s for s in study["series"] if s["kind"] == "dwi")
+        files = {s["b1000_sop_instance_uid"]: data / s["mask_file"] for s in dwi["lesion_slices"]}
+        found.append(
+            Truth(
+                name=f"{study['case_id']} {dwi['label']}",
+                series_uid=dwi["series_instance_uid"],
+                mask_at=functools.partial(_synth_mask, files),
+                voxel_ml=dwi["pixel_mm"] ** 2 * dwi["spacing_mm"] / 1000,
+            )
+        )
+    return found
+
+
+def phantom_truth(data: Path, masks: Path) -> list[Truth]:
+    """The DWI series of `scripts/independent_phantom.py` ``studies DATA --masks MASKS``.
+
+    ``truth.csv`` names each series' slice positions; slice k's mask is ``MASKS/<study>/sKKK.png``.
+    A report slice takes the position nearest its own, within half a slice spacing.
+    """
+    found = []
+    with (data / "truth.csv").open(encoding="utf-8", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["kind"] == "dwi"]
+    for row in rows:
+        positions = np.array([float(z) for z in row["slice_positions"].split()])
+        pixel, slab = row["geometry"].split()[1:3]  # "160x160 1.44mm 5.8+0.4mm"
+        spacing = sum(float(part) for part in slab.removesuffix("mm").split("+"))
+        folder = masks / row["study"]
+
+        found.append(
+            Truth(
+                name=f"{row['study']} {row['label']}",
+                series_uid=row["series_uid"],
+                mask_at=functools.partial(_phantom_mask, positions, spacing, folder),
+                voxel_ml=float(pixel.removesuffix("mm")) ** 2 * spacing / 1000,
+            )
+        )
+    return found
+
+
+def read_series(data: Path, reports: Path, masks: Path | None = None) -> list[Series]:
+    """Every DWI series of ``data`` whose report in ``reports`` has lesion maps.
+
+    ``data``: a `trainer.synth` ``--series`` folder, or (with ``masks``) phantom studies.
+    """
     documents, by_uid = {}, {}
     for path in (reports / "series").glob("*.json"):
         document = json.loads(path.read_text("utf-8"))
         documents[document["id"]] = document
         by_uid[document["series_instance_uid"]] = document
+    truths = synth_truth(data) if masks is None else phantom_truth(data, masks)
     found_series = []
-    for study in json.loads((data / "series.json").read_text("utf-8"))["studies"]:
-        dwi = next(s for s in study["series"] if s["kind"] == "dwi")
-        report = by_uid[dwi["series_instance_uid"]]
+    for truth in truths:
+        report = by_uid[truth.series_uid]
         if report.get("lesions") is None:
             continue
-        truth_files = {s["b1000_sop_instance_uid"]: s["mask_file"] for s in dwi["lesion_slices"]}
-        found, truth = [], []
+        found, true = [], []
         for entry in report["slices"]:
             mask = read_mask(reports / entry["lesion_mask"])
             if mask is None:
                 msg = f"{entry['lesion_mask']} is not readable"
                 raise ValueError(msg)
             found.append(mask)
-            true_file = truth_files.get(entry["sop_instance_uid"])
-            truth.append(np.zeros_like(mask) if true_file is None else _truth(data / true_file))
+            true_file = truth.mask_at(entry)
+            true.append(np.zeros_like(mask) if true_file is None else _truth(true_file))
         stacked = np.stack(found)
         restricted = (
             None
@@ -138,14 +221,14 @@ def read_series(data: Path, reports: Path) -> list[Series]:
         )
         found_series.append(
             Series(
-                name=f"{study['case_id']} {dwi['label']}",
-                truth=np.stack(truth),
+                name=truth.name,
+                truth=np.stack(true),
                 found=stacked,
                 restricted=restricted,
                 adc=None
                 if restricted is None
                 else _adc_stack(reports, report, documents, stacked.shape),
-                voxel_ml=dwi["pixel_mm"] ** 2 * dwi["spacing_mm"] / 1000,
+                voxel_ml=truth.voxel_ml,
             )
         )
     return found_series
@@ -191,6 +274,12 @@ def main() -> None:
     parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--cases", action="store_true", help="one line per infarct series")
     parser.add_argument(
+        "--run",
+        action="store_true",
+        help="first run the daemon on FOLDER/data (copied to FOLDER/incoming) into FOLDER/reports",
+    )
+    parser.add_argument("--model", type=Path, help="with --run: the bundle (default: the default)")
+    parser.add_argument(
         "--complete",
         type=int,
         default=0,
@@ -199,7 +288,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     for folder in args.folders:
-        series = read_series(folder / "data", folder / "reports")
+        if args.run:
+            from series_volumes import daemon_reports  # noqa: PLC0415 - a sibling script
+
+            daemon_reports(folder / "data", folder, args.model)
+        masks = folder / "masks" if (folder / "masks").is_dir() else None
+        series = read_series(folder / "data", folder / "reports", masks)
         print(f"{folder}: {len(series)} DWI series with lesion maps")
         kinds = ("map", "restricted", "completed") if args.complete else ("map", "restricted")
         for name in kinds:

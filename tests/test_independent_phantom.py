@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from daemon_support import load_script
 from PIL import Image
 
 from daemon.shared.dataset import DatasetLayout, scan
@@ -56,7 +57,9 @@ def slice_set(phantom, tmp_path_factory):
 def study(phantom, tmp_path_factory):
     out = tmp_path_factory.mktemp("phantom") / "studies"
     rng = np.random.default_rng(11)
-    rows = phantom.studies.make_study(out, 1, "Left thalamus", rng, n_slices=3, with_ct=True)
+    rows = phantom.studies.make_study(
+        out, 1, "Left thalamus", rng, n_slices=3, with_ct=True, masks=out.parent / "masks"
+    )
     return out / "study001", rows
 
 
@@ -123,6 +126,35 @@ def test_study_truth_and_series(study):
     assert all(ds.Modality == "CT" for ds in series[kinds["ct"]["series_uid"]])
     adc = series[kinds["adc"]["series_uid"]]
     assert all("ADC" in ds.ImageType for ds in adc)
+
+
+def test_study_masks_mark_the_lesion_slices_and_series_maps_finds_them(study):
+    """``--masks``: one mask per DWI slice, outside the study folder, the DWI matrix, non-empty on
+    ``lesion_slices`` only, as large as ``lesion_volume_ml_on_slices``; `scripts/series_maps.py`
+    finds each b1000 image's mask by its slice position."""
+    folder, rows = study
+    dwi = next(r for r in rows if r["kind"] == "dwi")
+    masks = folder.parent.parent / "masks"
+    files = sorted((masks / folder.name).iterdir())
+    assert [f.name for f in files] == ["s001.png", "s002.png", "s003.png"]
+    shapes = {}  # b0 and b1000 images: the same positions, the same matrix
+    for path in (folder / "DWI").iterdir():
+        ds = pydicom.dcmread(path)
+        shapes[float(ds.ImagePositionPatient[2])] = ds.pixel_array.shape
+    marked = [k for k, f in enumerate(files) if read(f).any()]
+    assert marked == [int(k) for k in dwi["lesion_slices"].split()]
+    assert {read(f).shape for f in files} == set(shapes.values())
+    pixel, slab = dwi["geometry"].split()[1:3]
+    voxel_ml = float(pixel.removesuffix("mm")) ** 2 * sum(map(float, slab[:-2].split("+"))) / 1000
+    voxels = sum(int((read(f) > 0).sum()) for f in files)
+    assert voxels * voxel_ml == pytest.approx(float(dwi["lesion_volume_ml_on_slices"]), abs=0.02)
+
+    (truth,) = load_script("series_maps").phantom_truth(folder, masks)  # the study's truth.csv
+    assert truth.series_uid == dwi["series_uid"]
+    for k, z in enumerate(sorted(shapes)):
+        assert truth.mask_at({"slice_position": z + 0.3}) == files[k]
+    with pytest.raises(ValueError, match="no phantom slice"):
+        truth.mask_at({"slice_position": max(shapes) + 40.0})
 
 
 def test_dwi_lesion_is_bright_on_b1000_and_dark_on_adc(phantom):

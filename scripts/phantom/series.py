@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from phantom.acquisition import VENDORS, DiffusionProtocol, Geometry, make_geometry
 from phantom.contrasts import render_ct, render_diffusion, render_structural, structural_timing
@@ -41,6 +42,8 @@ class Study:
     fractions: list[dict[str, Any]]
     label: str
     rng: np.random.Generator
+    masks: Path | None = None
+    """Where each DWI slice's lesion mask goes (None: nowhere); kept out of ``folder``."""
 
 
 def diffusion_order(n: int, interleaved: bool) -> list[tuple[int, float]]:
@@ -49,6 +52,17 @@ def diffusion_order(n: int, interleaved: bool) -> list[tuple[int, float]]:
     if interleaved:
         return [(k, bv) for k in range(n) for bv in (0.0, b)]
     return [(k, 0.0) for k in range(n)] + [(k, b) for k in range(n)]
+
+
+def write_masks(folder: Path, masks: list[np.ndarray]) -> None:
+    """Each slice's lesion mask as ``folder/sKKK.png`` (8-bit, 255 inside).
+
+    Inside: lesion fraction >= 0.5, as ``lesion_volume_ml_on_slices`` counts it; slices numbered
+    from 1 in the order of ``slice_positions``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, mask in enumerate(masks, start=1):
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(folder / f"s{k:03d}.png")
 
 
 def write_diffusion(study: Study, anat: Anatomy) -> list[dict[str, Any]]:
@@ -100,6 +114,8 @@ def write_diffusion(study: Study, anat: Anatomy) -> list[dict[str, Any]]:
             study.ids, adc_header, pixels, geom, z, instance=k + 1, window=(1200.0, 2400.0)
         )
         save_dicom(ds, study.folder / "ADC" / f"IM{k + 1:04d}.dcm")
+    if study.masks is not None:
+        write_masks(study.masks, [im["lesion"] >= 0.5 for im in images])
     voxel_ml = geom.pixel_mm**2 * geom.spacing_mm / 1000.0
     on_slices = sum(float((im["lesion"] >= 0.5).sum()) for im in images) * voxel_ml
     lesion_slices = [k for k, im in enumerate(images) if (im["lesion"] >= 0.5).any()]

@@ -49,8 +49,12 @@ def make_study(
     *,
     n_slices: int | None = None,
     with_ct: bool | None = None,
+    masks: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One study folder: DWI (b0 + b1000), ADC, T1, FLAIR, sometimes CT; its truth.csv rows."""
+    """One study folder: DWI (b0 + b1000), ADC, T1, FLAIR, sometimes CT; its truth.csv rows.
+
+    ``masks``: a folder for the DWI slices' lesion masks (``masks/studyNNN/sKKK.png``).
+    """
     anat = load_anatomy()
     subject = make_subject(rng)
     centre = 10.0
@@ -73,6 +77,7 @@ def make_study(
         fractions=[slice_fractions(anat, subject, geom, z) for z in zs],
         label=label,
         rng=rng,
+        masks=None if masks is None else masks / f"study{index:03d}",
     )
     truth = write_diffusion(study, anat)
     truth.extend(write_structural(study))
@@ -85,9 +90,17 @@ def make_study(
 
 
 def make_studies(
-    out: Path, n_studies: int, seed: int, n_slices: int | None = None
+    out: Path,
+    n_studies: int,
+    seed: int,
+    n_slices: int | None = None,
+    masks: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Write ``n_studies`` study folders, half normal; returns every truth row."""
+    """Write ``n_studies`` study folders, half normal; returns every truth row.
+
+    ``masks``: where the DWI slices' lesion masks go (`make_study`); outside ``out``, which a
+    daemon reads as its incoming folder.
+    """
     rng = np.random.default_rng(seed)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} exists and is not empty")
@@ -99,6 +112,6 @@ def make_studies(
     ]
     rows = []
     for index, label in enumerate(labels, start=1):
-        rows.extend(make_study(out, index, label, rng, n_slices=n_slices))
+        rows.extend(make_study(out, index, label, rng, n_slices=n_slices, masks=masks))
     write_csv(out / "truth.csv", uniform_rows(rows))
     return rows
