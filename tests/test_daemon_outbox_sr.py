@@ -167,6 +167,32 @@ class TestLesionReport:
         assert adc.derivation is not None
         assert adc.derivation.value == lesion_codes.MEDIAN.value
         assert [m.name.value for m in without.get_measurements()] == [lesion_codes.VOLUME.value]
+        assert _evaluations(with_adc)["Apparent Diffusion Coefficient"] == "Decreased"
+        assert "Apparent Diffusion Coefficient" not in _evaluations(without)
+
+    def test_a_look_alike_s_adc_is_normal_and_only_a_restricted_lesion_s_decreased(
+        self, series: Series, tmp_path: Path
+    ) -> None:
+        """The ADC check per lesion, coded: "Apparent Diffusion Coefficient" (DCM 113041) is
+        Decreased (SNOMED CT 1250004) for a restricted lesion, Normal (17621005) for one whose
+        ADC is not restricted, so a PACS can tell the acute lesions from the look-alikes."""
+        lesions = series_report(series)["lesions"]
+        for lesion, restricted in zip(lesions, (False, True), strict=True):
+            lesion["adc"] = {
+                "median": 480.0 if restricted else 890.0,
+                "restricted_ml": 0.3 if restricted else 0.0,
+                "restricted_share": 0.7 if restricted else 0.05,
+                "reference_share": 0.03,
+                "restricted": restricted,
+            }
+        _, document, _ = _with_seg(series, tmp_path, lesions=lesions)
+        look_alike, infarct = _lesion_groups(document)
+        for group, code in ((look_alike, "17621005"), (infarct, "1250004")):
+            (evaluation,) = [
+                e for e in group.get_qualitative_evaluations() if e.name.value == "113041"
+            ]
+            assert (evaluation.name.value, evaluation.name.scheme_designator) == ("113041", "DCM")
+            assert (evaluation.value.value, evaluation.value.scheme_designator) == (code, "SCT")
 
     def test_the_lesion_map_group_references_the_seg_segment(
         self, series: Series, tmp_path: Path

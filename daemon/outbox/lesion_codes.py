@@ -35,6 +35,9 @@ MILLILITER = Code("ml", "UCUM", "milliliter")
 VOLUME = codes.SCT.Volume
 ADC = codes.DCM.ApparentDiffusionCoefficient
 """DCM 113041, a lesion's apparent diffusion coefficient (its median over the lesion)."""
+ADC_VERDICT = {True: codes.SCT.Decreased, False: codes.SCT.Normal}
+"""A lesion's ADC check (``adc.restricted``) as a qualitative evaluation of its ADC: Decreased
+(restricted diffusion, an acute infarct) or Normal (a look-alike)."""
 MICROMETER2_PER_SECOND = Code("um2/s", "UCUM", "um2/s")
 """The ADC's unit: 1 um2/s is 1e-6 mm2/s, the unit of the series report's ``adc.median``."""
 MEDIAN = codes.SCT.Median

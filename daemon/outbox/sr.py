@@ -17,8 +17,10 @@ no SEG is sent) and returns a highdicom ``Comprehensive3DSR`` whose content foll
   - with a SEG, one TID 1411 group, the **lesion map**: a volumetric ROI referencing the SEG's
     segment (and the source slices it has frames for), with the total volume;
   - one TID 1501 group per **lesion**: its volume in mL, its median ADC (DCM 113041 "Apparent
-    Diffusion Coefficient", derivation SNOMED CT "Median", UCUM ``um2/s``, i.e. 1e-6 mm²/s) when
-    the study's ADC series was read for it (the series report's ``adc.median``), its finding
+    Diffusion Coefficient", derivation SNOMED CT "Median", UCUM ``um2/s``, i.e. 1e-6 mm²/s) and
+    the ADC check as a qualitative evaluation of the same concept, SNOMED CT "Decreased"
+    (restricted: ``adc.restricted``) or "Normal" (a look-alike), when the study's ADC series was
+    read for it (the series report's ``adc``), its finding
     sites (SNOMED CT, with laterality, `daemon.outbox.lesion_codes`), finding type "Infarct",
     the source slices it lies on, and its tracking identifier ``Lesion <n>: <label>``, so the
     location label's text is always there. Not a TID 1411 referencing the SEG: the SEG has one
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
         Comprehensive3DSR,
         Measurement,
         MeasurementsAndQualitativeEvaluations,
+        QualitativeEvaluation,
         VolumetricROIMeasurementsAndQualitativeEvaluations,
     )
 
@@ -153,6 +156,19 @@ def _median_adc(lesion: dict[str, Any]) -> list[Measurement]:
     ]
 
 
+def _adc_verdict(lesion: dict[str, Any]) -> list[QualitativeEvaluation] | None:
+    """The lesion's ADC check as "Apparent Diffusion Coefficient": Decreased / Normal.
+
+    None when the study's ADC series was not read for it.
+    """
+    from highdicom import sr  # noqa: PLC0415
+
+    restricted = (lesion.get("adc") or {}).get("restricted")
+    if not isinstance(restricted, bool):
+        return None
+    return [sr.QualitativeEvaluation(lesion_codes.ADC, lesion_codes.ADC_VERDICT[restricted])]
+
+
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -221,6 +237,7 @@ def _lesion_group(
         algorithm_id=algorithm,
         finding_sites=sites or None,
         measurements=[_volume(volume), *_median_adc(lesion)],
+        qualitative_evaluations=_adc_verdict(lesion),
         source_images=images or None,
     )
 
