@@ -72,7 +72,9 @@ class Series:
     voxel_ml: float
 
 
-def _restricted_only(found: npt.NDArray[np.bool_], lesions: list[dict[str, Any]]) -> Any:
+def _restricted_only(
+    found: npt.NDArray[np.bool_], lesions: list[dict[str, Any]]
+) -> npt.NDArray[np.bool_] | None:
     """The voxels of ``found``'s restricted lesions; None when a lesion has no ADC check.
 
     The series report numbers its lesions as `daemon.shared.lesions.label` numbers the stack.
@@ -85,17 +87,24 @@ def _restricted_only(found: npt.NDArray[np.bool_], lesions: list[dict[str, Any]]
     if not all(checks):
         return None
     keep = np.array([False, *(bool(check["restricted"]) for check in checks)])
-    return keep[labels]
+    restricted: npt.NDArray[np.bool_] = keep[labels]
+    return restricted
 
 
 def _truth(path: Path) -> npt.NDArray[np.bool_]:
-    """A synth mask (docs/synth.md: the lesion's number inside, 0 outside) as a bool array."""
+    """A true mask as a bool array: every pixel above 0.
+
+    Synth writes the lesion's number there (docs/synth.md), the phantom 255.
+    """
     with Image.open(path) as image:
         return np.asarray(image.convert("L")) > 0
 
 
 def _adc_stack(
-    reports: Path, report: dict[str, Any], documents: dict[str, dict[str, Any]], shape: Any
+    reports: Path,
+    report: dict[str, Any],
+    documents: dict[str, dict[str, Any]],
+    shape: tuple[int, ...],
 ) -> npt.NDArray[np.float32]:
     """The ADC at each of ``report``'s slices (NaN where none), as the daemon reads it."""
     adc = documents[report["adc_series"][0]["id"]]
