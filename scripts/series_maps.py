@@ -300,6 +300,8 @@ def main() -> None:
         if args.run:
             from series_volumes import daemon_reports  # noqa: PLC0415 - a sibling script
 
+            if (folder / "incoming").exists():
+                parser.error(f"{folder}/incoming exists: the daemon ran there; drop --run")
             daemon_reports(folder / "data", folder, args.model)
         masks = folder / "masks" if (folder / "masks").is_dir() else None
         series = read_series(folder / "data", folder / "reports", masks)

@@ -210,3 +210,22 @@ def test_the_restricted_volume_sums_the_restricted_lesions_only() -> None:
     assert restricted_volume([lesion(1.0, True), lesion(0.5, None)]) is None
     assert restricted_volume([lesion(None, True)]) is None
     assert restricted_volume([lesion(None, False)]) == 0.0
+
+
+def test_series_maps_completes_a_restricted_lesion_through_restricted_tissue_only() -> None:
+    """`scripts/series_maps.py --complete N`: N steps out, in-plane, through ADC below 620 only;
+    not through normal tissue, not onto another slice, not where the ADC is unknown."""
+    completed = load_script("series_maps").completed
+    values = np.full((3, 24, 24), 800.0, np.float32)  # normal tissue
+    lesion = np.zeros((3, 24, 24), np.bool_)
+    lesion[1, 10:14, 10:14] = True  # the map drew the infarct's middle only
+    values[1, 8:16, 8:16] = 500.0  # the infarct
+    values[1, 3:20, 12] = 500.0  # a restricted streak through it, 5 to 7 pixels beyond the map
+    values[1, 20:23, 20:23] = 450.0  # restricted noise apart from the lesion
+    values[0, 10:14, 10:14] = 500.0  # restricted on the slice below
+    values[2] = np.nan  # no ADC on the slice above
+    expected = lesion.copy()
+    expected[1, 8:16, 8:16] = True  # two steps out
+    expected[1, 7, 12] = expected[1, 16, 12] = True  # the third, along the streak only
+    assert (completed(lesion, values, 3) == expected).all()
+    assert (completed(lesion, values, 0) == lesion).all()
